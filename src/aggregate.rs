@@ -1,0 +1,296 @@
+//! Aggregation: per-nugget verdicts -> per-answer scores and rewards (AutoNuggetizer scores,
+//! the weighted reward with pitfalls, a soft reward from probabilities, sample-level max).
+
+use serde::Serialize;
+
+use crate::rubric::{Importance, Label, Nugget};
+
+/// Who decided a verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecidedBy {
+    /// The model.
+    Llm,
+    /// Normalised exact match.
+    ExactMatch,
+    /// Containment.
+    Contains,
+    /// Regular expression.
+    Regex,
+    /// Number within tolerance.
+    Numeric,
+}
+
+/// Label probabilities in the order support, partial_support, not_support.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct LabelProbs {
+    /// P(support).
+    pub support: f64,
+    /// P(partial_support).
+    pub partial_support: f64,
+    /// P(not_support).
+    pub not_support: f64,
+}
+
+impl LabelProbs {
+    /// From an array in [`Label::ALL`] order.
+    pub fn from_array(p: [f64; 3]) -> Self {
+        LabelProbs {
+            support: p[0],
+            partial_support: p[1],
+            not_support: p[2],
+        }
+    }
+
+    /// As an array in [`Label::ALL`] order.
+    pub fn to_array(self) -> [f64; 3] {
+        [self.support, self.partial_support, self.not_support]
+    }
+
+    /// The most probable label (ties go to the lower credit, which is the cautious side).
+    pub fn argmax(self) -> Label {
+        let a = self.to_array();
+        let mut best = 2;
+        for i in [1, 0] {
+            if a[i] > a[best] {
+                best = i;
+            }
+        }
+        Label::ALL[best]
+    }
+
+    /// Expected credit: P(support) + 0.5 P(partial).
+    pub fn expected_value(self) -> f64 {
+        self.support + 0.5 * self.partial_support
+    }
+}
+
+/// The verdict for one nugget.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Verdict {
+    /// Final label.
+    pub label: Label,
+    /// Label distribution (scored mode); absent for deterministic checks and reasoned mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probs: Option<LabelProbs>,
+    /// Expected credit in [0, 1]: from `probs` when present, else the label's value.
+    pub score: f64,
+    /// Who decided.
+    pub by: DecidedBy,
+    /// Rationale (reasoned mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rationale: Option<String>,
+    /// Quoted evidence from the judged text (reasoned mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quote: Option<String>,
+}
+
+impl Verdict {
+    /// A deterministic verdict.
+    pub fn decided(label: Label, by: DecidedBy) -> Self {
+        Verdict {
+            label,
+            probs: None,
+            score: label.value(),
+            by,
+            rationale: None,
+            quote: None,
+        }
+    }
+
+    /// A scored-mode model verdict from a distribution.
+    pub fn from_probs(probs: LabelProbs) -> Self {
+        Verdict {
+            label: probs.argmax(),
+            probs: Some(probs),
+            score: probs.expected_value(),
+            by: DecidedBy::Llm,
+            rationale: None,
+            quote: None,
+        }
+    }
+
+    /// Fold partial support into not support (2-grade mode).
+    pub fn two_grade(mut self) -> Self {
+        if let Some(p) = self.probs {
+            let folded = LabelProbs {
+                support: p.support,
+                partial_support: 0.0,
+                not_support: p.not_support + p.partial_support,
+            };
+            self.probs = Some(folded);
+            self.score = folded.expected_value();
+            self.label = folded.argmax();
+        } else if self.label == Label::PartialSupport {
+            self.label = Label::NotSupport;
+            self.score = 0.0;
+        }
+        self
+    }
+}
+
+/// Per-answer scores.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Scores {
+    /// (#support + 0.5 #partial) / #nuggets, over non-pitfall nuggets.
+    pub all_score: f64,
+    /// The same over vital nuggets; `None` when there are none.
+    pub vital_score: Option<f64>,
+    /// #support / #nuggets.
+    pub strict_all_score: f64,
+    /// #support / #vital.
+    pub strict_vital_score: Option<f64>,
+    /// sum w_i v_i / sum_{w_i > 0} w_i, pitfalls (w < 0) subtract; may be negative.
+    pub weighted_reward: f64,
+    /// The weighted reward with each v_i replaced by its expected credit under the label distribution.
+    pub soft_reward: f64,
+}
+
+fn ratio(num: f64, den: usize) -> Option<f64> {
+    (den > 0).then(|| num / den as f64)
+}
+
+/// Aggregate the verdicts of one answer. `nuggets` and `verdicts` are parallel.
+pub fn aggregate(nuggets: &[Nugget], verdicts: &[Verdict]) -> Scores {
+    debug_assert_eq!(nuggets.len(), verdicts.len());
+    let (mut all, mut strict_all, mut n_all) = (0.0, 0.0, 0usize);
+    let (mut vital, mut strict_vital, mut n_vital) = (0.0, 0.0, 0usize);
+    let (mut weighted, mut soft, mut positive) = (0.0, 0.0, 0.0);
+    for (n, v) in nuggets.iter().zip(verdicts) {
+        let value = v.label.value();
+        let strict = if v.label == Label::Support { 1.0 } else { 0.0 };
+        weighted += n.weight * value;
+        soft += n.weight * v.score;
+        if n.weight > 0.0 {
+            positive += n.weight;
+        }
+        if n.is_pitfall() {
+            continue;
+        }
+        all += value;
+        strict_all += strict;
+        n_all += 1;
+        if n.importance == Importance::Vital {
+            vital += value;
+            strict_vital += strict;
+            n_vital += 1;
+        }
+    }
+    let reward = |x: f64| if positive > 0.0 { x / positive } else { 0.0 };
+    Scores {
+        all_score: ratio(all, n_all).unwrap_or(0.0),
+        vital_score: ratio(vital, n_vital),
+        strict_all_score: ratio(strict_all, n_all).unwrap_or(0.0),
+        strict_vital_score: ratio(strict_vital, n_vital),
+        weighted_reward: reward(weighted),
+        soft_reward: reward(soft),
+    }
+}
+
+/// Search-Gen-V sample level: a nugget judged against several blocks of one answer takes the
+/// best label (support > partial_support > not_support).
+pub fn max_label(labels: impl IntoIterator<Item = Label>) -> Option<Label> {
+    labels.into_iter().max()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rubric::Importance::{Okay, Vital};
+
+    fn nugget(imp: Importance) -> Nugget {
+        Nugget::new("n").with_importance(imp)
+    }
+
+    fn v(l: Label) -> Verdict {
+        Verdict::decided(l, DecidedBy::Llm)
+    }
+
+    /// Hand-computed with AutoNuggetizer's definitions: 4 nuggets, 2 vital;
+    /// vital: support + partial, okay: support + not.
+    #[test]
+    fn autonuggetizer_scores() {
+        let nuggets = vec![nugget(Vital), nugget(Vital), nugget(Okay), nugget(Okay)];
+        let verdicts = vec![
+            v(Label::Support),
+            v(Label::PartialSupport),
+            v(Label::Support),
+            v(Label::NotSupport),
+        ];
+        let s = aggregate(&nuggets, &verdicts);
+        assert_eq!(s.all_score, 2.5 / 4.0);
+        assert_eq!(s.vital_score, Some(1.5 / 2.0));
+        assert_eq!(s.strict_all_score, 2.0 / 4.0);
+        assert_eq!(s.strict_vital_score, Some(1.0 / 2.0));
+        // weights 1, 1, 0.5, 0.5: (1 + 0.5 + 0.5 + 0) / 3
+        assert!((s.weighted_reward - 2.0 / 3.0).abs() < 1e-12);
+        assert!((s.soft_reward - s.weighted_reward).abs() < 1e-12);
+    }
+
+    #[test]
+    fn pitfalls_subtract_and_are_not_counted_as_nuggets() {
+        let nuggets = vec![
+            nugget(Vital).with_weight(2.0),
+            nugget(Okay).with_weight(1.0),
+            nugget(Vital).with_weight(-1.5),
+        ];
+        let verdicts = vec![
+            v(Label::Support),
+            v(Label::PartialSupport),
+            v(Label::Support),
+        ];
+        let s = aggregate(&nuggets, &verdicts);
+        // (2*1 + 1*0.5 - 1.5*1) / 3
+        assert!((s.weighted_reward - 1.0 / 3.0).abs() < 1e-12);
+        assert_eq!(s.all_score, 1.5 / 2.0);
+        assert_eq!(s.vital_score, Some(1.0));
+    }
+
+    #[test]
+    fn no_vital_nuggets_means_no_vital_score() {
+        let s = aggregate(&[nugget(Okay)], &[v(Label::Support)]);
+        assert_eq!(s.vital_score, None);
+        assert_eq!(s.strict_vital_score, None);
+        assert_eq!(s.all_score, 1.0);
+        assert_eq!(s.weighted_reward, 1.0);
+    }
+
+    #[test]
+    fn soft_reward_uses_expected_credit() {
+        let p = LabelProbs::from_array([0.6, 0.2, 0.2]);
+        let s = aggregate(
+            &[nugget(Vital), nugget(Vital)],
+            &[Verdict::from_probs(p), v(Label::NotSupport)],
+        );
+        assert!((s.soft_reward - 0.7 / 2.0).abs() < 1e-12);
+        assert_eq!(s.all_score, 0.5);
+    }
+
+    #[test]
+    fn argmax_and_two_grade() {
+        assert_eq!(
+            LabelProbs::from_array([0.2, 0.5, 0.3]).argmax(),
+            Label::PartialSupport
+        );
+        assert_eq!(
+            LabelProbs::from_array([0.4, 0.2, 0.4]).argmax(),
+            Label::NotSupport
+        );
+        let folded = Verdict::from_probs(LabelProbs::from_array([0.4, 0.35, 0.25])).two_grade();
+        assert_eq!(folded.label, Label::NotSupport);
+        assert!((folded.score - 0.4).abs() < 1e-12);
+    }
+
+    #[test]
+    fn sample_level_takes_the_best_block() {
+        assert_eq!(
+            max_label([Label::NotSupport, Label::PartialSupport]),
+            Some(Label::PartialSupport)
+        );
+        assert_eq!(
+            max_label([Label::Support, Label::PartialSupport]),
+            Some(Label::Support)
+        );
+        assert_eq!(max_label([]), None);
+    }
+}

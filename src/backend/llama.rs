@@ -1,0 +1,912 @@
+//! The embedded llama.cpp backend. Every llama-cpp-2 import lives in this file: the crate keeps
+//! no stable API, so an upgrade touches only here.
+//!
+//! The model is shared; the context (not `Send`) lives on one engine thread that receives jobs
+//! over a channel. Scoring packs many prompts into one `decode`: each group's prefix tokens are
+//! added once, tagged with the sequence ids of all its suffixes (the same as copying the prefix's
+//! KV cache into each sequence), and each suffix runs in its own sequence.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::{LlamaChatMessage, LlamaModel};
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
+
+use super::{Backend, BackendInfo, LabelScore, PromptGroup, Usage};
+use crate::error::{Error, Result};
+use crate::prompt::Message;
+
+/// Settings of the embedded backend.
+#[derive(Debug, Clone)]
+pub struct EmbeddedConfig {
+    /// GGUF file.
+    pub model_path: PathBuf,
+    /// Context size in tokens (KV cells shared by all sequences of one decode).
+    pub n_ctx: u32,
+    /// Decode threads; default: all cores.
+    pub n_threads: Option<usize>,
+    /// Most sequences (prompts) in one decode.
+    pub n_seq_max: u32,
+    /// Physical batch size.
+    pub n_ubatch: u32,
+    /// Most tokens packed into one decode of prompts; a single prompt longer than this still runs
+    /// alone (up to `n_ctx`).
+    pub wave_tokens: usize,
+}
+
+impl EmbeddedConfig {
+    /// Defaults for `model_path`.
+    pub fn new(model_path: impl Into<PathBuf>) -> Self {
+        EmbeddedConfig {
+            model_path: model_path.into(),
+            n_ctx: 8192,
+            n_threads: None,
+            n_seq_max: 64,
+            n_ubatch: 512,
+            wave_tokens: 2048,
+        }
+    }
+
+    /// Set the context size.
+    pub fn with_n_ctx(mut self, n_ctx: u32) -> Self {
+        self.n_ctx = n_ctx;
+        self
+    }
+
+    /// Set the thread count.
+    pub fn with_threads(mut self, n: Option<usize>) -> Self {
+        self.n_threads = n;
+        self
+    }
+
+    /// Set the tokens per decode.
+    pub fn with_wave_tokens(mut self, n: usize) -> Self {
+        self.wave_tokens = n;
+        self
+    }
+
+    /// Set the most sequences per decode.
+    pub fn with_n_seq_max(mut self, n: u32) -> Self {
+        self.n_seq_max = n;
+        self
+    }
+}
+
+fn backend() -> Result<&'static LlamaBackend> {
+    static BACKEND: OnceLock<std::result::Result<LlamaBackend, String>> = OnceLock::new();
+    BACKEND
+        .get_or_init(|| {
+            llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+            LlamaBackend::init().map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| Error::Backend(format!("llama.cpp init: {e}")))
+}
+
+struct TokGroup {
+    prefix: Vec<LlamaToken>,
+    suffixes: Vec<Vec<LlamaToken>>,
+}
+
+enum Job {
+    Score {
+        groups: Vec<TokGroup>,
+        labels: Arc<Vec<Vec<LlamaToken>>>,
+        reply: mpsc::Sender<Vec<Vec<Result<LabelScore>>>>,
+    },
+    Generate {
+        groups: Vec<TokGroup>,
+        grammar: Option<String>,
+        max_tokens: usize,
+        reply: mpsc::Sender<Vec<Vec<Result<String>>>>,
+    },
+    Prefill {
+        tokens: Vec<LlamaToken>,
+        reply: mpsc::Sender<Result<Duration>>,
+    },
+}
+
+/// Label words -> their first tokens, per label.
+type LabelTokenCache = HashMap<Vec<Vec<String>>, Arc<Vec<Vec<LlamaToken>>>>;
+
+/// llama.cpp running in this process.
+pub struct EmbeddedBackend {
+    model: Arc<LlamaModel>,
+    config: EmbeddedConfig,
+    n_threads: usize,
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    worker: Mutex<Option<std::thread::JoinHandle<()>>>,
+    label_tokens: Mutex<LabelTokenCache>,
+    usage: Arc<Mutex<Usage>>,
+    chat: ChatFormat,
+}
+
+enum ChatFormat {
+    /// llama.cpp's built-in implementation of the model's template.
+    Builtin(llama_cpp_2::model::LlamaChatTemplate),
+    /// The model's Jinja template rendered with minijinja (templates llama.cpp does not know).
+    Jinja(String),
+    /// No template in the file: plain role-prefixed text.
+    Plain,
+}
+
+impl EmbeddedBackend {
+    /// Load the model and start the engine thread.
+    pub fn load(config: EmbeddedConfig) -> Result<Self> {
+        let be = backend()?;
+        let path = &config.model_path;
+        if !path.is_file() {
+            return Err(Error::ModelLoad {
+                path: path.clone(),
+                reason: "no such file".into(),
+            });
+        }
+        let model =
+            LlamaModel::load_from_file(be, path, &LlamaModelParams::default()).map_err(|e| {
+                Error::ModelLoad {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
+        let model = Arc::new(model);
+        let n_threads = config
+            .n_threads
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            })
+            .max(1);
+        let chat = pick_chat_format(&model);
+        let usage = Arc::new(Mutex::new(Usage::default()));
+
+        let (tx, rx) = mpsc::channel::<Job>();
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<()>>();
+        let worker_model = Arc::clone(&model);
+        let worker_cfg = config.clone();
+        let worker_usage = Arc::clone(&usage);
+        let worker = std::thread::Builder::new()
+            .name("gavel-engine".into())
+            .spawn(move || {
+                engine_thread(
+                    worker_model,
+                    worker_cfg,
+                    n_threads,
+                    rx,
+                    ready_tx,
+                    worker_usage,
+                )
+            })
+            .map_err(|e| Error::Backend(format!("cannot start engine thread: {e}")))?;
+        ready_rx
+            .recv()
+            .map_err(|_| Error::Backend("engine thread exited during start".into()))??;
+        Ok(EmbeddedBackend {
+            model,
+            config,
+            n_threads,
+            jobs: Mutex::new(Some(tx)),
+            worker: Mutex::new(Some(worker)),
+            label_tokens: Mutex::new(HashMap::new()),
+            usage,
+            chat,
+        })
+    }
+
+    /// The model file.
+    pub fn model_path(&self) -> &Path {
+        &self.config.model_path
+    }
+
+    fn tokenize(&self, text: &str, add_bos: bool) -> Vec<LlamaToken> {
+        self.model.vocab().tokenize(text.as_bytes(), add_bos, true)
+    }
+
+    fn tok_groups(&self, groups: &[PromptGroup]) -> Vec<TokGroup> {
+        groups
+            .iter()
+            .map(|g| {
+                let prefix = if g.prefix.is_empty() {
+                    Vec::new()
+                } else {
+                    self.tokenize(&g.prefix, true)
+                };
+                let add_bos = prefix.is_empty();
+                let suffixes = g
+                    .suffixes
+                    .iter()
+                    .map(|s| self.tokenize(s, add_bos))
+                    .collect();
+                TokGroup { prefix, suffixes }
+            })
+            .collect()
+    }
+
+    fn resolve_labels(&self, choices: &[Vec<String>]) -> Result<Arc<Vec<Vec<LlamaToken>>>> {
+        let mut cache = self
+            .label_tokens
+            .lock()
+            .map_err(|_| Error::Backend("label cache poisoned".into()))?;
+        if let Some(t) = cache.get(choices) {
+            return Ok(Arc::clone(t));
+        }
+        let mut seen: HashMap<LlamaToken, usize> = HashMap::new();
+        let mut out = Vec::with_capacity(choices.len());
+        for (i, forms) in choices.iter().enumerate() {
+            let mut toks = Vec::new();
+            for form in forms {
+                let Some(&first) = self
+                    .model
+                    .vocab()
+                    .tokenize(form.as_bytes(), false, false)
+                    .first()
+                else {
+                    continue;
+                };
+                match seen.get(&first) {
+                    Some(&j) if j != i => {
+                        return Err(Error::Backend(format!(
+                            "label words `{form}` and another label's word start with the same token; pick words with different first tokens"
+                        )))
+                    }
+                    Some(_) => {}
+                    None => {
+                        seen.insert(first, i);
+                        toks.push(first);
+                    }
+                }
+            }
+            if toks.is_empty() {
+                return Err(Error::Backend(format!(
+                    "label choice {i} has no word that tokenizes"
+                )));
+            }
+            out.push(toks);
+        }
+        let out = Arc::new(out);
+        cache.insert(choices.to_vec(), Arc::clone(&out));
+        Ok(out)
+    }
+
+    fn send(&self, job: Job) -> Result<()> {
+        let guard = self
+            .jobs
+            .lock()
+            .map_err(|_| Error::Backend("job queue poisoned".into()))?;
+        guard
+            .as_ref()
+            .ok_or_else(|| Error::Backend("engine stopped".into()))?
+            .send(job)
+            .map_err(|_| Error::Backend("engine thread has stopped".into()))
+    }
+}
+
+impl Drop for EmbeddedBackend {
+    fn drop(&mut self) {
+        if let Ok(mut jobs) = self.jobs.lock() {
+            jobs.take();
+        }
+        if let Ok(mut worker) = self.worker.lock() {
+            if let Some(w) = worker.take() {
+                let _ = w.join();
+            }
+        }
+    }
+}
+
+fn pick_chat_format(model: &LlamaModel) -> ChatFormat {
+    let Ok(tmpl) = model.chat_template(None) else {
+        return ChatFormat::Plain;
+    };
+    let probe = [LlamaChatMessage::new("user".into(), "x".into())];
+    match probe {
+        [Ok(ref m)]
+            if model
+                .apply_chat_template(&tmpl, std::slice::from_ref(m), true)
+                .is_ok() =>
+        {
+            ChatFormat::Builtin(tmpl)
+        }
+        _ => match tmpl.to_string() {
+            Ok(s) => ChatFormat::Jinja(s),
+            Err(_) => ChatFormat::Plain,
+        },
+    }
+}
+
+fn render_jinja_chat(template: &str, messages: &[Message], bos: &str, eos: &str) -> Result<String> {
+    let mut env = minijinja::Environment::new();
+    env.add_function(
+        "raise_exception",
+        |msg: String| -> std::result::Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                msg,
+            ))
+        },
+    );
+    env.add_template("chat", template)
+        .map_err(|e| Error::Template {
+            name: "model chat template".into(),
+            reason: e.to_string(),
+        })?;
+    let ctx = minijinja::context! { messages => messages, add_generation_prompt => true, bos_token => bos, eos_token => eos };
+    env.get_template("chat")
+        .and_then(|t| t.render(ctx))
+        .map_err(|e| Error::Template {
+            name: "model chat template".into(),
+            reason: e.to_string(),
+        })
+}
+
+impl Backend for EmbeddedBackend {
+    fn info(&self) -> BackendInfo {
+        BackendInfo {
+            kind: "llama.cpp (embedded)".into(),
+            model: self.config.model_path.display().to_string(),
+            n_ctx: self.config.n_ctx as usize,
+            n_threads: self.n_threads,
+        }
+    }
+
+    fn format_chat(&self, messages: &[Message]) -> Result<String> {
+        match &self.chat {
+            ChatFormat::Builtin(tmpl) => {
+                let chat = messages
+                    .iter()
+                    .map(|m| LlamaChatMessage::new(m.role.clone(), m.content.clone()))
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|e| Error::Backend(format!("chat message: {e}")))?;
+                self.model
+                    .apply_chat_template(tmpl, &chat, true)
+                    .map_err(|e| Error::Backend(format!("chat template: {e}")))
+            }
+            ChatFormat::Jinja(t) => {
+                let piece = |tok: LlamaToken| {
+                    String::from_utf8_lossy(&self.model.vocab().token_to_piece(tok, true, None))
+                        .to_string()
+                };
+                let vocab = self.model.vocab();
+                let (bos, eos) = (piece(vocab.bos()), piece(vocab.eos()));
+                let rendered = render_jinja_chat(t, messages, &bos, &eos)?;
+                // The BOS is added by the tokenizer; do not double it.
+                Ok(rendered
+                    .strip_prefix(bos.as_str())
+                    .map(str::to_string)
+                    .unwrap_or(rendered))
+            }
+            ChatFormat::Plain => {
+                let mut s = String::new();
+                for m in messages {
+                    s.push_str(&format!("{}: {}\n\n", capitalise(&m.role), m.content));
+                }
+                s.push_str("Assistant:");
+                Ok(s)
+            }
+        }
+    }
+
+    fn count_tokens(&self, text: &str) -> Result<usize> {
+        Ok(self.tokenize(text, true).len())
+    }
+
+    fn score(
+        &self,
+        groups: &[PromptGroup],
+        choices: &[Vec<String>],
+    ) -> Vec<Vec<Result<LabelScore>>> {
+        let fail_all = |e: &Error| {
+            groups
+                .iter()
+                .map(|g| {
+                    g.suffixes
+                        .iter()
+                        .map(|_| Err(Error::Backend(e.to_string())))
+                        .collect()
+                })
+                .collect()
+        };
+        let labels = match self.resolve_labels(choices) {
+            Ok(l) => l,
+            Err(e) => return fail_all(&e),
+        };
+        let (reply, rx) = mpsc::channel();
+        if let Err(e) = self.send(Job::Score {
+            groups: self.tok_groups(groups),
+            labels,
+            reply,
+        }) {
+            return fail_all(&e);
+        }
+        rx.recv()
+            .unwrap_or_else(|_| fail_all(&Error::Backend("engine thread died".into())))
+    }
+
+    fn generate(
+        &self,
+        groups: &[PromptGroup],
+        grammar: Option<&str>,
+        max_tokens: usize,
+    ) -> Vec<Vec<Result<String>>> {
+        let fail_all = |e: &Error| {
+            groups
+                .iter()
+                .map(|g| {
+                    g.suffixes
+                        .iter()
+                        .map(|_| Err(Error::Backend(e.to_string())))
+                        .collect()
+                })
+                .collect()
+        };
+        let (reply, rx) = mpsc::channel();
+        let job = Job::Generate {
+            groups: self.tok_groups(groups),
+            grammar: grammar.map(str::to_string),
+            max_tokens,
+            reply,
+        };
+        if let Err(e) = self.send(job) {
+            return fail_all(&e);
+        }
+        rx.recv()
+            .unwrap_or_else(|_| fail_all(&Error::Backend("engine thread died".into())))
+    }
+
+    fn usage(&self) -> Usage {
+        self.usage.lock().map(|u| *u).unwrap_or_default()
+    }
+
+    fn prefill(&self, text: &str) -> Result<(usize, Duration)> {
+        let tokens = self.tokenize(text, true);
+        let n = tokens.len();
+        if n > self.config.n_ctx as usize {
+            return Err(Error::TooLong {
+                tokens: n,
+                n_ctx: self.config.n_ctx as usize,
+            });
+        }
+        let (reply, rx) = mpsc::channel();
+        self.send(Job::Prefill { tokens, reply })?;
+        let elapsed = rx
+            .recv()
+            .map_err(|_| Error::Backend("engine thread died".into()))??;
+        Ok((n, elapsed))
+    }
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().collect::<String>() + c.as_str(),
+        None => String::new(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Engine thread
+
+struct Engine<'m> {
+    model: &'m LlamaModel,
+    ctx: LlamaContext<'m>,
+    batch: LlamaBatch<'static>,
+    n_ctx: usize,
+    n_seq_max: usize,
+    wave_tokens: usize,
+    usage: Arc<Mutex<Usage>>,
+}
+
+fn engine_thread(
+    model: Arc<LlamaModel>,
+    cfg: EmbeddedConfig,
+    n_threads: usize,
+    rx: mpsc::Receiver<Job>,
+    ready: mpsc::Sender<Result<()>>,
+    usage: Arc<Mutex<Usage>>,
+) {
+    let be = match backend() {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let n_ctx = cfg.n_ctx.max(64);
+    let n_seq_max = cfg.n_seq_max.clamp(1, 256);
+    let params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(n_ctx))
+        .with_n_batch(n_ctx)
+        .with_n_ubatch(cfg.n_ubatch.min(n_ctx))
+        .with_n_seq_max(n_seq_max)
+        .with_kv_unified(true)
+        .with_flash_attention_policy(llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED)
+        .with_n_threads(n_threads as i32)
+        .with_n_threads_batch(n_threads as i32);
+    let ctx = match model.new_context(be, params) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = ready.send(Err(Error::Backend(format!("cannot create context: {e}"))));
+            return;
+        }
+    };
+    let mut engine = Engine {
+        model: &model,
+        ctx,
+        batch: LlamaBatch::new(n_ctx as usize, n_seq_max as i32),
+        n_ctx: n_ctx as usize,
+        n_seq_max: n_seq_max as usize,
+        wave_tokens: cfg.wave_tokens.clamp(1, n_ctx as usize),
+        usage,
+    };
+    let _ = ready.send(Ok(()));
+    while let Ok(job) = rx.recv() {
+        match job {
+            Job::Score {
+                groups,
+                labels,
+                reply,
+            } => {
+                let _ = reply.send(engine.score(&groups, &labels));
+            }
+            Job::Generate {
+                groups,
+                grammar,
+                max_tokens,
+                reply,
+            } => {
+                let _ = reply.send(engine.generate(&groups, grammar.as_deref(), max_tokens));
+            }
+            Job::Prefill { tokens, reply } => {
+                let _ = reply.send(engine.prefill(&tokens));
+            }
+        }
+    }
+}
+
+/// A slice of one group's suffixes that shares one copy of the prefix in a decode.
+struct Chunk {
+    group: usize,
+    suffixes: Vec<usize>,
+    cells: usize,
+}
+
+impl Engine<'_> {
+    fn add_usage(&self, prompt_tokens: usize, generated: usize, elapsed: Duration) {
+        if let Ok(mut u) = self.usage.lock() {
+            u.prompt_tokens += prompt_tokens;
+            u.generated_tokens += generated;
+            u.elapsed += elapsed;
+        }
+    }
+
+    fn plan(&self, groups: &[TokGroup], errors: &mut [Vec<Option<Error>>]) -> Vec<Vec<Chunk>> {
+        let mut chunks = Vec::new();
+        for (g, group) in groups.iter().enumerate() {
+            let p = group.prefix.len();
+            let mut cur = Chunk {
+                group: g,
+                suffixes: Vec::new(),
+                cells: p,
+            };
+            for (s, suffix) in group.suffixes.iter().enumerate() {
+                let need = p + suffix.len();
+                if suffix.is_empty() {
+                    errors[g][s] = Some(Error::Backend("empty prompt".into()));
+                    continue;
+                }
+                if need > self.n_ctx {
+                    errors[g][s] = Some(Error::TooLong {
+                        tokens: need,
+                        n_ctx: self.n_ctx,
+                    });
+                    continue;
+                }
+                let full = cur.suffixes.len() >= self.n_seq_max
+                    || cur.cells + suffix.len() > self.wave_tokens.max(need);
+                if full && !cur.suffixes.is_empty() {
+                    chunks.push(std::mem::replace(
+                        &mut cur,
+                        Chunk {
+                            group: g,
+                            suffixes: Vec::new(),
+                            cells: p,
+                        },
+                    ));
+                }
+                cur.suffixes.push(s);
+                cur.cells += suffix.len();
+            }
+            if !cur.suffixes.is_empty() {
+                chunks.push(cur);
+            }
+        }
+        // Pack chunks into decodes in input order.
+        let mut waves: Vec<Vec<Chunk>> = Vec::new();
+        let (mut cells, mut seqs) = (0usize, 0usize);
+        for chunk in chunks {
+            let fits = cells + chunk.cells <= self.wave_tokens
+                && seqs + chunk.suffixes.len() <= self.n_seq_max;
+            if waves.is_empty() || !fits {
+                if waves.last().is_some_and(|w| w.is_empty()) {
+                    waves.pop();
+                }
+                waves.push(Vec::new());
+                cells = 0;
+                seqs = 0;
+            }
+            cells += chunk.cells;
+            seqs += chunk.suffixes.len();
+            if let Some(w) = waves.last_mut() {
+                w.push(chunk);
+            }
+        }
+        waves
+    }
+
+    fn score(
+        &mut self,
+        groups: &[TokGroup],
+        labels: &[Vec<LlamaToken>],
+    ) -> Vec<Vec<Result<LabelScore>>> {
+        let mut errors: Vec<Vec<Option<Error>>> = groups
+            .iter()
+            .map(|g| g.suffixes.iter().map(|_| None).collect())
+            .collect();
+        let mut scores: Vec<Vec<Option<LabelScore>>> = groups
+            .iter()
+            .map(|g| g.suffixes.iter().map(|_| None).collect())
+            .collect();
+        for wave in self.plan(groups, &mut errors) {
+            let start = Instant::now();
+            self.ctx.clear_kv_cache();
+            self.batch.clear();
+            let mut outputs = Vec::new();
+            let mut seq = 0i32;
+            let mut n_tokens = 0usize;
+            let mut add_failed = None;
+            for chunk in &wave {
+                let group = &groups[chunk.group];
+                let seq_ids: Vec<i32> = (seq..seq + chunk.suffixes.len() as i32).collect();
+                seq += chunk.suffixes.len() as i32;
+                let p = group.prefix.len();
+                for (i, &t) in group.prefix.iter().enumerate() {
+                    if let Err(e) = self.batch.add(t, i as i32, &seq_ids, false) {
+                        add_failed = Some(e.to_string());
+                    }
+                }
+                for (k, &s) in chunk.suffixes.iter().enumerate() {
+                    let suffix = &group.suffixes[s];
+                    for (i, &t) in suffix.iter().enumerate() {
+                        let last = i + 1 == suffix.len();
+                        if let Err(e) = self.batch.add(t, (p + i) as i32, &[seq_ids[k]], last) {
+                            add_failed = Some(e.to_string());
+                        }
+                    }
+                    outputs.push((chunk.group, s, self.batch.n_tokens() - 1));
+                }
+                n_tokens += chunk.cells;
+            }
+            let result = match add_failed {
+                Some(e) => Err(Error::Backend(format!("batch: {e}"))),
+                None => self
+                    .ctx
+                    .decode(&mut self.batch)
+                    .map_err(|e| Error::Backend(format!("decode: {e}"))),
+            };
+            match result {
+                Ok(()) => {
+                    for (g, s, idx) in outputs {
+                        let logits = self.ctx.get_logits_ith(idx);
+                        scores[g][s] = Some(label_score(logits, labels));
+                    }
+                }
+                Err(e) => {
+                    for (g, s, _) in outputs {
+                        errors[g][s] = Some(Error::Backend(e.to_string()));
+                    }
+                }
+            }
+            self.add_usage(n_tokens, 0, start.elapsed());
+        }
+        scores
+            .into_iter()
+            .zip(errors)
+            .map(|(sc, er)| {
+                sc.into_iter()
+                    .zip(er)
+                    .map(|(s, e)| match (s, e) {
+                        (_, Some(e)) => Err(e),
+                        (Some(s), None) => Ok(s),
+                        (None, None) => Err(Error::Backend("prompt was not evaluated".into())),
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Decode `tokens` into sequence `seq` from position `pos0`, in slices of the batch size,
+    /// with logits for the last token only. Returns the batch index of that last token.
+    fn feed(&mut self, tokens: &[LlamaToken], seq: i32, pos0: usize) -> Result<i32> {
+        let cap = self.n_ctx;
+        let mut last = 0;
+        for (c, slice) in tokens.chunks(cap).enumerate() {
+            self.batch.clear();
+            let n_slices = tokens.len().div_ceil(cap);
+            for (i, &t) in slice.iter().enumerate() {
+                let is_last = c + 1 == n_slices && i + 1 == slice.len();
+                self.batch
+                    .add(t, (pos0 + c * cap + i) as i32, &[seq], is_last)
+                    .map_err(|e| Error::Backend(format!("batch: {e}")))?;
+            }
+            self.ctx
+                .decode(&mut self.batch)
+                .map_err(|e| Error::Backend(format!("decode: {e}")))?;
+            last = self.batch.n_tokens() - 1;
+        }
+        Ok(last)
+    }
+
+    fn generate(
+        &mut self,
+        groups: &[TokGroup],
+        grammar: Option<&str>,
+        max_tokens: usize,
+    ) -> Vec<Vec<Result<String>>> {
+        groups
+            .iter()
+            .map(|group| {
+                let start = Instant::now();
+                self.ctx.clear_kv_cache();
+                let p = group.prefix.len();
+                let prefix_ok = if p > 0 {
+                    self.feed(&group.prefix, 0, 0).map(|_| ())
+                } else {
+                    Ok(())
+                };
+                let out = group
+                    .suffixes
+                    .iter()
+                    .map(|suffix| {
+                        prefix_ok
+                            .as_ref()
+                            .map_err(|e| Error::Backend(e.to_string()))?;
+                        if p + suffix.len() + max_tokens > self.n_ctx {
+                            return Err(Error::TooLong {
+                                tokens: p + suffix.len() + max_tokens,
+                                n_ctx: self.n_ctx,
+                            });
+                        }
+                        self.ctx
+                            .clear_kv_cache_seq(Some(1), None, None)
+                            .map_err(|e| Error::Backend(e.to_string()))?;
+                        if p > 0 {
+                            self.ctx
+                                .copy_kv_cache_seq(0, 1, None, None)
+                                .map_err(|e| Error::Backend(e.to_string()))?;
+                        }
+                        let text = self.generate_one(suffix, p, grammar, max_tokens);
+                        self.add_usage(suffix.len(), 0, Duration::ZERO);
+                        text
+                    })
+                    .collect();
+                self.add_usage(p, 0, start.elapsed());
+                out
+            })
+            .collect()
+    }
+
+    fn generate_one(
+        &mut self,
+        suffix: &[LlamaToken],
+        p: usize,
+        grammar: Option<&str>,
+        max_tokens: usize,
+    ) -> Result<String> {
+        let mut sampler = match grammar {
+            Some(g) => {
+                let gs = LlamaSampler::grammar(self.model, g, "root")
+                    .map_err(|e| Error::Backend(format!("grammar: {e}")))?;
+                LlamaSampler::chain_simple([gs, LlamaSampler::greedy()])
+            }
+            None => LlamaSampler::greedy(),
+        };
+        let mut idx = self.feed(suffix, 1, p)?;
+        let mut bytes = Vec::new();
+        let mut generated = 0;
+        let vocab = self.model.vocab();
+        for pos in (p + suffix.len()..).take(max_tokens) {
+            let tok = sampler.sample(&self.ctx, idx);
+            if vocab.is_eog(tok) {
+                break;
+            }
+            bytes.extend(vocab.token_to_piece(tok, false, None));
+            generated += 1;
+            self.batch.clear();
+            self.batch
+                .add(tok, pos as i32, &[1], true)
+                .map_err(|e| Error::Backend(format!("batch: {e}")))?;
+            self.ctx
+                .decode(&mut self.batch)
+                .map_err(|e| Error::Backend(format!("decode: {e}")))?;
+            idx = 0;
+        }
+        self.add_usage(0, generated, Duration::ZERO);
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    fn prefill(&mut self, tokens: &[LlamaToken]) -> Result<Duration> {
+        self.ctx.clear_kv_cache();
+        let start = Instant::now();
+        self.feed(tokens, 0, 0)?;
+        let _ = self.ctx.get_logits_ith(self.batch.n_tokens() - 1);
+        Ok(start.elapsed())
+    }
+}
+
+/// Log-softmax over the vocabulary, then each choice's log-probability (its forms summed) and
+/// the distribution renormalised over the choices.
+fn label_score(logits: &[f32], labels: &[Vec<LlamaToken>]) -> LabelScore {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let lse = max
+        + logits
+            .iter()
+            .map(|&l| (l as f64 - max).exp())
+            .sum::<f64>()
+            .ln();
+    let logprobs: Vec<f64> = labels
+        .iter()
+        .map(|toks| {
+            let lps: Vec<f64> = toks
+                .iter()
+                .filter_map(|t| logits.get(t.0 as usize))
+                .map(|&l| l as f64 - lse)
+                .collect();
+            log_sum_exp(&lps)
+        })
+        .collect();
+    let z = log_sum_exp(&logprobs);
+    let probs = logprobs.iter().map(|lp| (lp - z).exp()).collect();
+    LabelScore { probs, logprobs }
+}
+
+fn log_sum_exp(xs: &[f64]) -> f64 {
+    let m = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if m == f64::NEG_INFINITY {
+        return m;
+    }
+    m + xs.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_score_renormalises() {
+        let logits = vec![0.0f32, 2.0, 1.0, -1.0, 3.0];
+        let labels = vec![
+            vec![LlamaToken(1)],
+            vec![LlamaToken(2), LlamaToken(3)],
+            vec![LlamaToken(4)],
+        ];
+        let s = label_score(&logits, &labels);
+        assert!((s.probs.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        let e: Vec<f64> = [2.0f64, 1.0, -1.0, 3.0].iter().map(|x| x.exp()).collect();
+        let want = [e[0], e[1] + e[2], e[3]];
+        let total: f64 = want.iter().sum();
+        for (p, w) in s.probs.iter().zip(want) {
+            assert!((p - w / total).abs() < 1e-9);
+        }
+        assert!(s.logprobs.iter().all(|&lp| lp < 0.0));
+    }
+}

@@ -1,0 +1,103 @@
+//! The LLM behind the judge. One trait, so the judge, extractor and server never know whether
+//! they talk to the embedded llama.cpp model or to something else.
+
+pub mod llama;
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::prompt::Message;
+
+pub use llama::{EmbeddedBackend, EmbeddedConfig};
+
+/// One answer's prompts: the shared prefix (system prompt, query, answer) and one suffix per
+/// nugget. A backend evaluates the prefix once and each suffix from a copy of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromptGroup {
+    /// Text shared by every suffix; may be empty.
+    pub prefix: String,
+    /// Per-nugget continuations.
+    pub suffixes: Vec<String>,
+}
+
+/// The model's vote over the label choices for one prompt.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LabelScore {
+    /// Probabilities renormalised over the choices (sums to 1).
+    pub probs: Vec<f64>,
+    /// Raw log-probability of each choice over the whole vocabulary (its forms summed).
+    pub logprobs: Vec<f64>,
+}
+
+/// What a backend is, for reports and cache keys.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendInfo {
+    /// `llama.cpp (embedded)`, ...
+    pub kind: String,
+    /// Model file or name.
+    pub model: String,
+    /// Context size in tokens.
+    pub n_ctx: usize,
+    /// Threads used for decoding.
+    pub n_threads: usize,
+}
+
+/// Tokens processed and time taken, for throughput reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Usage {
+    /// Unique prompt tokens evaluated (a shared prefix counts once).
+    pub prompt_tokens: usize,
+    /// Tokens generated.
+    pub generated_tokens: usize,
+    /// Time spent in the model.
+    #[serde(with = "secs")]
+    pub elapsed: Duration,
+}
+
+mod secs {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+}
+
+/// An LLM that can score label tokens and generate grammar-constrained text.
+pub trait Backend: Send + Sync {
+    /// Description for reports.
+    fn info(&self) -> BackendInfo;
+
+    /// Wrap messages in the model's chat template, ending with the assistant turn opener.
+    fn format_chat(&self, messages: &[Message]) -> Result<String>;
+
+    /// Number of tokens `text` takes (special tokens parsed).
+    fn count_tokens(&self, text: &str) -> Result<usize>;
+
+    /// For each group and each suffix, the distribution over `choices` of the next token after
+    /// prefix + suffix. `choices[i]` lists surface forms of choice i; the first token of each
+    /// form counts. Errors are per prompt (e.g. too long), never for the whole call.
+    fn score(
+        &self,
+        groups: &[PromptGroup],
+        choices: &[Vec<String>],
+    ) -> Vec<Vec<Result<LabelScore>>>;
+
+    /// For each group and suffix, greedy text after prefix + suffix, constrained by the GBNF
+    /// `grammar` when given, at most `max_tokens` tokens.
+    fn generate(
+        &self,
+        groups: &[PromptGroup],
+        grammar: Option<&str>,
+        max_tokens: usize,
+    ) -> Vec<Vec<Result<String>>>;
+
+    /// Tokens and model time consumed since the backend was created.
+    fn usage(&self) -> Usage;
+
+    /// Evaluate `text` as one sequence and return (tokens, time): the raw prefill speed that
+    /// benchmarks compare against.
+    fn prefill(&self, text: &str) -> Result<(usize, Duration)>;
+}

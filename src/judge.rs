@@ -1,0 +1,378 @@
+//! The judge: deterministic checks first, then the model for the nuggets that need it, with the
+//! shared prefix of each answer evaluated once; verdicts merged and aggregated per task.
+
+use std::sync::Arc;
+
+use regex::Regex;
+use serde::Serialize;
+
+use crate::aggregate::{aggregate, DecidedBy, LabelProbs, Scores, Verdict};
+use crate::backend::{Backend, PromptGroup};
+use crate::error::{Error, Result};
+use crate::prompt::{shared_prefix, JudgeMode, JudgeVars, PromptSet, NUGGET_SENTINEL};
+use crate::record::Task;
+use crate::rubric::{Check, CheckOutcome, Label};
+
+/// Settings of the judge.
+#[derive(Debug, Clone)]
+pub struct JudgeConfig {
+    /// Scored (default) or reasoned.
+    pub mode: JudgeMode,
+    /// Fold partial support into not support.
+    pub two_grade: bool,
+    /// Cut the judged text to fit the context instead of failing the record.
+    pub truncate: bool,
+    /// Token budget of a reasoned verdict.
+    pub max_reason_tokens: usize,
+}
+
+impl Default for JudgeConfig {
+    fn default() -> Self {
+        JudgeConfig {
+            mode: JudgeMode::Scored,
+            two_grade: false,
+            truncate: false,
+            max_reason_tokens: 160,
+        }
+    }
+}
+
+impl JudgeConfig {
+    /// Set the mode.
+    pub fn with_mode(mut self, mode: JudgeMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Set 2-grade folding.
+    pub fn with_two_grade(mut self, yes: bool) -> Self {
+        self.two_grade = yes;
+        self
+    }
+
+    /// Set truncation.
+    pub fn with_truncate(mut self, yes: bool) -> Self {
+        self.truncate = yes;
+        self
+    }
+}
+
+/// The result for one task.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Judgement {
+    /// One verdict per nugget, in rubric order.
+    pub verdicts: Vec<Verdict>,
+    /// Aggregated scores.
+    pub scores: Scores,
+    /// The judged text was cut to fit.
+    pub truncated: bool,
+}
+
+/// The prompt of one nugget, split where the shared part ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RenderedPrompt {
+    /// Nugget index in the task.
+    pub nugget: usize,
+    /// Shared prefix (identical for all nuggets of the task).
+    pub prefix: String,
+    /// Per-nugget suffix; the exact prompt is `prefix + suffix`.
+    pub suffix: String,
+}
+
+/// Verifies answers against rubrics with a backend.
+pub struct Judge {
+    backend: Arc<dyn Backend>,
+    prompts: PromptSet,
+    config: JudgeConfig,
+}
+
+struct Pending {
+    task: usize,
+    nuggets: Vec<usize>,
+    truncated: bool,
+}
+
+impl Judge {
+    /// A judge over `backend` with `prompts`.
+    pub fn new(backend: Arc<dyn Backend>, prompts: PromptSet, config: JudgeConfig) -> Self {
+        Judge {
+            backend,
+            prompts,
+            config,
+        }
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// The templates.
+    pub fn prompts(&self) -> &PromptSet {
+        &self.prompts
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &JudgeConfig {
+        &self.config
+    }
+
+    /// Render the exact prompts the model would see for the nuggets of `task` that need it.
+    pub fn render(&self, task: &Task) -> Result<Vec<RenderedPrompt>> {
+        let nuggets: Vec<usize> = (0..task.nuggets.len())
+            .filter(|&i| task.nuggets[i].needs_model())
+            .collect();
+        let group = self.group(task, &task.answer, &nuggets)?;
+        Ok(nuggets
+            .into_iter()
+            .zip(group.suffixes)
+            .map(|(nugget, suffix)| RenderedPrompt {
+                nugget,
+                prefix: group.prefix.clone(),
+                suffix,
+            })
+            .collect())
+    }
+
+    fn format(&self, task: &Task, answer: &str, nugget: &str) -> Result<String> {
+        let vars = JudgeVars {
+            query: task.query.as_deref(),
+            answer,
+            nugget,
+            gold_answers: &task.gold_answers,
+        };
+        let messages = self.prompts.render_judge(self.config.mode, &vars)?;
+        self.backend.format_chat(&messages)
+    }
+
+    fn group(&self, task: &Task, answer: &str, nuggets: &[usize]) -> Result<PromptGroup> {
+        let probe = self.format(task, answer, NUGGET_SENTINEL)?;
+        let prefix = shared_prefix(&probe).to_string();
+        let mut suffixes = Vec::with_capacity(nuggets.len());
+        let mut all_share = true;
+        let mut full = Vec::with_capacity(nuggets.len());
+        for &i in nuggets {
+            let text = self.format(task, answer, &task.nuggets[i].text)?;
+            all_share &= text.starts_with(&prefix);
+            full.push(text);
+        }
+        // A template may put the nugget early; then nothing is shared and each prompt is whole.
+        let prefix = if all_share { prefix } else { String::new() };
+        for text in full {
+            suffixes.push(text[prefix.len()..].to_string());
+        }
+        Ok(PromptGroup { prefix, suffixes })
+    }
+
+    /// Build the prompt group, cutting the answer when `truncate` is on and it does not fit.
+    fn fitted_group(&self, task: &Task, nuggets: &[usize]) -> Result<(PromptGroup, bool)> {
+        let group = self.group(task, &task.answer, nuggets)?;
+        if !self.config.truncate {
+            return Ok((group, false));
+        }
+        let n_ctx = self.backend.info().n_ctx;
+        let reserve = if self.config.mode == JudgeMode::Reasoned {
+            self.config.max_reason_tokens
+        } else {
+            0
+        };
+        let need = |g: &PromptGroup| -> Result<usize> {
+            let longest = g
+                .suffixes
+                .iter()
+                .max_by_key(|s| s.len())
+                .map(String::as_str)
+                .unwrap_or("");
+            Ok(self
+                .backend
+                .count_tokens(&format!("{}{}", g.prefix, longest))?
+                + reserve)
+        };
+        let mut tokens = need(&group)?;
+        if tokens <= n_ctx {
+            return Ok((group, false));
+        }
+        let mut answer: &str = &task.answer;
+        for _ in 0..8 {
+            let answer_tokens = self.backend.count_tokens(answer)?.max(1);
+            let overhead = tokens.saturating_sub(answer_tokens);
+            let budget = n_ctx.saturating_sub(overhead + 8);
+            if budget == 0 {
+                break;
+            }
+            let keep = (answer.len() as f64 * budget as f64 / answer_tokens as f64 * 0.97) as usize;
+            let mut cut = keep.min(answer.len().saturating_sub(1));
+            while !answer.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            answer = &answer[..cut];
+            let g = self.group(task, answer, nuggets)?;
+            tokens = need(&g)?;
+            if tokens <= n_ctx {
+                return Ok((g, true));
+            }
+        }
+        Err(Error::TooLong { tokens, n_ctx })
+    }
+
+    /// Judge many tasks; one result per task, in order. Model work for all of them is batched.
+    pub fn judge(&self, tasks: &[Task]) -> Vec<Result<Judgement>> {
+        let mut verdicts: Vec<Vec<Option<Verdict>>> =
+            tasks.iter().map(|t| vec![None; t.nuggets.len()]).collect();
+        let mut failed: Vec<Option<Error>> = tasks.iter().map(|_| None).collect();
+        let mut pending = Vec::new();
+        let mut groups = Vec::new();
+        for (ti, task) in tasks.iter().enumerate() {
+            let mut need = Vec::new();
+            for (ni, n) in task.nuggets.iter().enumerate() {
+                match n.check.evaluate(&task.answer) {
+                    CheckOutcome::Decided(label) => {
+                        verdicts[ti][ni] = Some(Verdict::decided(label, decided_by(&n.check)))
+                    }
+                    CheckOutcome::NeedsModel => need.push(ni),
+                }
+            }
+            if need.is_empty() {
+                continue;
+            }
+            match self.fitted_group(task, &need) {
+                Ok((g, truncated)) => {
+                    groups.push(g);
+                    pending.push(Pending {
+                        task: ti,
+                        nuggets: need,
+                        truncated,
+                    });
+                }
+                Err(e) => failed[ti] = Some(e),
+            }
+        }
+        let mut truncated = vec![false; tasks.len()];
+        match self.config.mode {
+            JudgeMode::Scored => {
+                let choices = self.prompts.labels().as_choices();
+                let results = self.backend.score(&groups, &choices);
+                for (p, res) in pending.iter().zip(results) {
+                    truncated[p.task] = p.truncated;
+                    for (&ni, r) in p.nuggets.iter().zip(res) {
+                        match r {
+                            Ok(s) => {
+                                let probs =
+                                    LabelProbs::from_array([s.probs[0], s.probs[1], s.probs[2]]);
+                                verdicts[p.task][ni] = Some(Verdict::from_probs(probs));
+                            }
+                            Err(e) => fail_nugget(&mut failed[p.task], ni, e),
+                        }
+                    }
+                }
+            }
+            JudgeMode::Reasoned => {
+                let grammar = self.prompts.reasoned_grammar();
+                let grammar = (!grammar.trim().is_empty()).then_some(grammar);
+                let results =
+                    self.backend
+                        .generate(&groups, grammar, self.config.max_reason_tokens);
+                for (p, res) in pending.iter().zip(results) {
+                    truncated[p.task] = p.truncated;
+                    for (&ni, r) in p.nuggets.iter().zip(res) {
+                        match r.and_then(|text| parse_reasoned(&text)) {
+                            Ok(v) => verdicts[p.task][ni] = Some(v),
+                            Err(e) => fail_nugget(&mut failed[p.task], ni, e),
+                        }
+                    }
+                }
+            }
+        }
+        tasks
+            .iter()
+            .zip(verdicts)
+            .zip(failed)
+            .zip(truncated)
+            .map(|(((task, vs), err), truncated)| {
+                if let Some(e) = err {
+                    return Err(e);
+                }
+                let vs: Vec<Verdict> = vs
+                    .into_iter()
+                    .map(|v| v.ok_or_else(|| Error::Backend("nugget left without verdict".into())))
+                    .map(|v| {
+                        v.map(|v| {
+                            if self.config.two_grade {
+                                v.two_grade()
+                            } else {
+                                v
+                            }
+                        })
+                    })
+                    .collect::<Result<_>>()?;
+                let scores = aggregate(&task.nuggets, &vs);
+                Ok(Judgement {
+                    verdicts: vs,
+                    scores,
+                    truncated,
+                })
+            })
+            .collect()
+    }
+}
+
+fn fail_nugget(slot: &mut Option<Error>, nugget: usize, e: Error) {
+    if slot.is_none() {
+        *slot = Some(match e {
+            Error::TooLong { .. } => e,
+            other => Error::Backend(format!("nugget {nugget}: {other}")),
+        });
+    }
+}
+
+fn decided_by(check: &Check) -> DecidedBy {
+    match check {
+        Check::Llm => DecidedBy::Llm,
+        Check::ExactMatch { .. } => DecidedBy::ExactMatch,
+        Check::Contains { .. } => DecidedBy::Contains,
+        Check::Regex { .. } => DecidedBy::Regex,
+        Check::Numeric { .. } => DecidedBy::Numeric,
+    }
+}
+
+/// Parse reasoned-mode output (`Reasoning: ...\nQuote: "..."\nVerdict: label`).
+pub fn parse_reasoned(text: &str) -> Result<Verdict> {
+    static RE: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
+    let re = RE.get_or_init(|| {
+        Regex::new(r#"(?s)^\s*Reasoning:\s*(?P<r>[^\n]*)\nQuote:\s*"(?P<q>[^"\n]*)"\nVerdict:\s*(?P<v>support|partial_support|not_support)\s*$"#)
+            .expect("static regex")
+    });
+    let caps = re.captures(text).ok_or_else(|| Error::Output {
+        output: text.to_string(),
+        reason: "does not match the reasoned-mode grammar".into(),
+    })?;
+    let label = Label::parse(&caps["v"]).unwrap_or(Label::NotSupport);
+    let quote = caps["q"].trim().to_string();
+    Ok(Verdict {
+        label,
+        probs: None,
+        score: label.value(),
+        by: DecidedBy::Llm,
+        rationale: Some(caps["r"].trim().to_string()),
+        quote: (!quote.is_empty()).then_some(quote),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasoned_output_parses() {
+        let v = parse_reasoned(
+            "Reasoning: it says so.\nQuote: \"Paris is big\"\nVerdict: partial_support",
+        )
+        .unwrap();
+        assert_eq!(v.label, Label::PartialSupport);
+        assert_eq!(v.rationale.as_deref(), Some("it says so."));
+        assert_eq!(v.quote.as_deref(), Some("Paris is big"));
+        let v = parse_reasoned("Reasoning: no.\nQuote: \"\"\nVerdict: not_support").unwrap();
+        assert_eq!(v.quote, None);
+        assert!(parse_reasoned("Verdict: maybe").is_err());
+    }
+}

@@ -1,0 +1,456 @@
+//! The `gavel` command line: a thin shell over the library.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use gavel::backend::{Backend, EmbeddedBackend, EmbeddedConfig};
+use gavel::judge::{Judge, JudgeConfig};
+use gavel::pipeline::{self, VerifyOptions};
+use gavel::prompt::{JudgeMode, PromptSet};
+use gavel::record::{parse_record, ShortForm};
+use gavel::rubric::Rubric;
+use gavel::{model_store, Error};
+
+const AFTER_HELP: &str = "\
+Examples:
+  gavel verify --input examples/longform.jsonl
+  gavel verify --input answers.jsonl --rubric rubrics/research-answer.json --output verdicts.jsonl
+  cat examples/shortform.jsonl | gavel verify --short-form hybrid
+  gavel render --input examples/longform.jsonl --line 1
+  gavel bench --input data.jsonl --records 200
+
+Exit codes: 0 all records verified; 1 some records failed (error records were written);
+2 the run could not start (bad flags, model, rubric or template).";
+
+/// Rubric-based verifier for search-augmented LLM answers, with an embedded llama.cpp judge.
+#[derive(Parser)]
+#[command(name = "gavel", version, about, after_help = AFTER_HELP)]
+struct Cli {
+    /// Log more (-v info, -vv debug, including llama.cpp's own logs).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Verify answers: JSON Lines in, one JSON line of verdicts and scores out per record.
+    #[command(after_help = AFTER_HELP)]
+    Verify(VerifyArgs),
+    /// Print the exact prompts the model would see for a record (no model run).
+    Render(RenderArgs),
+    /// Measure scored-mode throughput against raw prefill speed on the same backend.
+    Bench(BenchArgs),
+    /// Fetch (once) and print the path of the embedded default model.
+    FetchModel,
+    /// Validate rubric files and print a summary of each.
+    Check {
+        /// Rubric files (.json or .toml).
+        #[arg(required = true)]
+        rubrics: Vec<PathBuf>,
+    },
+}
+
+#[derive(Args, Clone)]
+struct ModelArgs {
+    /// GGUF model file [default: the embedded default model, SmolLM2-135M-Instruct Q4_1, fetched once]
+    #[arg(long, short = 'm')]
+    model: Option<PathBuf>,
+    /// Context size in tokens; prompts longer than this fail (see --truncate).
+    #[arg(long, default_value_t = 8192)]
+    n_ctx: u32,
+    /// Decode threads [default: number of cores].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Most prompt tokens packed into one decode.
+    #[arg(long, default_value_t = 2048)]
+    wave_tokens: usize,
+    /// Most prompts (sequences) in one decode.
+    #[arg(long, default_value_t = 64)]
+    seqs: u32,
+}
+
+#[derive(Args, Clone)]
+struct JudgeArgs {
+    /// Judge mode: `scored` (label-token probabilities, one forward pass) or `reasoned`
+    /// (grammar-constrained rationale, quote and label).
+    #[arg(long, default_value = "scored", value_parser = parse_mode)]
+    mode: JudgeMode,
+    /// 2-grade verdicts: fold partial_support into not_support.
+    #[arg(long)]
+    two_grade: bool,
+    /// Cut judged texts that do not fit the context (reported as `"truncated": true`)
+    /// instead of writing an error record.
+    #[arg(long)]
+    truncate: bool,
+    /// Folder of template files overriding the built-in ones (same names as `prompts/`).
+    #[arg(long)]
+    prompts: Option<PathBuf>,
+    /// Rubric file applied to every record (replaces the records' own nuggets).
+    #[arg(long)]
+    rubric: Option<PathBuf>,
+    /// Short-form records (`gold_answers`): `hybrid` (exact match, then the model), `em`, `llm`.
+    #[arg(long, default_value = "hybrid")]
+    short_form: ShortForm,
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    /// Input JSON Lines file; `-` or absent reads stdin.
+    #[arg(long, short = 'i')]
+    input: Option<PathBuf>,
+    /// Output JSON Lines file; absent writes stdout. Lines are flushed as each batch completes.
+    #[arg(long, short = 'o')]
+    output: Option<PathBuf>,
+    /// Records judged together; their prompts share decode calls.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Print the prompts of the first record instead of running the model.
+    #[arg(long)]
+    dry_run: bool,
+    #[command(flatten)]
+    judge: JudgeArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+#[derive(Args)]
+struct RenderArgs {
+    /// Input JSON Lines file.
+    #[arg(long, short = 'i')]
+    input: PathBuf,
+    /// 1-based line to render.
+    #[arg(long, default_value_t = 1)]
+    line: usize,
+    #[command(flatten)]
+    judge: JudgeArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Input JSON Lines file.
+    #[arg(long, short = 'i')]
+    input: PathBuf,
+    /// Records from the start of the file.
+    #[arg(long, default_value_t = 200)]
+    records: usize,
+    /// Records per judge call.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Length of the raw prefill measured for comparison, in tokens.
+    #[arg(long, default_value_t = 2048)]
+    prefill_tokens: usize,
+    #[command(flatten)]
+    judge: JudgeArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+fn parse_mode(s: &str) -> Result<JudgeMode, String> {
+    match s {
+        "scored" => Ok(JudgeMode::Scored),
+        "reasoned" => Ok(JudgeMode::Reasoned),
+        other => Err(format!("`{other}` is not scored or reasoned")),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = match cli.verbose {
+        0 => "warn,llama_cpp_2=off,llama-cpp-2=off",
+        1 => "info,llama_cpp_2=warn",
+        _ => "debug",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GAVEL_LOG")
+                .unwrap_or_else(|_| filter.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("gavel: error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(command: Command) -> Result<ExitCode, Error> {
+    match command {
+        Command::Verify(args) => verify(args),
+        Command::Render(args) => render(args),
+        Command::Bench(args) => bench(args),
+        Command::FetchModel => {
+            println!("{}", model_store::ensure_default_model()?.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { rubrics } => {
+            let mut bad = false;
+            for path in rubrics {
+                match Rubric::load(&path) {
+                    Ok(r) => {
+                        let model = r.nuggets.iter().filter(|n| n.needs_model()).count();
+                        println!(
+                            "{}: ok, id `{}`, {} nuggets ({} need the model)",
+                            path.display(),
+                            r.id,
+                            r.nuggets.len(),
+                            model
+                        );
+                    }
+                    Err(e) => {
+                        eprintln!("gavel: {e}");
+                        bad = true;
+                    }
+                }
+            }
+            Ok(if bad {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+    }
+}
+
+fn load_backend(m: &ModelArgs) -> Result<Arc<dyn Backend>, Error> {
+    let path = match &m.model {
+        Some(p) => p.clone(),
+        None => model_store::ensure_default_model()?,
+    };
+    let cfg = EmbeddedConfig::new(path)
+        .with_n_ctx(m.n_ctx)
+        .with_threads(m.threads)
+        .with_wave_tokens(m.wave_tokens)
+        .with_n_seq_max(m.seqs);
+    Ok(Arc::new(EmbeddedBackend::load(cfg)?))
+}
+
+fn build_judge(j: &JudgeArgs, m: &ModelArgs) -> Result<Judge, Error> {
+    let prompts = match &j.prompts {
+        Some(dir) => PromptSet::with_overrides(dir)?,
+        None => PromptSet::builtin(),
+    };
+    let cfg = JudgeConfig::default()
+        .with_mode(j.mode)
+        .with_two_grade(j.two_grade)
+        .with_truncate(j.truncate);
+    Ok(Judge::new(load_backend(m)?, prompts, cfg))
+}
+
+fn load_rubric(j: &JudgeArgs) -> Result<Option<Rubric>, Error> {
+    j.rubric.as_ref().map(Rubric::load).transpose()
+}
+
+/// Reader, display name, number of non-blank lines when known.
+type Input = (Box<dyn BufRead>, String, Option<u64>);
+
+fn open_input(path: &Option<PathBuf>) -> Result<Input, Error> {
+    match path {
+        None => Ok((
+            Box::new(BufReader::new(std::io::stdin())),
+            "stdin".into(),
+            None,
+        )),
+        Some(p) if p.as_os_str() == "-" => Ok((
+            Box::new(BufReader::new(std::io::stdin())),
+            "stdin".into(),
+            None,
+        )),
+        Some(p) => {
+            let f = File::open(p).map_err(|e| Error::io(p, e))?;
+            let lines = BufReader::new(File::open(p).map_err(|e| Error::io(p, e))?)
+                .lines()
+                .map_while(Result::ok)
+                .filter(|l| !l.trim().is_empty())
+                .count() as u64;
+            Ok((
+                Box::new(BufReader::new(f)),
+                p.display().to_string(),
+                Some(lines),
+            ))
+        }
+    }
+}
+
+fn verify(args: VerifyArgs) -> Result<ExitCode, Error> {
+    let rubric = load_rubric(&args.judge)?;
+    let (input, input_name, total) = open_input(&args.input)?;
+    if args.dry_run {
+        let judge = build_judge(&args.judge, &args.model)?;
+        let mut first = None;
+        for (i, line) in input.lines().enumerate() {
+            let line = line.map_err(|e| Error::io(&input_name, e))?;
+            if !line.trim().is_empty() {
+                first = Some((i + 1, line));
+                break;
+            }
+        }
+        let Some((n, line)) = first else {
+            return Ok(ExitCode::SUCCESS);
+        };
+        let task = parse_record(
+            &line,
+            &format!("{input_name}:{n}"),
+            rubric.as_ref(),
+            args.judge.short_form,
+        )?;
+        print_prompts(&judge, &task)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let judge = build_judge(&args.judge, &args.model)?;
+    let opts = VerifyOptions {
+        input_name,
+        rubric,
+        short_form: args.judge.short_form,
+        batch_records: args.batch,
+    };
+    let mut output: Box<dyn Write> = match &args.output {
+        Some(p) => Box::new(BufWriter::new(
+            File::create(p).map_err(|e| Error::io(p, e))?,
+        )),
+        None => Box::new(BufWriter::new(std::io::stdout().lock())),
+    };
+    let bar = if std::io::stderr().is_terminal() {
+        let bar = match total {
+            Some(n) => indicatif::ProgressBar::new(n),
+            None => indicatif::ProgressBar::new_spinner(),
+        };
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} records  {per_sec}  eta {eta}  {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        Some(bar)
+    } else {
+        None
+    };
+    let summary = pipeline::verify_stream(&judge, input, &mut output, &opts, |s| {
+        if let Some(bar) = &bar {
+            bar.set_position(s.records as u64);
+            bar.set_message(format!(
+                "{:.1} verdicts/s, {} errors",
+                s.verdicts_per_sec(),
+                s.errors
+            ));
+        }
+    })?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let usage = judge.backend().usage();
+    eprintln!(
+        "gavel: {} records, {} verdicts ({} by the model) in {:.1}s: {:.2} verdicts/s, {:.0} prompt tokens/s; {} errors{}",
+        summary.records,
+        summary.verdicts,
+        summary.model_verdicts,
+        summary.elapsed.as_secs_f64(),
+        summary.verdicts_per_sec(),
+        usage.prompt_tokens as f64 / summary.elapsed.as_secs_f64().max(1e-9),
+        summary.errors,
+        if summary.truncated > 0 { format!(", {} truncated", summary.truncated) } else { String::new() },
+    );
+    Ok(if summary.errors > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn print_prompts(judge: &Judge, task: &gavel::Task) -> Result<(), Error> {
+    let prompts = judge.render(task)?;
+    if prompts.is_empty() {
+        println!("(no nugget of this record needs the model)");
+    }
+    let mut out = std::io::stdout().lock();
+    for (k, p) in prompts.iter().enumerate() {
+        if k == 0 {
+            let _ = writeln!(
+                out,
+                "===== shared prefix (evaluated once per record) =====\n{}",
+                p.prefix
+            );
+        }
+        let _ = writeln!(out, "===== nugget {} suffix =====\n{}", p.nugget, p.suffix);
+    }
+    Ok(())
+}
+
+fn render(args: RenderArgs) -> Result<ExitCode, Error> {
+    let rubric = load_rubric(&args.judge)?;
+    let text = std::fs::read_to_string(&args.input).map_err(|e| Error::io(&args.input, e))?;
+    let line = text
+        .lines()
+        .nth(args.line.saturating_sub(1))
+        .ok_or_else(|| {
+            Error::field(
+                args.input.display().to_string(),
+                "--line",
+                format!("the file has fewer than {} lines", args.line),
+            )
+        })?;
+    let location = format!("{}:{}", args.input.display(), args.line);
+    let task = parse_record(line, &location, rubric.as_ref(), args.judge.short_form)?;
+    let judge = build_judge(&args.judge, &args.model)?;
+    print_prompts(&judge, &task)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench(args: BenchArgs) -> Result<ExitCode, Error> {
+    let rubric = load_rubric(&args.judge)?;
+    let text = std::fs::read_to_string(&args.input).map_err(|e| Error::io(&args.input, e))?;
+    let name = args.input.display().to_string();
+    let tasks: Vec<gavel::Task> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .take(args.records)
+        .map(|(i, l)| {
+            parse_record(
+                l,
+                &format!("{name}:{}", i + 1),
+                rubric.as_ref(),
+                args.judge.short_form,
+            )
+        })
+        .collect::<Result<_, _>>()?;
+    let judge = build_judge(&args.judge, &args.model)?;
+    let info = judge.backend().info();
+    eprintln!(
+        "gavel bench: {} records of {name}, model {}, {} threads",
+        tasks.len(),
+        info.model,
+        info.n_threads
+    );
+    let r = pipeline::bench(&judge, &tasks, args.batch, args.prefill_tokens)?;
+    println!("records            {}", r.records);
+    println!("model verdicts     {}", r.verdicts);
+    println!("errors             {}", r.errors);
+    println!("wall time          {:.2} s", r.seconds);
+    println!("verdicts/s         {:.2}", r.verdicts_per_sec);
+    println!(
+        "prompt tokens      {} (unique: each shared prefix counted once)",
+        r.prompt_tokens
+    );
+    println!("prompt tokens/s    {:.1}", r.prompt_tokens_per_sec);
+    println!(
+        "raw prefill        {} tokens in one sequence: {:.1} tokens/s",
+        r.prefill_tokens, r.prefill_tokens_per_sec
+    );
+    println!(
+        "ratio              {:.1}% of raw prefill speed",
+        r.ratio * 100.0
+    );
+    println!("{}", serde_json::to_string(&r).unwrap_or_default());
+    Ok(ExitCode::SUCCESS)
+}

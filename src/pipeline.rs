@@ -1,0 +1,326 @@
+//! Streaming verification: JSON Lines in, one output line per input record, in order, written
+//! and flushed as each batch completes; malformed lines become error records. Also the
+//! benchmark that compares scored-mode throughput with raw prefill speed.
+
+use std::io::{BufRead, Write};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::judge::Judge;
+use crate::record::{parse_record, salvage_id, OutputRecord, ShortForm, Task, VerdictRecord};
+use crate::rubric::Rubric;
+
+/// Options of [`verify_stream`].
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    /// Name of the input in messages (file name or `stdin`).
+    pub input_name: String,
+    /// Rubric applied to every record.
+    pub rubric: Option<Rubric>,
+    /// Short-form policy.
+    pub short_form: ShortForm,
+    /// Records judged together (their model work shares decodes).
+    pub batch_records: usize,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        VerifyOptions {
+            input_name: "stdin".into(),
+            rubric: None,
+            short_form: ShortForm::Hybrid,
+            batch_records: 32,
+        }
+    }
+}
+
+/// Totals of a run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    /// Records read (non-blank lines).
+    pub records: usize,
+    /// Records that failed (error records written).
+    pub errors: usize,
+    /// Verdicts produced (all kinds).
+    pub verdicts: usize,
+    /// Verdicts decided by the model.
+    pub model_verdicts: usize,
+    /// Records whose judged text was truncated.
+    pub truncated: usize,
+    /// Wall time.
+    #[serde(serialize_with = "secs")]
+    pub elapsed: Duration,
+}
+
+fn secs<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+impl Summary {
+    /// Verdicts per second of wall time.
+    pub fn verdicts_per_sec(&self) -> f64 {
+        self.verdicts as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+enum Item {
+    Task {
+        line: usize,
+        task: Task,
+    },
+    Failed {
+        line: usize,
+        id: Option<String>,
+        error: Error,
+    },
+}
+
+/// Turn a judged task into its output record.
+pub fn output_record(
+    line: usize,
+    task: &Task,
+    result: Result<crate::judge::Judgement>,
+) -> OutputRecord {
+    match result {
+        Err(e) => {
+            let mut r = OutputRecord::error(line, task.id.clone(), &e);
+            r.source = task.source.clone();
+            r
+        }
+        Ok(j) => {
+            let short = task.is_short_form();
+            let verdicts = task
+                .nuggets
+                .iter()
+                .zip(&j.verdicts)
+                .map(|(n, v)| VerdictRecord {
+                    nugget: n.text.clone(),
+                    importance: n.importance,
+                    weight: n.weight,
+                    verdict: v.clone(),
+                    gold: n.gold,
+                })
+                .collect();
+            OutputRecord {
+                line,
+                id: task.id.clone(),
+                source: task.source.clone(),
+                correct: short.then(|| {
+                    j.verdicts
+                        .first()
+                        .is_some_and(|v| v.label == crate::rubric::Label::Support)
+                }),
+                gold: task.gold,
+                scores: Some(j.scores),
+                verdicts,
+                truncated: j.truncated,
+                error: None,
+            }
+        }
+    }
+}
+
+/// Verify every record of `input`, writing one JSON line per record to `output`.
+/// `progress` is called after each batch with (records done, verdicts done).
+/// A broken pipe on the output ends the run early without error.
+pub fn verify_stream<R: BufRead, W: Write>(
+    judge: &Judge,
+    mut input: R,
+    output: &mut W,
+    opts: &VerifyOptions,
+    mut progress: impl FnMut(&Summary),
+) -> Result<Summary> {
+    let start = Instant::now();
+    let mut summary = Summary::default();
+    let mut line_no = 0usize;
+    let mut buf = Vec::new();
+    let batch = opts.batch_records.max(1);
+    let mut eof = false;
+    while !eof {
+        let mut items = Vec::with_capacity(batch);
+        while items.len() < batch {
+            buf.clear();
+            let n = input
+                .read_until(b'\n', &mut buf)
+                .map_err(|e| Error::io(&opts.input_name, e))?;
+            if n == 0 {
+                eof = true;
+                break;
+            }
+            line_no += 1;
+            let location = format!("{}:{line_no}", opts.input_name);
+            let text = match std::str::from_utf8(&buf) {
+                Ok(t) => t.trim(),
+                Err(e) => {
+                    let error = Error::Parse {
+                        location,
+                        reason: format!("invalid UTF-8: {e}"),
+                    };
+                    items.push(Item::Failed {
+                        line: line_no,
+                        id: None,
+                        error,
+                    });
+                    continue;
+                }
+            };
+            if text.is_empty() {
+                continue;
+            }
+            match parse_record(text, &location, opts.rubric.as_ref(), opts.short_form) {
+                Ok(task) => items.push(Item::Task {
+                    line: line_no,
+                    task,
+                }),
+                Err(error) => items.push(Item::Failed {
+                    line: line_no,
+                    id: salvage_id(text),
+                    error,
+                }),
+            }
+        }
+        if items.is_empty() {
+            break;
+        }
+        let tasks: Vec<Task> = items
+            .iter()
+            .filter_map(|i| match i {
+                Item::Task { task, .. } => Some(task.clone()),
+                Item::Failed { .. } => None,
+            })
+            .collect();
+        let mut results = judge.judge(&tasks).into_iter();
+        let mut tasks = tasks.into_iter();
+        let mut out = Vec::new();
+        for item in items {
+            let record = match item {
+                Item::Failed { line, id, error } => OutputRecord::error(line, id, &error),
+                Item::Task { line, .. } => {
+                    let (task, result) = match (tasks.next(), results.next()) {
+                        (Some(t), Some(r)) => (t, r),
+                        _ => {
+                            return Err(Error::Backend(
+                                "judge returned fewer results than tasks".into(),
+                            ))
+                        }
+                    };
+                    output_record(line, &task, result)
+                }
+            };
+            summary.records += 1;
+            if record.error.is_some() {
+                summary.errors += 1;
+            }
+            summary.verdicts += record.verdicts.len();
+            summary.model_verdicts += record
+                .verdicts
+                .iter()
+                .filter(|v| v.verdict.by == crate::aggregate::DecidedBy::Llm)
+                .count();
+            summary.truncated += usize::from(record.truncated);
+            serde_json::to_writer(&mut out, &record)
+                .map_err(|e| Error::Backend(format!("serialise: {e}")))?;
+            out.push(b'\n');
+        }
+        let written = output.write_all(&out).and_then(|_| output.flush());
+        if let Err(e) = written {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                break;
+            }
+            return Err(Error::io("output", e));
+        }
+        summary.elapsed = start.elapsed();
+        progress(&summary);
+    }
+    summary.elapsed = start.elapsed();
+    Ok(summary)
+}
+
+/// Benchmark numbers of scored mode next to raw prefill speed.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// Records judged.
+    pub records: usize,
+    /// Verdicts produced by the model.
+    pub verdicts: usize,
+    /// Records that failed.
+    pub errors: usize,
+    /// Wall time of the scoring run, seconds.
+    pub seconds: f64,
+    /// Model verdicts per second.
+    pub verdicts_per_sec: f64,
+    /// Unique prompt tokens evaluated (each shared prefix once).
+    pub prompt_tokens: usize,
+    /// Unique prompt tokens per second of wall time.
+    pub prompt_tokens_per_sec: f64,
+    /// Raw prefill: tokens in the single sequence.
+    pub prefill_tokens: usize,
+    /// Raw prefill speed, tokens/s.
+    pub prefill_tokens_per_sec: f64,
+    /// `prompt_tokens_per_sec / prefill_tokens_per_sec`.
+    pub ratio: f64,
+}
+
+/// Score `tasks` in batches of `batch_records` and measure a single raw prefill of about
+/// `prefill_tokens` tokens of the same records' text through the same backend.
+pub fn bench(
+    judge: &Judge,
+    tasks: &[Task],
+    batch_records: usize,
+    prefill_tokens: usize,
+) -> Result<BenchReport> {
+    let backend = judge.backend();
+    let before = backend.usage();
+    let start = Instant::now();
+    let (mut verdicts, mut errors) = (0, 0);
+    for chunk in tasks.chunks(batch_records.max(1)) {
+        for r in judge.judge(chunk) {
+            match r {
+                Ok(j) => {
+                    verdicts += j
+                        .verdicts
+                        .iter()
+                        .filter(|v| v.by == crate::aggregate::DecidedBy::Llm)
+                        .count()
+                }
+                Err(_) => errors += 1,
+            }
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let prompt_tokens = backend.usage().prompt_tokens - before.prompt_tokens;
+
+    // Raw prefill: the records' own text, one sequence, about `prefill_tokens` long.
+    let mut text = String::new();
+    for t in tasks {
+        text.push_str(&t.answer);
+        text.push('\n');
+        if text.len() > prefill_tokens * 6 {
+            break;
+        }
+    }
+    let mut cut = text.len();
+    while backend.count_tokens(&text[..cut])? > prefill_tokens && cut > 0 {
+        cut = cut * 9 / 10;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+    }
+    let (n, took) = backend.prefill(&text[..cut])?;
+    let prefill_tps = n as f64 / took.as_secs_f64().max(1e-9);
+    let tps = prompt_tokens as f64 / seconds.max(1e-9);
+    Ok(BenchReport {
+        records: tasks.len(),
+        verdicts,
+        errors,
+        seconds,
+        verdicts_per_sec: verdicts as f64 / seconds.max(1e-9),
+        prompt_tokens,
+        prompt_tokens_per_sec: tps,
+        prefill_tokens: n,
+        prefill_tokens_per_sec: prefill_tps,
+        ratio: tps / prefill_tps,
+    })
+}

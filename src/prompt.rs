@@ -1,0 +1,400 @@
+//! Prompt templates: minijinja files under `prompts/`, embedded in the binary and overridable
+//! from a folder, rendered with strict undefined variables into chat messages.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use minijinja::{Environment, UndefinedBehavior};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::rubric::Label;
+
+/// Built-in template files, in the same layout as the `prompts/` folder.
+const BUILTIN: &[(&str, &str)] = &[
+    (
+        "judge.system.jinja",
+        include_str!("../prompts/judge.system.jinja"),
+    ),
+    (
+        "judge.user.jinja",
+        include_str!("../prompts/judge.user.jinja"),
+    ),
+    (
+        "judge_reasoned.system.jinja",
+        include_str!("../prompts/judge_reasoned.system.jinja"),
+    ),
+    (
+        "judge_reasoned.user.jinja",
+        include_str!("../prompts/judge_reasoned.user.jinja"),
+    ),
+    (
+        "judge_reasoned.gbnf",
+        include_str!("../prompts/judge_reasoned.gbnf"),
+    ),
+    ("labels.toml", include_str!("../prompts/labels.toml")),
+];
+
+/// Which judge prompt to render.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum JudgeMode {
+    /// One forward pass per nugget, label-token probabilities.
+    #[default]
+    Scored,
+    /// Grammar-constrained rationale, quote and label.
+    Reasoned,
+}
+
+impl JudgeMode {
+    fn stem(self) -> &'static str {
+        match self {
+            JudgeMode::Scored => "judge",
+            JudgeMode::Reasoned => "judge_reasoned",
+        }
+    }
+}
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Message {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// Text.
+    pub content: String,
+}
+
+/// The variables a judge template sees. All are always defined (strict mode).
+#[derive(Debug, Clone, Serialize)]
+pub struct JudgeVars<'a> {
+    /// The question, if any.
+    pub query: Option<&'a str>,
+    /// The judged text (answer, summary, passage).
+    pub answer: &'a str,
+    /// The nugget text.
+    pub nugget: &'a str,
+    /// Gold answers for short-form records (empty for long-form).
+    pub gold_answers: &'a [String],
+}
+
+/// Surface forms whose first token counts as a vote for each label.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelWords {
+    /// Forms for `support`.
+    pub support: Vec<String>,
+    /// Forms for `partial_support`.
+    pub partial_support: Vec<String>,
+    /// Forms for `not_support`.
+    pub not_support: Vec<String>,
+}
+
+impl LabelWords {
+    /// Forms in [`Label::ALL`] order.
+    pub fn as_choices(&self) -> Vec<Vec<String>> {
+        vec![
+            self.support.clone(),
+            self.partial_support.clone(),
+            self.not_support.clone(),
+        ]
+    }
+
+    /// Forms of one label.
+    pub fn forms(&self, label: Label) -> &[String] {
+        match label {
+            Label::Support => &self.support,
+            Label::PartialSupport => &self.partial_support,
+            Label::NotSupport => &self.not_support,
+        }
+    }
+}
+
+/// A loaded set of templates.
+pub struct PromptSet {
+    env: Environment<'static>,
+    files: BTreeMap<String, String>,
+    labels: LabelWords,
+    version: String,
+}
+
+impl std::fmt::Debug for PromptSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PromptSet")
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
+impl PromptSet {
+    /// The templates compiled into the binary.
+    pub fn builtin() -> Self {
+        Self::from_files(
+            BUILTIN
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+        .expect("built-in templates are valid")
+    }
+
+    /// Built-in templates, with any file of the same name in `dir` taking precedence.
+    pub fn with_overrides(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref();
+        let mut files: BTreeMap<String, String> = BUILTIN
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io(dir, e))?;
+            let name = entry.file_name().to_string_lossy().to_string();
+            if let Some(slot) = files.get_mut(&name) {
+                let text = std::fs::read_to_string(entry.path())
+                    .map_err(|e| Error::io(entry.path(), e))?;
+                *slot = text;
+            } else if name.ends_with(".jinja") || name.ends_with(".gbnf") {
+                tracing::warn!(
+                    "{}: not a known template name, ignored",
+                    entry.path().display()
+                );
+            }
+        }
+        Self::from_files(files)
+    }
+
+    fn from_files(files: BTreeMap<String, String>) -> Result<Self> {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_keep_trailing_newline(false);
+        for (name, text) in &files {
+            if name.ends_with(".jinja") {
+                env.add_template_owned(name.clone(), text.clone())
+                    .map_err(|e| Error::Template {
+                        name: name.clone(),
+                        reason: describe(&e),
+                    })?;
+            }
+        }
+        let labels_text = files.get("labels.toml").cloned().unwrap_or_default();
+        let labels: LabelWords = toml::from_str(&labels_text).map_err(|e| Error::Template {
+            name: "labels.toml".into(),
+            reason: e.to_string(),
+        })?;
+        for label in Label::ALL {
+            if labels.forms(label).iter().all(|f| f.trim().is_empty()) {
+                return Err(Error::Template {
+                    name: "labels.toml".into(),
+                    reason: format!("`{label}` has no word"),
+                });
+            }
+        }
+        let mut hasher = Sha256::new();
+        for (name, text) in &files {
+            hasher.update(name.as_bytes());
+            hasher.update([0]);
+            hasher.update(text.as_bytes());
+            hasher.update([0]);
+        }
+        let version = hex(&hasher.finalize()[..8]);
+        Ok(PromptSet {
+            env,
+            files,
+            labels,
+            version,
+        })
+    }
+
+    /// A short hash of every template file: changes whenever a prompt changes.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The label words of scored mode.
+    pub fn labels(&self) -> &LabelWords {
+        &self.labels
+    }
+
+    /// The GBNF grammar of reasoned mode.
+    pub fn reasoned_grammar(&self) -> &str {
+        self.files
+            .get("judge_reasoned.gbnf")
+            .map(String::as_str)
+            .unwrap_or_default()
+    }
+
+    /// Render the judge messages for one nugget.
+    pub fn render_judge(&self, mode: JudgeMode, vars: &JudgeVars<'_>) -> Result<Vec<Message>> {
+        let mut messages = Vec::with_capacity(2);
+        for role in ["system", "user"] {
+            let name = format!("{}.{role}.jinja", mode.stem());
+            let tmpl = self.env.get_template(&name).map_err(|e| Error::Template {
+                name: name.clone(),
+                reason: describe(&e),
+            })?;
+            let content = tmpl.render(vars).map_err(|e| Error::Template {
+                name: name.clone(),
+                reason: describe(&e),
+            })?;
+            let content = content.trim().to_string();
+            if !content.is_empty() {
+                messages.push(Message {
+                    role: role.to_string(),
+                    content,
+                });
+            }
+        }
+        Ok(messages)
+    }
+}
+
+/// minijinja's message plus the template line, when it has one.
+fn describe(e: &minijinja::Error) -> String {
+    match e.line() {
+        Some(line) => format!("line {line}: {e}"),
+        None => e.to_string(),
+    }
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A marker put in place of the nugget to find where the per-nugget part of a prompt starts.
+pub(crate) const NUGGET_SENTINEL: &str = "\u{E000}gavel-nugget\u{E000}";
+
+/// Split a fully formatted prompt, rendered with [`NUGGET_SENTINEL`] as the nugget, into the
+/// shared prefix: everything up to the line on which the nugget first appears.
+pub(crate) fn shared_prefix(formatted_with_sentinel: &str) -> &str {
+    match formatted_with_sentinel.find(NUGGET_SENTINEL) {
+        Some(pos) => {
+            let head = &formatted_with_sentinel[..pos];
+            match head.rfind('\n') {
+                Some(nl) => &head[..=nl],
+                None => "",
+            }
+        }
+        None => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars<'a>(
+        query: Option<&'a str>,
+        answer: &'a str,
+        nugget: &'a str,
+        gold: &'a [String],
+    ) -> JudgeVars<'a> {
+        JudgeVars {
+            query,
+            answer,
+            nugget,
+            gold_answers: gold,
+        }
+    }
+
+    #[test]
+    fn builtin_renders_the_nugget_last() {
+        let p = PromptSet::builtin();
+        let m = p
+            .render_judge(
+                JudgeMode::Scored,
+                &vars(Some("Who?"), "Marie Curie won.", "Curie won", &[]),
+            )
+            .unwrap();
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0].role, "system");
+        assert!(
+            m[1].content
+                .starts_with("Question: Who?\nPassage:\nMarie Curie won."),
+            "{}",
+            m[1].content
+        );
+        assert!(
+            m[1].content.ends_with("Statement: Curie won"),
+            "{}",
+            m[1].content
+        );
+        let m = p
+            .render_judge(JudgeMode::Scored, &vars(None, "text", "n", &[]))
+            .unwrap();
+        assert!(!m[1].content.contains("Question"));
+    }
+
+    #[test]
+    fn short_form_uses_the_answer_wording() {
+        let p = PromptSet::builtin();
+        let gold = vec!["Paris".to_string()];
+        let m = p
+            .render_judge(
+                JudgeMode::Scored,
+                &vars(Some("Capital?"), "Paris", "Paris", &gold),
+            )
+            .unwrap();
+        assert!(
+            m[1].content
+                .ends_with("Statement: The answer to the question is \"Paris\"."),
+            "{}",
+            m[1].content
+        );
+    }
+
+    #[test]
+    fn overrides_replace_files_and_strict_undefined_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("judge.user.jinja"),
+            "{{ answer }} | {{ nugget }}",
+        )
+        .unwrap();
+        let p = PromptSet::with_overrides(dir.path()).unwrap();
+        let m = p
+            .render_judge(JudgeMode::Scored, &vars(None, "A", "N", &[]))
+            .unwrap();
+        assert_eq!(m[1].content, "A | N");
+        assert_ne!(p.version(), PromptSet::builtin().version());
+
+        std::fs::write(dir.path().join("judge.user.jinja"), "line one\n{{ answr }}").unwrap();
+        let p = PromptSet::with_overrides(dir.path()).unwrap();
+        let e = p
+            .render_judge(JudgeMode::Scored, &vars(None, "A", "N", &[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("judge.user.jinja") && e.contains("line 2"),
+            "{e}"
+        );
+
+        std::fs::write(dir.path().join("judge.user.jinja"), "{% if %}").unwrap();
+        let e = PromptSet::with_overrides(dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("judge.user.jinja"), "{e}");
+    }
+
+    #[test]
+    fn labels_load_and_validate() {
+        let p = PromptSet::builtin();
+        assert!(p.labels().support.iter().any(|w| w == "yes"));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("labels.toml"),
+            "support=[\"y\"]\npartial_support=[]\nnot_support=[\"n\"]",
+        )
+        .unwrap();
+        let e = PromptSet::with_overrides(dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("partial_support"), "{e}");
+    }
+
+    #[test]
+    fn prefix_ends_on_the_line_before_the_nugget() {
+        let s = format!("<sys>\nPassage:\nabc\nStatement: {NUGGET_SENTINEL}<end>\n");
+        assert_eq!(shared_prefix(&s), "<sys>\nPassage:\nabc\n");
+        assert_eq!(shared_prefix("no sentinel"), "");
+    }
+}

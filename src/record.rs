@@ -1,0 +1,342 @@
+//! Input records (JSON Lines: long-form with `nuggets`, short-form with `gold_answers`) and the
+//! output records written for them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::aggregate::{Scores, Verdict};
+use crate::error::{Error, Result};
+use crate::rubric::{Check, Label, Nugget, RawNugget, Rubric};
+
+/// How short-form records (with `gold_answers`) are judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShortForm {
+    /// Exact match first, the model only when it fails (the paper's EM + verifier).
+    #[default]
+    Hybrid,
+    /// Normalised exact match only.
+    Em,
+    /// The model only.
+    Llm,
+}
+
+/// One unit of work: a judged text and its rubric.
+#[derive(Debug, Clone)]
+pub struct Task {
+    /// Record id, when given.
+    pub id: Option<String>,
+    /// Record source, when given.
+    pub source: Option<String>,
+    /// The question; may be absent.
+    pub query: Option<String>,
+    /// The judged text.
+    pub answer: String,
+    /// The criteria.
+    pub nuggets: Vec<Nugget>,
+    /// Gold answers of a short-form record (empty for long-form).
+    pub gold_answers: Vec<String>,
+    /// Record-level gold label (short-form `correct`/`incorrect`).
+    pub gold: Option<Label>,
+}
+
+impl Task {
+    /// A long-form task.
+    pub fn new(query: Option<String>, answer: impl Into<String>, nuggets: Vec<Nugget>) -> Self {
+        Task {
+            id: None,
+            source: None,
+            query,
+            answer: answer.into(),
+            nuggets,
+            gold_answers: Vec::new(),
+            gold: None,
+        }
+    }
+
+    /// A short-form task: one criterion, "the answer is one of `gold_answers`".
+    pub fn short_form(
+        query: Option<String>,
+        answer: impl Into<String>,
+        gold_answers: Vec<String>,
+        policy: ShortForm,
+    ) -> Self {
+        let nugget = short_form_nugget(&gold_answers, policy);
+        Task {
+            id: None,
+            source: None,
+            query,
+            answer: answer.into(),
+            nuggets: vec![nugget],
+            gold_answers,
+            gold: None,
+        }
+    }
+
+    /// Whether this is a short-form record.
+    pub fn is_short_form(&self) -> bool {
+        !self.gold_answers.is_empty()
+    }
+}
+
+fn short_form_nugget(gold: &[String], policy: ShortForm) -> Nugget {
+    let text = gold.join("\" or \"");
+    let check = match policy {
+        ShortForm::Hybrid => Check::ExactMatch {
+            answers: gold.to_vec(),
+            fallback_llm: true,
+        },
+        ShortForm::Em => Check::ExactMatch {
+            answers: gold.to_vec(),
+            fallback_llm: false,
+        },
+        ShortForm::Llm => Check::Llm,
+    };
+    Nugget::new(text).with_check(check)
+}
+
+#[derive(Deserialize)]
+struct RawRecord {
+    id: Option<serde_json::Value>,
+    source: Option<String>,
+    query: Option<String>,
+    answer: Option<String>,
+    nuggets: Option<Vec<RawNugget>>,
+    gold_answers: Option<Vec<String>>,
+    gold: Option<String>,
+}
+
+/// Parse one JSON Lines record. `rubric`, when given, supplies the nuggets of every record.
+pub fn parse_record(
+    line: &str,
+    location: &str,
+    rubric: Option<&Rubric>,
+    policy: ShortForm,
+) -> Result<Task> {
+    let raw: RawRecord = serde_json::from_str(line).map_err(|e| Error::Parse {
+        location: format!("{location}, column {}", e.column()),
+        reason: e.to_string(),
+    })?;
+    let id = raw.id.map(|v| match v {
+        serde_json::Value::String(s) => s,
+        other => other.to_string(),
+    });
+    let answer = raw
+        .answer
+        .ok_or_else(|| Error::field(location, "answer", "is missing"))?;
+    let gold_answers = raw.gold_answers.unwrap_or_default();
+    let gold_answers: Vec<String> = gold_answers
+        .into_iter()
+        .filter(|a| !a.trim().is_empty())
+        .collect();
+    let nuggets = match (rubric, raw.nuggets) {
+        (Some(r), _) => r.nuggets.clone(),
+        (None, Some(ns)) if !ns.is_empty() => ns
+            .into_iter()
+            .enumerate()
+            .map(|(i, n)| n.validate(location, &format!("nuggets[{i}]")))
+            .collect::<Result<Vec<_>>>()?,
+        (None, Some(_)) if gold_answers.is_empty() => {
+            return Err(Error::field(location, "nuggets", "is empty"))
+        }
+        (None, _) if !gold_answers.is_empty() => vec![short_form_nugget(&gold_answers, policy)],
+        (None, _) => {
+            return Err(Error::field(
+                location,
+                "nuggets",
+                "is missing (give `nuggets`, `gold_answers`, or pass --rubric)",
+            ))
+        }
+    };
+    let gold = match raw.gold {
+        None => None,
+        Some(g) => Some(
+            Label::parse(&g)
+                .ok_or_else(|| Error::field(location, "gold", format!("`{g}` is not a label")))?,
+        ),
+    };
+    let query = raw
+        .query
+        .filter(|q| !q.trim().is_empty())
+        .or_else(|| rubric.and_then(|r| r.query.clone()));
+    Ok(Task {
+        id,
+        source: raw.source,
+        query,
+        answer,
+        nuggets,
+        gold_answers,
+        gold,
+    })
+}
+
+/// One nugget's verdict as written out.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerdictRecord {
+    /// Nugget text.
+    pub nugget: String,
+    /// Importance.
+    pub importance: crate::rubric::Importance,
+    /// Weight.
+    pub weight: f64,
+    /// The verdict.
+    #[serde(flatten)]
+    pub verdict: Verdict,
+    /// Gold label from the input.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gold: Option<Label>,
+}
+
+/// The error part of an error record.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorInfo {
+    /// Machine-readable kind.
+    pub kind: String,
+    /// What went wrong and where.
+    pub message: String,
+}
+
+/// One output line.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutputRecord {
+    /// 1-based input line.
+    pub line: usize,
+    /// Record id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Record source.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Aggregated scores.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scores: Option<Scores>,
+    /// Short-form: whether the answer was judged correct.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub correct: Option<bool>,
+    /// Short-form gold.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gold: Option<Label>,
+    /// Per-nugget verdicts.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub verdicts: Vec<VerdictRecord>,
+    /// The judged text was cut to fit the context (`--truncate`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+    /// Present when the record failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorInfo>,
+}
+
+impl OutputRecord {
+    /// An error record.
+    pub fn error(line: usize, id: Option<String>, err: &Error) -> Self {
+        OutputRecord {
+            line,
+            id,
+            source: None,
+            scores: None,
+            correct: None,
+            gold: None,
+            verdicts: Vec::new(),
+            truncated: false,
+            error: Some(ErrorInfo {
+                kind: err.kind().to_string(),
+                message: err.to_string(),
+            }),
+        }
+    }
+}
+
+/// Best-effort id of a line that failed to parse, so error records can still be matched.
+pub fn salvage_id(line: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    match v.get("id")? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+impl std::str::FromStr for ShortForm {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "hybrid" => Ok(ShortForm::Hybrid),
+            "em" => Ok(ShortForm::Em),
+            "llm" => Ok(ShortForm::Llm),
+            other => Err(format!("`{other}` is not hybrid, em or llm")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_form_record() {
+        let t = parse_record(
+            r#"{"id":"a","query":null,"answer":"x","nuggets":[{"text":"n","gold":"support"},"m"]}"#,
+            "in.jsonl:1",
+            None,
+            ShortForm::Hybrid,
+        )
+        .unwrap();
+        assert_eq!(t.id.as_deref(), Some("a"));
+        assert_eq!(t.query, None);
+        assert_eq!(t.nuggets.len(), 2);
+        assert_eq!(t.nuggets[0].gold, Some(Label::Support));
+        assert!(!t.is_short_form());
+    }
+
+    #[test]
+    fn short_form_record_becomes_hybrid_nugget() {
+        let t = parse_record(
+            r#"{"id":7,"query":"q","answer":"Röntgen","gold_answers":["Wilhelm Röntgen","Röntgen"],"gold":"correct"}"#,
+            "in.jsonl:2",
+            None,
+            ShortForm::Hybrid,
+        )
+        .unwrap();
+        assert_eq!(t.id.as_deref(), Some("7"));
+        assert_eq!(t.gold, Some(Label::Support));
+        assert_eq!(t.nuggets.len(), 1);
+        assert!(matches!(
+            t.nuggets[0].check,
+            Check::ExactMatch {
+                fallback_llm: true,
+                ..
+            }
+        ));
+        assert_eq!(t.nuggets[0].text, "Wilhelm Röntgen\" or \"Röntgen");
+    }
+
+    #[test]
+    fn bad_records_name_line_and_field() {
+        let e = parse_record(r#"{"query":"q"}"#, "in.jsonl:3", None, ShortForm::Hybrid)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("in.jsonl:3") && e.contains("answer"), "{e}");
+        let e = parse_record(r#"{"answer":"a"}"#, "in.jsonl:4", None, ShortForm::Hybrid)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("in.jsonl:4") && e.contains("nuggets"), "{e}");
+        let e = parse_record(
+            r#"{"answer":"a","nuggets":[{"txt":"x"}]}"#,
+            "in.jsonl:5",
+            None,
+            ShortForm::Hybrid,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("in.jsonl:5"), "{e}");
+        let e = parse_record("{not json", "in.jsonl:6", None, ShortForm::Hybrid)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("in.jsonl:6"), "{e}");
+    }
+
+    #[test]
+    fn rubric_applies_to_every_record() {
+        let r = Rubric::from_json(r#"{"id":"r","nuggets":["a","b"]}"#, "r.json").unwrap();
+        let t = parse_record(r#"{"answer":"x"}"#, "l", Some(&r), ShortForm::Hybrid).unwrap();
+        assert_eq!(t.nuggets.len(), 2);
+    }
+}

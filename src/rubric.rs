@@ -1,0 +1,724 @@
+//! Rubrics: nuggets (criteria), their importance and weight, and the deterministic checks that
+//! need no model. Parsing validates every field and names the file, nugget and field on error.
+
+use std::path::Path;
+
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// A verdict label. The 2-grade mode folds `PartialSupport` into `NotSupport`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Label {
+    /// Absent, contradicted, or needs outside knowledge.
+    NotSupport,
+    /// Some essential part present, another missing or hedged.
+    PartialSupport,
+    /// All essential facts present or clearly paraphrased.
+    Support,
+}
+
+impl Label {
+    /// The three labels in the order used for probability vectors: support, partial, not.
+    pub const ALL: [Label; 3] = [Label::Support, Label::PartialSupport, Label::NotSupport];
+
+    /// Credit of the label: 1, 0.5, 0.
+    pub fn value(self) -> f64 {
+        match self {
+            Label::Support => 1.0,
+            Label::PartialSupport => 0.5,
+            Label::NotSupport => 0.0,
+        }
+    }
+
+    /// Index into [`Label::ALL`].
+    pub fn index(self) -> usize {
+        match self {
+            Label::Support => 0,
+            Label::PartialSupport => 1,
+            Label::NotSupport => 2,
+        }
+    }
+
+    /// The wire name (`support`, `partial_support`, `not_support`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Label::Support => "support",
+            Label::PartialSupport => "partial_support",
+            Label::NotSupport => "not_support",
+        }
+    }
+
+    /// Parse a label, accepting the wire names and common synonyms used by datasets
+    /// (`correct`/`incorrect`, `present`/`absent`, `partial`).
+    pub fn parse(s: &str) -> Option<Label> {
+        match s
+            .trim()
+            .to_ascii_lowercase()
+            .replace([' ', '-'], "_")
+            .as_str()
+        {
+            "support" | "supported" | "correct" | "present" | "yes" | "true" => {
+                Some(Label::Support)
+            }
+            "partial_support" | "partial" | "partially_supported" | "partly" => {
+                Some(Label::PartialSupport)
+            }
+            "not_support" | "not_supported" | "incorrect" | "absent" | "no" | "false"
+            | "refute" | "irrelevant" => Some(Label::NotSupport),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Label {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// AutoNuggetizer importance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Importance {
+    /// Must be in a good answer.
+    Vital,
+    /// Worthwhile, not essential.
+    Okay,
+}
+
+/// How a nugget is checked.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Check {
+    /// Judged by the model.
+    Llm,
+    /// Normalised exact match of the whole judged text against any of `answers`.
+    /// With `fallback_llm`, a miss is sent to the model instead of being `not_support`
+    /// (the paper's EM + verifier hybrid).
+    ExactMatch {
+        /// Acceptable answers.
+        answers: Vec<String>,
+        /// Ask the model when exact match fails.
+        #[serde(default)]
+        fallback_llm: bool,
+    },
+    /// The normalised judged text contains any of the normalised `answers`.
+    Contains {
+        /// Acceptable answers.
+        answers: Vec<String>,
+    },
+    /// A regular expression matches the judged text.
+    Regex {
+        /// The pattern (Rust regex syntax).
+        pattern: String,
+        /// Compiled form.
+        #[serde(skip)]
+        compiled: Option<Regex>,
+    },
+    /// Some number in the judged text is within `tolerance` of `value`.
+    Numeric {
+        /// Expected value.
+        value: f64,
+        /// Absolute tolerance.
+        tolerance: f64,
+    },
+}
+
+impl PartialEq for Check {
+    fn eq(&self, other: &Self) -> bool {
+        use Check::*;
+        match (self, other) {
+            (Llm, Llm) => true,
+            (
+                ExactMatch {
+                    answers: a,
+                    fallback_llm: f,
+                },
+                ExactMatch {
+                    answers: b,
+                    fallback_llm: g,
+                },
+            ) => a == b && f == g,
+            (Contains { answers: a }, Contains { answers: b }) => a == b,
+            (Regex { pattern: a, .. }, Regex { pattern: b, .. }) => a == b,
+            (
+                Numeric {
+                    value: a,
+                    tolerance: s,
+                },
+                Numeric {
+                    value: b,
+                    tolerance: t,
+                },
+            ) => a == b && s == t,
+            _ => false,
+        }
+    }
+}
+
+/// One criterion of a rubric.
+#[derive(Debug, Clone, Serialize)]
+pub struct Nugget {
+    /// The atomic statement.
+    pub text: String,
+    /// AutoNuggetizer importance.
+    pub importance: Importance,
+    /// Weight in the weighted reward; negative marks a pitfall.
+    pub weight: f64,
+    /// How it is checked.
+    #[serde(flatten)]
+    pub check: Check,
+    /// Gold label when the input carries one (evaluation data).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gold: Option<Label>,
+}
+
+impl Nugget {
+    /// An `llm` nugget of importance vital and weight 1.
+    pub fn new(text: impl Into<String>) -> Self {
+        Nugget {
+            text: text.into(),
+            importance: Importance::Vital,
+            weight: 1.0,
+            check: Check::Llm,
+            gold: None,
+        }
+    }
+
+    /// Set the importance (and the default weight that goes with it).
+    pub fn with_importance(mut self, importance: Importance) -> Self {
+        self.importance = importance;
+        self.weight = default_weight(importance);
+        self
+    }
+
+    /// Set an explicit weight.
+    pub fn with_weight(mut self, weight: f64) -> Self {
+        self.weight = weight;
+        self
+    }
+
+    /// Set the check.
+    pub fn with_check(mut self, check: Check) -> Self {
+        self.check = check;
+        self
+    }
+
+    /// Whether this nugget is a pitfall (negative weight).
+    pub fn is_pitfall(&self) -> bool {
+        self.weight < 0.0
+    }
+
+    /// Whether the model may be needed to judge this nugget.
+    pub fn needs_model(&self) -> bool {
+        matches!(
+            self.check,
+            Check::Llm
+                | Check::ExactMatch {
+                    fallback_llm: true,
+                    ..
+                }
+        )
+    }
+}
+
+fn default_weight(importance: Importance) -> f64 {
+    match importance {
+        Importance::Vital => 1.0,
+        Importance::Okay => 0.5,
+    }
+}
+
+/// The on-disk / on-wire shape of a nugget before validation. A bare string is a nugget too.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawNugget {
+    /// `"text"` alone.
+    Text(String),
+    /// The full form.
+    Full(Box<RawNuggetFields>),
+}
+
+/// Fields of [`RawNugget::Full`].
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNuggetFields {
+    text: Option<String>,
+    importance: Option<String>,
+    weight: Option<f64>,
+    kind: Option<String>,
+    answers: Option<Vec<String>>,
+    fallback_llm: Option<bool>,
+    pattern: Option<String>,
+    value: Option<f64>,
+    tolerance: Option<f64>,
+    gold: Option<String>,
+    // Accepted and ignored so dataset records pass through: ids, AutoNuggetizer's `assignment`.
+    #[serde(default)]
+    #[allow(dead_code)]
+    id: Option<serde_json::Value>,
+}
+
+impl RawNugget {
+    /// Validate into a [`Nugget`]. `location` names the file or line, `field` the nugget's path.
+    pub fn validate(self, location: &str, field: &str) -> Result<Nugget> {
+        let raw = match self {
+            RawNugget::Text(text) => RawNuggetFields {
+                text: Some(text),
+                ..Default::default()
+            },
+            RawNugget::Full(f) => *f,
+        };
+        let err =
+            |sub: &str, reason: String| Error::field(location, format!("{field}.{sub}"), reason);
+        let kind = raw.kind.as_deref().unwrap_or("llm");
+        let text = match raw.text {
+            Some(t) if !t.trim().is_empty() => t,
+            Some(_) => return Err(err("text", "is empty".into())),
+            None => match kind {
+                // Deterministic nuggets may be described by their answers alone.
+                "exact_match" | "contains" => match &raw.answers {
+                    Some(a) if !a.is_empty() => format!("The answer is {}", a.join(" / ")),
+                    _ => return Err(err("text", "is missing".into())),
+                },
+                "regex" => format!("Matches /{}/", raw.pattern.clone().unwrap_or_default()),
+                "numeric" => format!("States the number {}", raw.value.unwrap_or_default()),
+                _ => return Err(err("text", "is missing".into())),
+            },
+        };
+        let importance = match raw.importance.as_deref() {
+            None => Importance::Vital,
+            Some(s) => match s.trim().to_ascii_lowercase().as_str() {
+                "vital" => Importance::Vital,
+                "okay" | "ok" => Importance::Okay,
+                other => {
+                    return Err(err(
+                        "importance",
+                        format!("`{other}` is not `vital` or `okay`"),
+                    ))
+                }
+            },
+        };
+        let weight = match raw.weight {
+            Some(w) if !w.is_finite() => {
+                return Err(err("weight", "must be a finite number".into()))
+            }
+            Some(w) => w,
+            None => default_weight(importance),
+        };
+        let answers = |name: &str| -> Result<Vec<String>> {
+            match &raw.answers {
+                Some(a) if a.iter().any(|s| !normalize_answer(s).is_empty()) => Ok(a.clone()),
+                Some(_) => Err(err("answers", "has no non-empty answer".into())),
+                None => Err(err("answers", format!("is required for kind `{name}`"))),
+            }
+        };
+        let check = match kind {
+            "llm" => Check::Llm,
+            "exact_match" => Check::ExactMatch {
+                answers: answers(kind)?,
+                fallback_llm: raw.fallback_llm.unwrap_or(false),
+            },
+            "contains" => Check::Contains {
+                answers: answers(kind)?,
+            },
+            "regex" => {
+                let pattern = raw
+                    .pattern
+                    .ok_or_else(|| err("pattern", "is required for kind `regex`".into()))?;
+                let compiled = Regex::new(&pattern)
+                    .map_err(|e| err("pattern", format!("invalid regex: {e}")))?;
+                Check::Regex {
+                    pattern,
+                    compiled: Some(compiled),
+                }
+            }
+            "numeric" => {
+                let value = raw
+                    .value
+                    .ok_or_else(|| err("value", "is required for kind `numeric`".into()))?;
+                let tolerance = raw.tolerance.unwrap_or(0.0);
+                if !(tolerance >= 0.0 && tolerance.is_finite()) {
+                    return Err(err("tolerance", "must be a finite number >= 0".into()));
+                }
+                Check::Numeric { value, tolerance }
+            }
+            other => {
+                return Err(err(
+                    "kind",
+                    format!("`{other}` is not one of llm, exact_match, contains, regex, numeric"),
+                ))
+            }
+        };
+        let gold = match raw.gold {
+            None => None,
+            Some(g) => Some(
+                Label::parse(&g)
+                    .ok_or_else(|| err("gold", format!("`{g}` is not a verdict label")))?,
+            ),
+        };
+        Ok(Nugget {
+            text,
+            importance,
+            weight,
+            check,
+            gold,
+        })
+    }
+}
+
+/// A named set of nuggets applied to answers.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rubric {
+    /// Identifier (defaults to the file stem).
+    pub id: String,
+    /// What the rubric is for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The query the rubric was written for, if fixed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// The criteria.
+    pub nuggets: Vec<Nugget>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRubric {
+    id: Option<String>,
+    description: Option<String>,
+    query: Option<String>,
+    nuggets: Option<Vec<RawNugget>>,
+}
+
+impl Rubric {
+    /// Load a rubric from a `.json` or `.toml` file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Rubric> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let location = path.display().to_string();
+        let is_toml = path.extension().and_then(|e| e.to_str()) == Some("toml");
+        let raw: RawRubric = if is_toml {
+            toml::from_str(&text).map_err(|e| Error::Parse {
+                location: location.clone(),
+                reason: e.to_string(),
+            })?
+        } else {
+            serde_json::from_str(&text).map_err(|e| Error::Parse {
+                location: format!("{location}:{}:{}", e.line(), e.column()),
+                reason: e.to_string(),
+            })?
+        };
+        let id = raw.id.unwrap_or_else(|| {
+            path.file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("rubric")
+                .to_string()
+        });
+        Rubric::from_parts(id, raw.description, raw.query, raw.nuggets, &location)
+    }
+
+    /// Parse a rubric from JSON text; `location` is used in error messages.
+    pub fn from_json(text: &str, location: &str) -> Result<Rubric> {
+        let raw: RawRubric = serde_json::from_str(text).map_err(|e| Error::Parse {
+            location: format!("{location}:{}:{}", e.line(), e.column()),
+            reason: e.to_string(),
+        })?;
+        Rubric::from_parts(
+            raw.id.unwrap_or_else(|| "rubric".into()),
+            raw.description,
+            raw.query,
+            raw.nuggets,
+            location,
+        )
+    }
+
+    fn from_parts(
+        id: String,
+        description: Option<String>,
+        query: Option<String>,
+        nuggets: Option<Vec<RawNugget>>,
+        location: &str,
+    ) -> Result<Rubric> {
+        let nuggets = nuggets.ok_or_else(|| Error::field(location, "nuggets", "is missing"))?;
+        if nuggets.is_empty() {
+            return Err(Error::field(location, "nuggets", "is empty"));
+        }
+        let nuggets = nuggets
+            .into_iter()
+            .enumerate()
+            .map(|(i, n)| n.validate(location, &format!("nuggets[{i}]")))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Rubric {
+            id,
+            description,
+            query,
+            nuggets,
+        })
+    }
+}
+
+/// SQuAD-style answer normalisation: lower case, drop punctuation and the articles a/an/the,
+/// collapse white space. Unicode letters are kept; accents are folded (é -> e).
+pub fn normalize_answer(s: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    let lowered: String = s
+        .nfkd()
+        .filter(|c| !unicode_normalization::char::is_combining_mark(*c))
+        .flat_map(char::to_lowercase)
+        .map(|c| {
+            if c.is_alphanumeric() || c.is_whitespace() {
+                c
+            } else {
+                ' '
+            }
+        })
+        .collect();
+    lowered
+        .split_whitespace()
+        .filter(|w| !matches!(*w, "a" | "an" | "the"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Whether `haystack` contains `needle` on word boundaries, both normalised.
+fn contains_words(haystack_norm: &str, needle_norm: &str) -> bool {
+    if needle_norm.is_empty() {
+        return false;
+    }
+    let padded = format!(" {haystack_norm} ");
+    padded.contains(&format!(" {needle_norm} "))
+}
+
+fn numbers_in(text: &str) -> impl Iterator<Item = f64> + '_ {
+    static NUM: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
+    let re = NUM.get_or_init(|| Regex::new(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+").expect("static regex"));
+    re.find_iter(text)
+        .filter_map(|m| m.as_str().replace(',', "").parse::<f64>().ok())
+}
+
+/// Result of a deterministic check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckOutcome {
+    /// Decided: the label.
+    Decided(Label),
+    /// The model must judge (an `llm` nugget, or an exact-match miss with fallback).
+    NeedsModel,
+}
+
+impl Check {
+    /// Apply the check to the judged text without a model.
+    pub fn evaluate(&self, text: &str) -> CheckOutcome {
+        let yes =
+            |b: bool| CheckOutcome::Decided(if b { Label::Support } else { Label::NotSupport });
+        match self {
+            Check::Llm => CheckOutcome::NeedsModel,
+            Check::ExactMatch {
+                answers,
+                fallback_llm,
+            } => {
+                let t = normalize_answer(text);
+                let hit = answers.iter().any(|a| normalize_answer(a) == t);
+                if !hit && *fallback_llm {
+                    CheckOutcome::NeedsModel
+                } else {
+                    yes(hit)
+                }
+            }
+            Check::Contains { answers } => {
+                let t = normalize_answer(text);
+                yes(answers
+                    .iter()
+                    .any(|a| contains_words(&t, &normalize_answer(a))))
+            }
+            Check::Regex { pattern, compiled } => match compiled {
+                Some(re) => yes(re.is_match(text)),
+                None => yes(Regex::new(pattern)
+                    .map(|re| re.is_match(text))
+                    .unwrap_or(false)),
+            },
+            Check::Numeric { value, tolerance } => yes(numbers_in(text)
+                .any(|n| (n - value).abs() <= *tolerance + f64::EPSILON * value.abs())),
+        }
+    }
+
+    /// Short name of the check kind, used in verdict records.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Check::Llm => "llm",
+            Check::ExactMatch { .. } => "exact_match",
+            Check::Contains { .. } => "contains",
+            Check::Regex { .. } => "regex",
+            Check::Numeric { .. } => "numeric",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<Nugget> {
+        let raw: RawNugget = serde_json::from_str(json).unwrap();
+        raw.validate("test.json", "nuggets[0]")
+    }
+
+    #[test]
+    fn normalisation_is_squad_style() {
+        assert_eq!(normalize_answer("The  Eiffel-Tower!"), "eiffel tower");
+        assert_eq!(normalize_answer("Wilhelm Röntgen"), "wilhelm rontgen");
+        assert_eq!(normalize_answer("an apple, a pear"), "apple pear");
+        assert_eq!(normalize_answer("  "), "");
+    }
+
+    #[test]
+    fn bare_string_is_a_vital_llm_nugget() {
+        let n = parse(r#""Paris is the capital""#).unwrap();
+        assert_eq!(n.text, "Paris is the capital");
+        assert_eq!(n.importance, Importance::Vital);
+        assert_eq!(n.weight, 1.0);
+        assert_eq!(n.check, Check::Llm);
+    }
+
+    #[test]
+    fn okay_defaults_to_half_weight_and_explicit_weight_wins() {
+        assert_eq!(
+            parse(r#"{"text":"x","importance":"okay"}"#).unwrap().weight,
+            0.5
+        );
+        assert_eq!(
+            parse(r#"{"text":"x","importance":"okay","weight":-2}"#)
+                .unwrap()
+                .weight,
+            -2.0
+        );
+    }
+
+    #[test]
+    fn invalid_fields_name_the_field_and_reason() {
+        let e = parse(r#"{"text":"x","kind":"regex","pattern":"("}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("test.json")
+                && e.contains("nuggets[0].pattern")
+                && e.contains("invalid regex"),
+            "{e}"
+        );
+        let e = parse(r#"{"text":"x","kind":"fuzzy"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nuggets[0].kind") && e.contains("fuzzy"), "{e}");
+        let e = parse(r#"{"text":"x","importance":"high"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nuggets[0].importance"), "{e}");
+        let e = parse(r#"{"text":"x","kind":"contains"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("nuggets[0].answers") && e.contains("required"),
+            "{e}"
+        );
+        let e = parse(r#"{"text":"  "}"#).unwrap_err().to_string();
+        assert!(e.contains("nuggets[0].text") && e.contains("empty"), "{e}");
+        let e = parse(r#"{"text":"x","gold":"maybe"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nuggets[0].gold"), "{e}");
+        assert!(serde_json::from_str::<RawNugget>(r#"{"text":"x","wieght":1}"#).is_err());
+    }
+
+    #[test]
+    fn deterministic_checks() {
+        let em = parse(r#"{"kind":"exact_match","answers":["Wilhelm Conrad Röntgen","Röntgen"]}"#)
+            .unwrap();
+        assert_eq!(
+            em.check.evaluate("the Röntgen."),
+            CheckOutcome::Decided(Label::Support)
+        );
+        assert_eq!(
+            em.check.evaluate("Wilhelm Röntgen"),
+            CheckOutcome::Decided(Label::NotSupport)
+        );
+        let hybrid =
+            parse(r#"{"kind":"exact_match","answers":["Röntgen"],"fallback_llm":true}"#).unwrap();
+        assert_eq!(
+            hybrid.check.evaluate("Wilhelm Röntgen"),
+            CheckOutcome::NeedsModel
+        );
+        assert!(hybrid.needs_model());
+        let c = parse(r#"{"kind":"contains","answers":["Röntgen"]}"#).unwrap();
+        assert_eq!(
+            c.check.evaluate("It was Wilhelm Röntgen, in 1901."),
+            CheckOutcome::Decided(Label::Support)
+        );
+        assert_eq!(
+            c.check.evaluate("Röntgenology"),
+            CheckOutcome::Decided(Label::NotSupport)
+        );
+        let r = parse(r#"{"kind":"regex","pattern":"(?i)\\b19\\d\\d\\b"}"#).unwrap();
+        assert_eq!(
+            r.check.evaluate("in 1901"),
+            CheckOutcome::Decided(Label::Support)
+        );
+        assert_eq!(
+            r.check.evaluate("in 2001"),
+            CheckOutcome::Decided(Label::NotSupport)
+        );
+        let n = parse(r#"{"kind":"numeric","value":1234.5,"tolerance":0.5}"#).unwrap();
+        assert_eq!(
+            n.check.evaluate("about 1,234.9 units"),
+            CheckOutcome::Decided(Label::Support)
+        );
+        assert_eq!(
+            n.check.evaluate("about 1,236 units"),
+            CheckOutcome::Decided(Label::NotSupport)
+        );
+    }
+
+    #[test]
+    fn labels_parse_dataset_synonyms() {
+        assert_eq!(Label::parse("correct"), Some(Label::Support));
+        assert_eq!(Label::parse("partial_support"), Some(Label::PartialSupport));
+        assert_eq!(Label::parse("Not Support"), Some(Label::NotSupport));
+        assert_eq!(Label::parse("refute"), Some(Label::NotSupport));
+        assert_eq!(Label::parse("?"), None);
+    }
+
+    #[test]
+    fn shipped_rubrics_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("rubrics");
+        let mut n = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let r = Rubric::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            assert!(!r.nuggets.is_empty());
+            n += 1;
+        }
+        assert!(n >= 2);
+    }
+
+    #[test]
+    fn rubric_errors_name_file_and_field() {
+        let e = Rubric::from_json(
+            r#"{"nuggets":[{"text":"a"},{"text":"b","weight":"x"}]}"#,
+            "r.json",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("r.json"), "{e}");
+        let e = Rubric::from_json(r#"{"nuggets":[]}"#, "r.json")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nuggets") && e.contains("empty"), "{e}");
+        let e = Rubric::from_json(
+            r#"{"nuggets":["a",{"text":"b","kind":"numeric"}]}"#,
+            "r.json",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("nuggets[1].value"), "{e}");
+    }
+}
