@@ -1,0 +1,155 @@
+//! The `gavel` binary end to end: exit codes, stdout, stderr.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+fn gavel() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_gavel"))
+}
+
+fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn malformed_lines_become_error_records_and_the_run_goes_on() {
+    let out = gavel()
+        .args(["verify", "--input", &fixture("mixed.jsonl")])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // One output line per non-blank input line, in order.
+    let line_nos: Vec<u64> = lines.iter().map(|l| l["line"].as_u64().unwrap()).collect();
+    assert_eq!(line_nos, vec![1, 2, 3, 5, 6]);
+    assert!(lines[0]["error"].is_null());
+    assert!(lines[0]["scores"]["all_score"].is_number());
+    assert_eq!(lines[0]["verdicts"][1]["by"], "numeric");
+    assert_eq!(lines[1]["error"]["kind"], "parse");
+    assert!(lines[1]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("mixed.jsonl:2"));
+    assert_eq!(lines[2]["id"], "no-answer");
+    assert!(lines[2]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("answer"));
+    assert!(lines[3]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("nuggets[0].kind"));
+    assert_eq!(lines[4]["correct"], true);
+    assert_eq!(lines[4]["verdicts"][0]["by"], "exact_match");
+    assert!(
+        stderr.contains("5 records")
+            && stderr.contains("3 errors")
+            && stderr.contains("verdicts/s"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn stdin_to_file_and_clean_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("out.jsonl");
+    let mut child = gavel()
+        .args(["verify", "--output", out_path.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(br#"{"answer": "Paris is the capital of France.", "nuggets": ["Paris is the capital of France", {"kind": "contains", "answers": ["Paris"]}]}"#)
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.is_empty());
+    let written = std::fs::read_to_string(&out_path).unwrap();
+    let rec: serde_json::Value = serde_json::from_str(written.trim()).unwrap();
+    assert_eq!(rec["verdicts"].as_array().unwrap().len(), 2);
+    assert_eq!(rec["verdicts"][1]["label"], "support");
+}
+
+#[test]
+fn bad_rubric_fails_fast_naming_the_file_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let rubric = dir.path().join("r.json");
+    std::fs::write(
+        &rubric,
+        r#"{"nuggets": [{"text": "a", "importance": "urgent"}]}"#,
+    )
+    .unwrap();
+    let out = gavel()
+        .args([
+            "verify",
+            "--rubric",
+            rubric.to_str().unwrap(),
+            "--input",
+            &fixture("mixed.jsonl"),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr.contains("r.json") && stderr.contains("nuggets[0].importance"),
+        "{stderr}"
+    );
+
+    let out = gavel()
+        .args(["check", rubric.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn dry_run_prints_the_prompt_without_judging() {
+    let out = gavel()
+        .args(["verify", "--dry-run", "--input", &fixture("mixed.jsonl")])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        stdout.contains("shared prefix")
+            && stdout.contains("Statement: Fleming discovered penicillin"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("<|im_start|>assistant"), "{stdout}");
+}
+
+#[test]
+fn missing_model_file_is_a_clear_error() {
+    let out = gavel()
+        .args([
+            "verify",
+            "--model",
+            "/nonexistent/model.gguf",
+            "--input",
+            &fixture("mixed.jsonl"),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr.contains("/nonexistent/model.gguf") && stderr.contains("no such file"),
+        "{stderr}"
+    );
+}

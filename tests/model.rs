@@ -1,0 +1,249 @@
+//! The judge against the real default model (SmolLM2-135M-Instruct Q4_1), not a mock.
+
+mod common;
+
+use gavel::backend::{EmbeddedBackend, EmbeddedConfig};
+use gavel::{Error, JudgeConfig, JudgeMode, Label, Nugget, Task};
+use std::sync::Arc;
+
+const PASSAGE: &str = "The Eiffel Tower was completed in 1889 for the World's Fair in Paris. \
+It was designed by the engineering company of Gustave Eiffel and is 330 metres tall.";
+
+fn task(answer: &str, nuggets: &[&str]) -> Task {
+    Task::new(
+        None,
+        answer,
+        nuggets.iter().map(|n| Nugget::new(*n)).collect(),
+    )
+}
+
+#[test]
+fn scored_mode_returns_a_distribution_for_every_nugget() {
+    let judge = common::judge(JudgeConfig::default());
+    let tasks = vec![
+        task(
+            PASSAGE,
+            &[
+                "The Eiffel Tower was completed in 1889",
+                "The tower is in Rome",
+                "It is 330 metres tall",
+            ],
+        ),
+        Task::new(
+            Some("Who wrote Hamlet?".into()),
+            "Shakespeare wrote Hamlet around 1600.",
+            vec![Nugget::new("Shakespeare wrote Hamlet")],
+        ),
+    ];
+    for r in judge.judge(&tasks) {
+        let j = r.expect("judged");
+        for v in &j.verdicts {
+            let p = v.probs.expect("scored mode has probabilities").to_array();
+            let sum: f64 = p.iter().sum();
+            assert!((sum - 1.0).abs() < 1e-6, "probabilities sum to {sum}");
+            assert!(p.iter().all(|x| (0.0..=1.0).contains(x)));
+            assert_eq!(v.label, v.probs.unwrap().argmax());
+            assert!((v.score - (p[0] + 0.5 * p[1])).abs() < 1e-9);
+        }
+    }
+}
+
+/// Blatant pairs: a statement copied from the passage vs an unrelated one. The default model is
+/// weak and leans to one label, so compare scores rather than thresholding them.
+#[test]
+fn supported_nuggets_score_higher_than_absent_ones() {
+    let judge = common::judge(JudgeConfig::default());
+    let cases = [
+        (PASSAGE, "The Eiffel Tower was completed in 1889", "Bananas are a good source of potassium"),
+        (
+            "Marie Curie was the first woman to win a Nobel Prize. She won it in physics in 1903.",
+            "Marie Curie was the first woman to win a Nobel Prize",
+            "The Great Wall of China is visible from the Moon",
+        ),
+        (
+            "Python is a programming language created by Guido van Rossum and first released in 1991.",
+            "Python was created by Guido van Rossum",
+            "Penguins live at the North Pole",
+        ),
+        (
+            "The Amazon river flows through Peru, Colombia and Brazil before reaching the Atlantic Ocean.",
+            "The Amazon river flows through Brazil",
+            "Mount Everest is in the Alps",
+        ),
+    ];
+    let tasks: Vec<Task> = cases
+        .iter()
+        .map(|(p, yes, no)| task(p, &[yes, no]))
+        .collect();
+    let mut wins = 0;
+    for (r, (_, yes, no)) in judge.judge(&tasks).into_iter().zip(cases) {
+        let j = r.unwrap();
+        let (s_yes, s_no) = (j.verdicts[0].score, j.verdicts[1].score);
+        eprintln!("{s_yes:.3} vs {s_no:.3}: {yes} / {no}");
+        if s_yes > s_no {
+            wins += 1;
+        }
+    }
+    assert_eq!(
+        wins,
+        cases.len(),
+        "supported nugget ranked higher in {wins} of {} cases",
+        cases.len()
+    );
+}
+
+#[test]
+fn batching_many_answers_gives_the_same_verdicts_as_one_at_a_time() {
+    let judge = common::judge(JudgeConfig::default());
+    let tasks: Vec<Task> = (0..6)
+        .map(|i| {
+            let answer = format!(
+                "{PASSAGE} Record number {i} adds that {} people visited it last year.",
+                1000 * (i + 1)
+            );
+            task(
+                &answer,
+                &[
+                    "The Eiffel Tower is in Paris",
+                    "The tower was designed by Gustave Eiffel",
+                    "Nobody visits the tower",
+                ],
+            )
+        })
+        .collect();
+    let together = judge.judge(&tasks);
+    for (t, batched) in tasks.iter().zip(together) {
+        let alone = judge.judge(std::slice::from_ref(t)).pop().unwrap().unwrap();
+        let batched = batched.unwrap();
+        for (a, b) in alone.verdicts.iter().zip(&batched.verdicts) {
+            assert_eq!(a.label, b.label);
+            let (pa, pb) = (a.probs.unwrap().to_array(), b.probs.unwrap().to_array());
+            for k in 0..3 {
+                assert!(
+                    (pa[k] - pb[k]).abs() < 1e-3,
+                    "alone {pa:?} vs batched {pb:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn reasoned_mode_output_always_parses() {
+    let judge = common::judge(JudgeConfig::default().with_mode(JudgeMode::Reasoned));
+    let tasks = vec![
+        task(
+            PASSAGE,
+            &[
+                "The Eiffel Tower was completed in 1889",
+                "The tower is made of wood",
+            ],
+        ),
+        task(
+            "Canberra is the capital of Australia.",
+            &["Sydney is the capital of Australia"],
+        ),
+    ];
+    for r in judge.judge(&tasks) {
+        let j = r.expect("reasoned output parses under the grammar");
+        for v in &j.verdicts {
+            assert!(
+                v.rationale.as_deref().is_some_and(|r| !r.is_empty()),
+                "{v:?}"
+            );
+            assert!(v.probs.is_none());
+            assert!(matches!(
+                v.label,
+                Label::Support | Label::PartialSupport | Label::NotSupport
+            ));
+        }
+    }
+}
+
+#[test]
+fn too_long_answers_give_the_documented_error_or_a_reported_truncation() {
+    let path = gavel::model_store::ensure_default_model().unwrap();
+    let small = Arc::new(EmbeddedBackend::load(EmbeddedConfig::new(path).with_n_ctx(256)).unwrap());
+    let long = PASSAGE.repeat(30);
+    let tasks = vec![
+        task(&long, &["The Eiffel Tower was completed in 1889"]),
+        task(PASSAGE, &["It is 330 metres tall"]),
+    ];
+
+    let strict = gavel::Judge::new(
+        small.clone(),
+        gavel::PromptSet::builtin(),
+        JudgeConfig::default(),
+    );
+    let out = strict.judge(&tasks);
+    match &out[0] {
+        Err(Error::TooLong { tokens, n_ctx }) => assert!(*tokens > *n_ctx && *n_ctx == 256),
+        other => panic!("expected TooLong, got {other:?}"),
+    }
+    assert!(
+        out[1].is_ok(),
+        "the other record is unaffected: {:?}",
+        out[1]
+    );
+
+    let cutting = gavel::Judge::new(
+        small,
+        gavel::PromptSet::builtin(),
+        JudgeConfig::default().with_truncate(true),
+    );
+    let out = cutting.judge(&tasks);
+    let j = out[0].as_ref().expect("truncation fits the prompt");
+    assert!(j.truncated);
+    assert!(!out[1].as_ref().unwrap().truncated);
+}
+
+#[test]
+fn short_form_hybrid_uses_exact_match_first() {
+    let judge = common::judge(JudgeConfig::default());
+    let tasks = vec![
+        Task::short_form(
+            Some("capital of australia".into()),
+            "Canberra",
+            vec!["Canberra".into()],
+            gavel::ShortForm::Hybrid,
+        ),
+        Task::short_form(
+            Some("capital of australia".into()),
+            "It is Canberra, of course",
+            vec!["Canberra".into()],
+            gavel::ShortForm::Hybrid,
+        ),
+    ];
+    let out = judge.judge(&tasks);
+    let em = out[0].as_ref().unwrap();
+    assert_eq!(em.verdicts[0].label, Label::Support);
+    assert_eq!(em.verdicts[0].by, gavel::aggregate::DecidedBy::ExactMatch);
+    let model = out[1].as_ref().unwrap();
+    assert_eq!(model.verdicts[0].by, gavel::aggregate::DecidedBy::Llm);
+    assert!(model.verdicts[0].probs.is_some());
+}
+
+#[test]
+fn render_shows_the_shared_prefix_and_per_nugget_suffixes() {
+    let judge = common::judge(JudgeConfig::default());
+    let t = task(PASSAGE, &["A", "B"]);
+    let prompts = judge.render(&t).unwrap();
+    assert_eq!(prompts.len(), 2);
+    assert_eq!(prompts[0].prefix, prompts[1].prefix);
+    assert!(prompts[0].prefix.contains(PASSAGE));
+    assert!(
+        prompts[0].prefix.starts_with("<|im_start|>system"),
+        "{}",
+        prompts[0].prefix
+    );
+    assert!(
+        prompts[0].suffix.starts_with("Statement: A"),
+        "{}",
+        prompts[0].suffix
+    );
+    assert!(
+        prompts[1].suffix.ends_with("<|im_start|>assistant\n"),
+        "{:?}",
+        prompts[1].suffix
+    );
+}
