@@ -65,6 +65,15 @@ impl LabelProbs {
     }
 }
 
+/// The model's raw label distribution and log-probabilities over the whole vocabulary.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct RawScore {
+    /// Distribution renormalised over the labels, before calibration.
+    pub probs: LabelProbs,
+    /// log P of each label's words (support, partial, not) over the vocabulary.
+    pub logprobs: [f64; 3],
+}
+
 /// The verdict for one nugget.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Verdict {
@@ -77,6 +86,9 @@ pub struct Verdict {
     pub score: f64,
     /// Who decided.
     pub by: DecidedBy,
+    /// The model's uncalibrated output (scored mode), kept for evaluation and stacking.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw: Option<RawScore>,
     /// Rationale (reasoned mode).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rationale: Option<String>,
@@ -93,6 +105,7 @@ impl Verdict {
             probs: None,
             score: label.value(),
             by,
+            raw: None,
             rationale: None,
             quote: None,
         }
@@ -105,6 +118,7 @@ impl Verdict {
             probs: Some(probs),
             score: probs.expected_value(),
             by: DecidedBy::Llm,
+            raw: None,
             rationale: None,
             quote: None,
         }

@@ -6,8 +6,10 @@ use std::sync::Arc;
 use regex::Regex;
 use serde::Serialize;
 
-use crate::aggregate::{aggregate, DecidedBy, LabelProbs, Scores, Verdict};
-use crate::backend::{Backend, PromptGroup};
+use crate::aggregate::{aggregate, DecidedBy, LabelProbs, RawScore, Scores, Verdict};
+use crate::backend::{Backend, LabelScore, PromptGroup};
+use crate::cache::VerdictCache;
+use crate::calibrate::Calibrator;
 use crate::error::{Error, Result};
 use crate::prompt::{shared_prefix, JudgeMode, JudgeVars, PromptSet, NUGGET_SENTINEL};
 use crate::record::Task;
@@ -84,6 +86,8 @@ pub struct Judge {
     backend: Arc<dyn Backend>,
     prompts: PromptSet,
     config: JudgeConfig,
+    cache: Option<(Arc<VerdictCache>, String)>,
+    calibrator: Option<Calibrator>,
 }
 
 struct Pending {
@@ -99,7 +103,114 @@ impl Judge {
             backend,
             prompts,
             config,
+            cache: None,
+            calibrator: None,
         }
+    }
+
+    /// Cache raw model outputs in `cache`; `model_key` identifies the model file (see
+    /// [`crate::cache::model_fingerprint`]).
+    pub fn with_cache(mut self, cache: Arc<VerdictCache>, model_key: impl Into<String>) -> Self {
+        self.cache = Some((cache, model_key.into()));
+        self
+    }
+
+    /// Apply a calibration to scored-mode distributions.
+    pub fn with_calibrator(mut self, calibrator: Option<Calibrator>) -> Self {
+        self.calibrator = calibrator;
+        self
+    }
+
+    /// The calibration in use.
+    pub fn calibrator(&self) -> Option<&Calibrator> {
+        self.calibrator.as_ref()
+    }
+
+    /// Scores through the cache: hits are read, misses go to the backend in one call and are
+    /// stored. A cache failure is logged and the backend answers instead.
+    fn score_cached(&self, groups: &[PromptGroup]) -> Vec<Vec<Result<LabelScore>>> {
+        let choices = self.prompts.labels().as_choices();
+        let Some((cache, model)) = &self.cache else {
+            return self.backend.score(groups, &choices);
+        };
+        let keys: Vec<Vec<[u8; 32]>> = groups
+            .iter()
+            .map(|g| {
+                g.suffixes
+                    .iter()
+                    .map(|s| VerdictCache::key(model, "scored", &g.prefix, s))
+                    .collect()
+            })
+            .collect();
+        let flat: Vec<[u8; 32]> = keys.iter().flatten().copied().collect();
+        let hits = match cache.get_many(&flat) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!("{e}; judging without the cache");
+                return self.backend.score(groups, &choices);
+            }
+        };
+        let mut hits = hits.into_iter();
+        let mut out: Vec<Vec<Option<Result<LabelScore>>>> = Vec::with_capacity(groups.len());
+        let mut misses: Vec<PromptGroup> = Vec::new();
+        let mut miss_at: Vec<(usize, Vec<usize>)> = Vec::new();
+        for (gi, g) in groups.iter().enumerate() {
+            let mut row = Vec::with_capacity(g.suffixes.len());
+            let mut missing = Vec::new();
+            for si in 0..g.suffixes.len() {
+                let hit = hits
+                    .next()
+                    .flatten()
+                    .and_then(|bytes| serde_json::from_slice::<CachedScore>(&bytes).ok());
+                match hit {
+                    Some(c) => row.push(Some(Ok(LabelScore {
+                        probs: c.probs,
+                        logprobs: c.logprobs,
+                    }))),
+                    None => {
+                        row.push(None);
+                        missing.push(si);
+                    }
+                }
+            }
+            if !missing.is_empty() {
+                let suffixes = missing.iter().map(|&i| g.suffixes[i].clone()).collect();
+                misses.push(PromptGroup {
+                    prefix: g.prefix.clone(),
+                    suffixes,
+                });
+                miss_at.push((gi, missing));
+            }
+            out.push(row);
+        }
+        if !misses.is_empty() {
+            let results = self.backend.score(&misses, &choices);
+            let mut store = Vec::new();
+            for ((gi, idx), res) in miss_at.into_iter().zip(results) {
+                for (si, r) in idx.into_iter().zip(res) {
+                    if let Ok(s) = &r {
+                        let c = CachedScore {
+                            probs: s.probs.clone(),
+                            logprobs: s.logprobs.clone(),
+                        };
+                        if let Ok(bytes) = serde_json::to_vec(&c) {
+                            store.push((keys[gi][si], bytes));
+                        }
+                    }
+                    out[gi][si] = Some(r);
+                }
+            }
+            if let Err(e) = cache.put_many(&store) {
+                tracing::warn!("{e}; verdicts not cached");
+            }
+        }
+        out.into_iter()
+            .map(|row| {
+                row.into_iter()
+                    .map(|r| r.unwrap_or_else(|| Err(Error::Backend("missing score".into()))))
+                    .collect()
+            })
+            .collect()
     }
 
     /// The backend.
@@ -250,16 +361,24 @@ impl Judge {
         let mut truncated = vec![false; tasks.len()];
         match self.config.mode {
             JudgeMode::Scored => {
-                let choices = self.prompts.labels().as_choices();
-                let results = self.backend.score(&groups, &choices);
+                let results = self.score_cached(&groups);
                 for (p, res) in pending.iter().zip(results) {
                     truncated[p.task] = p.truncated;
                     for (&ni, r) in p.nuggets.iter().zip(res) {
                         match r {
                             Ok(s) => {
-                                let probs =
-                                    LabelProbs::from_array([s.probs[0], s.probs[1], s.probs[2]]);
-                                verdicts[p.task][ni] = Some(Verdict::from_probs(probs));
+                                let raw = [s.probs[0], s.probs[1], s.probs[2]];
+                                let mut v = match &self.calibrator {
+                                    Some(c) => {
+                                        Verdict::from_probs(LabelProbs::from_array(c.apply(raw)))
+                                    }
+                                    None => Verdict::from_probs(LabelProbs::from_array(raw)),
+                                };
+                                v.raw = Some(RawScore {
+                                    probs: LabelProbs::from_array(raw),
+                                    logprobs: [s.logprobs[0], s.logprobs[1], s.logprobs[2]],
+                                });
+                                verdicts[p.task][ni] = Some(v);
                             }
                             Err(e) => fail_nugget(&mut failed[p.task], ni, e),
                         }
@@ -316,6 +435,12 @@ impl Judge {
     }
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CachedScore {
+    probs: Vec<f64>,
+    logprobs: Vec<f64>,
+}
+
 fn fail_nugget(slot: &mut Option<Error>, nugget: usize, e: Error) {
     if slot.is_none() {
         *slot = Some(match e {
@@ -353,6 +478,7 @@ pub fn parse_reasoned(text: &str) -> Result<Verdict> {
         probs: None,
         score: label.value(),
         by: DecidedBy::Llm,
+        raw: None,
         rationale: Some(caps["r"].trim().to_string()),
         quote: (!quote.is_empty()).then_some(quote),
     })

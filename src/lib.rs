@@ -22,13 +22,17 @@
 
 pub mod aggregate;
 pub mod backend;
+pub mod cache;
+pub mod calibrate;
 pub mod error;
+pub mod eval;
 pub mod judge;
 pub mod model_store;
 pub mod pipeline;
 pub mod prompt;
 pub mod record;
 pub mod rubric;
+pub mod server;
 
 pub use aggregate::{aggregate, Scores, Verdict};
 pub use backend::{Backend, EmbeddedBackend, EmbeddedConfig};

@@ -2,12 +2,14 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use gavel::backend::{Backend, EmbeddedBackend, EmbeddedConfig};
+use gavel::cache::{model_fingerprint, VerdictCache};
+use gavel::calibrate::Calibrator;
 use gavel::judge::{Judge, JudgeConfig};
 use gavel::pipeline::{self, VerifyOptions};
 use gavel::prompt::{JudgeMode, PromptSet};
@@ -48,6 +50,8 @@ enum Command {
     Bench(BenchArgs),
     /// Fetch (once) and print the path of the embedded default model.
     FetchModel,
+    /// Serve rewards over HTTP for RL trainers (OpenRLHF, verl, TRL); see docs/serve.md.
+    Serve(ServeArgs),
     /// Validate rubric files and print a summary of each.
     Check {
         /// Rubric files (.json or .toml).
@@ -97,6 +101,14 @@ struct JudgeArgs {
     /// Short-form records (`gold_answers`): `hybrid` (exact match, then the model), `em`, `llm`.
     #[arg(long, default_value = "hybrid")]
     short_form: ShortForm,
+    /// Cache raw model outputs on disk ($GAVEL_HOME/cache/verdicts.redb), keyed by model file,
+    /// mode and exact prompt; re-runs of the same work are instant.
+    #[arg(long)]
+    cache: bool,
+    /// Calibration: `auto` (the file fitted by `gavel calibrate` for this model, if any),
+    /// `none`, or a path to a calibration file.
+    #[arg(long, default_value = "auto")]
+    calibration: String,
 }
 
 #[derive(Args)]
@@ -153,6 +165,39 @@ struct BenchArgs {
     model: ModelArgs,
 }
 
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on; port 0 picks a free one (the address is printed on stderr).
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    addr: String,
+    /// Requests that may wait for the model; one more is answered 503 with Retry-After.
+    #[arg(long, default_value_t = 1024)]
+    queue: usize,
+    /// Records judged together per model call, taken from all waiting requests.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Largest request body in MiB (413 above).
+    #[arg(long, default_value_t = 32)]
+    max_body_mb: usize,
+    /// Most records (queries) in one request (413 above).
+    #[arg(long, default_value_t = 8192)]
+    max_request_records: usize,
+    /// Seconds a request may wait for its verdicts (504 after).
+    #[arg(long, default_value_t = 150)]
+    timeout: u64,
+    /// Name of an environment variable holding the API key; requests then need
+    /// `Authorization: Bearer <key>` (GET /health stays open).
+    #[arg(long)]
+    api_key_env: Option<String>,
+    /// Folder of rubric files (.json, .toml) that labels select with {"rubric": "<id>"}.
+    #[arg(long)]
+    rubrics: Option<PathBuf>,
+    #[command(flatten)]
+    judge: JudgeArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
 fn parse_mode(s: &str) -> Result<JudgeMode, String> {
     match s {
         "scored" => Ok(JudgeMode::Scored),
@@ -189,6 +234,7 @@ fn run(command: Command) -> Result<ExitCode, Error> {
         Command::Verify(args) => verify(args),
         Command::Render(args) => render(args),
         Command::Bench(args) => bench(args),
+        Command::Serve(args) => serve(args),
         Command::FetchModel => {
             println!("{}", model_store::ensure_default_model()?.display());
             Ok(ExitCode::SUCCESS)
@@ -244,7 +290,44 @@ fn build_judge(j: &JudgeArgs, m: &ModelArgs) -> Result<Judge, Error> {
         .with_mode(j.mode)
         .with_two_grade(j.two_grade)
         .with_truncate(j.truncate);
-    Ok(Judge::new(load_backend(m)?, prompts, cfg))
+    let backend = load_backend(m)?;
+    let fingerprint = model_fingerprint(Path::new(&backend.info().model))?;
+    let mut judge = Judge::new(backend, prompts, cfg);
+    if j.cache {
+        let path = VerdictCache::default_path();
+        match VerdictCache::open(&path) {
+            Ok(c) => judge = judge.with_cache(Arc::new(c), fingerprint.clone()),
+            Err(e) => tracing::warn!("{e}; running without the verdict cache"),
+        }
+    }
+    let calibrator = match j.calibration.as_str() {
+        "none" => None,
+        "auto" => {
+            let path = Calibrator::path_for(&fingerprint);
+            path.is_file()
+                .then(|| Calibrator::load(&path))
+                .transpose()?
+        }
+        file => Some(Calibrator::load(Path::new(file))?),
+    };
+    if let Some(c) = &calibrator {
+        if c.model != fingerprint {
+            return Err(Error::field(
+                &j.calibration,
+                "model",
+                "calibration was fitted for another model file",
+            ));
+        }
+        if c.prompts != judge.prompts().version() {
+            tracing::warn!(
+                "calibration was fitted with templates {} but these are {}",
+                c.prompts,
+                judge.prompts().version()
+            );
+        }
+        eprintln!("gavel: calibration: {}", c.describe());
+    }
+    Ok(judge.with_calibrator(calibrator))
 }
 
 fn load_rubric(j: &JudgeArgs) -> Result<Option<Rubric>, Error> {
@@ -452,5 +535,43 @@ fn bench(args: BenchArgs) -> Result<ExitCode, Error> {
         r.ratio * 100.0
     );
     println!("{}", serde_json::to_string(&r).unwrap_or_default());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn serve(args: ServeArgs) -> Result<ExitCode, Error> {
+    let api_key = match &args.api_key_env {
+        None => None,
+        Some(name) => match std::env::var(name) {
+            Ok(key) if !key.trim().is_empty() => Some(key.trim().to_string()),
+            _ => {
+                return Err(Error::field(
+                    "--api-key-env",
+                    name,
+                    "the environment variable is not set or empty",
+                ))
+            }
+        },
+    };
+    let rubrics = match &args.rubrics {
+        Some(dir) => gavel::server::load_rubrics(dir)?,
+        None => Vec::new(),
+    };
+    let config = gavel::server::ServeConfig::default()
+        .with_addr(args.addr)
+        .with_queue(args.queue)
+        .with_batch_records(args.batch)
+        .with_max_body_bytes(args.max_body_mb << 20)
+        .with_max_request_records(args.max_request_records)
+        .with_timeout(std::time::Duration::from_secs(args.timeout))
+        .with_api_key(api_key)
+        .with_short_form(args.judge.short_form)
+        .with_rubric(load_rubric(&args.judge)?)
+        .with_rubrics(rubrics);
+    let judge = Arc::new(build_judge(&args.judge, &args.model)?);
+    let server = gavel::server::Server::bind(judge, config)?;
+    let stop = server.shutdown_signal()?;
+    eprintln!("gavel serve: listening on http://{}", server.local_addr()?);
+    server.run(stop)?;
+    eprintln!("gavel serve: stopped");
     Ok(ExitCode::SUCCESS)
 }
