@@ -1,0 +1,167 @@
+//! The engine thread: takes every request waiting in the queue (up to a cap of records), judges
+//! all their records in one batched [`Judge::judge`] call, and answers each request on its own
+//! reply channel. It is a plain thread, so model work never blocks the async runtime.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+
+use super::metrics::Metrics;
+use crate::error::{Error, Result};
+use crate::judge::{Judge, Judgement};
+use crate::record::Task;
+
+/// What the engine sends back: the request's tasks (moved back, not copied) and one result each.
+pub(crate) type Reply = (Vec<Task>, Vec<Result<Judgement>>);
+
+/// One request's records and the channel its answer goes to.
+pub(crate) struct Job {
+    tasks: Vec<Task>,
+    reply: oneshot::Sender<Reply>,
+}
+
+/// Why a request could not be queued.
+pub(crate) enum Rejected {
+    /// The queue holds as many requests as it may.
+    Full,
+    /// The engine has stopped.
+    Closed,
+}
+
+/// The sending side of the queue, cloned into every handler.
+#[derive(Clone)]
+pub(crate) struct Queue {
+    tx: SyncSender<Job>,
+    metrics: Arc<Metrics>,
+}
+
+impl Queue {
+    /// Queue `tasks` without waiting; the receiver yields the reply once they are judged.
+    pub(crate) fn submit(
+        &self,
+        tasks: Vec<Task>,
+    ) -> std::result::Result<oneshot::Receiver<Reply>, Rejected> {
+        let n = tasks.len() as i64;
+        let (reply, rx) = oneshot::channel();
+        // Count before sending so the engine's decrement can never run first.
+        self.metrics.queued_requests.fetch_add(1, Ordering::Relaxed);
+        self.metrics.queued_records.fetch_add(n, Ordering::Relaxed);
+        match self.tx.try_send(Job { tasks, reply }) {
+            Ok(()) => Ok(rx),
+            Err(e) => {
+                self.metrics.queued_requests.fetch_sub(1, Ordering::Relaxed);
+                self.metrics.queued_records.fetch_sub(n, Ordering::Relaxed);
+                Err(match e {
+                    TrySendError::Full(_) => Rejected::Full,
+                    TrySendError::Disconnected(_) => Rejected::Closed,
+                })
+            }
+        }
+    }
+}
+
+/// Start the engine thread. `queue` is the number of requests that may wait (at least 1);
+/// `batch_records` the number of records the engine aims to judge per call. The thread ends,
+/// after answering everything still queued, once every [`Queue`] clone is dropped.
+pub(crate) fn start(
+    judge: Arc<Judge>,
+    queue: usize,
+    batch_records: usize,
+    metrics: Arc<Metrics>,
+) -> Result<(Queue, JoinHandle<()>)> {
+    let (tx, rx) = mpsc::sync_channel(queue.max(1));
+    let m = Arc::clone(&metrics);
+    let handle = std::thread::Builder::new()
+        .name("gavel-serve-engine".into())
+        .spawn(move || run(&judge, rx, batch_records.max(1), &m))
+        .map_err(|e| Error::Backend(format!("cannot start the server's engine thread: {e}")))?;
+    Ok((Queue { tx, metrics }, handle))
+}
+
+fn run(judge: &Judge, rx: Receiver<Job>, batch_records: usize, metrics: &Metrics) {
+    let taken = |j: &Job| {
+        metrics.queued_requests.fetch_sub(1, Ordering::Relaxed);
+        metrics
+            .queued_records
+            .fetch_sub(j.tasks.len() as i64, Ordering::Relaxed);
+    };
+    // A request that would push the batch past the cap waits for the next call, first in line.
+    let mut held: Option<Job> = None;
+    loop {
+        let first = match held.take() {
+            Some(j) => j,
+            None => match rx.recv() {
+                Ok(j) => j,
+                Err(_) => return,
+            },
+        };
+        let mut records = first.tasks.len();
+        let mut jobs = vec![first];
+        while records < batch_records {
+            match rx.try_recv() {
+                Ok(j) if records + j.tasks.len() > batch_records => {
+                    held = Some(j);
+                    break;
+                }
+                Ok(j) => {
+                    records += j.tasks.len();
+                    jobs.push(j);
+                }
+                Err(_) => break,
+            }
+        }
+        for j in &jobs {
+            taken(j);
+        }
+        // A client that gave up (timeout, closed connection) costs no model time.
+        jobs.retain(|j| !j.reply.is_closed());
+        if jobs.is_empty() {
+            continue;
+        }
+        judge_jobs(judge, jobs, metrics);
+    }
+}
+
+fn judge_jobs(judge: &Judge, jobs: Vec<Job>, metrics: &Metrics) {
+    let mut sizes = Vec::with_capacity(jobs.len());
+    let mut replies = Vec::with_capacity(jobs.len());
+    let mut tasks = Vec::new();
+    for j in jobs {
+        sizes.push(j.tasks.len());
+        tasks.extend(j.tasks);
+        replies.push(j.reply);
+    }
+    let start = Instant::now();
+    let results = match catch_unwind(AssertUnwindSafe(|| judge.judge(&tasks))) {
+        Ok(r) if r.len() == tasks.len() => r,
+        Ok(r) => failed(
+            tasks.len(),
+            &format!(
+                "the judge returned {} results for {} records",
+                r.len(),
+                tasks.len()
+            ),
+        ),
+        Err(_) => failed(tasks.len(), "the judge panicked on this batch"),
+    };
+    metrics.batch(tasks.len(), start.elapsed(), &results);
+    let mut tasks = tasks.into_iter();
+    let mut results = results.into_iter();
+    for (n, reply) in sizes.into_iter().zip(replies) {
+        let t: Vec<Task> = tasks.by_ref().take(n).collect();
+        let r: Vec<Result<Judgement>> = results.by_ref().take(n).collect();
+        // The receiver may have timed out meanwhile; nothing to do then.
+        let _ = reply.send((t, r));
+    }
+}
+
+fn failed(n: usize, why: &str) -> Vec<Result<Judgement>> {
+    (0..n)
+        .map(|_| Err(Error::Backend(why.to_string())))
+        .collect()
+}

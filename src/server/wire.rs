@@ -1,0 +1,775 @@
+//! The request and response bodies of the reward server: OpenRLHF's remote reward model shape
+//! (`/get_reward`), the native batch shape (`/v1/verify`), and how an RL label becomes a rubric.
+//!
+//! A label (one per query) maps to a [`Task`] this way:
+//!
+//! - a JSON object, or a string holding one (`"{\"nuggets\": [...]}"`): the same fields as a
+//!   `gavel verify` record without `answer` (`nuggets` for long-form, `gold_answers` for
+//!   short-form, `query`, `id`), plus `rubric`: the id of a rubric loaded with `--rubric` or
+//!   `--rubrics DIR`, which supplies the nuggets;
+//! - a JSON array of strings, or a string holding one (`"[\"2015\", \"2014-15\"]"`): gold
+//!   answers (short-form);
+//! - any other string: one gold answer (short-form);
+//! - empty or null: the server's `--rubric`, when it has one (it also fills in any label or
+//!   record without `nuggets`, `gold_answers` or `rubric`).
+//!
+//! The judged text is `query[i]` minus `prompts[i]` (when given), with trailing end-of-turn
+//! and padding tokens cut. The question the judge sees comes from the label's `query` or the
+//! rubric's, never from the chat-templated prompt.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+use crate::judge::Judgement;
+use crate::pipeline::output_record;
+use crate::record::{parse_record, salvage_id, OutputRecord, ShortForm, Task};
+use crate::rubric::Rubric;
+
+/// Why a whole request is refused.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Refused {
+    /// Not JSON, or not the documented shape; the message names the field.
+    BadRequest(String),
+    /// More records than one request may carry.
+    TooManyRecords {
+        /// Records in the request.
+        got: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// Rubrics the server knows and the short-form policy: everything a label needs to become a task.
+#[derive(Debug, Clone, Default)]
+pub struct LabelRules {
+    /// Applied to labels and records that bring no `nuggets`, `gold_answers` or `rubric` id.
+    pub default_rubric: Option<Rubric>,
+    /// Rubrics a label or record selects with `"rubric": "<id>"`.
+    pub rubrics: BTreeMap<String, Rubric>,
+    /// How short-form labels are judged.
+    pub short_form: ShortForm,
+}
+
+impl LabelRules {
+    fn named(&self, id: &str, location: &str) -> Result<&Rubric> {
+        self.rubrics
+            .get(id)
+            .or_else(|| self.default_rubric.as_ref().filter(|r| r.id == id))
+            .ok_or_else(|| {
+                let mut known: Vec<&str> = self.rubrics.keys().map(String::as_str).collect();
+                known.extend(self.default_rubric.as_ref().map(|r| r.id.as_str()));
+                Error::field(
+                    location,
+                    "rubric",
+                    format!(
+                        "`{id}` is not loaded on this server (loaded: {}); start it with --rubrics DIR",
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                )
+            })
+    }
+
+    /// Build the task of one record object (`answer` already in it).
+    fn task(&self, mut record: Map<String, Value>, location: &str) -> Result<Task> {
+        let rubric = match record.remove("rubric") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(id)) => Some(self.named(&id, location)?),
+            Some(_) => {
+                return Err(Error::field(
+                    location,
+                    "rubric",
+                    "must be a string (a rubric id)",
+                ))
+            }
+        };
+        // The server-wide rubric fills in records that bring no criteria of their own.
+        let rubric = match rubric {
+            Some(r) => Some(r),
+            None if record.contains_key("nuggets") || record.contains_key("gold_answers") => None,
+            None => self.default_rubric.as_ref(),
+        };
+        let line = Value::Object(record).to_string();
+        parse_record(&line, location, rubric, self.short_form)
+    }
+}
+
+fn bad(msg: impl Into<String>) -> Refused {
+    Refused::BadRequest(msg.into())
+}
+
+fn parse_body(body: &[u8]) -> std::result::Result<Map<String, Value>, Refused> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(other) => Err(bad(format!(
+            "the body must be a JSON object, not {}",
+            json_type(&other)
+        ))),
+        Err(e) => Err(bad(format!(
+            "the body is not valid JSON: {e} (line {}, column {})",
+            e.line(),
+            e.column()
+        ))),
+    }
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn strings(
+    body: &mut Map<String, Value>,
+    field: &str,
+) -> std::result::Result<Option<Vec<String>>, Refused> {
+    match body.remove(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                Value::String(s) => Ok(s),
+                other => Err(bad(format!(
+                    "field `{field}[{i}]` must be a string, not {}",
+                    json_type(&other)
+                ))),
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map(Some),
+        Some(other) => Err(bad(format!(
+            "field `{field}` must be an array of strings, not {}",
+            json_type(&other)
+        ))),
+    }
+}
+
+/// One `/get_reward` item, parsed: its task, or why its label is unusable.
+pub type RewardItem = Result<Task>;
+
+/// Parse an OpenRLHF `/get_reward` body into one item per query.
+pub fn parse_reward_request(
+    body: &[u8],
+    rules: &LabelRules,
+    max_records: usize,
+) -> std::result::Result<Vec<RewardItem>, Refused> {
+    let mut body = parse_body(body)?;
+    let query = strings(&mut body, "query")?
+        .ok_or_else(|| bad("field `query` is missing (an array of prompt + response strings)"))?;
+    if query.len() > max_records {
+        return Err(Refused::TooManyRecords {
+            got: query.len(),
+            limit: max_records,
+        });
+    }
+    let prompts = strings(&mut body, "prompts")?;
+    if let Some(p) = &prompts {
+        if p.len() != query.len() {
+            return Err(bad(format!(
+                "field `prompts` has {} items but `query` has {}",
+                p.len(),
+                query.len()
+            )));
+        }
+    }
+    let labels = match body.remove("labels") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(l)) if l.len() == query.len() => Some(l),
+        Some(Value::Array(l)) => {
+            return Err(bad(format!(
+                "field `labels` has {} items but `query` has {}",
+                l.len(),
+                query.len()
+            )))
+        }
+        Some(other) => {
+            return Err(bad(format!(
+                "field `labels` must be an array (one label per query), not {}",
+                json_type(&other)
+            )))
+        }
+    };
+    if labels.is_none() && rules.default_rubric.is_none() {
+        return Err(bad(
+            "field `labels` is missing: give one label per query (gold answers, nuggets or a rubric id), or start the server with --rubric",
+        ));
+    }
+    let mut labels = labels.map(Vec::into_iter);
+    Ok(query
+        .iter()
+        .enumerate()
+        .map(|(i, q)| {
+            let prompt = prompts.as_ref().map(|p| p[i].as_str());
+            let label = labels
+                .as_mut()
+                .and_then(Iterator::next)
+                .unwrap_or(Value::Null);
+            let location = format!("labels[{i}]");
+            let mut record = label_record(label, &location, rules)?;
+            record.insert(
+                "answer".into(),
+                Value::String(response_text(q, prompt).to_string()),
+            );
+            rules.task(record, &location)
+        })
+        .collect())
+}
+
+/// The record fields a label stands for (everything but `answer`).
+fn label_record(label: Value, location: &str, rules: &LabelRules) -> Result<Map<String, Value>> {
+    let gold = |answers: Vec<Value>| {
+        let mut m = Map::new();
+        m.insert("gold_answers".into(), Value::Array(answers));
+        m
+    };
+    match label {
+        Value::Object(m) => Ok(m),
+        Value::Null => default_label(location, rules),
+        Value::String(s) => {
+            let t = s.trim();
+            if t.is_empty() {
+                return default_label(location, rules);
+            }
+            if t.starts_with('{') {
+                return match serde_json::from_str::<Value>(t) {
+                    Ok(Value::Object(m)) => Ok(m),
+                    Ok(_) | Err(_) => Err(Error::Parse {
+                        location: location.into(),
+                        reason: "the label starts with `{` but is not a JSON object".into(),
+                    }),
+                };
+            }
+            if t.starts_with('[') {
+                if let Ok(list) = serde_json::from_str::<Vec<String>>(t) {
+                    return Ok(gold(list.into_iter().map(Value::String).collect()));
+                }
+            }
+            Ok(gold(vec![Value::String(s)]))
+        }
+        Value::Array(items) if items.iter().all(Value::is_string) => Ok(gold(items)),
+        Value::Array(_) => Err(Error::field(
+            location,
+            "gold_answers",
+            "an array label must hold strings (gold answers)",
+        )),
+        other @ (Value::Number(_) | Value::Bool(_)) => {
+            Ok(gold(vec![Value::String(other.to_string())]))
+        }
+    }
+}
+
+fn default_label(location: &str, rules: &LabelRules) -> Result<Map<String, Value>> {
+    if rules.default_rubric.is_some() {
+        Ok(Map::new())
+    } else {
+        Err(Error::field(
+            location,
+            "label",
+            "is empty and the server has no --rubric to fall back on",
+        ))
+    }
+}
+
+/// End-of-turn and padding tokens that trainers leave in decoded text.
+const END_MARKERS: [&str; 11] = [
+    "<|im_end|>",
+    "<|endoftext|>",
+    "<|eot_id|>",
+    "<|end_of_text|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<eos>",
+    "<pad>",
+    "</s>",
+    "<|end▁of▁sentence|>",
+    "<｜end▁of▁sentence｜>",
+];
+
+/// The judged text: `query` after `prompt` (OpenRLHF sends prompt + response; left padding may
+/// come before the prompt), with trailing end-of-turn and padding tokens and white space cut.
+pub fn response_text<'a>(query: &'a str, prompt: Option<&str>) -> &'a str {
+    let mut text = match prompt.filter(|p| !p.is_empty()) {
+        Some(p) => match query.find(p) {
+            Some(at) => &query[at + p.len()..],
+            None => query,
+        },
+        None => query,
+    };
+    loop {
+        let trimmed = text.trim_end();
+        let cut = END_MARKERS
+            .iter()
+            .find_map(|m| trimmed.strip_suffix(m))
+            .unwrap_or(trimmed);
+        if cut.len() == text.len() {
+            break;
+        }
+        text = cut;
+    }
+    text.trim_start()
+}
+
+/// One item of a request after the engine: judged, or refused before it got there.
+pub enum Outcome {
+    /// The task and its result.
+    Judged(Task, Result<Judgement>),
+    /// The item never became a task (bad label or record); `id` salvaged where possible.
+    Invalid {
+        /// The record's id, when it could be read.
+        id: Option<String>,
+        /// Why.
+        error: Error,
+    },
+}
+
+/// A failed item of a `/get_reward` request (extra field; OpenRLHF reads only the three others).
+#[derive(Debug, Clone, Serialize)]
+pub struct ItemError {
+    /// Position in `query`.
+    pub index: usize,
+    /// Machine-readable kind (as in `gavel verify` error records).
+    pub kind: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// The `/get_reward` reply.
+#[derive(Debug, Clone, Serialize)]
+pub struct RewardResponse {
+    /// The reward per query: 1/0 (correct or not) for short-form, `weighted_reward` for
+    /// long-form, 0 for an item that failed.
+    pub rewards: Vec<f64>,
+    /// The same values (OpenRLHF uses `scores` for filtering and logging).
+    pub scores: Vec<f64>,
+    /// Per-query series OpenRLHF logs as means: `soft_reward`, `all_score`,
+    /// `strict_all_score`, `model_verdicts`, `error`.
+    pub extra_logs: BTreeMap<&'static str, Vec<f64>>,
+    /// Failed items, with why; absent when none failed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<ItemError>,
+}
+
+/// Turn the judged items of a `/get_reward` request into its reply.
+pub fn reward_response(outcomes: Vec<Outcome>) -> RewardResponse {
+    let n = outcomes.len();
+    let mut rewards = Vec::with_capacity(n);
+    let keys = [
+        "soft_reward",
+        "all_score",
+        "strict_all_score",
+        "model_verdicts",
+        "error",
+    ];
+    let mut logs: BTreeMap<&'static str, Vec<f64>> =
+        keys.iter().map(|&k| (k, Vec::with_capacity(n))).collect();
+    let mut errors = Vec::new();
+    for (index, outcome) in outcomes.into_iter().enumerate() {
+        let record = match outcome {
+            Outcome::Judged(task, result) => output_record(index + 1, &task, result),
+            Outcome::Invalid { id, error } => OutputRecord::error(index + 1, id, &error),
+        };
+        let (reward, values) = match (&record.scores, &record.error) {
+            (Some(s), None) => {
+                let reward = match record.correct {
+                    Some(c) => f64::from(u8::from(c)),
+                    None => s.weighted_reward,
+                };
+                let model = record
+                    .verdicts
+                    .iter()
+                    .filter(|v| v.verdict.by == crate::aggregate::DecidedBy::Llm)
+                    .count() as f64;
+                (
+                    reward,
+                    [s.soft_reward, s.all_score, s.strict_all_score, model, 0.0],
+                )
+            }
+            _ => {
+                if let Some(e) = record.error {
+                    errors.push(ItemError {
+                        index,
+                        kind: e.kind,
+                        message: e.message,
+                    });
+                }
+                (0.0, [0.0, 0.0, 0.0, 0.0, 1.0])
+            }
+        };
+        rewards.push(reward);
+        for (k, v) in keys.iter().zip(values) {
+            if let Some(series) = logs.get_mut(k) {
+                series.push(v);
+            }
+        }
+    }
+    RewardResponse {
+        scores: rewards.clone(),
+        rewards,
+        extra_logs: logs,
+        errors,
+    }
+}
+
+/// One `/v1/verify` record, parsed: the id (for error records) and its task or why not.
+pub type VerifyItem = (Option<String>, Result<Task>);
+
+/// Parse a `/v1/verify` body: `{"records": [record, ...]}`, each record what `gavel verify`
+/// reads on one line (an object, or a string holding one).
+pub fn parse_verify_request(
+    body: &[u8],
+    rules: &LabelRules,
+    max_records: usize,
+) -> std::result::Result<Vec<VerifyItem>, Refused> {
+    let mut body = parse_body(body)?;
+    let records = match body.remove("records") {
+        Some(Value::Array(r)) => r,
+        None => {
+            return Err(bad(
+                "field `records` is missing (an array of gavel verify records)",
+            ))
+        }
+        Some(other) => {
+            return Err(bad(format!(
+                "field `records` must be an array, not {}",
+                json_type(&other)
+            )))
+        }
+    };
+    if records.len() > max_records {
+        return Err(Refused::TooManyRecords {
+            got: records.len(),
+            limit: max_records,
+        });
+    }
+    Ok(records
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let location = format!("records[{i}]");
+            let r = match r {
+                Value::String(line) => match serde_json::from_str::<Value>(&line) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        let error = Error::Parse {
+                            location: format!("{location}, column {}", e.column()),
+                            reason: e.to_string(),
+                        };
+                        return (salvage_id(&line), Err(error));
+                    }
+                },
+                other => other,
+            };
+            let id = salvage_id(&r.to_string());
+            match r {
+                Value::Object(m) => (id, rules.task(m, &location)),
+                other => (
+                    None,
+                    Err(Error::Parse {
+                        location,
+                        reason: format!(
+                            "a record must be a JSON object, not {}",
+                            json_type(&other)
+                        ),
+                    }),
+                ),
+            }
+        })
+        .collect())
+}
+
+/// Totals of a `/v1/verify` reply.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VerifySummary {
+    /// Records in the request.
+    pub records: usize,
+    /// Records that failed (they have an `error`).
+    pub errors: usize,
+    /// Verdicts over all records.
+    pub verdicts: usize,
+    /// Verdicts decided by the model.
+    pub model_verdicts: usize,
+}
+
+/// The `/v1/verify` reply: one `gavel verify` output record per input record, in order (`line`
+/// is the 1-based position in `records`).
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyResponse {
+    /// The output records.
+    pub records: Vec<OutputRecord>,
+    /// Totals.
+    pub summary: VerifySummary,
+}
+
+/// Turn the judged records of a `/v1/verify` request into its reply.
+pub fn verify_response(outcomes: Vec<Outcome>) -> VerifyResponse {
+    let mut summary = VerifySummary::default();
+    let records: Vec<OutputRecord> = outcomes
+        .into_iter()
+        .enumerate()
+        .map(|(i, o)| {
+            let r = match o {
+                Outcome::Judged(task, result) => output_record(i + 1, &task, result),
+                Outcome::Invalid { id, error } => OutputRecord::error(i + 1, id, &error),
+            };
+            summary.records += 1;
+            summary.errors += usize::from(r.error.is_some());
+            summary.verdicts += r.verdicts.len();
+            summary.model_verdicts += r
+                .verdicts
+                .iter()
+                .filter(|v| v.verdict.by == crate::aggregate::DecidedBy::Llm)
+                .count();
+            r
+        })
+        .collect();
+    VerifyResponse { records, summary }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rubric::Check;
+
+    fn rules() -> LabelRules {
+        LabelRules::default()
+    }
+
+    fn one(body: &str, rules: &LabelRules) -> Result<Task> {
+        parse_reward_request(body.as_bytes(), rules, 100)
+            .unwrap()
+            .pop()
+            .unwrap()
+    }
+
+    #[test]
+    fn response_is_query_minus_prompt_without_end_tokens() {
+        assert_eq!(
+            response_text("<|im_start|>user\nQ?<|im_end|>\n<|im_start|>assistant\n Paris<|im_end|><|endoftext|><|endoftext|>", Some("<|im_start|>user\nQ?<|im_end|>\n<|im_start|>assistant\n")),
+            "Paris"
+        );
+        // Left padding before the prompt.
+        assert_eq!(response_text("<pad><pad>P: x</s>", Some("P:")), "x");
+        // A prompt that is not in the query leaves the whole query.
+        assert_eq!(response_text("abc", Some("zzz")), "abc");
+        assert_eq!(response_text("  abc  ", None), "abc");
+    }
+
+    #[test]
+    fn plain_string_label_is_one_gold_answer() {
+        let t = one(
+            r#"{"query":["Q A: Canberra"],"prompts":["Q A:"],"labels":["Canberra"]}"#,
+            &rules(),
+        )
+        .unwrap();
+        assert_eq!(t.answer, "Canberra");
+        assert_eq!(t.gold_answers, vec!["Canberra"]);
+        assert!(matches!(
+            t.nuggets[0].check,
+            Check::ExactMatch {
+                fallback_llm: true,
+                ..
+            }
+        ));
+        assert_eq!(t.query, None, "the prompt is not used as the question");
+        // A number-like string stays a gold answer.
+        let t = one(r#"{"query":["1961"],"labels":["1961"]}"#, &rules()).unwrap();
+        assert_eq!(t.gold_answers, vec!["1961"]);
+    }
+
+    #[test]
+    fn json_labels_become_rubrics() {
+        let t = one(
+            r#"{"query":["x"],"labels":["{\"query\":\"q?\",\"nuggets\":[\"a\",{\"text\":\"b\",\"importance\":\"okay\"}]}"]}"#,
+            &rules(),
+        )
+        .unwrap();
+        assert_eq!(t.nuggets.len(), 2);
+        assert_eq!(t.query.as_deref(), Some("q?"));
+        assert!(!t.is_short_form());
+        let t = one(
+            r#"{"query":["x"],"labels":["[\"2015\", \"2014-15\"]"]}"#,
+            &rules(),
+        )
+        .unwrap();
+        assert_eq!(t.gold_answers, vec!["2015", "2014-15"]);
+        let t = one(
+            r#"{"query":["x"],"labels":[{"gold_answers":["y"]}]}"#,
+            &rules(),
+        )
+        .unwrap();
+        assert_eq!(t.gold_answers, vec!["y"]);
+        let t = one(r#"{"query":["x"],"labels":[["y","z"]]}"#, &rules()).unwrap();
+        assert_eq!(t.gold_answers, vec!["y", "z"]);
+    }
+
+    #[test]
+    fn rubric_ids_and_the_default_rubric() {
+        let r = Rubric::from_json(
+            r#"{"id":"cap","query":"capital?","nuggets":["a","b","c"]}"#,
+            "r",
+        )
+        .unwrap();
+        let mut rules = rules();
+        rules.rubrics.insert("cap".into(), r.clone());
+        let t = one(
+            r#"{"query":["x"],"labels":["{\"rubric\":\"cap\"}"]}"#,
+            &rules,
+        )
+        .unwrap();
+        assert_eq!(t.nuggets.len(), 3);
+        assert_eq!(t.query.as_deref(), Some("capital?"));
+        let e = one(
+            r#"{"query":["x"],"labels":["{\"rubric\":\"nope\"}"]}"#,
+            &rules,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("labels[0]") && e.contains("rubric") && e.contains("cap"),
+            "{e}"
+        );
+        // Without labels, the default rubric.
+        let e = parse_reward_request(br#"{"query":["x"]}"#, &rules, 10).unwrap_err();
+        assert!(matches!(e, Refused::BadRequest(m) if m.contains("labels")));
+        rules.default_rubric = Some(r);
+        let t = one(r#"{"query":["x"]}"#, &rules).unwrap();
+        assert_eq!(t.nuggets.len(), 3);
+        let t = one(r#"{"query":["x"],"labels":[""]}"#, &rules).unwrap();
+        assert_eq!(t.nuggets.len(), 3);
+        // A label's own gold answers win over the default rubric.
+        let t = one(r#"{"query":["x"],"labels":["y"]}"#, &rules).unwrap();
+        assert_eq!(t.gold_answers, vec!["y"]);
+    }
+
+    #[test]
+    fn bad_labels_fail_their_item_only() {
+        let items = parse_reward_request(
+            br#"{"query":["a","b","c"],"labels":["ok","{\"nuggets\":[{\"text\":\"n\",\"kind\":\"magic\"}]}","{broken"]}"#,
+            &rules(),
+            10,
+        )
+        .unwrap();
+        assert!(items[0].is_ok());
+        let e = items[1].as_ref().unwrap_err().to_string();
+        assert!(
+            e.contains("labels[1]") && e.contains("nuggets[0].kind"),
+            "{e}"
+        );
+        let e = items[2].as_ref().unwrap_err().to_string();
+        assert!(e.contains("labels[2]"), "{e}");
+    }
+
+    #[test]
+    fn wrong_shapes_name_the_field() {
+        let cases: [(&str, &str); 8] = [
+            ("{not json", "not valid JSON"),
+            ("[1,2]", "JSON object"),
+            (r#"{"labels":["a"]}"#, "`query`"),
+            (
+                r#"{"query":"abc","labels":["a"]}"#,
+                "`query` must be an array",
+            ),
+            (r#"{"query":["a",3],"labels":["a","b"]}"#, "`query[1]`"),
+            (
+                r#"{"query":["a"],"prompts":["p","q"],"labels":["a"]}"#,
+                "`prompts` has 2",
+            ),
+            (r#"{"query":["a"],"labels":["a","b"]}"#, "`labels` has 2"),
+            (
+                r#"{"query":["a"],"labels":"a"}"#,
+                "`labels` must be an array",
+            ),
+        ];
+        for (body, want) in cases {
+            match parse_reward_request(body.as_bytes(), &rules(), 10) {
+                Err(Refused::BadRequest(m)) => assert!(m.contains(want), "{body}: {m}"),
+                other => panic!("{body}: {:?}", other.map(|v| v.len())),
+            }
+        }
+        let e = parse_reward_request(
+            br#"{"query":["a","b","c"],"labels":["a","b","c"]}"#,
+            &rules(),
+            2,
+        )
+        .unwrap_err();
+        assert_eq!(e, Refused::TooManyRecords { got: 3, limit: 2 });
+        for (body, want) in [
+            (r#"{"recs":[]}"#, "`records` is missing"),
+            (r#"{"records":{}}"#, "`records` must be an array"),
+        ] {
+            match parse_verify_request(body.as_bytes(), &rules(), 10) {
+                Err(Refused::BadRequest(m)) => assert!(m.contains(want), "{body}: {m}"),
+                other => panic!("{body}: {:?}", other.map(|v| v.len())),
+            }
+        }
+    }
+
+    #[test]
+    fn verify_records_fail_one_by_one() {
+        let items = parse_verify_request(
+            br#"{"records":[{"id":"a","answer":"x","nuggets":["n"]},{"id":"b","query":"q"},"{\"id\":\"c\",\"answer\":\"y\",\"gold_answers\":[\"y\"]}",7]}"#,
+            &rules(),
+            10,
+        )
+        .unwrap();
+        assert_eq!(items.len(), 4);
+        assert!(items[0].1.is_ok());
+        assert_eq!(items[1].0.as_deref(), Some("b"));
+        let e = items[1].1.as_ref().unwrap_err().to_string();
+        assert!(e.contains("records[1]") && e.contains("answer"), "{e}");
+        assert!(items[2].1.as_ref().unwrap().is_short_form());
+        assert!(items[3].1.is_err());
+    }
+
+    #[test]
+    fn reward_is_correctness_for_short_form_and_weighted_reward_for_long_form() {
+        use crate::aggregate::{aggregate, Verdict};
+        use crate::rubric::{Label, Nugget};
+        let short = Task::short_form(None, "x", vec!["x".into()], ShortForm::Hybrid);
+        let v = vec![Verdict::decided(
+            Label::Support,
+            crate::aggregate::DecidedBy::ExactMatch,
+        )];
+        let j = Judgement {
+            scores: aggregate(&short.nuggets, &v),
+            verdicts: v,
+            truncated: false,
+        };
+        let long = Task::new(None, "x", vec![Nugget::new("a"), Nugget::new("b")]);
+        let v = vec![
+            Verdict::decided(Label::Support, crate::aggregate::DecidedBy::Llm),
+            Verdict::decided(Label::NotSupport, crate::aggregate::DecidedBy::Llm),
+        ];
+        let lj = Judgement {
+            scores: aggregate(&long.nuggets, &v),
+            verdicts: v,
+            truncated: false,
+        };
+        let r = reward_response(vec![
+            Outcome::Judged(short, Ok(j)),
+            Outcome::Judged(long, Ok(lj)),
+            Outcome::Invalid {
+                id: None,
+                error: Error::field("labels[2]", "label", "is empty"),
+            },
+        ]);
+        assert_eq!(r.rewards, vec![1.0, 0.5, 0.0]);
+        assert_eq!(r.scores, r.rewards);
+        assert_eq!(r.extra_logs["error"], vec![0.0, 0.0, 1.0]);
+        assert_eq!(r.extra_logs["model_verdicts"], vec![0.0, 2.0, 0.0]);
+        assert_eq!(r.errors.len(), 1);
+        assert_eq!(r.errors[0].index, 2);
+        assert!(r.errors[0].message.contains("labels[2]"));
+    }
+}
