@@ -451,3 +451,281 @@ mod tests {
         assert_eq!(s, vec![(N, N), (P, P), (S, P)]);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Reports over a labeled file
+
+/// One labeled nugget verdict.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NuggetItem {
+    /// Record source (dataset).
+    pub source: String,
+    /// Gold label.
+    pub gold: Label,
+    /// The verifier's label (calibrated when a calibration was used).
+    pub pred: Label,
+    /// The verifier's distribution (calibrated when used).
+    pub probs: Option<[f64; 3]>,
+    /// The model's raw distribution.
+    pub raw_probs: Option<[f64; 3]>,
+    /// Lexical overlap of nugget and judged text.
+    pub lexical: f64,
+    /// Sample-level group (nugget judged against several blocks of one answer).
+    pub group: Option<String>,
+}
+
+/// One labeled short-form answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShortItem {
+    /// Record source.
+    pub source: String,
+    /// Gold: support = correct.
+    pub gold: Label,
+    /// Normalised exact match with a gold answer.
+    pub em: bool,
+    /// A gold answer is contained in the answer.
+    pub contains: bool,
+    /// The model's label.
+    pub model: Label,
+}
+
+/// Everything needed to build a report.
+#[derive(Debug, Clone, Default)]
+pub struct EvalInput {
+    /// Report title (usually the input file).
+    pub name: String,
+    /// Model and calibration, for the header.
+    pub setup: Vec<(String, String)>,
+    /// Records read.
+    pub records: usize,
+    /// Long-form items.
+    pub nuggets: Vec<NuggetItem>,
+    /// Short-form items.
+    pub short: Vec<ShortItem>,
+    /// Failed records: (line, message).
+    pub failures: Vec<(usize, String)>,
+    /// Lexical thresholds (fixed or fitted elsewhere).
+    pub lexical: LexicalThresholds,
+}
+
+/// Per-source row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SourceRow {
+    /// Source name.
+    pub source: String,
+    /// Items.
+    pub n: usize,
+    /// Model macro-F1 (native grading).
+    pub model_macro_f1: f64,
+    /// Model accuracy.
+    pub model_accuracy: f64,
+    /// Lexical baseline macro-F1.
+    pub lexical_macro_f1: f64,
+    /// Majority-class macro-F1.
+    pub majority_macro_f1: f64,
+}
+
+/// Rubric-level (long-form) results.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RubricReport {
+    /// Native grading: two-way when gold has no partial label.
+    pub grades: Grades,
+    /// The verifier, 3-grade.
+    pub model3: Agreement,
+    /// The verifier, 2-grade.
+    pub model2: Agreement,
+    /// The uncalibrated model (native grading), when a calibration was applied.
+    pub raw: Option<Agreement>,
+    /// Sample level (native grading), when records share groups.
+    pub sample: Option<Agreement>,
+    /// Majority class of the gold labels (native grading).
+    pub majority_label: Label,
+    /// Majority-class agreement.
+    pub majority: Agreement,
+    /// Lexical-overlap agreement.
+    pub lexical: Agreement,
+    /// Thresholds used by the lexical judge.
+    pub lexical_thresholds: LexicalThresholds,
+    /// Calibration of the verifier's distribution (native grading).
+    pub calibration: Option<Calibration>,
+    /// Calibration of the raw distribution, when a calibration was applied.
+    pub raw_calibration: Option<Calibration>,
+    /// Histogram (10 bins) of P(support) per gold label, in [`Label::ALL`] order.
+    pub support_histogram: [[usize; 10]; 3],
+    /// Per-source rows.
+    pub sources: Vec<SourceRow>,
+}
+
+/// Short-form results: EM, containment, the model, and the hybrid side by side.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ShortReport {
+    /// Exact match alone.
+    pub em: Agreement,
+    /// Containment alone.
+    pub contains: Agreement,
+    /// The model alone.
+    pub model: Agreement,
+    /// EM, then the model where EM fails.
+    pub hybrid: Agreement,
+    /// Majority class.
+    pub majority: Agreement,
+}
+
+/// A full evaluation report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EvalReport {
+    /// Title.
+    pub name: String,
+    /// Set-up lines.
+    pub setup: Vec<(String, String)>,
+    /// Records read.
+    pub records: usize,
+    /// Failed records (line, message); counted, never dropped.
+    pub failures: Vec<(usize, String)>,
+    /// Long-form results.
+    pub rubric: Option<RubricReport>,
+    /// Short-form results.
+    pub short: Option<ShortReport>,
+}
+
+fn pairs_of(items: &[NuggetItem], f: impl Fn(&NuggetItem) -> Label) -> Vec<(Label, Label)> {
+    items.iter().map(|i| (i.gold, f(i))).collect()
+}
+
+/// Build the report.
+pub fn build_report(input: &EvalInput) -> EvalReport {
+    let rubric = (!input.nuggets.is_empty()).then(|| {
+        let items = &input.nuggets;
+        let grades = if items.iter().any(|i| i.gold == Label::PartialSupport) { Grades::Three } else { Grades::Two };
+        let majority_label = majority(items.iter().map(|i| grades.fold(i.gold)));
+        let model_pairs = pairs_of(items, |i| i.pred);
+        let calibrated = items.iter().any(|i| i.raw_probs.is_some() && i.raw_probs != i.probs);
+        let raw = calibrated.then(|| {
+            agreement(&pairs_of(items, |i| i.raw_probs.map(|p| crate::aggregate::LabelProbs::from_array(p).argmax()).unwrap_or(i.pred)), grades)
+        });
+        let groups: Vec<(Option<String>, Label, Label)> = items.iter().map(|i| (i.group.clone(), i.gold, i.pred)).collect();
+        let shared = {
+            let mut seen = HashSet::new();
+            items.iter().filter_map(|i| i.group.as_ref()).any(|g| !seen.insert(g))
+        };
+        let sample = shared.then(|| agreement(&sample_level(&groups), grades));
+        let with_probs: Vec<([f64; 3], Label)> = items.iter().filter_map(|i| i.probs.map(|p| (p, i.gold))).collect();
+        let with_raw: Vec<([f64; 3], Label)> = items.iter().filter_map(|i| i.raw_probs.map(|p| (p, i.gold))).collect();
+        let mut support_histogram = [[0usize; 10]; 3];
+        for (p, g) in &with_probs {
+            support_histogram[g.index()][((p[0] * 10.0) as usize).min(9)] += 1;
+        }
+        let mut by_source: BTreeMap<&str, Vec<NuggetItem>> = BTreeMap::new();
+        for i in items {
+            by_source.entry(i.source.as_str()).or_default().push(i.clone());
+        }
+        let sources = by_source
+            .into_iter()
+            .map(|(source, its)| {
+                let m = agreement(&pairs_of(&its, |i| i.pred), grades);
+                SourceRow {
+                    source: source.to_string(),
+                    n: its.len(),
+                    model_macro_f1: m.macro_f1,
+                    model_accuracy: m.accuracy,
+                    lexical_macro_f1: agreement(&pairs_of(&its, |i| input.lexical.label(i.lexical)), grades).macro_f1,
+                    majority_macro_f1: agreement(&pairs_of(&its, |_| majority_label), grades).macro_f1,
+                }
+            })
+            .collect();
+        RubricReport {
+            grades,
+            model3: agreement(&model_pairs, Grades::Three),
+            model2: agreement(&model_pairs, Grades::Two),
+            raw,
+            sample,
+            majority_label,
+            majority: agreement(&pairs_of(items, |_| majority_label), grades),
+            lexical: agreement(&pairs_of(items, |i| input.lexical.label(i.lexical)), grades),
+            lexical_thresholds: input.lexical,
+            calibration: (!with_probs.is_empty()).then(|| calibration(&with_probs, grades, 10)),
+            raw_calibration: (calibrated && !with_raw.is_empty()).then(|| calibration(&with_raw, grades, 10)),
+            support_histogram,
+            sources,
+        }
+    });
+    let short = (!input.short.is_empty()).then(|| {
+        let s = &input.short;
+        let yes = |b: bool| if b { Label::Support } else { Label::NotSupport };
+        let pairs = |f: &dyn Fn(&ShortItem) -> Label| s.iter().map(|i| (i.gold, f(i))).collect::<Vec<_>>();
+        let maj = majority(s.iter().map(|i| i.gold));
+        ShortReport {
+            em: agreement(&pairs(&|i| yes(i.em)), Grades::Two),
+            contains: agreement(&pairs(&|i| yes(i.contains)), Grades::Two),
+            model: agreement(&pairs(&|i| i.model), Grades::Two),
+            hybrid: agreement(&pairs(&|i| if i.em { Label::Support } else { i.model }), Grades::Two),
+            majority: agreement(&pairs(&|_| maj), Grades::Two),
+        }
+    });
+    EvalReport {
+        name: input.name.clone(),
+        setup: input.setup.clone(),
+        records: input.records,
+        failures: input.failures.clone(),
+        rubric,
+        short,
+    }
+}
+
+/// Join labeled tasks with their output records (as written by `gavel verify`, found by
+/// [`crate::pipeline::record_key`]) into report input. Missing and failed records are counted
+/// as failures, never dropped.
+pub fn collect(
+    name: &str,
+    tasks: &[(usize, crate::record::Task)],
+    outputs: &std::collections::HashMap<String, serde_json::Value>,
+    parse_failures: Vec<(usize, String)>,
+) -> EvalInput {
+    use crate::rubric::{Check, CheckOutcome};
+    let mut input = EvalInput { name: name.to_string(), records: tasks.len() + parse_failures.len(), failures: parse_failures, ..Default::default() };
+    let probs_of = |v: &serde_json::Value| -> Option<[f64; 3]> {
+        let p = v.as_object()?;
+        Some([p.get("support")?.as_f64()?, p.get("partial_support")?.as_f64()?, p.get("not_support")?.as_f64()?])
+    };
+    for (line, task) in tasks {
+        let key = crate::pipeline::record_key(task.id.as_deref(), *line);
+        let Some(out) = outputs.get(&key) else {
+            input.failures.push((*line, "no output record".into()));
+            continue;
+        };
+        if let Some(err) = out.get("error").filter(|e| !e.is_null()) {
+            input.failures.push((*line, err.get("message").and_then(|m| m.as_str()).unwrap_or("error").to_string()));
+            continue;
+        }
+        let verdicts = out.get("verdicts").and_then(|v| v.as_array()).cloned().unwrap_or_default();
+        let source = task.source.clone().unwrap_or_else(|| name.to_string());
+        if task.is_short_form() {
+            let (Some(gold), Some(v)) = (task.gold, verdicts.first()) else { continue };
+            let Some(model) = v.get("label").and_then(|l| l.as_str()).and_then(Label::parse) else { continue };
+            let em = Check::ExactMatch { answers: task.gold_answers.clone(), fallback_llm: false };
+            let contains = Check::Contains { answers: task.gold_answers.clone() };
+            input.short.push(ShortItem {
+                source,
+                gold: Grades::Two.fold(gold),
+                em: em.evaluate(&task.answer) == CheckOutcome::Decided(Label::Support),
+                contains: contains.evaluate(&task.answer) == CheckOutcome::Decided(Label::Support),
+                model,
+            });
+            continue;
+        }
+        for (n, v) in task.nuggets.iter().zip(&verdicts) {
+            let Some(gold) = n.gold else { continue };
+            let Some(pred) = v.get("label").and_then(|l| l.as_str()).and_then(Label::parse) else { continue };
+            input.nuggets.push(NuggetItem {
+                source: source.clone(),
+                gold,
+                pred,
+                probs: v.get("probs").and_then(probs_of),
+                raw_probs: v.get("raw").and_then(|r| r.get("probs")).and_then(probs_of),
+                lexical: lexical_overlap(&n.text, &task.answer),
+                group: task.query.as_ref().map(|q| format!("{q}\u{1}{}", n.text)),
+            });
+        }
+    }
+    input
+}

@@ -31,6 +31,7 @@ pub mod model_store;
 pub mod pipeline;
 pub mod prompt;
 pub mod record;
+pub mod report;
 pub mod rubric;
 pub mod server;
 

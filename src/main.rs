@@ -48,6 +48,12 @@ enum Command {
     Render(RenderArgs),
     /// Measure scored-mode throughput against raw prefill speed on the same backend.
     Bench(BenchArgs),
+    /// Run the verifier over a labeled file and report agreement with the gold labels
+    /// (Markdown on stdout; report.md, report.html, metrics.json and verdicts.jsonl in --out).
+    Eval(EvalArgs),
+    /// Fit a calibration for the current model on a labeled file (contextual calibration and
+    /// macro-F1 thresholds); verify, eval and serve apply it automatically.
+    Calibrate(CalibrateArgs),
     /// Fetch (once) and print the path of the embedded default model.
     FetchModel,
     /// Serve rewards over HTTP for RL trainers (OpenRLHF, verl, TRL); see docs/serve.md.
@@ -125,6 +131,10 @@ struct VerifyArgs {
     /// Print the prompts of the first record instead of running the model.
     #[arg(long)]
     dry_run: bool,
+    /// Skip the records already in --output (by id, else line) and append the rest: continues
+    /// a run that was killed or interrupted; an incomplete last line is redone.
+    #[arg(long)]
+    resume: bool,
     #[command(flatten)]
     judge: JudgeArgs,
     #[command(flatten)]
@@ -139,6 +149,47 @@ struct RenderArgs {
     /// 1-based line to render.
     #[arg(long, default_value_t = 1)]
     line: usize,
+    #[command(flatten)]
+    judge: JudgeArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// Labeled JSON Lines file (long-form nuggets with `gold`, or short-form with `gold`).
+    #[arg(long, short = 'i')]
+    input: PathBuf,
+    /// Folder for verdicts.jsonl, report.md, report.html and metrics.json.
+    #[arg(long, short = 'o')]
+    out: PathBuf,
+    /// Continue a killed run: keep the verdicts already in --out.
+    #[arg(long)]
+    resume: bool,
+    /// Do not use the verdict cache (on by default for eval).
+    #[arg(long)]
+    no_cache: bool,
+    /// Records judged together.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    #[command(flatten)]
+    judge: JudgeArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+#[derive(Args)]
+struct CalibrateArgs {
+    /// Labeled JSON Lines file to fit on (never score the same file with the result).
+    #[arg(long, short = 'i')]
+    input: PathBuf,
+    /// Where to write the calibration [default: $GAVEL_HOME/calibration/<model fingerprint>.json,
+    /// which `--calibration auto` picks up].
+    #[arg(long, short = 'o')]
+    output: Option<PathBuf>,
+    /// Records judged together.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
     #[command(flatten)]
     judge: JudgeArgs,
     #[command(flatten)]
@@ -234,6 +285,8 @@ fn run(command: Command) -> Result<ExitCode, Error> {
         Command::Verify(args) => verify(args),
         Command::Render(args) => render(args),
         Command::Bench(args) => bench(args),
+        Command::Eval(args) => eval(args),
+        Command::Calibrate(args) => calibrate(args),
         Command::Serve(args) => serve(args),
         Command::FetchModel => {
             println!("{}", model_store::ensure_default_model()?.display());
@@ -378,17 +431,13 @@ fn verify(args: VerifyArgs) -> Result<ExitCode, Error> {
                 break;
             }
         }
-        let Some((n, line)) = first else {
-            return Ok(ExitCode::SUCCESS);
-        };
-        let task = parse_record(
-            &line,
-            &format!("{input_name}:{n}"),
-            rubric.as_ref(),
-            args.judge.short_form,
-        )?;
+        let Some((n, line)) = first else { return Ok(ExitCode::SUCCESS) };
+        let task = parse_record(&line, &format!("{input_name}:{n}"), rubric.as_ref(), args.judge.short_form)?;
         print_prompts(&judge, &task)?;
         return Ok(ExitCode::SUCCESS);
+    }
+    if args.resume && args.output.is_none() {
+        return Err(Error::field("command line", "--resume", "needs --output FILE to resume into"));
     }
     let judge = build_judge(&args.judge, &args.model)?;
     let opts = VerifyOptions {
@@ -396,36 +445,60 @@ fn verify(args: VerifyArgs) -> Result<ExitCode, Error> {
         rubric,
         short_form: args.judge.short_form,
         batch_records: args.batch,
+        skip: Default::default(),
     };
-    let mut output: Box<dyn Write> = match &args.output {
-        Some(p) => Box::new(BufWriter::new(
-            File::create(p).map_err(|e| Error::io(p, e))?,
-        )),
+    let summary = run_verify(&judge, input, total, args.output.as_deref(), args.resume, opts)?;
+    Ok(if summary.errors > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// Verify `input` into `output` (stdout when absent) with a progress bar on a terminal and a
+/// summary line; with `resume`, records already in `output` are skipped and the rest appended.
+fn run_verify(
+    judge: &Judge,
+    input: Box<dyn BufRead>,
+    total: Option<u64>,
+    output: Option<&Path>,
+    resume: bool,
+    mut opts: VerifyOptions,
+) -> Result<pipeline::Summary, Error> {
+    let mut output: Box<dyn Write> = match output {
+        Some(p) if resume => {
+            let state = pipeline::prepare_resume(p)?;
+            if state.kept > 0 || state.dropped_bytes > 0 {
+                eprintln!(
+                    "gavel: resuming {}: {} records already done{}",
+                    p.display(),
+                    state.kept,
+                    if state.dropped_bytes > 0 { ", an incomplete last line removed" } else { "" }
+                );
+            }
+            opts.skip = state.done;
+            let f = std::fs::OpenOptions::new().create(true).append(true).open(p).map_err(|e| Error::io(p, e))?;
+            Box::new(BufWriter::new(f))
+        }
+        Some(p) => Box::new(BufWriter::new(File::create(p).map_err(|e| Error::io(p, e))?)),
         None => Box::new(BufWriter::new(std::io::stdout().lock())),
     };
+    let already = opts.skip.len() as u64;
     let bar = if std::io::stderr().is_terminal() {
         let bar = match total {
             Some(n) => indicatif::ProgressBar::new(n),
             None => indicatif::ProgressBar::new_spinner(),
         };
         bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:30} {pos}/{len} records  {per_sec}  eta {eta}  {msg}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} records  {per_sec}  eta {eta}  {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
+        bar.set_position(already);
+        bar.reset_eta();
         Some(bar)
     } else {
         None
     };
-    let summary = pipeline::verify_stream(&judge, input, &mut output, &opts, |s| {
+    let summary = pipeline::verify_stream(judge, input, &mut output, &opts, |s| {
         if let Some(bar) = &bar {
-            bar.set_position(s.records as u64);
-            bar.set_message(format!(
-                "{:.1} verdicts/s, {} errors",
-                s.verdicts_per_sec(),
-                s.errors
-            ));
+            bar.set_position((s.records + s.skipped) as u64);
+            bar.set_message(format!("{:.1} verdicts/s, {} errors", s.verdicts_per_sec(), s.errors));
         }
     })?;
     if let Some(bar) = bar {
@@ -433,7 +506,7 @@ fn verify(args: VerifyArgs) -> Result<ExitCode, Error> {
     }
     let usage = judge.backend().usage();
     eprintln!(
-        "gavel: {} records, {} verdicts ({} by the model) in {:.1}s: {:.2} verdicts/s, {:.0} prompt tokens/s; {} errors{}",
+        "gavel: {} records, {} verdicts ({} by the model) in {:.1}s: {:.2} verdicts/s, {:.0} prompt tokens/s; {} errors{}{}{}",
         summary.records,
         summary.verdicts,
         summary.model_verdicts,
@@ -442,12 +515,13 @@ fn verify(args: VerifyArgs) -> Result<ExitCode, Error> {
         usage.prompt_tokens as f64 / summary.elapsed.as_secs_f64().max(1e-9),
         summary.errors,
         if summary.truncated > 0 { format!(", {} truncated", summary.truncated) } else { String::new() },
+        if summary.skipped > 0 { format!(", {} skipped (already done)", summary.skipped) } else { String::new() },
+        match judge.calibrator() {
+            Some(_) => ", calibrated",
+            None => "",
+        },
     );
-    Ok(if summary.errors > 0 {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(summary)
 }
 
 fn print_prompts(judge: &Judge, task: &gavel::Task) -> Result<(), Error> {
@@ -573,5 +647,144 @@ fn serve(args: ServeArgs) -> Result<ExitCode, Error> {
     eprintln!("gavel serve: listening on http://{}", server.local_addr()?);
     server.run(stop)?;
     eprintln!("gavel serve: stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Labeled tasks of a file, with parse failures kept as (line, message).
+fn read_labeled(path: &Path, short_form: ShortForm) -> Result<(Vec<(usize, gavel::Task)>, Vec<(usize, String)>), Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let name = path.display().to_string();
+    let (mut tasks, mut failures) = (Vec::new(), Vec::new());
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match parse_record(line, &format!("{name}:{}", i + 1), None, short_form) {
+            Ok(t) => tasks.push((i + 1, t)),
+            Err(e) => failures.push((i + 1, e.to_string())),
+        }
+    }
+    Ok((tasks, failures))
+}
+
+fn eval(mut args: EvalArgs) -> Result<ExitCode, Error> {
+    // The model judges every short-form answer, so EM, model and hybrid can be compared.
+    args.judge.short_form = ShortForm::Llm;
+    args.judge.cache = !args.no_cache;
+    std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
+    let judge = build_judge(&args.judge, &args.model)?;
+    let verdicts_path = args.out.join("verdicts.jsonl");
+    let (input, input_name, total) = open_input(&Some(args.input.clone()))?;
+    let opts = VerifyOptions { input_name, rubric: None, short_form: ShortForm::Llm, batch_records: args.batch, skip: Default::default() };
+    run_verify(&judge, input, total, Some(&verdicts_path), args.resume, opts)?;
+
+    let (tasks, parse_failures) = read_labeled(&args.input, ShortForm::Llm)?;
+    let text = std::fs::read_to_string(&verdicts_path).map_err(|e| Error::io(&verdicts_path, e))?;
+    let mut outputs = std::collections::HashMap::new();
+    for line in text.lines() {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+            let id = v.get("id").and_then(|i| i.as_str()).map(str::to_string);
+            let n = v.get("line").and_then(|l| l.as_u64()).unwrap_or(0) as usize;
+            outputs.insert(pipeline::record_key(id.as_deref(), n), v);
+        }
+    }
+    let mut input = gavel::eval::collect(&args.input.display().to_string(), &tasks, &outputs, parse_failures);
+    let info = judge.backend().info();
+    input.setup = vec![
+        ("model".into(), info.model.clone()),
+        ("backend".into(), format!("{}, {} threads, context {}", info.kind, info.n_threads, info.n_ctx)),
+        ("mode".into(), format!("{:?}, templates {}", args.judge.mode, judge.prompts().version())),
+        ("calibration".into(), judge.calibrator().map(|c| c.describe()).unwrap_or_else(|| "none".into())),
+    ];
+    let report = gavel::eval::build_report(&input);
+    let md = gavel::report::to_markdown(&report);
+    let write = |name: &str, body: &str| -> Result<(), Error> {
+        let p = args.out.join(name);
+        std::fs::write(&p, body).map_err(|e| Error::io(&p, e))
+    };
+    write("report.md", &md)?;
+    write("report.html", &gavel::report::to_html(&report))?;
+    write("metrics.json", &serde_json::to_string_pretty(&report).unwrap_or_default())?;
+    print!("{md}");
+    eprintln!("gavel: reports in {}", args.out.display());
+    Ok(if report.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn calibrate(mut args: CalibrateArgs) -> Result<ExitCode, Error> {
+    use gavel::calibrate::CONTENT_FREE_ANSWERS;
+    use gavel::eval::Grades;
+    args.judge.calibration = "none".into();
+    args.judge.cache = true;
+    args.judge.short_form = ShortForm::Llm;
+    let judge = build_judge(&args.judge, &args.model)?;
+    let (tasks, _) = read_labeled(&args.input, ShortForm::Llm)?;
+    if tasks.is_empty() {
+        return Err(Error::field(args.input.display().to_string(), "records", "no labeled record"));
+    }
+    let mut items: Vec<([f64; 3], gavel::Label)> = Vec::new();
+    let total = tasks.len();
+    for (k, chunk) in tasks.chunks(args.batch.max(1)).enumerate() {
+        let batch: Vec<gavel::Task> = chunk.iter().map(|(_, t)| t.clone()).collect();
+        for (task, r) in batch.iter().zip(judge.judge(&batch)) {
+            let Ok(j) = r else { continue };
+            for (i, v) in j.verdicts.iter().enumerate() {
+                let gold = if task.is_short_form() { task.gold } else { task.nuggets[i].gold };
+                if let (Some(gold), Some(raw)) = (gold, v.raw) {
+                    items.push((raw.probs.to_array(), gold));
+                }
+            }
+        }
+        eprint!("\rgavel: calibrate: {}/{} records", ((k + 1) * args.batch).min(total), total);
+    }
+    eprintln!();
+    // Content-free answers judged against a sample of the file's own nuggets.
+    let mut sample: Vec<gavel::Nugget> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (_, t) in &tasks {
+        for n in &t.nuggets {
+            if n.needs_model() && seen.insert(n.text.clone()) && sample.len() < 48 {
+                sample.push(gavel::Nugget::new(n.text.clone()));
+            }
+        }
+    }
+    let cf_tasks: Vec<gavel::Task> = CONTENT_FREE_ANSWERS.iter().map(|a| gavel::Task::new(None, *a, sample.clone())).collect();
+    let mut cf = [0.0; 3];
+    let mut n_cf = 0.0;
+    for j in judge.judge(&cf_tasks).into_iter().flatten() {
+        for v in j.verdicts {
+            if let Some(raw) = v.raw {
+                let p = raw.probs.to_array();
+                for k in 0..3 {
+                    cf[k] += p[k];
+                }
+                n_cf += 1.0;
+            }
+        }
+    }
+    if n_cf > 0.0 {
+        cf = [cf[0] / n_cf, cf[1] / n_cf, cf[2] / n_cf];
+    } else {
+        cf = [1.0 / 3.0; 3];
+    }
+    let grades = if items.iter().any(|(_, g)| *g == gavel::Label::PartialSupport) { Grades::Three } else { Grades::Two };
+    let (bias, f1) = Calibrator::fit(&items, cf, grades);
+    let model_path = judge.backend().info().model;
+    let c = Calibrator {
+        model: model_fingerprint(Path::new(&model_path))?,
+        model_file: Path::new(&model_path).file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default(),
+        prompts: judge.prompts().version().to_string(),
+        fitted_on: args.input.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default(),
+        n: items.len(),
+        grades,
+        content_free: cf,
+        bias,
+        fit_macro_f1: f1,
+    };
+    let out = args.output.clone().unwrap_or_else(|| Calibrator::path_for(&c.model));
+    c.save(&out)?;
+    println!("content-free distribution  support {:.3}  partial {:.3}  not {:.3}", cf[0], cf[1], cf[2]);
+    println!("log-biases                 support {:+.2}  partial {:+.2}  not {:+.2}", bias[0], bias[1], bias[2]);
+    println!("macro-F1 on {} ({} verdicts, {:?}-grade): raw {:.3}, contextual {:.3}, with thresholds {:.3}", c.fitted_on, c.n, grades, f1[0], f1[1], f1[2]);
+    println!("saved {}  (score a different file to measure it)", out.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -23,6 +23,8 @@ pub struct VerifyOptions {
     pub short_form: ShortForm,
     /// Records judged together (their model work shares decodes).
     pub batch_records: usize,
+    /// Keys (see [`record_key`]) of records already in the output: skipped, not written again.
+    pub skip: std::collections::HashSet<String>,
 }
 
 impl Default for VerifyOptions {
@@ -32,6 +34,7 @@ impl Default for VerifyOptions {
             rubric: None,
             short_form: ShortForm::Hybrid,
             batch_records: 32,
+            skip: Default::default(),
         }
     }
 }
@@ -49,6 +52,8 @@ pub struct Summary {
     pub model_verdicts: usize,
     /// Records whose judged text was truncated.
     pub truncated: usize,
+    /// Records skipped because the output already had them (`--resume`).
+    pub skipped: usize,
     /// Wall time.
     #[serde(serialize_with = "secs")]
     pub elapsed: Duration,
@@ -167,6 +172,10 @@ pub fn verify_stream<R: BufRead, W: Write>(
                 }
             };
             if text.is_empty() {
+                continue;
+            }
+            if !opts.skip.is_empty() && opts.skip.contains(&record_key(salvage_id(text).as_deref(), line_no)) {
+                summary.skipped += 1;
                 continue;
             }
             match parse_record(text, &location, opts.rubric.as_ref(), opts.short_form) {
@@ -323,4 +332,83 @@ pub fn bench(
         prefill_tokens_per_sec: prefill_tps,
         ratio: tps / prefill_tps,
     })
+}
+
+/// The key a record is known by in an output file: its id, else its line number.
+pub fn record_key(id: Option<&str>, line: usize) -> String {
+    match id {
+        Some(id) => format!("id:{id}"),
+        None => format!("line:{line}"),
+    }
+}
+
+/// What an existing output file already holds.
+#[derive(Debug, Clone, Default)]
+pub struct ResumeState {
+    /// Keys of the complete records.
+    pub done: std::collections::HashSet<String>,
+    /// Complete records kept.
+    pub kept: usize,
+    /// Bytes of an incomplete last line that were cut off (to be redone).
+    pub dropped_bytes: u64,
+}
+
+/// Scan `path` for complete output records and cut off an incomplete last line (a run killed
+/// mid-write), so that appending continues cleanly. A missing file is an empty state.
+pub fn prepare_resume(path: &std::path::Path) -> Result<ResumeState> {
+    let data = match std::fs::read(path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ResumeState::default()),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let mut state = ResumeState::default();
+    let mut good_end = 0usize;
+    let mut start = 0usize;
+    while start < data.len() {
+        let Some(nl) = data[start..].iter().position(|&b| b == b'\n') else { break };
+        let line = &data[start..start + nl];
+        let parsed: Option<serde_json::Value> = serde_json::from_slice(line).ok();
+        let Some(v) = parsed.filter(|v| v.get("line").and_then(|l| l.as_u64()).is_some()) else {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                start += nl + 1;
+                good_end = start;
+                continue;
+            }
+            break;
+        };
+        let id = v.get("id").and_then(|i| i.as_str()).map(str::to_string);
+        let line_no = v.get("line").and_then(|l| l.as_u64()).unwrap_or(0) as usize;
+        state.done.insert(record_key(id.as_deref(), line_no));
+        state.kept += 1;
+        start += nl + 1;
+        good_end = start;
+    }
+    if good_end < data.len() {
+        state.dropped_bytes = (data.len() - good_end) as u64;
+        let f = std::fs::OpenOptions::new().write(true).open(path).map_err(|e| Error::io(path, e))?;
+        f.set_len(good_end as u64).map_err(|e| Error::io(path, e))?;
+    }
+    Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resume_keeps_complete_lines_and_cuts_a_partial_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("out.jsonl");
+        std::fs::write(&p, "{\"line\":1,\"id\":\"a\"}\n{\"line\":2}\n{\"line\":3,\"id\":\"c\",\"sco").unwrap();
+        let s = prepare_resume(&p).unwrap();
+        assert_eq!(s.kept, 2);
+        assert!(s.done.contains("id:a") && s.done.contains("line:2") && !s.done.contains("id:c"));
+        assert_eq!(s.dropped_bytes, "{\"line\":3,\"id\":\"c\",\"sco".len() as u64);
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "{\"line\":1,\"id\":\"a\"}\n{\"line\":2}\n");
+        // A complete-looking last line without its newline is redone too.
+        std::fs::write(&p, "{\"line\":1}\n{\"line\":2}").unwrap();
+        let s = prepare_resume(&p).unwrap();
+        assert_eq!((s.kept, s.dropped_bytes), (1, 10));
+        assert_eq!(prepare_resume(&dir.path().join("none")).unwrap().kept, 0);
+    }
 }
