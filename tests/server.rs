@@ -1,0 +1,543 @@
+//! `gavel serve` over real HTTP on loopback, against the real default model: the OpenRLHF and
+//! native shapes, batching across concurrent clients, bad and oversize bodies, overload, the
+//! API key, and SIGTERM with a request in flight (the binary).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use gavel::pipeline::output_record;
+use gavel::record::{parse_record, ShortForm};
+use gavel::server::{ServeConfig, Server};
+use gavel::JudgeConfig;
+use serde_json::{json, Value};
+
+const PASSAGE: &str = "The Eiffel Tower is a wrought-iron lattice tower in Paris, France. It was \
+designed by the engineering company of Gustave Eiffel and completed in 1889.";
+
+/// A server over the shared default model on a free loopback port; it stops when the returned
+/// sender is dropped or fires.
+struct Running {
+    addr: SocketAddr,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+fn start(config: ServeConfig) -> Running {
+    let judge = Arc::new(common::judge(JudgeConfig::default()));
+    let server = Server::bind(judge, config.with_addr("127.0.0.1:0")).expect("bind");
+    let addr = server.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        server
+            .run(async move {
+                let _ = stopped.await;
+            })
+            .expect("server run")
+    });
+    Running { addr, _stop: stop }
+}
+
+struct Reply {
+    status: u16,
+    retry_after: Option<String>,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(600))
+        .build()
+}
+
+fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    key: Option<&str>,
+) -> Reply {
+    let mut req = agent().request(method, &format!("http://{addr}{path}"));
+    if let Some(k) = key {
+        req = req.set("Authorization", &format!("Bearer {k}"));
+    }
+    let res = match body {
+        Some(b) => req.set("Content-Type", "application/json").send_string(b),
+        None => req.call(),
+    };
+    let resp = match res {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {path}: {e}"),
+    };
+    Reply {
+        status: resp.status(),
+        retry_after: resp.header("Retry-After").map(str::to_string),
+        body: resp.into_string().unwrap(),
+    }
+}
+
+fn post(addr: SocketAddr, path: &str, body: &Value) -> Reply {
+    request(addr, "POST", path, Some(&body.to_string()), None)
+}
+
+fn metric(addr: SocketAddr, name: &str) -> f64 {
+    let text = request(addr, "GET", "/metrics", None, None).body;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+        .map(|v| v.parse().unwrap())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+/// Wait until `cond` on the /health reply holds.
+fn wait_health(addr: SocketAddr, cond: impl Fn(&Value) -> bool) {
+    let start = Instant::now();
+    loop {
+        let h = request(addr, "GET", "/health", None, None).json();
+        if cond(&h) {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "health never got there: {h}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The same records through the library in one judge call, as `gavel verify` writes them.
+/// The engine's verdicts depend (slightly) on which records share a decode batch, so the
+/// comparisons below judge exactly the batch the server judged and expect identical output.
+fn direct(records: &[Value]) -> Vec<Value> {
+    let judge = common::judge(JudgeConfig::default());
+    let tasks: Vec<_> = records
+        .iter()
+        .map(|r| parse_record(&r.to_string(), "direct", None, ShortForm::Hybrid).unwrap())
+        .collect();
+    tasks
+        .iter()
+        .zip(judge.judge(&tasks))
+        .enumerate()
+        .map(|(i, (t, r))| serde_json::to_value(output_record(i + 1, t, r)).unwrap())
+        .collect()
+}
+
+#[test]
+fn openrlhf_shape_gives_rewards_scores_and_extra_logs() {
+    let s = start(ServeConfig::default());
+    let prompt =
+        "<|im_start|>user\nWhat is the capital of Australia?<|im_end|>\n<|im_start|>assistant\n";
+    let nuggets = json!({"query": "Where is the Eiffel Tower and who designed it?",
+        "nuggets": ["The Eiffel Tower is in Paris", {"text": "The tower is made of wood", "importance": "okay"}]});
+    let body = json!({
+        "query": [
+            format!("{prompt}Canberra<|im_end|><|endoftext|>"),
+            format!("{prompt}Sydney<|im_end|>"),
+            format!("{prompt}{PASSAGE}<|im_end|>"),
+            format!("{prompt}whatever"),
+        ],
+        "prompts": [prompt, prompt, prompt, prompt],
+        "labels": ["Canberra", "[\"Canberra\", \"Canberra, ACT\"]", nuggets.to_string(),
+                   "{\"nuggets\": [{\"text\": \"x\", \"kind\": \"magic\"}]}"],
+    });
+    let r = post(s.addr, "/get_reward", &body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    let rewards: Vec<f64> = serde_json::from_value(v["rewards"].clone()).unwrap();
+    assert_eq!(rewards.len(), 4);
+    assert_eq!(v["scores"], v["rewards"]);
+    // The records the labels stand for, with the responses cut out of prompt + response.
+    let want = direct(&[
+        json!({"answer": "Canberra", "gold_answers": ["Canberra"]}),
+        json!({"answer": "Sydney", "gold_answers": ["Canberra", "Canberra, ACT"]}),
+        json!({"query": nuggets["query"], "answer": PASSAGE, "nuggets": nuggets["nuggets"]}),
+    ]);
+    // Short-form: exact match decides without the model, else the model; reward 1/0.
+    assert_eq!(rewards[0], 1.0);
+    assert_eq!(v["extra_logs"]["model_verdicts"][0], 0.0);
+    assert_eq!(v["extra_logs"]["soft_reward"][0], 1.0);
+    assert_eq!(want[1]["verdicts"][0]["by"], "llm");
+    assert_eq!(
+        rewards[1],
+        if want[1]["correct"] == true { 1.0 } else { 0.0 }
+    );
+    assert_eq!(v["extra_logs"]["model_verdicts"][1], 1.0);
+    // Long-form: the weighted reward.
+    assert_eq!(rewards[2], want[2]["scores"]["weighted_reward"]);
+    assert_eq!(v["extra_logs"]["model_verdicts"][2], 2.0);
+    for i in 0..3 {
+        assert_eq!(
+            v["extra_logs"]["soft_reward"][i],
+            want[i]["scores"]["soft_reward"]
+        );
+        assert_eq!(
+            v["extra_logs"]["all_score"][i],
+            want[i]["scores"]["all_score"]
+        );
+    }
+    // A bad label fails its own item only, with why.
+    assert_eq!(rewards[3], 0.0);
+    assert_eq!(v["extra_logs"]["error"], json!([0.0, 0.0, 0.0, 1.0]));
+    assert_eq!(v["errors"][0]["index"], 3);
+    let msg = v["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("labels[3]") && msg.contains("nuggets[0].kind"),
+        "{msg}"
+    );
+    // Older clients send only `query`.
+    let r = post(
+        s.addr,
+        "/get_reward",
+        &json!({"query": ["Canberra"], "labels": ["canberra"]}),
+    );
+    assert_eq!(r.json()["rewards"], json!([1.0]));
+}
+
+#[test]
+fn native_verify_returns_gavel_verify_records() {
+    let s = start(ServeConfig::default());
+    let long = json!({"id": "l1", "query": "Where is the Eiffel Tower?", "answer": PASSAGE,
+        "nuggets": ["The Eiffel Tower is in Paris", {"kind": "numeric", "text": "Completed in 1889", "value": 1889}]});
+    let short = json!({"id": 7, "query": "what is the capital of australia", "answer": "It is Canberra.",
+        "gold_answers": ["Canberra"], "gold": "correct"});
+    let as_line = json!({"id": "as-line", "answer": "x", "gold_answers": ["x"]});
+    let body = json!({"records": [long, {"id": "bad", "query": "q"}, short, as_line.to_string()]});
+    let r = post(s.addr, "/v1/verify", &body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    let recs = v["records"].as_array().unwrap();
+    assert_eq!(recs.len(), 4);
+    assert_eq!(v["summary"]["records"], 4);
+    assert_eq!(v["summary"]["errors"], 1);
+    assert_eq!(v["summary"]["model_verdicts"], 2);
+    for (i, rec) in recs.iter().enumerate() {
+        assert_eq!(rec["line"], i + 1);
+    }
+    // An error record in the middle, the others judged.
+    assert_eq!(recs[1]["id"], "bad");
+    assert_eq!(recs[1]["error"]["kind"], "invalid_field");
+    assert!(recs[1]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("records[1]"));
+    // The others are exactly what gavel verify writes for them (but for `line`).
+    let want = direct(&[long, short, as_line]);
+    for (got, mut want) in [&recs[0], &recs[2], &recs[3]].into_iter().zip(want) {
+        want["line"] = got["line"].clone();
+        assert_eq!(got, &want);
+    }
+    assert_eq!(recs[0]["verdicts"][1]["by"], "numeric");
+    assert_eq!(recs[2]["correct"], true);
+    assert_eq!(recs[3]["correct"], true);
+}
+
+#[test]
+fn concurrent_clients_get_the_same_answers_as_one_at_a_time() {
+    let questions = [
+        ("where is the eiffel tower", "It stands in Paris.", "Paris"),
+        (
+            "who designed the eiffel tower",
+            "Gustave Eiffel's company",
+            "Gustave Eiffel",
+        ),
+        ("when was the eiffel tower completed", "in 1889", "1889"),
+        (
+            "what is the eiffel tower made of",
+            "wrought iron",
+            "wrought-iron lattice",
+        ),
+        ("what is the capital of france", "Lyon", "Paris"),
+        ("how tall is the eiffel tower", "about 330 metres", "330 m"),
+        (
+            "which river flows through paris",
+            "The Seine river",
+            "Seine",
+        ),
+        ("what is the capital of australia", "Canberra", "Canberra"),
+    ];
+    let bodies: Vec<Value> = questions
+        .iter()
+        .map(|(q, a, gold)| {
+            json!({"query": [a], "labels": [json!({"query": q, "gold_answers": [gold]}).to_string()]})
+        })
+        .collect();
+    let all_at_once = |addr: SocketAddr| -> Vec<Value> {
+        let barrier = Arc::new(Barrier::new(bodies.len()));
+        let threads: Vec<_> = bodies
+            .iter()
+            .cloned()
+            .map(|b| {
+                let barrier = Arc::clone(&barrier);
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    post(addr, "/get_reward", &b)
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| {
+                let r = t.join().unwrap();
+                assert_eq!(r.status, 200, "{}", r.body);
+                r.json()
+            })
+            .collect()
+    };
+
+    // One record per judge call: every client must get exactly its own one-at-a-time answer.
+    let s = start(ServeConfig::default().with_batch_records(1));
+    let alone: Vec<Value> = bodies
+        .iter()
+        .map(|b| {
+            let r = post(s.addr, "/get_reward", b);
+            assert_eq!(r.status, 200, "{}", r.body);
+            r.json()
+        })
+        .collect();
+    let soft: Vec<&Value> = alone
+        .iter()
+        .map(|a| &a["extra_logs"]["soft_reward"][0])
+        .collect();
+    assert!(
+        soft.iter().enumerate().all(|(i, x)| !soft[..i].contains(x)),
+        "answers must differ to catch mix-ups: {soft:?}"
+    );
+    assert_eq!(all_at_once(s.addr), alone);
+
+    // Default batching: the concurrent requests share judge calls and get the same rewards.
+    let s = start(ServeConfig::default());
+    let batched = all_at_once(s.addr);
+    let calls = metric(s.addr, "gavel_engine_batches_total");
+    assert!(
+        calls < bodies.len() as f64,
+        "{calls} judge calls for {} requests",
+        bodies.len()
+    );
+    for (got, want) in batched.iter().zip(&alone) {
+        assert_eq!(got["rewards"], want["rewards"], "{got} vs {want}");
+        assert_eq!(
+            got["extra_logs"]["model_verdicts"],
+            want["extra_logs"]["model_verdicts"]
+        );
+        // A record's label probabilities move a little with the other records in its decode
+        // batch (the engine's behaviour, also seen in `gavel verify --batch 1` vs `--batch 8`).
+        let (g, w) = (
+            got["extra_logs"]["soft_reward"][0].as_f64().unwrap(),
+            want["extra_logs"]["soft_reward"][0].as_f64().unwrap(),
+        );
+        assert!((g - w).abs() < 0.1, "soft reward {g} batched vs {w} alone");
+    }
+}
+
+#[test]
+fn malformed_bodies_get_400_naming_the_field() {
+    let s = start(ServeConfig::default());
+    let cases = [
+        ("/get_reward", "{\"query\": [", "not valid JSON"),
+        ("/get_reward", "[]", "JSON object"),
+        ("/get_reward", "{\"prompts\": []}", "`query`"),
+        (
+            "/get_reward",
+            "{\"query\": \"a\", \"labels\": [\"a\"]}",
+            "`query` must be an array",
+        ),
+        (
+            "/get_reward",
+            "{\"query\": [\"a\", 1], \"labels\": [\"a\", \"b\"]}",
+            "`query[1]`",
+        ),
+        (
+            "/get_reward",
+            "{\"query\": [\"a\"], \"labels\": [\"a\", \"b\"]}",
+            "`labels` has 2",
+        ),
+        ("/get_reward", "{\"query\": [\"a\"]}", "`labels` is missing"),
+        ("/v1/verify", "{\"record\": []}", "`records` is missing"),
+        (
+            "/v1/verify",
+            "{\"records\": 5}",
+            "`records` must be an array",
+        ),
+    ];
+    for (path, body, want) in cases {
+        let r = request(s.addr, "POST", path, Some(body), None);
+        assert_eq!(r.status, 400, "{path} {body}: {}", r.body);
+        let v = r.json();
+        assert_eq!(v["error"]["kind"], "bad_request");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(want), "{body}: {msg}");
+    }
+    let r = request(s.addr, "GET", "/nope", None, None);
+    assert_eq!(r.status, 404);
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("/get_reward"));
+    // The server is still healthy.
+    assert_eq!(
+        request(s.addr, "GET", "/health", None, None).json()["status"],
+        "ok"
+    );
+    assert!(
+        metric(
+            s.addr,
+            "gavel_requests_total{endpoint=\"/get_reward\",status=\"400\"}"
+        ) >= 7.0
+    );
+}
+
+#[test]
+fn oversize_bodies_get_413() {
+    let s = start(
+        ServeConfig::default()
+            .with_max_body_bytes(1024)
+            .with_max_request_records(2),
+    );
+    // Declared too large: refused before the body is sent.
+    let mut conn = TcpStream::connect(s.addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        conn,
+        "POST /get_reward HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = String::new();
+    BufReader::new(&conn).read_line(&mut head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    // Too many records in a small body.
+    let body = json!({"query": ["a", "b", "c"], "labels": ["a", "b", "c"]});
+    let r = post(s.addr, "/get_reward", &body);
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert_eq!(r.json()["error"]["kind"], "too_many_records");
+    // Within the limits it works.
+    let r = post(
+        s.addr,
+        "/get_reward",
+        &json!({"query": ["a"], "labels": ["a"]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[test]
+fn overload_gets_503_with_retry_after() {
+    let s = start(ServeConfig::default().with_queue(1).with_batch_records(1));
+    // Keep the engine busy with model work...
+    let heavy = json!({"records": [{"query": "Where is the tower?", "answer": PASSAGE,
+        "nuggets": ["The Eiffel Tower is in Paris", "It was completed in 1889", "It is made of wood"]}]});
+    let addr = s.addr;
+    let busy = std::thread::spawn(move || post(addr, "/v1/verify", &heavy));
+    wait_health(s.addr, |h| h["in_flight"] == 1 && h["queue_requests"] == 0);
+    // ...then one request fits in the queue and the rest are turned away.
+    let barrier = Arc::new(Barrier::new(6));
+    let threads: Vec<_> = (0..6)
+        .map(|i| {
+            let barrier = Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                barrier.wait();
+                post(
+                    addr,
+                    "/get_reward",
+                    &json!({"query": [format!("a{i}")], "labels": [format!("a{i}")]}),
+                )
+            })
+        })
+        .collect();
+    let replies: Vec<Reply> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let rejected: Vec<&Reply> = replies.iter().filter(|r| r.status == 503).collect();
+    assert!(
+        rejected.len() >= 4,
+        "{:?}",
+        replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    for r in &rejected {
+        assert_eq!(r.retry_after.as_deref(), Some("1"));
+        assert_eq!(r.json()["error"]["kind"], "queue_full");
+    }
+    for r in replies.iter().filter(|r| r.status != 503) {
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.json()["rewards"], json!([1.0]));
+    }
+    let b = busy.join().unwrap();
+    assert_eq!(b.status, 200, "{}", b.body);
+    assert!(metric(s.addr, "gavel_rejected_queue_full_total") >= 4.0);
+}
+
+#[test]
+fn api_key_guards_everything_but_health() {
+    let s = start(ServeConfig::default().with_api_key(Some("s3cret".into())));
+    let body = r#"{"query": ["a"], "labels": ["a"]}"#;
+    let r = request(s.addr, "POST", "/get_reward", Some(body), None);
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error"]["kind"], "unauthorized");
+    assert_eq!(
+        request(s.addr, "POST", "/get_reward", Some(body), Some("wrong")).status,
+        401
+    );
+    assert_eq!(request(s.addr, "GET", "/metrics", None, None).status, 401);
+    assert_eq!(request(s.addr, "GET", "/health", None, None).status, 200);
+    let r = request(s.addr, "POST", "/get_reward", Some(body), Some("s3cret"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["rewards"], json!([1.0]));
+}
+
+#[test]
+fn sigterm_finishes_the_request_in_flight_and_exits_0() {
+    let model = gavel::model_store::ensure_default_model().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gavel"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--model"])
+        .arg(&model)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let addr: SocketAddr = loop {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "server exited before listening"
+        );
+        if let Some(a) = line
+            .trim()
+            .strip_prefix("gavel serve: listening on http://")
+        {
+            break a.parse().unwrap();
+        }
+    };
+    let records = json!({"records": [
+        {"id": "a", "query": "Where is the tower?", "answer": PASSAGE, "nuggets": ["The Eiffel Tower is in Paris", "It is made of wood"]},
+        {"id": "b", "answer": "It is Canberra.", "query": "capital of australia", "gold_answers": ["Sydney"]},
+    ]});
+    let client = std::thread::spawn(move || post(addr, "/v1/verify", &records));
+    wait_health(addr, |h| h["in_flight"] == 1);
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let reply = client.join().unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let v = reply.json();
+    assert_eq!(v["summary"]["records"], 2);
+    assert_eq!(v["summary"]["errors"], 0);
+    assert_eq!(v["summary"]["model_verdicts"], 3);
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    assert_eq!(status.code(), Some(0), "stderr: {rest}");
+    assert!(rest.contains("gavel serve: stopped"), "{rest}");
+    // Nothing listens any more.
+    assert!(TcpStream::connect(addr).is_err());
+}
