@@ -297,7 +297,7 @@ mod tests {
     }
 
     #[test]
-    fn builtin_renders_the_nugget_last() {
+    fn builtin_renders_the_nugget_after_the_passage() {
         let p = PromptSet::builtin();
         let m = p
             .render_judge(
@@ -314,7 +314,7 @@ mod tests {
             m[1].content
         );
         assert!(
-            m[1].content.ends_with("Statement: Curie won"),
+            m[1].content.contains("Statement: Curie won\nDoes the passage"),
             "{}",
             m[1].content
         );
@@ -336,7 +336,7 @@ mod tests {
             .unwrap();
         assert!(
             m[1].content
-                .ends_with("Statement: The answer to the question is \"Paris\"."),
+                .contains("Statement: The answer to the question is \"Paris\".\n"),
             "{}",
             m[1].content
         );
