@@ -9,6 +9,7 @@ demo: prereqs
 	$(CARGO) run --release --quiet -- verify --input examples/longform.jsonl
 
 test: prereqs model
+	@./scripts/install-prereqs.sh chromium
 	$(CARGO) test --release
 
 prereqs:

@@ -35,6 +35,9 @@ pub struct Calibrator {
     pub bias: [f64; 3],
     /// Macro-F1 on the fitting file: raw, after contextual calibration, after thresholds.
     pub fit_macro_f1: [f64; 3],
+    /// The stacked judge, when fitted: replaces the two steps above for model verdicts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack: Option<crate::stack::Stack>,
 }
 
 fn normalise(p: [f64; 3]) -> [f64; 3] {
@@ -135,10 +138,30 @@ impl Calibrator {
 
     /// A one-line description for summaries.
     pub fn describe(&self) -> String {
+        let kind = match &self.stack {
+            Some(s) if s.features == crate::stack::FeatureSet::All => {
+                "stacked judge (model + lexical features)"
+            }
+            Some(_) => "stacked judge WITHOUT model features (ablation)",
+            None => "contextual + thresholds",
+        };
         format!(
-            "contextual + thresholds, fitted on {} ({} verdicts, {:?}-grade)",
+            "{kind}, fitted on {} ({} verdicts, {:?}-grade)",
             self.fitted_on, self.n, self.grades
         )
+    }
+
+    /// The calibrated distribution of one model verdict: the stack when present, else
+    /// contextual calibration with thresholds.
+    pub fn verdict_probs(
+        &self,
+        raw_probs: [f64; 3],
+        x: &crate::stack::FeatureInput<'_>,
+    ) -> [f64; 3] {
+        match &self.stack {
+            Some(s) => s.apply(x),
+            None => self.apply(raw_probs),
+        }
     }
 }
 
@@ -185,6 +208,7 @@ mod tests {
             content_free: [0.7, 0.0, 0.3],
             bias,
             fit_macro_f1: f1,
+            stack: None,
         };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.json");

@@ -237,6 +237,36 @@ const STOPWORDS: &[&str] = &[
     "his", "her", "they", "their", "which", "who", "not", "but",
 ];
 
+/// Whether `w` (normalised) is a stop word of the lexical judge.
+pub fn is_stopword(w: &str) -> bool {
+    STOPWORDS.contains(&w)
+}
+
+/// Which half of a labeled file a record belongs to, so that fitting and scoring never see the
+/// same query/article: records are split by a hash of the query, or, without a query, of the
+/// first nugget (REALSumm's nuggets are its article's content units).
+pub fn part_of(task: &crate::record::Task) -> char {
+    let key = match task.query.as_deref() {
+        Some(q) if !q.trim().is_empty() => q.to_string(),
+        _ => task
+            .nuggets
+            .first()
+            .map(|n| n.text.clone())
+            .unwrap_or_else(|| task.answer.clone()),
+    };
+    // FNV-1a: stable across platforms and releases.
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in key.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    if h.is_multiple_of(2) {
+        'a'
+    } else {
+        'b'
+    }
+}
+
 /// Lexical overlap judge: the fraction of the nugget's content words (normalised, stop words
 /// removed) that occur in the judged text. No model.
 pub fn lexical_overlap(nugget: &str, text: &str) -> f64 {
@@ -596,28 +626,56 @@ fn pairs_of(items: &[NuggetItem], f: impl Fn(&NuggetItem) -> Label) -> Vec<(Labe
 pub fn build_report(input: &EvalInput) -> EvalReport {
     let rubric = (!input.nuggets.is_empty()).then(|| {
         let items = &input.nuggets;
-        let grades = if items.iter().any(|i| i.gold == Label::PartialSupport) { Grades::Three } else { Grades::Two };
+        let grades = if items.iter().any(|i| i.gold == Label::PartialSupport) {
+            Grades::Three
+        } else {
+            Grades::Two
+        };
         let majority_label = majority(items.iter().map(|i| grades.fold(i.gold)));
         let model_pairs = pairs_of(items, |i| i.pred);
-        let calibrated = items.iter().any(|i| i.raw_probs.is_some() && i.raw_probs != i.probs);
+        let calibrated = items
+            .iter()
+            .any(|i| i.raw_probs.is_some() && i.raw_probs != i.probs);
         let raw = calibrated.then(|| {
-            agreement(&pairs_of(items, |i| i.raw_probs.map(|p| crate::aggregate::LabelProbs::from_array(p).argmax()).unwrap_or(i.pred)), grades)
+            agreement(
+                &pairs_of(items, |i| {
+                    i.raw_probs
+                        .map(|p| crate::aggregate::LabelProbs::from_array(p).argmax())
+                        .unwrap_or(i.pred)
+                }),
+                grades,
+            )
         });
-        let groups: Vec<(Option<String>, Label, Label)> = items.iter().map(|i| (i.group.clone(), i.gold, i.pred)).collect();
+        let groups: Vec<(Option<String>, Label, Label)> = items
+            .iter()
+            .map(|i| (i.group.clone(), i.gold, i.pred))
+            .collect();
         let shared = {
             let mut seen = HashSet::new();
-            items.iter().filter_map(|i| i.group.as_ref()).any(|g| !seen.insert(g))
+            items
+                .iter()
+                .filter_map(|i| i.group.as_ref())
+                .any(|g| !seen.insert(g))
         };
         let sample = shared.then(|| agreement(&sample_level(&groups), grades));
-        let with_probs: Vec<([f64; 3], Label)> = items.iter().filter_map(|i| i.probs.map(|p| (p, i.gold))).collect();
-        let with_raw: Vec<([f64; 3], Label)> = items.iter().filter_map(|i| i.raw_probs.map(|p| (p, i.gold))).collect();
+        let with_probs: Vec<([f64; 3], Label)> = items
+            .iter()
+            .filter_map(|i| i.probs.map(|p| (p, i.gold)))
+            .collect();
+        let with_raw: Vec<([f64; 3], Label)> = items
+            .iter()
+            .filter_map(|i| i.raw_probs.map(|p| (p, i.gold)))
+            .collect();
         let mut support_histogram = [[0usize; 10]; 3];
         for (p, g) in &with_probs {
             support_histogram[g.index()][((p[0] * 10.0) as usize).min(9)] += 1;
         }
         let mut by_source: BTreeMap<&str, Vec<NuggetItem>> = BTreeMap::new();
         for i in items {
-            by_source.entry(i.source.as_str()).or_default().push(i.clone());
+            by_source
+                .entry(i.source.as_str())
+                .or_default()
+                .push(i.clone());
         }
         let sources = by_source
             .into_iter()
@@ -628,8 +686,13 @@ pub fn build_report(input: &EvalInput) -> EvalReport {
                     n: its.len(),
                     model_macro_f1: m.macro_f1,
                     model_accuracy: m.accuracy,
-                    lexical_macro_f1: agreement(&pairs_of(&its, |i| input.lexical.label(i.lexical)), grades).macro_f1,
-                    majority_macro_f1: agreement(&pairs_of(&its, |_| majority_label), grades).macro_f1,
+                    lexical_macro_f1: agreement(
+                        &pairs_of(&its, |i| input.lexical.label(i.lexical)),
+                        grades,
+                    )
+                    .macro_f1,
+                    majority_macro_f1: agreement(&pairs_of(&its, |_| majority_label), grades)
+                        .macro_f1,
                 }
             })
             .collect();
@@ -644,7 +707,8 @@ pub fn build_report(input: &EvalInput) -> EvalReport {
             lexical: agreement(&pairs_of(items, |i| input.lexical.label(i.lexical)), grades),
             lexical_thresholds: input.lexical,
             calibration: (!with_probs.is_empty()).then(|| calibration(&with_probs, grades, 10)),
-            raw_calibration: (calibrated && !with_raw.is_empty()).then(|| calibration(&with_raw, grades, 10)),
+            raw_calibration: (calibrated && !with_raw.is_empty())
+                .then(|| calibration(&with_raw, grades, 10)),
             support_histogram,
             sources,
         }
@@ -652,13 +716,17 @@ pub fn build_report(input: &EvalInput) -> EvalReport {
     let short = (!input.short.is_empty()).then(|| {
         let s = &input.short;
         let yes = |b: bool| if b { Label::Support } else { Label::NotSupport };
-        let pairs = |f: &dyn Fn(&ShortItem) -> Label| s.iter().map(|i| (i.gold, f(i))).collect::<Vec<_>>();
+        let pairs =
+            |f: &dyn Fn(&ShortItem) -> Label| s.iter().map(|i| (i.gold, f(i))).collect::<Vec<_>>();
         let maj = majority(s.iter().map(|i| i.gold));
         ShortReport {
             em: agreement(&pairs(&|i| yes(i.em)), Grades::Two),
             contains: agreement(&pairs(&|i| yes(i.contains)), Grades::Two),
             model: agreement(&pairs(&|i| i.model), Grades::Two),
-            hybrid: agreement(&pairs(&|i| if i.em { Label::Support } else { i.model }), Grades::Two),
+            hybrid: agreement(
+                &pairs(&|i| if i.em { Label::Support } else { i.model }),
+                Grades::Two,
+            ),
             majority: agreement(&pairs(&|_| maj), Grades::Two),
         }
     });
@@ -682,10 +750,19 @@ pub fn collect(
     parse_failures: Vec<(usize, String)>,
 ) -> EvalInput {
     use crate::rubric::{Check, CheckOutcome};
-    let mut input = EvalInput { name: name.to_string(), records: tasks.len() + parse_failures.len(), failures: parse_failures, ..Default::default() };
+    let mut input = EvalInput {
+        name: name.to_string(),
+        records: tasks.len() + parse_failures.len(),
+        failures: parse_failures,
+        ..Default::default()
+    };
     let probs_of = |v: &serde_json::Value| -> Option<[f64; 3]> {
         let p = v.as_object()?;
-        Some([p.get("support")?.as_f64()?, p.get("partial_support")?.as_f64()?, p.get("not_support")?.as_f64()?])
+        Some([
+            p.get("support")?.as_f64()?,
+            p.get("partial_support")?.as_f64()?,
+            p.get("not_support")?.as_f64()?,
+        ])
     };
     for (line, task) in tasks {
         let key = crate::pipeline::record_key(task.id.as_deref(), *line);
@@ -694,16 +771,39 @@ pub fn collect(
             continue;
         };
         if let Some(err) = out.get("error").filter(|e| !e.is_null()) {
-            input.failures.push((*line, err.get("message").and_then(|m| m.as_str()).unwrap_or("error").to_string()));
+            input.failures.push((
+                *line,
+                err.get("message")
+                    .and_then(|m| m.as_str())
+                    .unwrap_or("error")
+                    .to_string(),
+            ));
             continue;
         }
-        let verdicts = out.get("verdicts").and_then(|v| v.as_array()).cloned().unwrap_or_default();
+        let verdicts = out
+            .get("verdicts")
+            .and_then(|v| v.as_array())
+            .cloned()
+            .unwrap_or_default();
         let source = task.source.clone().unwrap_or_else(|| name.to_string());
         if task.is_short_form() {
-            let (Some(gold), Some(v)) = (task.gold, verdicts.first()) else { continue };
-            let Some(model) = v.get("label").and_then(|l| l.as_str()).and_then(Label::parse) else { continue };
-            let em = Check::ExactMatch { answers: task.gold_answers.clone(), fallback_llm: false };
-            let contains = Check::Contains { answers: task.gold_answers.clone() };
+            let (Some(gold), Some(v)) = (task.gold, verdicts.first()) else {
+                continue;
+            };
+            let Some(model) = v
+                .get("label")
+                .and_then(|l| l.as_str())
+                .and_then(Label::parse)
+            else {
+                continue;
+            };
+            let em = Check::ExactMatch {
+                answers: task.gold_answers.clone(),
+                fallback_llm: false,
+            };
+            let contains = Check::Contains {
+                answers: task.gold_answers.clone(),
+            };
             input.short.push(ShortItem {
                 source,
                 gold: Grades::Two.fold(gold),
@@ -715,7 +815,13 @@ pub fn collect(
         }
         for (n, v) in task.nuggets.iter().zip(&verdicts) {
             let Some(gold) = n.gold else { continue };
-            let Some(pred) = v.get("label").and_then(|l| l.as_str()).and_then(Label::parse) else { continue };
+            let Some(pred) = v
+                .get("label")
+                .and_then(|l| l.as_str())
+                .and_then(Label::parse)
+            else {
+                continue;
+            };
             input.nuggets.push(NuggetItem {
                 source: source.clone(),
                 gold,

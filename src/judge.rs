@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::prompt::{shared_prefix, JudgeMode, JudgeVars, PromptSet, NUGGET_SENTINEL};
 use crate::record::Task;
 use crate::rubric::{Check, CheckOutcome, Label};
+use crate::stack::FeatureInput;
 
 /// Settings of the judge.
 #[derive(Debug, Clone)]
@@ -368,15 +369,25 @@ impl Judge {
                         match r {
                             Ok(s) => {
                                 let raw = [s.probs[0], s.probs[1], s.probs[2]];
+                                let logprobs = [s.logprobs[0], s.logprobs[1], s.logprobs[2]];
+                                let task = &tasks[p.task];
                                 let mut v = match &self.calibrator {
                                     Some(c) => {
-                                        Verdict::from_probs(LabelProbs::from_array(c.apply(raw)))
+                                        let x = FeatureInput {
+                                            logprobs: Some(logprobs),
+                                            nugget: &task.nuggets[ni].text,
+                                            answer: &task.answer,
+                                            gold_answers: &task.gold_answers,
+                                        };
+                                        Verdict::from_probs(LabelProbs::from_array(
+                                            c.verdict_probs(raw, &x),
+                                        ))
                                     }
                                     None => Verdict::from_probs(LabelProbs::from_array(raw)),
                                 };
                                 v.raw = Some(RawScore {
                                     probs: LabelProbs::from_array(raw),
-                                    logprobs: [s.logprobs[0], s.logprobs[1], s.logprobs[2]],
+                                    logprobs,
                                 });
                                 verdicts[p.task][ni] = Some(v);
                             }

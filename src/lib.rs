@@ -34,6 +34,7 @@ pub mod record;
 pub mod report;
 pub mod rubric;
 pub mod server;
+pub mod stack;
 
 pub use aggregate::{aggregate, Scores, Verdict};
 pub use backend::{Backend, EmbeddedBackend, EmbeddedConfig};

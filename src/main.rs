@@ -172,6 +172,9 @@ struct EvalArgs {
     /// Records judged together.
     #[arg(long, default_value_t = 32)]
     batch: usize,
+    /// Report on one half of the file only (`a` or `b`, split by query/article).
+    #[arg(long)]
+    part: Option<char>,
     #[command(flatten)]
     judge: JudgeArgs,
     #[command(flatten)]
@@ -190,6 +193,18 @@ struct CalibrateArgs {
     /// Records judged together.
     #[arg(long, default_value_t = 32)]
     batch: usize,
+    /// Use only one half of the file (`a` or `b`, split by query/article); fit on one half and
+    /// score the other with `gavel eval --part`.
+    #[arg(long)]
+    part: Option<char>,
+    /// Fit the stacked judge over model and lexical features (`all`), over the lexical features
+    /// only (`no-model`, the ablation), or not at all (`none`: contextual calibration and
+    /// thresholds).
+    #[arg(long, default_value = "all")]
+    stack: String,
+    /// Grading to optimise: `auto` (3-grade when the file has partial_support gold), `2`, `3`.
+    #[arg(long, default_value = "auto")]
+    grades: String,
     #[command(flatten)]
     judge: JudgeArgs,
     #[command(flatten)]
@@ -431,13 +446,24 @@ fn verify(args: VerifyArgs) -> Result<ExitCode, Error> {
                 break;
             }
         }
-        let Some((n, line)) = first else { return Ok(ExitCode::SUCCESS) };
-        let task = parse_record(&line, &format!("{input_name}:{n}"), rubric.as_ref(), args.judge.short_form)?;
+        let Some((n, line)) = first else {
+            return Ok(ExitCode::SUCCESS);
+        };
+        let task = parse_record(
+            &line,
+            &format!("{input_name}:{n}"),
+            rubric.as_ref(),
+            args.judge.short_form,
+        )?;
         print_prompts(&judge, &task)?;
         return Ok(ExitCode::SUCCESS);
     }
     if args.resume && args.output.is_none() {
-        return Err(Error::field("command line", "--resume", "needs --output FILE to resume into"));
+        return Err(Error::field(
+            "command line",
+            "--resume",
+            "needs --output FILE to resume into",
+        ));
     }
     let judge = build_judge(&args.judge, &args.model)?;
     let opts = VerifyOptions {
@@ -447,8 +473,19 @@ fn verify(args: VerifyArgs) -> Result<ExitCode, Error> {
         batch_records: args.batch,
         skip: Default::default(),
     };
-    let summary = run_verify(&judge, input, total, args.output.as_deref(), args.resume, opts)?;
-    Ok(if summary.errors > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    let summary = run_verify(
+        &judge,
+        input,
+        total,
+        args.output.as_deref(),
+        args.resume,
+        opts,
+    )?;
+    Ok(if summary.errors > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Verify `input` into `output` (stdout when absent) with a progress bar on a terminal and a
@@ -469,14 +506,24 @@ fn run_verify(
                     "gavel: resuming {}: {} records already done{}",
                     p.display(),
                     state.kept,
-                    if state.dropped_bytes > 0 { ", an incomplete last line removed" } else { "" }
+                    if state.dropped_bytes > 0 {
+                        ", an incomplete last line removed"
+                    } else {
+                        ""
+                    }
                 );
             }
             opts.skip = state.done;
-            let f = std::fs::OpenOptions::new().create(true).append(true).open(p).map_err(|e| Error::io(p, e))?;
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|e| Error::io(p, e))?;
             Box::new(BufWriter::new(f))
         }
-        Some(p) => Box::new(BufWriter::new(File::create(p).map_err(|e| Error::io(p, e))?)),
+        Some(p) => Box::new(BufWriter::new(
+            File::create(p).map_err(|e| Error::io(p, e))?,
+        )),
         None => Box::new(BufWriter::new(std::io::stdout().lock())),
     };
     let already = opts.skip.len() as u64;
@@ -486,8 +533,10 @@ fn run_verify(
             None => indicatif::ProgressBar::new_spinner(),
         };
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} records  {per_sec}  eta {eta}  {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} records  {per_sec}  eta {eta}  {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         bar.set_position(already);
         bar.reset_eta();
@@ -498,7 +547,11 @@ fn run_verify(
     let summary = pipeline::verify_stream(judge, input, &mut output, &opts, |s| {
         if let Some(bar) = &bar {
             bar.set_position((s.records + s.skipped) as u64);
-            bar.set_message(format!("{:.1} verdicts/s, {} errors", s.verdicts_per_sec(), s.errors));
+            bar.set_message(format!(
+                "{:.1} verdicts/s, {} errors",
+                s.verdicts_per_sec(),
+                s.errors
+            ));
         }
     })?;
     if let Some(bar) = bar {
@@ -651,7 +704,10 @@ fn serve(args: ServeArgs) -> Result<ExitCode, Error> {
 }
 
 /// Labeled tasks of a file, with parse failures kept as (line, message).
-fn read_labeled(path: &Path, short_form: ShortForm) -> Result<(Vec<(usize, gavel::Task)>, Vec<(usize, String)>), Error> {
+/// Labeled tasks with their line numbers, and (line, message) of records that failed to parse.
+type Labeled = (Vec<(usize, gavel::Task)>, Vec<(usize, String)>);
+
+fn read_labeled(path: &Path, short_form: ShortForm) -> Result<Labeled, Error> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let name = path.display().to_string();
     let (mut tasks, mut failures) = (Vec::new(), Vec::new());
@@ -675,10 +731,26 @@ fn eval(mut args: EvalArgs) -> Result<ExitCode, Error> {
     let judge = build_judge(&args.judge, &args.model)?;
     let verdicts_path = args.out.join("verdicts.jsonl");
     let (input, input_name, total) = open_input(&Some(args.input.clone()))?;
-    let opts = VerifyOptions { input_name, rubric: None, short_form: ShortForm::Llm, batch_records: args.batch, skip: Default::default() };
-    run_verify(&judge, input, total, Some(&verdicts_path), args.resume, opts)?;
+    let opts = VerifyOptions {
+        input_name,
+        rubric: None,
+        short_form: ShortForm::Llm,
+        batch_records: args.batch,
+        skip: Default::default(),
+    };
+    run_verify(
+        &judge,
+        input,
+        total,
+        Some(&verdicts_path),
+        args.resume,
+        opts,
+    )?;
 
-    let (tasks, parse_failures) = read_labeled(&args.input, ShortForm::Llm)?;
+    let (mut tasks, parse_failures) = read_labeled(&args.input, ShortForm::Llm)?;
+    if let Some(part) = args.part {
+        tasks.retain(|(_, t)| gavel::eval::part_of(t) == part);
+    }
     let text = std::fs::read_to_string(&verdicts_path).map_err(|e| Error::io(&verdicts_path, e))?;
     let mut outputs = std::collections::HashMap::new();
     for line in text.lines() {
@@ -688,13 +760,36 @@ fn eval(mut args: EvalArgs) -> Result<ExitCode, Error> {
             outputs.insert(pipeline::record_key(id.as_deref(), n), v);
         }
     }
-    let mut input = gavel::eval::collect(&args.input.display().to_string(), &tasks, &outputs, parse_failures);
+    let name = match args.part {
+        Some(p) => format!("{} (part {p})", args.input.display()),
+        None => args.input.display().to_string(),
+    };
+    let mut input = gavel::eval::collect(&name, &tasks, &outputs, parse_failures);
     let info = judge.backend().info();
     input.setup = vec![
         ("model".into(), info.model.clone()),
-        ("backend".into(), format!("{}, {} threads, context {}", info.kind, info.n_threads, info.n_ctx)),
-        ("mode".into(), format!("{:?}, templates {}", args.judge.mode, judge.prompts().version())),
-        ("calibration".into(), judge.calibrator().map(|c| c.describe()).unwrap_or_else(|| "none".into())),
+        (
+            "backend".into(),
+            format!(
+                "{}, {} threads, context {}",
+                info.kind, info.n_threads, info.n_ctx
+            ),
+        ),
+        (
+            "mode".into(),
+            format!(
+                "{:?}, templates {}",
+                args.judge.mode,
+                judge.prompts().version()
+            ),
+        ),
+        (
+            "calibration".into(),
+            judge
+                .calibrator()
+                .map(|c| c.describe())
+                .unwrap_or_else(|| "none".into()),
+        ),
     ];
     let report = gavel::eval::build_report(&input);
     let md = gavel::report::to_markdown(&report);
@@ -704,37 +799,82 @@ fn eval(mut args: EvalArgs) -> Result<ExitCode, Error> {
     };
     write("report.md", &md)?;
     write("report.html", &gavel::report::to_html(&report))?;
-    write("metrics.json", &serde_json::to_string_pretty(&report).unwrap_or_default())?;
+    write(
+        "metrics.json",
+        &serde_json::to_string_pretty(&report).unwrap_or_default(),
+    )?;
     print!("{md}");
     eprintln!("gavel: reports in {}", args.out.display());
-    Ok(if report.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report.failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn calibrate(mut args: CalibrateArgs) -> Result<ExitCode, Error> {
     use gavel::calibrate::CONTENT_FREE_ANSWERS;
     use gavel::eval::Grades;
+    use gavel::stack::{features, FeatureInput, FeatureSet, Stack};
     args.judge.calibration = "none".into();
     args.judge.cache = true;
     args.judge.short_form = ShortForm::Llm;
+    let stack_set = match args.stack.as_str() {
+        "all" => Some(FeatureSet::All),
+        "no-model" => Some(FeatureSet::NoModel),
+        "none" => None,
+        other => {
+            return Err(Error::field(
+                "command line",
+                "--stack",
+                format!("`{other}` is not all, no-model or none"),
+            ))
+        }
+    };
     let judge = build_judge(&args.judge, &args.model)?;
-    let (tasks, _) = read_labeled(&args.input, ShortForm::Llm)?;
+    let (mut tasks, _) = read_labeled(&args.input, ShortForm::Llm)?;
+    if let Some(part) = args.part {
+        tasks.retain(|(_, t)| gavel::eval::part_of(t) == part);
+    }
     if tasks.is_empty() {
-        return Err(Error::field(args.input.display().to_string(), "records", "no labeled record"));
+        return Err(Error::field(
+            args.input.display().to_string(),
+            "records",
+            "no labeled record",
+        ));
     }
     let mut items: Vec<([f64; 3], gavel::Label)> = Vec::new();
+    let mut feats: Vec<Vec<f64>> = Vec::new();
     let total = tasks.len();
     for (k, chunk) in tasks.chunks(args.batch.max(1)).enumerate() {
         let batch: Vec<gavel::Task> = chunk.iter().map(|(_, t)| t.clone()).collect();
         for (task, r) in batch.iter().zip(judge.judge(&batch)) {
             let Ok(j) = r else { continue };
             for (i, v) in j.verdicts.iter().enumerate() {
-                let gold = if task.is_short_form() { task.gold } else { task.nuggets[i].gold };
+                let gold = if task.is_short_form() {
+                    task.gold
+                } else {
+                    task.nuggets[i].gold
+                };
                 if let (Some(gold), Some(raw)) = (gold, v.raw) {
                     items.push((raw.probs.to_array(), gold));
+                    if let Some(set) = stack_set {
+                        let x = FeatureInput {
+                            logprobs: Some(raw.logprobs),
+                            nugget: &task.nuggets[i].text,
+                            answer: &task.answer,
+                            gold_answers: &task.gold_answers,
+                        };
+                        feats.push(features(set, &x));
+                    }
                 }
             }
         }
-        eprint!("\rgavel: calibrate: {}/{} records", ((k + 1) * args.batch).min(total), total);
+        eprint!(
+            "\rgavel: calibrate: {}/{} records",
+            ((k + 1) * args.batch).min(total),
+            total
+        );
     }
     eprintln!();
     // Content-free answers judged against a sample of the file's own nuggets.
@@ -747,7 +887,10 @@ fn calibrate(mut args: CalibrateArgs) -> Result<ExitCode, Error> {
             }
         }
     }
-    let cf_tasks: Vec<gavel::Task> = CONTENT_FREE_ANSWERS.iter().map(|a| gavel::Task::new(None, *a, sample.clone())).collect();
+    let cf_tasks: Vec<gavel::Task> = CONTENT_FREE_ANSWERS
+        .iter()
+        .map(|a| gavel::Task::new(None, *a, sample.clone()))
+        .collect();
     let mut cf = [0.0; 3];
     let mut n_cf = 0.0;
     for j in judge.judge(&cf_tasks).into_iter().flatten() {
@@ -766,25 +909,64 @@ fn calibrate(mut args: CalibrateArgs) -> Result<ExitCode, Error> {
     } else {
         cf = [1.0 / 3.0; 3];
     }
-    let grades = if items.iter().any(|(_, g)| *g == gavel::Label::PartialSupport) { Grades::Three } else { Grades::Two };
+    let grades = match args.grades.as_str() {
+        "2" => Grades::Two,
+        "3" => Grades::Three,
+        _ if items
+            .iter()
+            .any(|(_, g)| *g == gavel::Label::PartialSupport) =>
+        {
+            Grades::Three
+        }
+        _ => Grades::Two,
+    };
     let (bias, f1) = Calibrator::fit(&items, cf, grades);
     let model_path = judge.backend().info().model;
     let c = Calibrator {
         model: model_fingerprint(Path::new(&model_path))?,
-        model_file: Path::new(&model_path).file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default(),
+        model_file: Path::new(&model_path)
+            .file_name()
+            .map(|f| f.to_string_lossy().to_string())
+            .unwrap_or_default(),
         prompts: judge.prompts().version().to_string(),
-        fitted_on: args.input.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default(),
+        fitted_on: {
+            let f = args
+                .input
+                .file_name()
+                .map(|f| f.to_string_lossy().to_string())
+                .unwrap_or_default();
+            match args.part {
+                Some(p) => format!("{f} part {p}"),
+                None => f,
+            }
+        },
         n: items.len(),
         grades,
         content_free: cf,
         bias,
         fit_macro_f1: f1,
+        stack: stack_set.map(|set| {
+            let golds: Vec<gavel::Label> = items.iter().map(|(_, g)| *g).collect();
+            Stack::fit(set, &feats, &golds, grades == Grades::Two, 1e-3)
+        }),
     };
-    let out = args.output.clone().unwrap_or_else(|| Calibrator::path_for(&c.model));
+    let out = args
+        .output
+        .clone()
+        .unwrap_or_else(|| Calibrator::path_for(&c.model));
     c.save(&out)?;
-    println!("content-free distribution  support {:.3}  partial {:.3}  not {:.3}", cf[0], cf[1], cf[2]);
-    println!("log-biases                 support {:+.2}  partial {:+.2}  not {:+.2}", bias[0], bias[1], bias[2]);
+    println!(
+        "content-free distribution  support {:.3}  partial {:.3}  not {:.3}",
+        cf[0], cf[1], cf[2]
+    );
+    println!(
+        "log-biases                 support {:+.2}  partial {:+.2}  not {:+.2}",
+        bias[0], bias[1], bias[2]
+    );
     println!("macro-F1 on {} ({} verdicts, {:?}-grade): raw {:.3}, contextual {:.3}, with thresholds {:.3}", c.fitted_on, c.n, grades, f1[0], f1[1], f1[2]);
-    println!("saved {}  (score a different file to measure it)", out.display());
+    println!(
+        "saved {}  (score a different file to measure it)",
+        out.display()
+    );
     Ok(ExitCode::SUCCESS)
 }

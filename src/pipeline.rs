@@ -174,7 +174,11 @@ pub fn verify_stream<R: BufRead, W: Write>(
             if text.is_empty() {
                 continue;
             }
-            if !opts.skip.is_empty() && opts.skip.contains(&record_key(salvage_id(text).as_deref(), line_no)) {
+            if !opts.skip.is_empty()
+                && opts
+                    .skip
+                    .contains(&record_key(salvage_id(text).as_deref(), line_no))
+            {
                 summary.skipped += 1;
                 continue;
             }
@@ -365,7 +369,9 @@ pub fn prepare_resume(path: &std::path::Path) -> Result<ResumeState> {
     let mut good_end = 0usize;
     let mut start = 0usize;
     while start < data.len() {
-        let Some(nl) = data[start..].iter().position(|&b| b == b'\n') else { break };
+        let Some(nl) = data[start..].iter().position(|&b| b == b'\n') else {
+            break;
+        };
         let line = &data[start..start + nl];
         let parsed: Option<serde_json::Value> = serde_json::from_slice(line).ok();
         let Some(v) = parsed.filter(|v| v.get("line").and_then(|l| l.as_u64()).is_some()) else {
@@ -385,7 +391,10 @@ pub fn prepare_resume(path: &std::path::Path) -> Result<ResumeState> {
     }
     if good_end < data.len() {
         state.dropped_bytes = (data.len() - good_end) as u64;
-        let f = std::fs::OpenOptions::new().write(true).open(path).map_err(|e| Error::io(path, e))?;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
         f.set_len(good_end as u64).map_err(|e| Error::io(path, e))?;
     }
     Ok(state)
@@ -399,12 +408,22 @@ mod tests {
     fn resume_keeps_complete_lines_and_cuts_a_partial_one() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("out.jsonl");
-        std::fs::write(&p, "{\"line\":1,\"id\":\"a\"}\n{\"line\":2}\n{\"line\":3,\"id\":\"c\",\"sco").unwrap();
+        std::fs::write(
+            &p,
+            "{\"line\":1,\"id\":\"a\"}\n{\"line\":2}\n{\"line\":3,\"id\":\"c\",\"sco",
+        )
+        .unwrap();
         let s = prepare_resume(&p).unwrap();
         assert_eq!(s.kept, 2);
         assert!(s.done.contains("id:a") && s.done.contains("line:2") && !s.done.contains("id:c"));
-        assert_eq!(s.dropped_bytes, "{\"line\":3,\"id\":\"c\",\"sco".len() as u64);
-        assert_eq!(std::fs::read_to_string(&p).unwrap(), "{\"line\":1,\"id\":\"a\"}\n{\"line\":2}\n");
+        assert_eq!(
+            s.dropped_bytes,
+            "{\"line\":3,\"id\":\"c\",\"sco".len() as u64
+        );
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            "{\"line\":1,\"id\":\"a\"}\n{\"line\":2}\n"
+        );
         // A complete-looking last line without its newline is redone too.
         std::fs::write(&p, "{\"line\":1}\n{\"line\":2}").unwrap();
         let s = prepare_resume(&p).unwrap();

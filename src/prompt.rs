@@ -314,7 +314,8 @@ mod tests {
             m[1].content
         );
         assert!(
-            m[1].content.contains("Statement: Curie won\nDoes the passage"),
+            m[1].content
+                .contains("Statement: Curie won\nDoes the passage"),
             "{}",
             m[1].content
         );

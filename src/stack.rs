@@ -1,0 +1,333 @@
+//! The stacked judge: a small multinomial logistic regression over the model's label
+//! log-probabilities and cheap deterministic signals (lexical overlap of nugget and judged text,
+//! exact match / containment of gold answers, lengths), fitted on labeled data.
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::rubric::{normalize_answer, Label};
+
+/// Which features a stack uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeatureSet {
+    /// Model log-probabilities and the deterministic signals.
+    All,
+    /// Only the deterministic signals (the ablation: what the model adds).
+    NoModel,
+}
+
+/// What the features are computed from.
+#[derive(Debug, Clone, Copy)]
+pub struct FeatureInput<'a> {
+    /// log P(support words), log P(partial words), log P(not words) over the vocabulary.
+    pub logprobs: Option<[f64; 3]>,
+    /// Nugget text.
+    pub nugget: &'a str,
+    /// Judged text.
+    pub answer: &'a str,
+    /// Gold answers (short-form), else empty.
+    pub gold_answers: &'a [String],
+}
+
+fn content_words(s: &str) -> Vec<String> {
+    normalize_answer(s)
+        .split(' ')
+        .filter(|w| !w.is_empty() && !crate::eval::is_stopword(w))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Feature names, in order, for a feature set.
+pub fn feature_names(set: FeatureSet) -> Vec<&'static str> {
+    let mut v = vec![
+        "overlap",
+        "bigram_overlap",
+        "overlap_all",
+        "missing_words",
+        "log_nugget_words",
+        "log_answer_words",
+        "em",
+        "contains",
+    ];
+    if set == FeatureSet::All {
+        v.extend([
+            "lp_support",
+            "lp_partial",
+            "lp_not",
+            "yes_minus_no",
+            "partial_minus_no",
+        ]);
+    }
+    v
+}
+
+/// Compute the feature vector.
+pub fn features(set: FeatureSet, x: &FeatureInput<'_>) -> Vec<f64> {
+    let nug = content_words(x.nugget);
+    let ans_norm = normalize_answer(x.answer);
+    let ans: Vec<&str> = ans_norm.split(' ').filter(|w| !w.is_empty()).collect();
+    let ans_set: HashSet<&str> = ans.iter().copied().collect();
+    let present = nug.iter().filter(|w| ans_set.contains(w.as_str())).count();
+    let overlap = if nug.is_empty() {
+        0.0
+    } else {
+        present as f64 / nug.len() as f64
+    };
+    let ans_bigrams: HashSet<(&str, &str)> = ans.windows(2).map(|w| (w[0], w[1])).collect();
+    let all_nug_norm = normalize_answer(x.nugget);
+    let all_nug: Vec<&str> = all_nug_norm.split(' ').filter(|w| !w.is_empty()).collect();
+    let nb: Vec<(&str, &str)> = all_nug.windows(2).map(|w| (w[0], w[1])).collect();
+    let bigram = if nb.is_empty() {
+        overlap
+    } else {
+        nb.iter().filter(|b| ans_bigrams.contains(b)).count() as f64 / nb.len() as f64
+    };
+    let overlap_all = if all_nug.is_empty() {
+        0.0
+    } else {
+        all_nug.iter().filter(|w| ans_set.contains(*w)).count() as f64 / all_nug.len() as f64
+    };
+    let (em, contains) = if x.gold_answers.is_empty() {
+        (0.0, 0.0)
+    } else {
+        let golds: Vec<String> = x.gold_answers.iter().map(|g| normalize_answer(g)).collect();
+        let em = golds.contains(&ans_norm);
+        let padded = format!(" {ans_norm} ");
+        let contains = golds
+            .iter()
+            .any(|g| !g.is_empty() && padded.contains(&format!(" {g} ")));
+        (f64::from(u8::from(em)), f64::from(u8::from(contains)))
+    };
+    let mut f = vec![
+        overlap,
+        bigram,
+        overlap_all,
+        (nug.len() - present) as f64,
+        (1.0 + nug.len() as f64).ln(),
+        (1.0 + ans.len() as f64).ln(),
+        em,
+        contains,
+    ];
+    if set == FeatureSet::All {
+        let lp = x.logprobs.unwrap_or([-30.0; 3]).map(|v| v.max(-30.0));
+        f.extend([lp[0], lp[1], lp[2], lp[0] - lp[2], lp[1] - lp[2]]);
+    }
+    f
+}
+
+/// A fitted multinomial logistic regression over standardised features.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stack {
+    /// Feature set.
+    pub features: FeatureSet,
+    /// Feature names, for people.
+    pub names: Vec<String>,
+    /// Per-feature mean.
+    pub mean: Vec<f64>,
+    /// Per-feature standard deviation.
+    pub std: Vec<f64>,
+    /// Weights per label (support, partial, not): bias first, then one per feature.
+    pub weights: Vec<Vec<f64>>,
+    /// Labels the stack can output (2-grade stacks never output partial).
+    pub labels: Vec<Label>,
+}
+
+fn softmax(z: &[f64]) -> Vec<f64> {
+    let m = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let e: Vec<f64> = z.iter().map(|v| (v - m).exp()).collect();
+    let s: f64 = e.iter().sum();
+    e.iter().map(|v| v / s).collect()
+}
+
+impl Stack {
+    /// Fit on (features, gold) with L2 penalty `l2`, by full-batch gradient descent.
+    /// Classes are weighted inversely to their frequency, which aims at macro-F1.
+    pub fn fit(
+        set: FeatureSet,
+        xs: &[Vec<f64>],
+        golds: &[Label],
+        two_grade: bool,
+        l2: f64,
+    ) -> Stack {
+        let labels: Vec<Label> = if two_grade {
+            vec![Label::Support, Label::NotSupport]
+        } else {
+            Label::ALL.to_vec()
+        };
+        let golds: Vec<Label> = golds
+            .iter()
+            .map(|&g| {
+                if two_grade && g == Label::PartialSupport {
+                    Label::NotSupport
+                } else {
+                    g
+                }
+            })
+            .collect();
+        let d = xs.first().map_or(0, Vec::len);
+        let n = xs.len().max(1);
+        let mut mean = vec![0.0; d];
+        let mut std = vec![0.0; d];
+        for x in xs {
+            for j in 0..d {
+                mean[j] += x[j] / n as f64;
+            }
+        }
+        for x in xs {
+            for j in 0..d {
+                std[j] += (x[j] - mean[j]).powi(2) / n as f64;
+            }
+        }
+        for s in &mut std {
+            *s = s.sqrt().max(1e-6);
+        }
+        let z: Vec<Vec<f64>> = xs
+            .iter()
+            .map(|x| (0..d).map(|j| (x[j] - mean[j]) / std[j]).collect())
+            .collect();
+        let k = labels.len();
+        let y: Vec<usize> = golds
+            .iter()
+            .map(|g| labels.iter().position(|l| l == g).unwrap_or(k - 1))
+            .collect();
+        let mut counts = vec![0usize; k];
+        for &c in &y {
+            counts[c] += 1;
+        }
+        let class_w: Vec<f64> = counts
+            .iter()
+            .map(|&c| {
+                if c > 0 {
+                    n as f64 / (k as f64 * c as f64)
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let mut w = vec![vec![0.0; d + 1]; k];
+        let lr = 0.5;
+        for _ in 0..600 {
+            let mut grad = vec![vec![0.0; d + 1]; k];
+            for (x, &yi) in z.iter().zip(&y) {
+                let logits: Vec<f64> = w
+                    .iter()
+                    .map(|wc| wc[0] + (0..d).map(|j| wc[j + 1] * x[j]).sum::<f64>())
+                    .collect();
+                let p = softmax(&logits);
+                let cw = class_w[yi];
+                for c in 0..k {
+                    let g = cw * (p[c] - f64::from(u8::from(c == yi)));
+                    grad[c][0] += g;
+                    for j in 0..d {
+                        grad[c][j + 1] += g * x[j];
+                    }
+                }
+            }
+            for c in 0..k {
+                for j in 0..=d {
+                    let reg = if j > 0 { l2 * w[c][j] } else { 0.0 };
+                    w[c][j] -= lr * (grad[c][j] / n as f64 + reg);
+                }
+            }
+        }
+        Stack {
+            features: set,
+            names: feature_names(set).into_iter().map(str::to_string).collect(),
+            mean,
+            std,
+            weights: w,
+            labels,
+        }
+    }
+
+    /// Label distribution in [`Label::ALL`] order.
+    pub fn predict(&self, x: &[f64]) -> [f64; 3] {
+        let d = self.mean.len();
+        let logits: Vec<f64> = self
+            .weights
+            .iter()
+            .map(|wc| {
+                wc[0]
+                    + (0..d)
+                        .map(|j| {
+                            wc[j + 1] * (x.get(j).copied().unwrap_or(0.0) - self.mean[j])
+                                / self.std[j]
+                        })
+                        .sum::<f64>()
+            })
+            .collect();
+        let p = softmax(&logits);
+        let mut out = [0.0; 3];
+        for (l, v) in self.labels.iter().zip(p) {
+            out[l.index()] = v;
+        }
+        out
+    }
+
+    /// Distribution for one verdict.
+    pub fn apply(&self, x: &FeatureInput<'_>) -> [f64; 3] {
+        self.predict(&features(self.features, x))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn features_are_sensible() {
+        let x = FeatureInput {
+            logprobs: Some([-1.0, -5.0, -2.0]),
+            nugget: "The Eiffel Tower is in Paris",
+            answer: "the eiffel tower stands in paris",
+            gold_answers: &[],
+        };
+        let f = features(FeatureSet::All, &x);
+        assert_eq!(f.len(), feature_names(FeatureSet::All).len());
+        assert_eq!(f[0], 1.0);
+        assert_eq!(f[3], 0.0);
+        assert_eq!(f[11], 1.0); // yes - no
+        let g = vec!["Paris".to_string()];
+        let s = FeatureInput {
+            logprobs: None,
+            nugget: "Paris",
+            answer: "It is Paris.",
+            gold_answers: &g,
+        };
+        let f = features(FeatureSet::NoModel, &s);
+        assert_eq!(f.len(), feature_names(FeatureSet::NoModel).len());
+        assert_eq!((f[6], f[7]), (0.0, 1.0));
+    }
+
+    #[test]
+    fn fit_separates_a_learnable_problem() {
+        // Support iff the first feature is high; the second is noise.
+        let xs: Vec<Vec<f64>> = (0..200)
+            .map(|i| vec![(i % 10) as f64 / 10.0, ((i * 7) % 13) as f64])
+            .collect();
+        let golds: Vec<Label> = xs
+            .iter()
+            .map(|x| {
+                if x[0] >= 0.5 {
+                    Label::Support
+                } else {
+                    Label::NotSupport
+                }
+            })
+            .collect();
+        let s = Stack::fit(FeatureSet::NoModel, &xs, &golds, true, 1e-3);
+        let correct = xs
+            .iter()
+            .zip(&golds)
+            .filter(|(x, g)| crate::aggregate::LabelProbs::from_array(s.predict(x)).argmax() == **g)
+            .count();
+        assert!(correct >= 190, "{correct}/200");
+        let p = s.predict(&xs[0]);
+        assert_eq!(p[1], 0.0);
+        assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<Stack>(&json).unwrap(), s);
+    }
+}
