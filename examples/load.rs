@@ -48,21 +48,11 @@ fn parse_args() -> Result<Args, String> {
         match flag.as_str() {
             "--url" => a.url = value()?,
             "--data" => a.data = value()?,
-            "--requests" => {
-                a.requests = value()?.parse().map_err(|e| format!("--requests: {e}"))?
-            }
-            "--concurrency" => {
-                a.concurrency = value()?
-                    .parse()
-                    .map_err(|e| format!("--concurrency: {e}"))?
-            }
+            "--requests" => a.requests = value()?.parse().map_err(|e| format!("--requests: {e}"))?,
+            "--concurrency" => a.concurrency = value()?.parse().map_err(|e| format!("--concurrency: {e}"))?,
             "--verify-bin" => a.verify_bin = Some(value()?),
             "--verify-arg" => a.verify_args.push(value()?),
-            "--max-seconds" => {
-                a.max_seconds = value()?
-                    .parse()
-                    .map_err(|e| format!("--max-seconds: {e}"))?
-            }
+            "--max-seconds" => a.max_seconds = value()?.parse().map_err(|e| format!("--max-seconds: {e}"))?,
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -70,14 +60,8 @@ fn parse_args() -> Result<Args, String> {
         return Err("--data FILE is required (JSON Lines with query, answer, gold_answers)".into());
     }
     // Load goes to this machine only.
-    let host = a
-        .url
-        .trim_start_matches("http://")
-        .split(['/', '?'])
-        .next()
-        .unwrap_or("");
-    let loopback =
-        host.starts_with("127.") || host.starts_with("localhost") || host.starts_with("[::1]");
+    let host = a.url.trim_start_matches("http://").split(['/', '?']).next().unwrap_or("");
+    let loopback = host.starts_with("127.") || host.starts_with("localhost") || host.starts_with("[::1]");
     if !loopback {
         return Err(format!("--url must be a loopback address, not {host}"));
     }
@@ -103,11 +87,7 @@ fn load_records(path: &str, n: usize) -> Result<Vec<Record>, String> {
         let (Some(answer), Some(gold)) = (v["answer"].as_str(), v.get("gold_answers")) else {
             continue;
         };
-        out.push(Record {
-            query: v["query"].clone(),
-            answer: answer.to_string(),
-            gold: gold.clone(),
-        });
+        out.push(Record { query: v["query"].clone(), answer: answer.to_string(), gold: gold.clone() });
         if out.len() == n {
             break;
         }
@@ -124,22 +104,10 @@ fn load_records(path: &str, n: usize) -> Result<Vec<Record>, String> {
 }
 
 fn scrape(agent: &ureq::Agent, url: &str) -> (f64, f64) {
-    let text = agent
-        .get(&format!("{url}/metrics"))
-        .call()
-        .ok()
-        .and_then(|r| r.into_string().ok())
-        .unwrap_or_default();
+    let text = agent.get(&format!("{url}/metrics")).call().ok().and_then(|r| r.into_string().ok()).unwrap_or_default();
     let (mut all, mut llm) = (0.0, 0.0);
-    for line in text
-        .lines()
-        .filter(|l| l.starts_with("gavel_verdicts_total{"))
-    {
-        let v: f64 = line
-            .rsplit(' ')
-            .next()
-            .and_then(|x| x.parse().ok())
-            .unwrap_or(0.0);
+    for line in text.lines().filter(|l| l.starts_with("gavel_verdicts_total{")) {
+        let v: f64 = line.rsplit(' ').next().and_then(|x| x.parse().ok()).unwrap_or(0.0);
         all += v;
         if line.contains("by=\"llm\"") {
             llm += v;
@@ -188,20 +156,13 @@ fn main() {
         .build();
     let (v0, m0) = scrape(&agent, &args.url);
     let next = Arc::new(AtomicUsize::new(0));
-    let tally = Arc::new(Mutex::new(Tally {
-        rewards: vec![None; records.len()],
-        ..Tally::default()
-    }));
+    let tally = Arc::new(Mutex::new(Tally { rewards: vec![None; records.len()], ..Tally::default() }));
     let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
     let start = Instant::now();
     let threads: Vec<_> = (0..args.concurrency.max(1))
         .map(|_| {
-            let (agent, records, next, tally) = (
-                agent.clone(),
-                Arc::clone(&records),
-                Arc::clone(&next),
-                Arc::clone(&tally),
-            );
+            let (agent, records, next, tally) =
+                (agent.clone(), Arc::clone(&records), Arc::clone(&next), Arc::clone(&tally));
             let url = format!("{}/get_reward", args.url);
             std::thread::spawn(move || loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -215,29 +176,19 @@ fn main() {
                 let mut reward = None;
                 let (mut r503, mut r5xx, mut r4xx) = (0, 0, 0);
                 for _attempt in 0..30 {
-                    match agent
-                        .post(&url)
-                        .set("Content-Type", "application/json")
-                        .send_string(&body)
-                    {
+                    match agent.post(&url).set("Content-Type", "application/json").send_string(&body) {
                         Ok(resp) => {
                             let v: Value = resp
                                 .into_string()
                                 .ok()
                                 .and_then(|t| serde_json::from_str(&t).ok())
                                 .unwrap_or(Value::Null);
-                            reward = v["rewards"]
-                                .as_array()
-                                .filter(|a| a.len() == 1)
-                                .and_then(|a| a[0].as_f64());
+                            reward = v["rewards"].as_array().filter(|a| a.len() == 1).and_then(|a| a[0].as_f64());
                             break;
                         }
                         Err(ureq::Error::Status(503, resp)) => {
                             r503 += 1;
-                            let wait = resp
-                                .header("Retry-After")
-                                .and_then(|s| s.parse().ok())
-                                .unwrap_or(1u64);
+                            let wait = resp.header("Retry-After").and_then(|s| s.parse().ok()).unwrap_or(1u64);
                             std::thread::sleep(Duration::from_secs(wait));
                         }
                         Err(ureq::Error::Status(code, _)) => {
@@ -272,10 +223,7 @@ fn main() {
     }
     let wall = start.elapsed().as_secs_f64();
     let (v1, m1) = scrape(&agent, &args.url);
-    let mut t = Arc::try_unwrap(tally)
-        .ok()
-        .and_then(|m| m.into_inner().ok())
-        .unwrap_or_default();
+    let mut t = Arc::try_unwrap(tally).ok().and_then(|m| m.into_inner().ok()).unwrap_or_default();
     t.latencies.sort_by(|a, b| a.total_cmp(b));
     let sent = next.load(Ordering::Relaxed).min(records.len());
     let correct = t.rewards.iter().flatten().filter(|&&r| r == 1.0).count();
@@ -318,8 +266,7 @@ fn main() {
     let write = || -> std::io::Result<()> {
         let mut f = std::io::BufWriter::new(std::fs::File::create(&input)?);
         for (i, r) in records.iter().enumerate() {
-            let line =
-                json!({"id": i, "query": r.query, "answer": r.answer, "gold_answers": r.gold});
+            let line = json!({"id": i, "query": r.query, "answer": r.answer, "gold_answers": r.gold});
             writeln!(f, "{line}")?;
         }
         f.flush()
@@ -346,40 +293,21 @@ fn main() {
         }
     };
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let summary = stderr
-        .lines()
-        .rev()
-        .find(|l| l.contains("verdicts/s"))
-        .unwrap_or("");
+    let summary = stderr.lines().rev().find(|l| l.contains("verdicts/s")).unwrap_or("");
     let verdicts: Vec<Option<bool>> = std::fs::read_to_string(&output)
         .unwrap_or_default()
         .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l)
-                .ok()
-                .and_then(|v| v["correct"].as_bool())
-        })
+        .map(|l| serde_json::from_str::<Value>(l).ok().and_then(|v| v["correct"].as_bool()))
         .collect();
     let same = verdicts
         .iter()
         .zip(&t.rewards)
         .filter(|(v, r)| matches!((v, r), (Some(c), Some(x)) if f64::from(u8::from(*c)) == *x))
         .count();
-    println!(
-        "gavel verify, same {} records, one process ({} {:?}):",
-        records.len(),
-        bin,
-        args.verify_args
-    );
-    println!(
-        "  wall time            {secs:.1} s (exit {:?})",
-        out.status.code()
-    );
+    println!("gavel verify, same {} records, one process ({} {:?}):", records.len(), bin, args.verify_args);
+    println!("  wall time            {secs:.1} s (exit {:?})", out.status.code());
     println!("  records/s            {:.2}", records.len() as f64 / secs);
-    println!(
-        "  summary              {}",
-        summary.trim_start_matches("gavel: ")
-    );
+    println!("  summary              {}", summary.trim_start_matches("gavel: "));
     println!("  same reward as served {same} of {}", records.len());
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -35,11 +35,7 @@ pub struct LabelProbs {
 impl LabelProbs {
     /// From an array in [`Label::ALL`] order.
     pub fn from_array(p: [f64; 3]) -> Self {
-        LabelProbs {
-            support: p[0],
-            partial_support: p[1],
-            not_support: p[2],
-        }
+        LabelProbs { support: p[0], partial_support: p[1], not_support: p[2] }
     }
 
     /// As an array in [`Label::ALL`] order.
@@ -100,15 +96,7 @@ pub struct Verdict {
 impl Verdict {
     /// A deterministic verdict.
     pub fn decided(label: Label, by: DecidedBy) -> Self {
-        Verdict {
-            label,
-            probs: None,
-            score: label.value(),
-            by,
-            raw: None,
-            rationale: None,
-            quote: None,
-        }
+        Verdict { label, probs: None, score: label.value(), by, raw: None, rationale: None, quote: None }
     }
 
     /// A scored-mode model verdict from a distribution.
@@ -127,11 +115,8 @@ impl Verdict {
     /// Fold partial support into not support (2-grade mode).
     pub fn two_grade(mut self) -> Self {
         if let Some(p) = self.probs {
-            let folded = LabelProbs {
-                support: p.support,
-                partial_support: 0.0,
-                not_support: p.not_support + p.partial_support,
-            };
+            let folded =
+                LabelProbs { support: p.support, partial_support: 0.0, not_support: p.not_support + p.partial_support };
             self.probs = Some(folded);
             self.score = folded.expected_value();
             self.label = folded.argmax();
@@ -225,12 +210,7 @@ mod tests {
     #[test]
     fn autonuggetizer_scores() {
         let nuggets = vec![nugget(Vital), nugget(Vital), nugget(Okay), nugget(Okay)];
-        let verdicts = vec![
-            v(Label::Support),
-            v(Label::PartialSupport),
-            v(Label::Support),
-            v(Label::NotSupport),
-        ];
+        let verdicts = vec![v(Label::Support), v(Label::PartialSupport), v(Label::Support), v(Label::NotSupport)];
         let s = aggregate(&nuggets, &verdicts);
         assert_eq!(s.all_score, 2.5 / 4.0);
         assert_eq!(s.vital_score, Some(1.5 / 2.0));
@@ -243,16 +223,9 @@ mod tests {
 
     #[test]
     fn pitfalls_subtract_and_are_not_counted_as_nuggets() {
-        let nuggets = vec![
-            nugget(Vital).with_weight(2.0),
-            nugget(Okay).with_weight(1.0),
-            nugget(Vital).with_weight(-1.5),
-        ];
-        let verdicts = vec![
-            v(Label::Support),
-            v(Label::PartialSupport),
-            v(Label::Support),
-        ];
+        let nuggets =
+            vec![nugget(Vital).with_weight(2.0), nugget(Okay).with_weight(1.0), nugget(Vital).with_weight(-1.5)];
+        let verdicts = vec![v(Label::Support), v(Label::PartialSupport), v(Label::Support)];
         let s = aggregate(&nuggets, &verdicts);
         // (2*1 + 1*0.5 - 1.5*1) / 3
         assert!((s.weighted_reward - 1.0 / 3.0).abs() < 1e-12);
@@ -272,24 +245,15 @@ mod tests {
     #[test]
     fn soft_reward_uses_expected_credit() {
         let p = LabelProbs::from_array([0.6, 0.2, 0.2]);
-        let s = aggregate(
-            &[nugget(Vital), nugget(Vital)],
-            &[Verdict::from_probs(p), v(Label::NotSupport)],
-        );
+        let s = aggregate(&[nugget(Vital), nugget(Vital)], &[Verdict::from_probs(p), v(Label::NotSupport)]);
         assert!((s.soft_reward - 0.7 / 2.0).abs() < 1e-12);
         assert_eq!(s.all_score, 0.5);
     }
 
     #[test]
     fn argmax_and_two_grade() {
-        assert_eq!(
-            LabelProbs::from_array([0.2, 0.5, 0.3]).argmax(),
-            Label::PartialSupport
-        );
-        assert_eq!(
-            LabelProbs::from_array([0.4, 0.2, 0.4]).argmax(),
-            Label::NotSupport
-        );
+        assert_eq!(LabelProbs::from_array([0.2, 0.5, 0.3]).argmax(), Label::PartialSupport);
+        assert_eq!(LabelProbs::from_array([0.4, 0.2, 0.4]).argmax(), Label::NotSupport);
         let folded = Verdict::from_probs(LabelProbs::from_array([0.4, 0.35, 0.25])).two_grade();
         assert_eq!(folded.label, Label::NotSupport);
         assert!((folded.score - 0.4).abs() < 1e-12);
@@ -297,14 +261,8 @@ mod tests {
 
     #[test]
     fn sample_level_takes_the_best_block() {
-        assert_eq!(
-            max_label([Label::NotSupport, Label::PartialSupport]),
-            Some(Label::PartialSupport)
-        );
-        assert_eq!(
-            max_label([Label::Support, Label::PartialSupport]),
-            Some(Label::Support)
-        );
+        assert_eq!(max_label([Label::NotSupport, Label::PartialSupport]), Some(Label::PartialSupport));
+        assert_eq!(max_label([Label::Support, Label::PartialSupport]), Some(Label::Support));
         assert_eq!(max_label([]), None);
     }
 }

@@ -26,8 +26,7 @@ pub fn model_fingerprint(path: &Path) -> Result<String> {
     h.update(&buf);
     if size > window {
         let tail = window.min(size - window);
-        f.seek(SeekFrom::End(-(tail as i64)))
-            .map_err(|e| Error::io(path, e))?;
+        f.seek(SeekFrom::End(-(tail as i64))).map_err(|e| Error::io(path, e))?;
         let mut buf = vec![0u8; tail as usize];
         f.read_exact(&mut buf).map_err(|e| Error::io(path, e))?;
         h.update(&buf);
@@ -43,9 +42,7 @@ pub struct VerdictCache {
 
 impl std::fmt::Debug for VerdictCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VerdictCache")
-            .field("path", &self.path)
-            .finish()
+        f.debug_struct("VerdictCache").field("path", &self.path).finish()
     }
 }
 
@@ -66,9 +63,7 @@ impl VerdictCache {
 
     /// The default location, `$GAVEL_HOME/cache/verdicts.redb`.
     pub fn default_path() -> PathBuf {
-        crate::model_store::gavel_home()
-            .join("cache")
-            .join("verdicts.redb")
+        crate::model_store::gavel_home().join("cache").join("verdicts.redb")
     }
 
     /// The key of one prompt.
@@ -90,12 +85,7 @@ impl VerdictCache {
             Err(e) => return Err(db_err(&self.path, e)),
         };
         keys.iter()
-            .map(|k| {
-                table
-                    .get(k.as_slice())
-                    .map(|v| v.map(|g| g.value().to_vec()))
-                    .map_err(|e| db_err(&self.path, e))
-            })
+            .map(|k| table.get(k.as_slice()).map(|v| v.map(|g| g.value().to_vec())).map_err(|e| db_err(&self.path, e)))
             .collect()
     }
 
@@ -106,13 +96,9 @@ impl VerdictCache {
         }
         let txn = self.db.begin_write().map_err(|e| db_err(&self.path, e))?;
         {
-            let mut table = txn
-                .open_table(VERDICTS)
-                .map_err(|e| db_err(&self.path, e))?;
+            let mut table = txn.open_table(VERDICTS).map_err(|e| db_err(&self.path, e))?;
             for (k, v) in entries {
-                table
-                    .insert(k.as_slice(), v.as_slice())
-                    .map_err(|e| db_err(&self.path, e))?;
+                table.insert(k.as_slice(), v.as_slice()).map_err(|e| db_err(&self.path, e))?;
             }
         }
         txn.commit().map_err(|e| db_err(&self.path, e))
@@ -145,20 +131,14 @@ mod tests {
         let k1 = VerdictCache::key("m", "scored", "p", "s1");
         let k2 = VerdictCache::key("m", "scored", "p", "s2");
         assert_ne!(k1, k2);
-        assert_ne!(
-            VerdictCache::key("m", "scored", "ps", "1"),
-            VerdictCache::key("m", "scored", "p", "s1")
-        );
+        assert_ne!(VerdictCache::key("m", "scored", "ps", "1"), VerdictCache::key("m", "scored", "p", "s1"));
         {
             let c = VerdictCache::open(&path).unwrap();
             assert_eq!(c.get_many(&[k1]).unwrap(), vec![None]);
             c.put_many(&[(k1, b"one".to_vec())]).unwrap();
         }
         let c = VerdictCache::open(&path).unwrap();
-        assert_eq!(
-            c.get_many(&[k1, k2]).unwrap(),
-            vec![Some(b"one".to_vec()), None]
-        );
+        assert_eq!(c.get_many(&[k1, k2]).unwrap(), vec![Some(b"one".to_vec()), None]);
         assert_eq!(c.len().unwrap(), 1);
     }
 

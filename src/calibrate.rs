@@ -63,12 +63,7 @@ pub fn apply(p: [f64; 3], content_free: [f64; 3], bias: [f64; 3]) -> [f64; 3] {
 fn macro_f1(items: &[([f64; 3], Label)], cf: [f64; 3], bias: [f64; 3], grades: Grades) -> f64 {
     let pairs: Vec<(Label, Label)> = items
         .iter()
-        .map(|&(p, g)| {
-            (
-                g,
-                crate::aggregate::LabelProbs::from_array(apply(p, cf, bias)).argmax(),
-            )
-        })
+        .map(|&(p, g)| (g, crate::aggregate::LabelProbs::from_array(apply(p, cf, bias)).argmax()))
         .collect();
     agreement(&pairs, grades).macro_f1
 }
@@ -76,11 +71,7 @@ fn macro_f1(items: &[([f64; 3], Label)], cf: [f64; 3], bias: [f64; 3], grades: G
 impl Calibrator {
     /// Fit log-biases for macro-F1 after contextual calibration with `content_free`.
     /// `items` are raw model distributions with gold labels.
-    pub fn fit(
-        items: &[([f64; 3], Label)],
-        content_free: [f64; 3],
-        grades: Grades,
-    ) -> ([f64; 3], [f64; 3]) {
+    pub fn fit(items: &[([f64; 3], Label)], content_free: [f64; 3], grades: Grades) -> ([f64; 3], [f64; 3]) {
         let cf = normalise(content_free);
         let raw = macro_f1(items, [1.0; 3], [0.0; 3], grades);
         let cc = macro_f1(items, cf, [0.0; 3], grades);
@@ -96,8 +87,7 @@ impl Calibrator {
                 let f = macro_f1(items, cf, bias, grades);
                 // Prefer the smaller correction on ties.
                 let better = f > best.0 + 1e-12
-                    || ((f - best.0).abs() <= 1e-12
-                        && bs.abs() + bp.abs() < best.1[0].abs() + best.1[1].abs());
+                    || ((f - best.0).abs() <= 1e-12 && bs.abs() + bp.abs() < best.1[0].abs() + best.1[1].abs());
                 if better {
                     best = (f, bias);
                 }
@@ -113,18 +103,14 @@ impl Calibrator {
 
     /// Where the calibration of a model fingerprint is kept.
     pub fn path_for(fingerprint: &str) -> PathBuf {
-        crate::model_store::gavel_home()
-            .join("calibration")
-            .join(format!("{fingerprint}.json"))
+        crate::model_store::gavel_home().join("calibration").join(format!("{fingerprint}.json"))
     }
 
     /// Load from a file.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        serde_json::from_str(&text).map_err(|e| Error::Parse {
-            location: path.display().to_string(),
-            reason: e.to_string(),
-        })
+        serde_json::from_str(&text)
+            .map_err(|e| Error::Parse { location: path.display().to_string(), reason: e.to_string() })
     }
 
     /// Save to a file (creating folders).
@@ -139,25 +125,16 @@ impl Calibrator {
     /// A one-line description for summaries.
     pub fn describe(&self) -> String {
         let kind = match &self.stack {
-            Some(s) if s.features == crate::stack::FeatureSet::All => {
-                "stacked judge (model + lexical features)"
-            }
+            Some(s) if s.features == crate::stack::FeatureSet::All => "stacked judge (model + lexical features)",
             Some(_) => "stacked judge WITHOUT model features (ablation)",
             None => "contextual + thresholds",
         };
-        format!(
-            "{kind}, fitted on {} ({} verdicts, {:?}-grade)",
-            self.fitted_on, self.n, self.grades
-        )
+        format!("{kind}, fitted on {} ({} verdicts, {:?}-grade)", self.fitted_on, self.n, self.grades)
     }
 
     /// The calibrated distribution of one model verdict: the stack when present, else
     /// contextual calibration with thresholds.
-    pub fn verdict_probs(
-        &self,
-        raw_probs: [f64; 3],
-        x: &crate::stack::FeatureInput<'_>,
-    ) -> [f64; 3] {
+    pub fn verdict_probs(&self, raw_probs: [f64; 3], x: &crate::stack::FeatureInput<'_>) -> [f64; 3] {
         match &self.stack {
             Some(s) => s.apply(x),
             None => self.apply(raw_probs),
@@ -187,11 +164,7 @@ mod tests {
         let items: Vec<([f64; 3], Label)> = (0..40)
             .map(|i| {
                 let gold = if i % 2 == 0 { S } else { N };
-                let ps = if gold == S {
-                    0.8 + 0.001 * i as f64
-                } else {
-                    0.65 + 0.001 * i as f64
-                };
+                let ps = if gold == S { 0.8 + 0.001 * i as f64 } else { 0.65 + 0.001 * i as f64 };
                 ([ps, 0.0, 1.0 - ps], gold)
             })
             .collect();

@@ -81,24 +81,13 @@ pub enum Error {
 
 impl Error {
     /// Shorthand for [`Error::InvalidField`].
-    pub fn field(
-        location: impl Into<String>,
-        field: impl Into<String>,
-        reason: impl Into<String>,
-    ) -> Self {
-        Error::InvalidField {
-            location: location.into(),
-            field: field.into(),
-            reason: reason.into(),
-        }
+    pub fn field(location: impl Into<String>, field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::InvalidField { location: location.into(), field: field.into(), reason: reason.into() }
     }
 
     /// Shorthand for [`Error::Io`].
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::Io { path: path.into(), source }
     }
 
     /// A short machine-readable name of the variant, used in error records.

@@ -85,29 +85,10 @@ pub fn agreement(pairs: &[(Label, Label)], grades: Grades) -> Agreement {
             continue;
         }
         let tp = confusion[i][i] as f64;
-        let precision = if predicted > 0 {
-            tp / predicted as f64
-        } else {
-            0.0
-        };
-        let recall = if support > 0 {
-            tp / support as f64
-        } else {
-            0.0
-        };
-        let f1 = if precision + recall > 0.0 {
-            2.0 * precision * recall / (precision + recall)
-        } else {
-            0.0
-        };
-        classes.push(ClassMetrics {
-            label,
-            precision,
-            recall,
-            f1,
-            support,
-            predicted,
-        });
+        let precision = if predicted > 0 { tp / predicted as f64 } else { 0.0 };
+        let recall = if support > 0 { tp / support as f64 } else { 0.0 };
+        let f1 = if precision + recall > 0.0 { 2.0 * precision * recall / (precision + recall) } else { 0.0 };
+        classes.push(ClassMetrics { label, precision, recall, f1, support, predicted });
     }
     let mean = |f: fn(&ClassMetrics) -> f64| {
         if classes.is_empty() {
@@ -116,11 +97,7 @@ pub fn agreement(pairs: &[(Label, Label)], grades: Grades) -> Agreement {
             classes.iter().map(f).sum::<f64>() / classes.len() as f64
         }
     };
-    let accuracy = if n > 0 {
-        correct as f64 / n as f64
-    } else {
-        0.0
-    };
+    let accuracy = if n > 0 { correct as f64 / n as f64 } else { 0.0 };
     Agreement {
         grades,
         n,
@@ -191,29 +168,14 @@ pub fn calibration(items: &[([f64; 3], Label)], grades: Grades, n_bins: usize) -
         .iter()
         .enumerate()
         .map(|(i, &(count, conf, acc))| {
-            let (confidence, accuracy) = if count > 0 {
-                (conf / count as f64, acc / count as f64)
-            } else {
-                (0.0, 0.0)
-            };
+            let (confidence, accuracy) = if count > 0 { (conf / count as f64, acc / count as f64) } else { (0.0, 0.0) };
             if n > 0 {
                 ece += count as f64 / n as f64 * (confidence - accuracy).abs();
             }
-            Bin {
-                lo: i as f64 / n_bins as f64,
-                hi: (i + 1) as f64 / n_bins as f64,
-                count,
-                confidence,
-                accuracy,
-            }
+            Bin { lo: i as f64 / n_bins as f64, hi: (i + 1) as f64 / n_bins as f64, count, confidence, accuracy }
         })
         .collect();
-    Calibration {
-        n,
-        ece,
-        brier: if n > 0 { brier / n as f64 } else { 0.0 },
-        bins,
-    }
+    Calibration { n, ece, brier: if n > 0 { brier / n as f64 } else { 0.0 }, bins }
 }
 
 /// The most frequent gold label (ties: the lower credit).
@@ -232,9 +194,9 @@ pub fn majority(golds: impl IntoIterator<Item = Label>) -> Label {
 }
 
 const STOPWORDS: &[&str] = &[
-    "of", "in", "on", "at", "to", "for", "by", "with", "and", "or", "is", "are", "was", "were",
-    "be", "been", "it", "its", "as", "that", "this", "from", "has", "have", "had", "he", "she",
-    "his", "her", "they", "their", "which", "who", "not", "but",
+    "of", "in", "on", "at", "to", "for", "by", "with", "and", "or", "is", "are", "was", "were", "be", "been", "it",
+    "its", "as", "that", "this", "from", "has", "have", "had", "he", "she", "his", "her", "they", "their", "which",
+    "who", "not", "but",
 ];
 
 /// Whether `w` (normalised) is a stop word of the lexical judge.
@@ -248,11 +210,7 @@ pub fn is_stopword(w: &str) -> bool {
 pub fn part_of(task: &crate::record::Task) -> char {
     let key = match task.query.as_deref() {
         Some(q) if !q.trim().is_empty() => q.to_string(),
-        _ => task
-            .nuggets
-            .first()
-            .map(|n| n.text.clone())
-            .unwrap_or_else(|| task.answer.clone()),
+        _ => task.nuggets.first().map(|n| n.text.clone()).unwrap_or_else(|| task.answer.clone()),
     };
     // FNV-1a: stable across platforms and releases.
     let mut h: u64 = 0xcbf29ce484222325;
@@ -270,10 +228,7 @@ pub fn part_of(task: &crate::record::Task) -> char {
 /// Lexical overlap judge: the fraction of the nugget's content words (normalised, stop words
 /// removed) that occur in the judged text. No model.
 pub fn lexical_overlap(nugget: &str, text: &str) -> f64 {
-    let words: HashSet<String> = normalize_answer(text)
-        .split(' ')
-        .map(str::to_string)
-        .collect();
+    let words: HashSet<String> = normalize_answer(text).split(' ').map(str::to_string).collect();
     let content: Vec<String> = normalize_answer(nugget)
         .split(' ')
         .filter(|w| !w.is_empty() && !STOPWORDS.contains(w))
@@ -297,10 +252,7 @@ pub struct LexicalThresholds {
 
 impl Default for LexicalThresholds {
     fn default() -> Self {
-        LexicalThresholds {
-            support: 0.75,
-            partial: 0.5,
-        }
+        LexicalThresholds { support: 0.75, partial: 0.5 }
     }
 }
 
@@ -327,8 +279,7 @@ impl LexicalThresholds {
             };
             for partial in partials {
                 let t = LexicalThresholds { support, partial };
-                let pairs: Vec<(Label, Label)> =
-                    items.iter().map(|&(o, g)| (g, t.label(o))).collect();
+                let pairs: Vec<(Label, Label)> = items.iter().map(|&(o, g)| (g, t.label(o))).collect();
                 let f = agreement(&pairs, grades).macro_f1;
                 if f > best.0 + 1e-12 {
                     best = (f, t);
@@ -378,11 +329,7 @@ mod tests {
         // P: tp 1, pred 2, gold 2 -> p 1/2 r 1/2 f 1/2
         // N: tp 4, pred 5, gold 5 -> p 4/5 r 4/5 f 4/5
         let f: Vec<f64> = a.classes.iter().map(|c| c.f1).collect();
-        assert!(
-            (f[0] - 2.0 / 3.0).abs() < 1e-12
-                && (f[1] - 0.5).abs() < 1e-12
-                && (f[2] - 0.8).abs() < 1e-12
-        );
+        assert!((f[0] - 2.0 / 3.0).abs() < 1e-12 && (f[1] - 0.5).abs() < 1e-12 && (f[2] - 0.8).abs() < 1e-12);
         assert!((a.macro_f1 - (2.0 / 3.0 + 0.5 + 0.8) / 3.0).abs() < 1e-12);
         assert_eq!(a.micro_f1, a.accuracy);
     }
@@ -405,10 +352,7 @@ mod tests {
         let a = agreement(&pairs, Grades::Three);
         assert_eq!(a.confusion[1], [0, 0, 0]);
         let p = a.classes.iter().find(|c| c.label == P).unwrap();
-        assert_eq!(
-            (p.support, p.predicted, p.precision, p.recall, p.f1),
-            (0, 1, 0.0, 0.0, 0.0)
-        );
+        assert_eq!((p.support, p.predicted, p.precision, p.recall, p.f1), (0, 1, 0.0, 0.0, 0.0));
         // S: 1/1/1; N: p 1, r 0.5, f 2/3; P: 0
         assert!((a.macro_f1 - (1.0 + 2.0 / 3.0 + 0.0) / 3.0).abs() < 1e-12);
         // A class neither in gold nor predicted is left out.
@@ -421,18 +365,12 @@ mod tests {
 
     #[test]
     fn calibration_hand_computed() {
-        let items = [
-            ([0.9, 0.05, 0.05], S),
-            ([0.8, 0.1, 0.1], N),
-            ([0.1, 0.1, 0.8], N),
-            ([0.2, 0.2, 0.6], S),
-        ];
+        let items = [([0.9, 0.05, 0.05], S), ([0.8, 0.1, 0.1], N), ([0.1, 0.1, 0.8], N), ([0.2, 0.2, 0.6], S)];
         let c = calibration(&items, Grades::Three, 10);
         // bins: 0.9 -> bin 9 (correct), 0.8 -> bin 8 (wrong), 0.8 -> bin 8 (correct), 0.6 -> bin 6 (wrong)
         assert_eq!(c.bins[8].count, 2);
         assert!((c.bins[8].accuracy - 0.5).abs() < 1e-12);
-        let ece =
-            0.25 * (0.9f64 - 1.0).abs() + 0.5 * (0.8f64 - 0.5).abs() + 0.25 * (0.6f64 - 0.0).abs();
+        let ece = 0.25 * (0.9f64 - 1.0).abs() + 0.5 * (0.8f64 - 0.5).abs() + 0.25 * (0.6f64 - 0.0).abs();
         assert!((c.ece - ece).abs() < 1e-12, "{} vs {ece}", c.ece);
         let brier = ((0.1f64.powi(2) + 0.05f64.powi(2) * 2.0)
             + (0.8f64.powi(2) + 0.1f64.powi(2) + 0.9f64.powi(2))
@@ -446,18 +384,9 @@ mod tests {
     fn baselines() {
         assert_eq!(majority([S, N, N, P]), N);
         assert_eq!(majority([S, S, N]), S);
-        assert_eq!(
-            lexical_overlap(
-                "The Eiffel Tower is in Paris",
-                "the eiffel tower stands in paris, france"
-            ),
-            1.0
-        );
+        assert_eq!(lexical_overlap("The Eiffel Tower is in Paris", "the eiffel tower stands in paris, france"), 1.0);
         assert!(
-            (lexical_overlap("Eiffel Tower in Rome", "the eiffel tower stands in paris")
-                - 2.0 / 3.0)
-                .abs()
-                < 1e-12
+            (lexical_overlap("Eiffel Tower in Rome", "the eiffel tower stands in paris") - 2.0 / 3.0).abs() < 1e-12
         );
         assert_eq!(lexical_overlap("of the", "anything"), 0.0);
         let t = LexicalThresholds::default();
@@ -626,56 +555,34 @@ fn pairs_of(items: &[NuggetItem], f: impl Fn(&NuggetItem) -> Label) -> Vec<(Labe
 pub fn build_report(input: &EvalInput) -> EvalReport {
     let rubric = (!input.nuggets.is_empty()).then(|| {
         let items = &input.nuggets;
-        let grades = if items.iter().any(|i| i.gold == Label::PartialSupport) {
-            Grades::Three
-        } else {
-            Grades::Two
-        };
+        let grades = if items.iter().any(|i| i.gold == Label::PartialSupport) { Grades::Three } else { Grades::Two };
         let majority_label = majority(items.iter().map(|i| grades.fold(i.gold)));
         let model_pairs = pairs_of(items, |i| i.pred);
-        let calibrated = items
-            .iter()
-            .any(|i| i.raw_probs.is_some() && i.raw_probs != i.probs);
+        let calibrated = items.iter().any(|i| i.raw_probs.is_some() && i.raw_probs != i.probs);
         let raw = calibrated.then(|| {
             agreement(
                 &pairs_of(items, |i| {
-                    i.raw_probs
-                        .map(|p| crate::aggregate::LabelProbs::from_array(p).argmax())
-                        .unwrap_or(i.pred)
+                    i.raw_probs.map(|p| crate::aggregate::LabelProbs::from_array(p).argmax()).unwrap_or(i.pred)
                 }),
                 grades,
             )
         });
-        let groups: Vec<(Option<String>, Label, Label)> = items
-            .iter()
-            .map(|i| (i.group.clone(), i.gold, i.pred))
-            .collect();
+        let groups: Vec<(Option<String>, Label, Label)> =
+            items.iter().map(|i| (i.group.clone(), i.gold, i.pred)).collect();
         let shared = {
             let mut seen = HashSet::new();
-            items
-                .iter()
-                .filter_map(|i| i.group.as_ref())
-                .any(|g| !seen.insert(g))
+            items.iter().filter_map(|i| i.group.as_ref()).any(|g| !seen.insert(g))
         };
         let sample = shared.then(|| agreement(&sample_level(&groups), grades));
-        let with_probs: Vec<([f64; 3], Label)> = items
-            .iter()
-            .filter_map(|i| i.probs.map(|p| (p, i.gold)))
-            .collect();
-        let with_raw: Vec<([f64; 3], Label)> = items
-            .iter()
-            .filter_map(|i| i.raw_probs.map(|p| (p, i.gold)))
-            .collect();
+        let with_probs: Vec<([f64; 3], Label)> = items.iter().filter_map(|i| i.probs.map(|p| (p, i.gold))).collect();
+        let with_raw: Vec<([f64; 3], Label)> = items.iter().filter_map(|i| i.raw_probs.map(|p| (p, i.gold))).collect();
         let mut support_histogram = [[0usize; 10]; 3];
         for (p, g) in &with_probs {
             support_histogram[g.index()][((p[0] * 10.0) as usize).min(9)] += 1;
         }
         let mut by_source: BTreeMap<&str, Vec<NuggetItem>> = BTreeMap::new();
         for i in items {
-            by_source
-                .entry(i.source.as_str())
-                .or_default()
-                .push(i.clone());
+            by_source.entry(i.source.as_str()).or_default().push(i.clone());
         }
         let sources = by_source
             .into_iter()
@@ -686,13 +593,8 @@ pub fn build_report(input: &EvalInput) -> EvalReport {
                     n: its.len(),
                     model_macro_f1: m.macro_f1,
                     model_accuracy: m.accuracy,
-                    lexical_macro_f1: agreement(
-                        &pairs_of(&its, |i| input.lexical.label(i.lexical)),
-                        grades,
-                    )
-                    .macro_f1,
-                    majority_macro_f1: agreement(&pairs_of(&its, |_| majority_label), grades)
-                        .macro_f1,
+                    lexical_macro_f1: agreement(&pairs_of(&its, |i| input.lexical.label(i.lexical)), grades).macro_f1,
+                    majority_macro_f1: agreement(&pairs_of(&its, |_| majority_label), grades).macro_f1,
                 }
             })
             .collect();
@@ -707,8 +609,7 @@ pub fn build_report(input: &EvalInput) -> EvalReport {
             lexical: agreement(&pairs_of(items, |i| input.lexical.label(i.lexical)), grades),
             lexical_thresholds: input.lexical,
             calibration: (!with_probs.is_empty()).then(|| calibration(&with_probs, grades, 10)),
-            raw_calibration: (calibrated && !with_raw.is_empty())
-                .then(|| calibration(&with_raw, grades, 10)),
+            raw_calibration: (calibrated && !with_raw.is_empty()).then(|| calibration(&with_raw, grades, 10)),
             support_histogram,
             sources,
         }
@@ -716,17 +617,13 @@ pub fn build_report(input: &EvalInput) -> EvalReport {
     let short = (!input.short.is_empty()).then(|| {
         let s = &input.short;
         let yes = |b: bool| if b { Label::Support } else { Label::NotSupport };
-        let pairs =
-            |f: &dyn Fn(&ShortItem) -> Label| s.iter().map(|i| (i.gold, f(i))).collect::<Vec<_>>();
+        let pairs = |f: &dyn Fn(&ShortItem) -> Label| s.iter().map(|i| (i.gold, f(i))).collect::<Vec<_>>();
         let maj = majority(s.iter().map(|i| i.gold));
         ShortReport {
             em: agreement(&pairs(&|i| yes(i.em)), Grades::Two),
             contains: agreement(&pairs(&|i| yes(i.contains)), Grades::Two),
             model: agreement(&pairs(&|i| i.model), Grades::Two),
-            hybrid: agreement(
-                &pairs(&|i| if i.em { Label::Support } else { i.model }),
-                Grades::Two,
-            ),
+            hybrid: agreement(&pairs(&|i| if i.em { Label::Support } else { i.model }), Grades::Two),
             majority: agreement(&pairs(&|_| maj), Grades::Two),
         }
     });
@@ -758,11 +655,7 @@ pub fn collect(
     };
     let probs_of = |v: &serde_json::Value| -> Option<[f64; 3]> {
         let p = v.as_object()?;
-        Some([
-            p.get("support")?.as_f64()?,
-            p.get("partial_support")?.as_f64()?,
-            p.get("not_support")?.as_f64()?,
-        ])
+        Some([p.get("support")?.as_f64()?, p.get("partial_support")?.as_f64()?, p.get("not_support")?.as_f64()?])
     };
     for (line, task) in tasks {
         let key = crate::pipeline::record_key(task.id.as_deref(), *line);
@@ -771,39 +664,20 @@ pub fn collect(
             continue;
         };
         if let Some(err) = out.get("error").filter(|e| !e.is_null()) {
-            input.failures.push((
-                *line,
-                err.get("message")
-                    .and_then(|m| m.as_str())
-                    .unwrap_or("error")
-                    .to_string(),
-            ));
+            input.failures.push((*line, err.get("message").and_then(|m| m.as_str()).unwrap_or("error").to_string()));
             continue;
         }
-        let verdicts = out
-            .get("verdicts")
-            .and_then(|v| v.as_array())
-            .cloned()
-            .unwrap_or_default();
+        let verdicts = out.get("verdicts").and_then(|v| v.as_array()).cloned().unwrap_or_default();
         let source = task.source.clone().unwrap_or_else(|| name.to_string());
         if task.is_short_form() {
             let (Some(gold), Some(v)) = (task.gold, verdicts.first()) else {
                 continue;
             };
-            let Some(model) = v
-                .get("label")
-                .and_then(|l| l.as_str())
-                .and_then(Label::parse)
-            else {
+            let Some(model) = v.get("label").and_then(|l| l.as_str()).and_then(Label::parse) else {
                 continue;
             };
-            let em = Check::ExactMatch {
-                answers: task.gold_answers.clone(),
-                fallback_llm: false,
-            };
-            let contains = Check::Contains {
-                answers: task.gold_answers.clone(),
-            };
+            let em = Check::ExactMatch { answers: task.gold_answers.clone(), fallback_llm: false };
+            let contains = Check::Contains { answers: task.gold_answers.clone() };
             input.short.push(ShortItem {
                 source,
                 gold: Grades::Two.fold(gold),
@@ -815,11 +689,7 @@ pub fn collect(
         }
         for (n, v) in task.nuggets.iter().zip(&verdicts) {
             let Some(gold) = n.gold else { continue };
-            let Some(pred) = v
-                .get("label")
-                .and_then(|l| l.as_str())
-                .and_then(Label::parse)
-            else {
+            let Some(pred) = v.get("label").and_then(|l| l.as_str()).and_then(Label::parse) else {
                 continue;
             };
             input.nuggets.push(NuggetItem {
@@ -834,4 +704,51 @@ pub fn collect(
         }
     }
     input
+}
+
+/// Re-decide the model verdicts of output records from their raw model outputs (`raw.probs`,
+/// `raw.logprobs`), under `calibrator` (or uncalibrated when `None`), without running the model.
+/// Deterministic verdicts are left as they are.
+pub fn rescore_outputs(
+    tasks: &[(usize, crate::record::Task)],
+    outputs: &mut std::collections::HashMap<String, serde_json::Value>,
+    calibrator: Option<&crate::calibrate::Calibrator>,
+) {
+    let arr = |v: &serde_json::Value, k: &str| -> Option<[f64; 3]> {
+        let a = v.get(k)?;
+        if let Some(o) = a.as_object() {
+            return Some([
+                o.get("support")?.as_f64()?,
+                o.get("partial_support")?.as_f64()?,
+                o.get("not_support")?.as_f64()?,
+            ]);
+        }
+        let a = a.as_array()?;
+        Some([a.first()?.as_f64()?, a.get(1)?.as_f64()?, a.get(2)?.as_f64()?])
+    };
+    for (line, task) in tasks {
+        let key = crate::pipeline::record_key(task.id.as_deref(), *line);
+        let Some(out) = outputs.get_mut(&key) else { continue };
+        let Some(verdicts) = out.get_mut("verdicts").and_then(|v| v.as_array_mut()) else { continue };
+        for (n, v) in task.nuggets.iter().zip(verdicts.iter_mut()) {
+            let Some(raw) = v.get("raw").cloned() else { continue };
+            let (Some(p), Some(lp)) = (arr(&raw, "probs"), arr(&raw, "logprobs")) else { continue };
+            let probs = match calibrator {
+                Some(c) => {
+                    let x = crate::stack::FeatureInput {
+                        logprobs: Some(lp),
+                        nugget: &n.text,
+                        answer: &task.answer,
+                        gold_answers: &task.gold_answers,
+                    };
+                    c.verdict_probs(p, &x)
+                }
+                None => p,
+            };
+            let lp = crate::aggregate::LabelProbs::from_array(probs);
+            v["probs"] = serde_json::json!({"support": probs[0], "partial_support": probs[1], "not_support": probs[2]});
+            v["label"] = serde_json::json!(lp.argmax().as_str());
+            v["score"] = serde_json::json!(lp.expected_value());
+        }
+    }
 }

@@ -31,12 +31,7 @@ pub struct JudgeConfig {
 
 impl Default for JudgeConfig {
     fn default() -> Self {
-        JudgeConfig {
-            mode: JudgeMode::Scored,
-            two_grade: false,
-            truncate: false,
-            max_reason_tokens: 160,
-        }
+        JudgeConfig { mode: JudgeMode::Scored, two_grade: false, truncate: false, max_reason_tokens: 160 }
     }
 }
 
@@ -100,13 +95,7 @@ struct Pending {
 impl Judge {
     /// A judge over `backend` with `prompts`.
     pub fn new(backend: Arc<dyn Backend>, prompts: PromptSet, config: JudgeConfig) -> Self {
-        Judge {
-            backend,
-            prompts,
-            config,
-            cache: None,
-            calibrator: None,
-        }
+        Judge { backend, prompts, config, cache: None, calibrator: None }
     }
 
     /// Cache raw model outputs in `cache`; `model_key` identifies the model file (see
@@ -136,12 +125,7 @@ impl Judge {
         };
         let keys: Vec<Vec<[u8; 32]>> = groups
             .iter()
-            .map(|g| {
-                g.suffixes
-                    .iter()
-                    .map(|s| VerdictCache::key(model, "scored", &g.prefix, s))
-                    .collect()
-            })
+            .map(|g| g.suffixes.iter().map(|s| VerdictCache::key(model, "scored", &g.prefix, s)).collect())
             .collect();
         let flat: Vec<[u8; 32]> = keys.iter().flatten().copied().collect();
         let hits = match cache.get_many(&flat) {
@@ -159,15 +143,9 @@ impl Judge {
             let mut row = Vec::with_capacity(g.suffixes.len());
             let mut missing = Vec::new();
             for si in 0..g.suffixes.len() {
-                let hit = hits
-                    .next()
-                    .flatten()
-                    .and_then(|bytes| serde_json::from_slice::<CachedScore>(&bytes).ok());
+                let hit = hits.next().flatten().and_then(|bytes| serde_json::from_slice::<CachedScore>(&bytes).ok());
                 match hit {
-                    Some(c) => row.push(Some(Ok(LabelScore {
-                        probs: c.probs,
-                        logprobs: c.logprobs,
-                    }))),
+                    Some(c) => row.push(Some(Ok(LabelScore { probs: c.probs, logprobs: c.logprobs }))),
                     None => {
                         row.push(None);
                         missing.push(si);
@@ -176,10 +154,7 @@ impl Judge {
             }
             if !missing.is_empty() {
                 let suffixes = missing.iter().map(|&i| g.suffixes[i].clone()).collect();
-                misses.push(PromptGroup {
-                    prefix: g.prefix.clone(),
-                    suffixes,
-                });
+                misses.push(PromptGroup { prefix: g.prefix.clone(), suffixes });
                 miss_at.push((gi, missing));
             }
             out.push(row);
@@ -190,10 +165,7 @@ impl Judge {
             for ((gi, idx), res) in miss_at.into_iter().zip(results) {
                 for (si, r) in idx.into_iter().zip(res) {
                     if let Ok(s) = &r {
-                        let c = CachedScore {
-                            probs: s.probs.clone(),
-                            logprobs: s.logprobs.clone(),
-                        };
+                        let c = CachedScore { probs: s.probs.clone(), logprobs: s.logprobs.clone() };
                         if let Ok(bytes) = serde_json::to_vec(&c) {
                             store.push((keys[gi][si], bytes));
                         }
@@ -207,9 +179,7 @@ impl Judge {
         }
         out.into_iter()
             .map(|row| {
-                row.into_iter()
-                    .map(|r| r.unwrap_or_else(|| Err(Error::Backend("missing score".into()))))
-                    .collect()
+                row.into_iter().map(|r| r.unwrap_or_else(|| Err(Error::Backend("missing score".into())))).collect()
             })
             .collect()
     }
@@ -231,28 +201,17 @@ impl Judge {
 
     /// Render the exact prompts the model would see for the nuggets of `task` that need it.
     pub fn render(&self, task: &Task) -> Result<Vec<RenderedPrompt>> {
-        let nuggets: Vec<usize> = (0..task.nuggets.len())
-            .filter(|&i| task.nuggets[i].needs_model())
-            .collect();
+        let nuggets: Vec<usize> = (0..task.nuggets.len()).filter(|&i| task.nuggets[i].needs_model()).collect();
         let group = self.group(task, &task.answer, &nuggets)?;
         Ok(nuggets
             .into_iter()
             .zip(group.suffixes)
-            .map(|(nugget, suffix)| RenderedPrompt {
-                nugget,
-                prefix: group.prefix.clone(),
-                suffix,
-            })
+            .map(|(nugget, suffix)| RenderedPrompt { nugget, prefix: group.prefix.clone(), suffix })
             .collect())
     }
 
     fn format(&self, task: &Task, answer: &str, nugget: &str) -> Result<String> {
-        let vars = JudgeVars {
-            query: task.query.as_deref(),
-            answer,
-            nugget,
-            gold_answers: &task.gold_answers,
-        };
+        let vars = JudgeVars { query: task.query.as_deref(), answer, nugget, gold_answers: &task.gold_answers };
         let messages = self.prompts.render_judge(self.config.mode, &vars)?;
         self.backend.format_chat(&messages)
     }
@@ -283,22 +242,10 @@ impl Judge {
             return Ok((group, false));
         }
         let n_ctx = self.backend.info().n_ctx;
-        let reserve = if self.config.mode == JudgeMode::Reasoned {
-            self.config.max_reason_tokens
-        } else {
-            0
-        };
+        let reserve = if self.config.mode == JudgeMode::Reasoned { self.config.max_reason_tokens } else { 0 };
         let need = |g: &PromptGroup| -> Result<usize> {
-            let longest = g
-                .suffixes
-                .iter()
-                .max_by_key(|s| s.len())
-                .map(String::as_str)
-                .unwrap_or("");
-            Ok(self
-                .backend
-                .count_tokens(&format!("{}{}", g.prefix, longest))?
-                + reserve)
+            let longest = g.suffixes.iter().max_by_key(|s| s.len()).map(String::as_str).unwrap_or("");
+            Ok(self.backend.count_tokens(&format!("{}{}", g.prefix, longest))? + reserve)
         };
         let mut tokens = need(&group)?;
         if tokens <= n_ctx {
@@ -329,8 +276,7 @@ impl Judge {
 
     /// Judge many tasks; one result per task, in order. Model work for all of them is batched.
     pub fn judge(&self, tasks: &[Task]) -> Vec<Result<Judgement>> {
-        let mut verdicts: Vec<Vec<Option<Verdict>>> =
-            tasks.iter().map(|t| vec![None; t.nuggets.len()]).collect();
+        let mut verdicts: Vec<Vec<Option<Verdict>>> = tasks.iter().map(|t| vec![None; t.nuggets.len()]).collect();
         let mut failed: Vec<Option<Error>> = tasks.iter().map(|_| None).collect();
         let mut pending = Vec::new();
         let mut groups = Vec::new();
@@ -350,11 +296,7 @@ impl Judge {
             match self.fitted_group(task, &need) {
                 Ok((g, truncated)) => {
                     groups.push(g);
-                    pending.push(Pending {
-                        task: ti,
-                        nuggets: need,
-                        truncated,
-                    });
+                    pending.push(Pending { task: ti, nuggets: need, truncated });
                 }
                 Err(e) => failed[ti] = Some(e),
             }
@@ -379,16 +321,11 @@ impl Judge {
                                             answer: &task.answer,
                                             gold_answers: &task.gold_answers,
                                         };
-                                        Verdict::from_probs(LabelProbs::from_array(
-                                            c.verdict_probs(raw, &x),
-                                        ))
+                                        Verdict::from_probs(LabelProbs::from_array(c.verdict_probs(raw, &x)))
                                     }
                                     None => Verdict::from_probs(LabelProbs::from_array(raw)),
                                 };
-                                v.raw = Some(RawScore {
-                                    probs: LabelProbs::from_array(raw),
-                                    logprobs,
-                                });
+                                v.raw = Some(RawScore { probs: LabelProbs::from_array(raw), logprobs });
                                 verdicts[p.task][ni] = Some(v);
                             }
                             Err(e) => fail_nugget(&mut failed[p.task], ni, e),
@@ -399,9 +336,7 @@ impl Judge {
             JudgeMode::Reasoned => {
                 let grammar = self.prompts.reasoned_grammar();
                 let grammar = (!grammar.trim().is_empty()).then_some(grammar);
-                let results =
-                    self.backend
-                        .generate(&groups, grammar, self.config.max_reason_tokens);
+                let results = self.backend.generate(&groups, grammar, self.config.max_reason_tokens);
                 for (p, res) in pending.iter().zip(results) {
                     truncated[p.task] = p.truncated;
                     for (&ni, r) in p.nuggets.iter().zip(res) {
@@ -425,22 +360,10 @@ impl Judge {
                 let vs: Vec<Verdict> = vs
                     .into_iter()
                     .map(|v| v.ok_or_else(|| Error::Backend("nugget left without verdict".into())))
-                    .map(|v| {
-                        v.map(|v| {
-                            if self.config.two_grade {
-                                v.two_grade()
-                            } else {
-                                v
-                            }
-                        })
-                    })
+                    .map(|v| v.map(|v| if self.config.two_grade { v.two_grade() } else { v }))
                     .collect::<Result<_>>()?;
                 let scores = aggregate(&task.nuggets, &vs);
-                Ok(Judgement {
-                    verdicts: vs,
-                    scores,
-                    truncated,
-                })
+                Ok(Judgement { verdicts: vs, scores, truncated })
             })
             .collect()
     }
@@ -501,10 +424,7 @@ mod tests {
 
     #[test]
     fn reasoned_output_parses() {
-        let v = parse_reasoned(
-            "Reasoning: it says so.\nQuote: \"Paris is big\"\nVerdict: partial_support",
-        )
-        .unwrap();
+        let v = parse_reasoned("Reasoning: it says so.\nQuote: \"Paris is big\"\nVerdict: partial_support").unwrap();
         assert_eq!(v.label, Label::PartialSupport);
         assert_eq!(v.rationale.as_deref(), Some("it says so."));
         assert_eq!(v.quote.as_deref(), Some("Paris is big"));

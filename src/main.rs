@@ -175,6 +175,10 @@ struct EvalArgs {
     /// Report on one half of the file only (`a` or `b`, split by query/article).
     #[arg(long)]
     part: Option<char>,
+    /// Do not run the model: re-decide from the raw model outputs in this verdicts file
+    /// (written by an earlier eval, or verify), under --calibration. Instant.
+    #[arg(long)]
+    from: Option<PathBuf>,
     #[command(flatten)]
     judge: JudgeArgs,
     #[command(flatten)]
@@ -205,6 +209,10 @@ struct CalibrateArgs {
     /// Grading to optimise: `auto` (3-grade when the file has partial_support gold), `2`, `3`.
     #[arg(long, default_value = "auto")]
     grades: String,
+    /// Read the raw model outputs for the labeled records from this verdicts file (written by
+    /// an earlier eval or verify of the same --input) instead of running the model on them.
+    #[arg(long)]
+    from: Option<PathBuf>,
     #[command(flatten)]
     judge: JudgeArgs,
     #[command(flatten)]
@@ -280,10 +288,7 @@ fn main() -> ExitCode {
         _ => "debug",
     };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GAVEL_LOG")
-                .unwrap_or_else(|_| filter.into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("GAVEL_LOG").unwrap_or_else(|_| filter.into()))
         .with_writer(std::io::stderr)
         .init();
     match run(cli.command) {
@@ -327,11 +332,7 @@ fn run(command: Command) -> Result<ExitCode, Error> {
                     }
                 }
             }
-            Ok(if bad {
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
-            })
+            Ok(if bad { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }
     }
 }
@@ -354,10 +355,7 @@ fn build_judge(j: &JudgeArgs, m: &ModelArgs) -> Result<Judge, Error> {
         Some(dir) => PromptSet::with_overrides(dir)?,
         None => PromptSet::builtin(),
     };
-    let cfg = JudgeConfig::default()
-        .with_mode(j.mode)
-        .with_two_grade(j.two_grade)
-        .with_truncate(j.truncate);
+    let cfg = JudgeConfig::default().with_mode(j.mode).with_two_grade(j.two_grade).with_truncate(j.truncate);
     let backend = load_backend(m)?;
     let fingerprint = model_fingerprint(Path::new(&backend.info().model))?;
     let mut judge = Judge::new(backend, prompts, cfg);
@@ -368,24 +366,8 @@ fn build_judge(j: &JudgeArgs, m: &ModelArgs) -> Result<Judge, Error> {
             Err(e) => tracing::warn!("{e}; running without the verdict cache"),
         }
     }
-    let calibrator = match j.calibration.as_str() {
-        "none" => None,
-        "auto" => {
-            let path = Calibrator::path_for(&fingerprint);
-            path.is_file()
-                .then(|| Calibrator::load(&path))
-                .transpose()?
-        }
-        file => Some(Calibrator::load(Path::new(file))?),
-    };
+    let calibrator = load_calibrator(&j.calibration, &fingerprint)?;
     if let Some(c) = &calibrator {
-        if c.model != fingerprint {
-            return Err(Error::field(
-                &j.calibration,
-                "model",
-                "calibration was fitted for another model file",
-            ));
-        }
         if c.prompts != judge.prompts().version() {
             tracing::warn!(
                 "calibration was fitted with templates {} but these are {}",
@@ -398,6 +380,24 @@ fn build_judge(j: &JudgeArgs, m: &ModelArgs) -> Result<Judge, Error> {
     Ok(judge.with_calibrator(calibrator))
 }
 
+/// `none`, `auto` (the file fitted for this model, if any) or a path; checked against the model.
+fn load_calibrator(spec: &str, fingerprint: &str) -> Result<Option<Calibrator>, Error> {
+    let calibrator = match spec {
+        "none" => None,
+        "auto" => {
+            let path = Calibrator::path_for(fingerprint);
+            path.is_file().then(|| Calibrator::load(&path)).transpose()?
+        }
+        file => Some(Calibrator::load(Path::new(file))?),
+    };
+    if let Some(c) = &calibrator {
+        if c.model != fingerprint {
+            return Err(Error::field(spec, "model", "calibration was fitted for another model file"));
+        }
+    }
+    Ok(calibrator)
+}
+
 fn load_rubric(j: &JudgeArgs) -> Result<Option<Rubric>, Error> {
     j.rubric.as_ref().map(Rubric::load).transpose()
 }
@@ -407,16 +407,8 @@ type Input = (Box<dyn BufRead>, String, Option<u64>);
 
 fn open_input(path: &Option<PathBuf>) -> Result<Input, Error> {
     match path {
-        None => Ok((
-            Box::new(BufReader::new(std::io::stdin())),
-            "stdin".into(),
-            None,
-        )),
-        Some(p) if p.as_os_str() == "-" => Ok((
-            Box::new(BufReader::new(std::io::stdin())),
-            "stdin".into(),
-            None,
-        )),
+        None => Ok((Box::new(BufReader::new(std::io::stdin())), "stdin".into(), None)),
+        Some(p) if p.as_os_str() == "-" => Ok((Box::new(BufReader::new(std::io::stdin())), "stdin".into(), None)),
         Some(p) => {
             let f = File::open(p).map_err(|e| Error::io(p, e))?;
             let lines = BufReader::new(File::open(p).map_err(|e| Error::io(p, e))?)
@@ -424,11 +416,7 @@ fn open_input(path: &Option<PathBuf>) -> Result<Input, Error> {
                 .map_while(Result::ok)
                 .filter(|l| !l.trim().is_empty())
                 .count() as u64;
-            Ok((
-                Box::new(BufReader::new(f)),
-                p.display().to_string(),
-                Some(lines),
-            ))
+            Ok((Box::new(BufReader::new(f)), p.display().to_string(), Some(lines)))
         }
     }
 }
@@ -449,21 +437,12 @@ fn verify(args: VerifyArgs) -> Result<ExitCode, Error> {
         let Some((n, line)) = first else {
             return Ok(ExitCode::SUCCESS);
         };
-        let task = parse_record(
-            &line,
-            &format!("{input_name}:{n}"),
-            rubric.as_ref(),
-            args.judge.short_form,
-        )?;
+        let task = parse_record(&line, &format!("{input_name}:{n}"), rubric.as_ref(), args.judge.short_form)?;
         print_prompts(&judge, &task)?;
         return Ok(ExitCode::SUCCESS);
     }
     if args.resume && args.output.is_none() {
-        return Err(Error::field(
-            "command line",
-            "--resume",
-            "needs --output FILE to resume into",
-        ));
+        return Err(Error::field("command line", "--resume", "needs --output FILE to resume into"));
     }
     let judge = build_judge(&args.judge, &args.model)?;
     let opts = VerifyOptions {
@@ -473,19 +452,8 @@ fn verify(args: VerifyArgs) -> Result<ExitCode, Error> {
         batch_records: args.batch,
         skip: Default::default(),
     };
-    let summary = run_verify(
-        &judge,
-        input,
-        total,
-        args.output.as_deref(),
-        args.resume,
-        opts,
-    )?;
-    Ok(if summary.errors > 0 {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    let summary = run_verify(&judge, input, total, args.output.as_deref(), args.resume, opts)?;
+    Ok(if summary.errors > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
 /// Verify `input` into `output` (stdout when absent) with a progress bar on a terminal and a
@@ -506,24 +474,14 @@ fn run_verify(
                     "gavel: resuming {}: {} records already done{}",
                     p.display(),
                     state.kept,
-                    if state.dropped_bytes > 0 {
-                        ", an incomplete last line removed"
-                    } else {
-                        ""
-                    }
+                    if state.dropped_bytes > 0 { ", an incomplete last line removed" } else { "" }
                 );
             }
             opts.skip = state.done;
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .map_err(|e| Error::io(p, e))?;
+            let f = std::fs::OpenOptions::new().create(true).append(true).open(p).map_err(|e| Error::io(p, e))?;
             Box::new(BufWriter::new(f))
         }
-        Some(p) => Box::new(BufWriter::new(
-            File::create(p).map_err(|e| Error::io(p, e))?,
-        )),
+        Some(p) => Box::new(BufWriter::new(File::create(p).map_err(|e| Error::io(p, e))?)),
         None => Box::new(BufWriter::new(std::io::stdout().lock())),
     };
     let already = opts.skip.len() as u64;
@@ -533,10 +491,8 @@ fn run_verify(
             None => indicatif::ProgressBar::new_spinner(),
         };
         bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:30} {pos}/{len} records  {per_sec}  eta {eta}  {msg}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} records  {per_sec}  eta {eta}  {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         bar.set_position(already);
         bar.reset_eta();
@@ -547,11 +503,7 @@ fn run_verify(
     let summary = pipeline::verify_stream(judge, input, &mut output, &opts, |s| {
         if let Some(bar) = &bar {
             bar.set_position((s.records + s.skipped) as u64);
-            bar.set_message(format!(
-                "{:.1} verdicts/s, {} errors",
-                s.verdicts_per_sec(),
-                s.errors
-            ));
+            bar.set_message(format!("{:.1} verdicts/s, {} errors", s.verdicts_per_sec(), s.errors));
         }
     })?;
     if let Some(bar) = bar {
@@ -585,11 +537,7 @@ fn print_prompts(judge: &Judge, task: &gavel::Task) -> Result<(), Error> {
     let mut out = std::io::stdout().lock();
     for (k, p) in prompts.iter().enumerate() {
         if k == 0 {
-            let _ = writeln!(
-                out,
-                "===== shared prefix (evaluated once per record) =====\n{}",
-                p.prefix
-            );
+            let _ = writeln!(out, "===== shared prefix (evaluated once per record) =====\n{}", p.prefix);
         }
         let _ = writeln!(out, "===== nugget {} suffix =====\n{}", p.nugget, p.suffix);
     }
@@ -599,16 +547,9 @@ fn print_prompts(judge: &Judge, task: &gavel::Task) -> Result<(), Error> {
 fn render(args: RenderArgs) -> Result<ExitCode, Error> {
     let rubric = load_rubric(&args.judge)?;
     let text = std::fs::read_to_string(&args.input).map_err(|e| Error::io(&args.input, e))?;
-    let line = text
-        .lines()
-        .nth(args.line.saturating_sub(1))
-        .ok_or_else(|| {
-            Error::field(
-                args.input.display().to_string(),
-                "--line",
-                format!("the file has fewer than {} lines", args.line),
-            )
-        })?;
+    let line = text.lines().nth(args.line.saturating_sub(1)).ok_or_else(|| {
+        Error::field(args.input.display().to_string(), "--line", format!("the file has fewer than {} lines", args.line))
+    })?;
     let location = format!("{}:{}", args.input.display(), args.line);
     let task = parse_record(line, &location, rubric.as_ref(), args.judge.short_form)?;
     let judge = build_judge(&args.judge, &args.model)?;
@@ -625,42 +566,24 @@ fn bench(args: BenchArgs) -> Result<ExitCode, Error> {
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .take(args.records)
-        .map(|(i, l)| {
-            parse_record(
-                l,
-                &format!("{name}:{}", i + 1),
-                rubric.as_ref(),
-                args.judge.short_form,
-            )
-        })
+        .map(|(i, l)| parse_record(l, &format!("{name}:{}", i + 1), rubric.as_ref(), args.judge.short_form))
         .collect::<Result<_, _>>()?;
     let judge = build_judge(&args.judge, &args.model)?;
     let info = judge.backend().info();
-    eprintln!(
-        "gavel bench: {} records of {name}, model {}, {} threads",
-        tasks.len(),
-        info.model,
-        info.n_threads
-    );
+    eprintln!("gavel bench: {} records of {name}, model {}, {} threads", tasks.len(), info.model, info.n_threads);
     let r = pipeline::bench(&judge, &tasks, args.batch, args.prefill_tokens)?;
     println!("records            {}", r.records);
     println!("model verdicts     {}", r.verdicts);
     println!("errors             {}", r.errors);
     println!("wall time          {:.2} s", r.seconds);
     println!("verdicts/s         {:.2}", r.verdicts_per_sec);
-    println!(
-        "prompt tokens      {} (unique: each shared prefix counted once)",
-        r.prompt_tokens
-    );
+    println!("prompt tokens      {} (unique: each shared prefix counted once)", r.prompt_tokens);
     println!("prompt tokens/s    {:.1}", r.prompt_tokens_per_sec);
     println!(
         "raw prefill        {} tokens in one sequence: {:.1} tokens/s",
         r.prefill_tokens, r.prefill_tokens_per_sec
     );
-    println!(
-        "ratio              {:.1}% of raw prefill speed",
-        r.ratio * 100.0
-    );
+    println!("ratio              {:.1}% of raw prefill speed", r.ratio * 100.0);
     println!("{}", serde_json::to_string(&r).unwrap_or_default());
     Ok(ExitCode::SUCCESS)
 }
@@ -670,13 +593,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode, Error> {
         None => None,
         Some(name) => match std::env::var(name) {
             Ok(key) if !key.trim().is_empty() => Some(key.trim().to_string()),
-            _ => {
-                return Err(Error::field(
-                    "--api-key-env",
-                    name,
-                    "the environment variable is not set or empty",
-                ))
-            }
+            _ => return Err(Error::field("--api-key-env", name, "the environment variable is not set or empty")),
         },
     };
     let rubrics = match &args.rubrics {
@@ -728,24 +645,49 @@ fn eval(mut args: EvalArgs) -> Result<ExitCode, Error> {
     args.judge.short_form = ShortForm::Llm;
     args.judge.cache = !args.no_cache;
     std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
-    let judge = build_judge(&args.judge, &args.model)?;
-    let verdicts_path = args.out.join("verdicts.jsonl");
-    let (input, input_name, total) = open_input(&Some(args.input.clone()))?;
-    let opts = VerifyOptions {
-        input_name,
-        rubric: None,
-        short_form: ShortForm::Llm,
-        batch_records: args.batch,
-        skip: Default::default(),
+    let mut setup = Vec::new();
+    let mut rescore = None;
+    let verdicts_path = match &args.from {
+        Some(from) => {
+            // No model run: re-decide from the raw model outputs of an earlier eval or verify.
+            let model_path = match &args.model.model {
+                Some(p) => p.clone(),
+                None => model_store::default_model_path(),
+            };
+            let calibrator = load_calibrator(&args.judge.calibration, &model_fingerprint(&model_path)?)?;
+            setup.push((
+                "model".to_string(),
+                format!("{} (raw outputs read from {})", model_path.display(), from.display()),
+            ));
+            setup.push((
+                "calibration".to_string(),
+                calibrator.as_ref().map(|c| c.describe()).unwrap_or_else(|| "none".into()),
+            ));
+            rescore = Some(calibrator);
+            from.clone()
+        }
+        None => {
+            let judge = build_judge(&args.judge, &args.model)?;
+            let verdicts_path = args.out.join("verdicts.jsonl");
+            let (input, input_name, total) = open_input(&Some(args.input.clone()))?;
+            let opts = VerifyOptions {
+                input_name,
+                rubric: None,
+                short_form: ShortForm::Llm,
+                batch_records: args.batch,
+                skip: Default::default(),
+            };
+            run_verify(&judge, input, total, Some(&verdicts_path), args.resume, opts)?;
+            let info = judge.backend().info();
+            setup = vec![
+                ("model".into(), info.model.clone()),
+                ("backend".into(), format!("{}, {} threads, context {}", info.kind, info.n_threads, info.n_ctx)),
+                ("mode".into(), format!("{:?}, templates {}", args.judge.mode, judge.prompts().version())),
+                ("calibration".into(), judge.calibrator().map(|c| c.describe()).unwrap_or_else(|| "none".into())),
+            ];
+            verdicts_path
+        }
     };
-    run_verify(
-        &judge,
-        input,
-        total,
-        Some(&verdicts_path),
-        args.resume,
-        opts,
-    )?;
 
     let (mut tasks, parse_failures) = read_labeled(&args.input, ShortForm::Llm)?;
     if let Some(part) = args.part {
@@ -760,37 +702,15 @@ fn eval(mut args: EvalArgs) -> Result<ExitCode, Error> {
             outputs.insert(pipeline::record_key(id.as_deref(), n), v);
         }
     }
+    if let Some(calibrator) = &rescore {
+        gavel::eval::rescore_outputs(&tasks, &mut outputs, calibrator.as_ref());
+    }
     let name = match args.part {
         Some(p) => format!("{} (part {p})", args.input.display()),
         None => args.input.display().to_string(),
     };
     let mut input = gavel::eval::collect(&name, &tasks, &outputs, parse_failures);
-    let info = judge.backend().info();
-    input.setup = vec![
-        ("model".into(), info.model.clone()),
-        (
-            "backend".into(),
-            format!(
-                "{}, {} threads, context {}",
-                info.kind, info.n_threads, info.n_ctx
-            ),
-        ),
-        (
-            "mode".into(),
-            format!(
-                "{:?}, templates {}",
-                args.judge.mode,
-                judge.prompts().version()
-            ),
-        ),
-        (
-            "calibration".into(),
-            judge
-                .calibrator()
-                .map(|c| c.describe())
-                .unwrap_or_else(|| "none".into()),
-        ),
-    ];
+    input.setup = setup;
     let report = gavel::eval::build_report(&input);
     let md = gavel::report::to_markdown(&report);
     let write = |name: &str, body: &str| -> Result<(), Error> {
@@ -799,17 +719,10 @@ fn eval(mut args: EvalArgs) -> Result<ExitCode, Error> {
     };
     write("report.md", &md)?;
     write("report.html", &gavel::report::to_html(&report))?;
-    write(
-        "metrics.json",
-        &serde_json::to_string_pretty(&report).unwrap_or_default(),
-    )?;
+    write("metrics.json", &serde_json::to_string_pretty(&report).unwrap_or_default())?;
     print!("{md}");
     eprintln!("gavel: reports in {}", args.out.display());
-    Ok(if report.failures.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(if report.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 fn calibrate(mut args: CalibrateArgs) -> Result<ExitCode, Error> {
@@ -824,11 +737,7 @@ fn calibrate(mut args: CalibrateArgs) -> Result<ExitCode, Error> {
         "no-model" => Some(FeatureSet::NoModel),
         "none" => None,
         other => {
-            return Err(Error::field(
-                "command line",
-                "--stack",
-                format!("`{other}` is not all, no-model or none"),
-            ))
+            return Err(Error::field("command line", "--stack", format!("`{other}` is not all, no-model or none")))
         }
     };
     let judge = build_judge(&args.judge, &args.model)?;
@@ -837,46 +746,86 @@ fn calibrate(mut args: CalibrateArgs) -> Result<ExitCode, Error> {
         tasks.retain(|(_, t)| gavel::eval::part_of(t) == part);
     }
     if tasks.is_empty() {
-        return Err(Error::field(
-            args.input.display().to_string(),
-            "records",
-            "no labeled record",
-        ));
+        return Err(Error::field(args.input.display().to_string(), "records", "no labeled record"));
     }
     let mut items: Vec<([f64; 3], gavel::Label)> = Vec::new();
     let mut feats: Vec<Vec<f64>> = Vec::new();
     let total = tasks.len();
-    for (k, chunk) in tasks.chunks(args.batch.max(1)).enumerate() {
-        let batch: Vec<gavel::Task> = chunk.iter().map(|(_, t)| t.clone()).collect();
-        for (task, r) in batch.iter().zip(judge.judge(&batch)) {
-            let Ok(j) = r else { continue };
-            for (i, v) in j.verdicts.iter().enumerate() {
-                let gold = if task.is_short_form() {
-                    task.gold
-                } else {
-                    task.nuggets[i].gold
-                };
-                if let (Some(gold), Some(raw)) = (gold, v.raw) {
-                    items.push((raw.probs.to_array(), gold));
-                    if let Some(set) = stack_set {
-                        let x = FeatureInput {
-                            logprobs: Some(raw.logprobs),
-                            nugget: &task.nuggets[i].text,
-                            answer: &task.answer,
-                            gold_answers: &task.gold_answers,
-                        };
-                        feats.push(features(set, &x));
-                    }
+    let mut add = |task: &gavel::Task, i: usize, raw: gavel::aggregate::RawScore| {
+        let gold = if task.is_short_form() { task.gold } else { task.nuggets[i].gold };
+        let Some(gold) = gold else { return };
+        items.push((raw.probs.to_array(), gold));
+        if let Some(set) = stack_set {
+            let x = FeatureInput {
+                logprobs: Some(raw.logprobs),
+                nugget: &task.nuggets[i].text,
+                answer: &task.answer,
+                gold_answers: &task.gold_answers,
+            };
+            feats.push(features(set, &x));
+        }
+    };
+    match &args.from {
+        Some(from) => {
+            // Raw model outputs of an earlier eval/verify: no model run for the labeled records.
+            let text = std::fs::read_to_string(from).map_err(|e| Error::io(from, e))?;
+            let mut outputs = std::collections::HashMap::new();
+            for line in text.lines() {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+                    let id = v.get("id").and_then(|i| i.as_str()).map(str::to_string);
+                    let n = v.get("line").and_then(|l| l.as_u64()).unwrap_or(0) as usize;
+                    outputs.insert(pipeline::record_key(id.as_deref(), n), v);
+                }
+            }
+            let three = |v: &serde_json::Value| -> Option<[f64; 3]> {
+                if let Some(o) = v.as_object() {
+                    return Some([
+                        o.get("support")?.as_f64()?,
+                        o.get("partial_support")?.as_f64()?,
+                        o.get("not_support")?.as_f64()?,
+                    ]);
+                }
+                let a = v.as_array()?;
+                Some([a.first()?.as_f64()?, a.get(1)?.as_f64()?, a.get(2)?.as_f64()?])
+            };
+            for (line, task) in &tasks {
+                let Some(out) = outputs.get(&pipeline::record_key(task.id.as_deref(), *line)) else { continue };
+                let Some(vs) = out.get("verdicts").and_then(|v| v.as_array()) else { continue };
+                for (i, v) in vs.iter().enumerate().take(task.nuggets.len()) {
+                    let raw = v.get("raw");
+                    let (Some(p), Some(lp)) = (
+                        raw.and_then(|r| r.get("probs")).and_then(three),
+                        raw.and_then(|r| r.get("logprobs")).and_then(three),
+                    ) else {
+                        continue;
+                    };
+                    add(
+                        task,
+                        i,
+                        gavel::aggregate::RawScore { probs: gavel::aggregate::LabelProbs::from_array(p), logprobs: lp },
+                    );
                 }
             }
         }
-        eprint!(
-            "\rgavel: calibrate: {}/{} records",
-            ((k + 1) * args.batch).min(total),
-            total
-        );
+        None => {
+            for (k, chunk) in tasks.chunks(args.batch.max(1)).enumerate() {
+                let batch: Vec<gavel::Task> = chunk.iter().map(|(_, t)| t.clone()).collect();
+                for (task, r) in batch.iter().zip(judge.judge(&batch)) {
+                    let Ok(j) = r else { continue };
+                    for (i, v) in j.verdicts.iter().enumerate() {
+                        if let Some(raw) = v.raw {
+                            add(task, i, raw);
+                        }
+                    }
+                }
+                eprint!("\rgavel: calibrate: {}/{} records", ((k + 1) * args.batch).min(total), total);
+            }
+            eprintln!();
+        }
     }
-    eprintln!();
+    if items.is_empty() {
+        return Err(Error::field(args.input.display().to_string(), "gold", "no labeled verdict to fit on"));
+    }
     // Content-free answers judged against a sample of the file's own nuggets.
     let mut sample: Vec<gavel::Nugget> = Vec::new();
     let mut seen = std::collections::HashSet::new();
@@ -887,10 +836,8 @@ fn calibrate(mut args: CalibrateArgs) -> Result<ExitCode, Error> {
             }
         }
     }
-    let cf_tasks: Vec<gavel::Task> = CONTENT_FREE_ANSWERS
-        .iter()
-        .map(|a| gavel::Task::new(None, *a, sample.clone()))
-        .collect();
+    let cf_tasks: Vec<gavel::Task> =
+        CONTENT_FREE_ANSWERS.iter().map(|a| gavel::Task::new(None, *a, sample.clone())).collect();
     let mut cf = [0.0; 3];
     let mut n_cf = 0.0;
     for j in judge.judge(&cf_tasks).into_iter().flatten() {
@@ -912,29 +859,17 @@ fn calibrate(mut args: CalibrateArgs) -> Result<ExitCode, Error> {
     let grades = match args.grades.as_str() {
         "2" => Grades::Two,
         "3" => Grades::Three,
-        _ if items
-            .iter()
-            .any(|(_, g)| *g == gavel::Label::PartialSupport) =>
-        {
-            Grades::Three
-        }
+        _ if items.iter().any(|(_, g)| *g == gavel::Label::PartialSupport) => Grades::Three,
         _ => Grades::Two,
     };
     let (bias, f1) = Calibrator::fit(&items, cf, grades);
     let model_path = judge.backend().info().model;
     let c = Calibrator {
         model: model_fingerprint(Path::new(&model_path))?,
-        model_file: Path::new(&model_path)
-            .file_name()
-            .map(|f| f.to_string_lossy().to_string())
-            .unwrap_or_default(),
+        model_file: Path::new(&model_path).file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default(),
         prompts: judge.prompts().version().to_string(),
         fitted_on: {
-            let f = args
-                .input
-                .file_name()
-                .map(|f| f.to_string_lossy().to_string())
-                .unwrap_or_default();
+            let f = args.input.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default();
             match args.part {
                 Some(p) => format!("{f} part {p}"),
                 None => f,
@@ -950,23 +885,14 @@ fn calibrate(mut args: CalibrateArgs) -> Result<ExitCode, Error> {
             Stack::fit(set, &feats, &golds, grades == Grades::Two, 1e-3)
         }),
     };
-    let out = args
-        .output
-        .clone()
-        .unwrap_or_else(|| Calibrator::path_for(&c.model));
+    let out = args.output.clone().unwrap_or_else(|| Calibrator::path_for(&c.model));
     c.save(&out)?;
+    println!("content-free distribution  support {:.3}  partial {:.3}  not {:.3}", cf[0], cf[1], cf[2]);
+    println!("log-biases                 support {:+.2}  partial {:+.2}  not {:+.2}", bias[0], bias[1], bias[2]);
     println!(
-        "content-free distribution  support {:.3}  partial {:.3}  not {:.3}",
-        cf[0], cf[1], cf[2]
+        "macro-F1 on {} ({} verdicts, {:?}-grade): raw {:.3}, contextual {:.3}, with thresholds {:.3}",
+        c.fitted_on, c.n, grades, f1[0], f1[1], f1[2]
     );
-    println!(
-        "log-biases                 support {:+.2}  partial {:+.2}  not {:+.2}",
-        bias[0], bias[1], bias[2]
-    );
-    println!("macro-F1 on {} ({} verdicts, {:?}-grade): raw {:.3}, contextual {:.3}, with thresholds {:.3}", c.fitted_on, c.n, grades, f1[0], f1[1], f1[2]);
-    println!(
-        "saved {}  (score a different file to measure it)",
-        out.display()
-    );
+    println!("saved {}  (score a different file to measure it)", out.display());
     Ok(ExitCode::SUCCESS)
 }

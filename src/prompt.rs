@@ -13,26 +13,11 @@ use crate::rubric::Label;
 
 /// Built-in template files, in the same layout as the `prompts/` folder.
 const BUILTIN: &[(&str, &str)] = &[
-    (
-        "judge.system.jinja",
-        include_str!("../prompts/judge.system.jinja"),
-    ),
-    (
-        "judge.user.jinja",
-        include_str!("../prompts/judge.user.jinja"),
-    ),
-    (
-        "judge_reasoned.system.jinja",
-        include_str!("../prompts/judge_reasoned.system.jinja"),
-    ),
-    (
-        "judge_reasoned.user.jinja",
-        include_str!("../prompts/judge_reasoned.user.jinja"),
-    ),
-    (
-        "judge_reasoned.gbnf",
-        include_str!("../prompts/judge_reasoned.gbnf"),
-    ),
+    ("judge.system.jinja", include_str!("../prompts/judge.system.jinja")),
+    ("judge.user.jinja", include_str!("../prompts/judge.user.jinja")),
+    ("judge_reasoned.system.jinja", include_str!("../prompts/judge_reasoned.system.jinja")),
+    ("judge_reasoned.user.jinja", include_str!("../prompts/judge_reasoned.user.jinja")),
+    ("judge_reasoned.gbnf", include_str!("../prompts/judge_reasoned.gbnf")),
     ("labels.toml", include_str!("../prompts/labels.toml")),
 ];
 
@@ -93,11 +78,7 @@ pub struct LabelWords {
 impl LabelWords {
     /// Forms in [`Label::ALL`] order.
     pub fn as_choices(&self) -> Vec<Vec<String>> {
-        vec![
-            self.support.clone(),
-            self.partial_support.clone(),
-            self.not_support.clone(),
-        ]
+        vec![self.support.clone(), self.partial_support.clone(), self.not_support.clone()]
     }
 
     /// Forms of one label.
@@ -120,44 +101,30 @@ pub struct PromptSet {
 
 impl std::fmt::Debug for PromptSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PromptSet")
-            .field("version", &self.version)
-            .finish()
+        f.debug_struct("PromptSet").field("version", &self.version).finish()
     }
 }
 
 impl PromptSet {
     /// The templates compiled into the binary.
     pub fn builtin() -> Self {
-        Self::from_files(
-            BUILTIN
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        )
-        .expect("built-in templates are valid")
+        Self::from_files(BUILTIN.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+            .expect("built-in templates are valid")
     }
 
     /// Built-in templates, with any file of the same name in `dir` taking precedence.
     pub fn with_overrides(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
-        let mut files: BTreeMap<String, String> = BUILTIN
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let mut files: BTreeMap<String, String> = BUILTIN.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
         for entry in entries {
             let entry = entry.map_err(|e| Error::io(dir, e))?;
             let name = entry.file_name().to_string_lossy().to_string();
             if let Some(slot) = files.get_mut(&name) {
-                let text = std::fs::read_to_string(entry.path())
-                    .map_err(|e| Error::io(entry.path(), e))?;
+                let text = std::fs::read_to_string(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
                 *slot = text;
             } else if name.ends_with(".jinja") || name.ends_with(".gbnf") {
-                tracing::warn!(
-                    "{}: not a known template name, ignored",
-                    entry.path().display()
-                );
+                tracing::warn!("{}: not a known template name, ignored", entry.path().display());
             }
         }
         Self::from_files(files)
@@ -170,23 +137,15 @@ impl PromptSet {
         for (name, text) in &files {
             if name.ends_with(".jinja") {
                 env.add_template_owned(name.clone(), text.clone())
-                    .map_err(|e| Error::Template {
-                        name: name.clone(),
-                        reason: describe(&e),
-                    })?;
+                    .map_err(|e| Error::Template { name: name.clone(), reason: describe(&e) })?;
             }
         }
         let labels_text = files.get("labels.toml").cloned().unwrap_or_default();
-        let labels: LabelWords = toml::from_str(&labels_text).map_err(|e| Error::Template {
-            name: "labels.toml".into(),
-            reason: e.to_string(),
-        })?;
+        let labels: LabelWords = toml::from_str(&labels_text)
+            .map_err(|e| Error::Template { name: "labels.toml".into(), reason: e.to_string() })?;
         for label in Label::ALL {
             if labels.forms(label).iter().all(|f| f.trim().is_empty()) {
-                return Err(Error::Template {
-                    name: "labels.toml".into(),
-                    reason: format!("`{label}` has no word"),
-                });
+                return Err(Error::Template { name: "labels.toml".into(), reason: format!("`{label}` has no word") });
             }
         }
         let mut hasher = Sha256::new();
@@ -197,12 +156,7 @@ impl PromptSet {
             hasher.update([0]);
         }
         let version = hex(&hasher.finalize()[..8]);
-        Ok(PromptSet {
-            env,
-            files,
-            labels,
-            version,
-        })
+        Ok(PromptSet { env, files, labels, version })
     }
 
     /// A short hash of every template file: changes whenever a prompt changes.
@@ -217,10 +171,7 @@ impl PromptSet {
 
     /// The GBNF grammar of reasoned mode.
     pub fn reasoned_grammar(&self) -> &str {
-        self.files
-            .get("judge_reasoned.gbnf")
-            .map(String::as_str)
-            .unwrap_or_default()
+        self.files.get("judge_reasoned.gbnf").map(String::as_str).unwrap_or_default()
     }
 
     /// Render the judge messages for one nugget.
@@ -228,20 +179,15 @@ impl PromptSet {
         let mut messages = Vec::with_capacity(2);
         for role in ["system", "user"] {
             let name = format!("{}.{role}.jinja", mode.stem());
-            let tmpl = self.env.get_template(&name).map_err(|e| Error::Template {
-                name: name.clone(),
-                reason: describe(&e),
-            })?;
-            let content = tmpl.render(vars).map_err(|e| Error::Template {
-                name: name.clone(),
-                reason: describe(&e),
-            })?;
+            let tmpl = self
+                .env
+                .get_template(&name)
+                .map_err(|e| Error::Template { name: name.clone(), reason: describe(&e) })?;
+            let content =
+                tmpl.render(vars).map_err(|e| Error::Template { name: name.clone(), reason: describe(&e) })?;
             let content = content.trim().to_string();
             if !content.is_empty() {
-                messages.push(Message {
-                    role: role.to_string(),
-                    content,
-                });
+                messages.push(Message { role: role.to_string(), content });
             }
         }
         Ok(messages)
@@ -282,46 +228,19 @@ pub(crate) fn shared_prefix(formatted_with_sentinel: &str) -> &str {
 mod tests {
     use super::*;
 
-    fn vars<'a>(
-        query: Option<&'a str>,
-        answer: &'a str,
-        nugget: &'a str,
-        gold: &'a [String],
-    ) -> JudgeVars<'a> {
-        JudgeVars {
-            query,
-            answer,
-            nugget,
-            gold_answers: gold,
-        }
+    fn vars<'a>(query: Option<&'a str>, answer: &'a str, nugget: &'a str, gold: &'a [String]) -> JudgeVars<'a> {
+        JudgeVars { query, answer, nugget, gold_answers: gold }
     }
 
     #[test]
     fn builtin_renders_the_nugget_after_the_passage() {
         let p = PromptSet::builtin();
-        let m = p
-            .render_judge(
-                JudgeMode::Scored,
-                &vars(Some("Who?"), "Marie Curie won.", "Curie won", &[]),
-            )
-            .unwrap();
+        let m = p.render_judge(JudgeMode::Scored, &vars(Some("Who?"), "Marie Curie won.", "Curie won", &[])).unwrap();
         assert_eq!(m.len(), 2);
         assert_eq!(m[0].role, "system");
-        assert!(
-            m[1].content
-                .starts_with("Question: Who?\nPassage:\nMarie Curie won."),
-            "{}",
-            m[1].content
-        );
-        assert!(
-            m[1].content
-                .contains("Statement: Curie won\nDoes the passage"),
-            "{}",
-            m[1].content
-        );
-        let m = p
-            .render_judge(JudgeMode::Scored, &vars(None, "text", "n", &[]))
-            .unwrap();
+        assert!(m[1].content.starts_with("Question: Who?\nPassage:\nMarie Curie won."), "{}", m[1].content);
+        assert!(m[1].content.contains("Statement: Curie won\nDoes the passage"), "{}", m[1].content);
+        let m = p.render_judge(JudgeMode::Scored, &vars(None, "text", "n", &[])).unwrap();
         assert!(!m[1].content.contains("Question"));
     }
 
@@ -329,50 +248,26 @@ mod tests {
     fn short_form_uses_the_answer_wording() {
         let p = PromptSet::builtin();
         let gold = vec!["Paris".to_string()];
-        let m = p
-            .render_judge(
-                JudgeMode::Scored,
-                &vars(Some("Capital?"), "Paris", "Paris", &gold),
-            )
-            .unwrap();
-        assert!(
-            m[1].content
-                .contains("Statement: The answer to the question is \"Paris\".\n"),
-            "{}",
-            m[1].content
-        );
+        let m = p.render_judge(JudgeMode::Scored, &vars(Some("Capital?"), "Paris", "Paris", &gold)).unwrap();
+        assert!(m[1].content.contains("Statement: The answer to the question is \"Paris\".\n"), "{}", m[1].content);
     }
 
     #[test]
     fn overrides_replace_files_and_strict_undefined_fails() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("judge.user.jinja"),
-            "{{ answer }} | {{ nugget }}",
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("judge.user.jinja"), "{{ answer }} | {{ nugget }}").unwrap();
         let p = PromptSet::with_overrides(dir.path()).unwrap();
-        let m = p
-            .render_judge(JudgeMode::Scored, &vars(None, "A", "N", &[]))
-            .unwrap();
+        let m = p.render_judge(JudgeMode::Scored, &vars(None, "A", "N", &[])).unwrap();
         assert_eq!(m[1].content, "A | N");
         assert_ne!(p.version(), PromptSet::builtin().version());
 
         std::fs::write(dir.path().join("judge.user.jinja"), "line one\n{{ answr }}").unwrap();
         let p = PromptSet::with_overrides(dir.path()).unwrap();
-        let e = p
-            .render_judge(JudgeMode::Scored, &vars(None, "A", "N", &[]))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("judge.user.jinja") && e.contains("line 2"),
-            "{e}"
-        );
+        let e = p.render_judge(JudgeMode::Scored, &vars(None, "A", "N", &[])).unwrap_err().to_string();
+        assert!(e.contains("judge.user.jinja") && e.contains("line 2"), "{e}");
 
         std::fs::write(dir.path().join("judge.user.jinja"), "{% if %}").unwrap();
-        let e = PromptSet::with_overrides(dir.path())
-            .unwrap_err()
-            .to_string();
+        let e = PromptSet::with_overrides(dir.path()).unwrap_err().to_string();
         assert!(e.contains("judge.user.jinja"), "{e}");
     }
 
@@ -381,14 +276,9 @@ mod tests {
         let p = PromptSet::builtin();
         assert!(p.labels().support.iter().any(|w| w == "yes"));
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("labels.toml"),
-            "support=[\"y\"]\npartial_support=[]\nnot_support=[\"n\"]",
-        )
-        .unwrap();
-        let e = PromptSet::with_overrides(dir.path())
-            .unwrap_err()
-            .to_string();
+        std::fs::write(dir.path().join("labels.toml"), "support=[\"y\"]\npartial_support=[]\nnot_support=[\"n\"]")
+            .unwrap();
+        let e = PromptSet::with_overrides(dir.path()).unwrap_err().to_string();
         assert!(e.contains("partial_support"), "{e}");
     }
 

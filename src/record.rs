@@ -42,15 +42,7 @@ pub struct Task {
 impl Task {
     /// A long-form task.
     pub fn new(query: Option<String>, answer: impl Into<String>, nuggets: Vec<Nugget>) -> Self {
-        Task {
-            id: None,
-            source: None,
-            query,
-            answer: answer.into(),
-            nuggets,
-            gold_answers: Vec::new(),
-            gold: None,
-        }
+        Task { id: None, source: None, query, answer: answer.into(), nuggets, gold_answers: Vec::new(), gold: None }
     }
 
     /// A short-form task: one criterion, "the answer is one of `gold_answers`".
@@ -61,15 +53,7 @@ impl Task {
         policy: ShortForm,
     ) -> Self {
         let nugget = short_form_nugget(&gold_answers, policy);
-        Task {
-            id: None,
-            source: None,
-            query,
-            answer: answer.into(),
-            nuggets: vec![nugget],
-            gold_answers,
-            gold: None,
-        }
+        Task { id: None, source: None, query, answer: answer.into(), nuggets: vec![nugget], gold_answers, gold: None }
     }
 
     /// Whether this is a short-form record.
@@ -81,14 +65,8 @@ impl Task {
 fn short_form_nugget(gold: &[String], policy: ShortForm) -> Nugget {
     let text = gold.join("\" or \"");
     let check = match policy {
-        ShortForm::Hybrid => Check::ExactMatch {
-            answers: gold.to_vec(),
-            fallback_llm: true,
-        },
-        ShortForm::Em => Check::ExactMatch {
-            answers: gold.to_vec(),
-            fallback_llm: false,
-        },
+        ShortForm::Hybrid => Check::ExactMatch { answers: gold.to_vec(), fallback_llm: true },
+        ShortForm::Em => Check::ExactMatch { answers: gold.to_vec(), fallback_llm: false },
         ShortForm::Llm => Check::Llm,
     };
     Nugget::new(text).with_check(check)
@@ -106,28 +84,16 @@ struct RawRecord {
 }
 
 /// Parse one JSON Lines record. `rubric`, when given, supplies the nuggets of every record.
-pub fn parse_record(
-    line: &str,
-    location: &str,
-    rubric: Option<&Rubric>,
-    policy: ShortForm,
-) -> Result<Task> {
-    let raw: RawRecord = serde_json::from_str(line).map_err(|e| Error::Parse {
-        location: format!("{location}, column {}", e.column()),
-        reason: e.to_string(),
-    })?;
+pub fn parse_record(line: &str, location: &str, rubric: Option<&Rubric>, policy: ShortForm) -> Result<Task> {
+    let raw: RawRecord = serde_json::from_str(line)
+        .map_err(|e| Error::Parse { location: format!("{location}, column {}", e.column()), reason: e.to_string() })?;
     let id = raw.id.map(|v| match v {
         serde_json::Value::String(s) => s,
         other => other.to_string(),
     });
-    let answer = raw
-        .answer
-        .ok_or_else(|| Error::field(location, "answer", "is missing"))?;
+    let answer = raw.answer.ok_or_else(|| Error::field(location, "answer", "is missing"))?;
     let gold_answers = raw.gold_answers.unwrap_or_default();
-    let gold_answers: Vec<String> = gold_answers
-        .into_iter()
-        .filter(|a| !a.trim().is_empty())
-        .collect();
+    let gold_answers: Vec<String> = gold_answers.into_iter().filter(|a| !a.trim().is_empty()).collect();
     let nuggets = match (rubric, raw.nuggets) {
         (Some(r), _) => r.nuggets.clone(),
         (None, Some(ns)) if !ns.is_empty() => ns
@@ -135,9 +101,7 @@ pub fn parse_record(
             .enumerate()
             .map(|(i, n)| n.validate(location, &format!("nuggets[{i}]")))
             .collect::<Result<Vec<_>>>()?,
-        (None, Some(_)) if gold_answers.is_empty() => {
-            return Err(Error::field(location, "nuggets", "is empty"))
-        }
+        (None, Some(_)) if gold_answers.is_empty() => return Err(Error::field(location, "nuggets", "is empty")),
         (None, _) if !gold_answers.is_empty() => vec![short_form_nugget(&gold_answers, policy)],
         (None, _) => {
             return Err(Error::field(
@@ -149,24 +113,12 @@ pub fn parse_record(
     };
     let gold = match raw.gold {
         None => None,
-        Some(g) => Some(
-            Label::parse(&g)
-                .ok_or_else(|| Error::field(location, "gold", format!("`{g}` is not a label")))?,
-        ),
+        Some(g) => {
+            Some(Label::parse(&g).ok_or_else(|| Error::field(location, "gold", format!("`{g}` is not a label")))?)
+        }
     };
-    let query = raw
-        .query
-        .filter(|q| !q.trim().is_empty())
-        .or_else(|| rubric.and_then(|r| r.query.clone()));
-    Ok(Task {
-        id,
-        source: raw.source,
-        query,
-        answer,
-        nuggets,
-        gold_answers,
-        gold,
-    })
+    let query = raw.query.filter(|q| !q.trim().is_empty()).or_else(|| rubric.and_then(|r| r.query.clone()));
+    Ok(Task { id, source: raw.source, query, answer, nuggets, gold_answers, gold })
 }
 
 /// One nugget's verdict as written out.
@@ -238,10 +190,7 @@ impl OutputRecord {
             gold: None,
             verdicts: Vec::new(),
             truncated: false,
-            error: Some(ErrorInfo {
-                kind: err.kind().to_string(),
-                message: err.to_string(),
-            }),
+            error: Some(ErrorInfo { kind: err.kind().to_string(), message: err.to_string() }),
         }
     }
 }
@@ -299,37 +248,20 @@ mod tests {
         assert_eq!(t.id.as_deref(), Some("7"));
         assert_eq!(t.gold, Some(Label::Support));
         assert_eq!(t.nuggets.len(), 1);
-        assert!(matches!(
-            t.nuggets[0].check,
-            Check::ExactMatch {
-                fallback_llm: true,
-                ..
-            }
-        ));
+        assert!(matches!(t.nuggets[0].check, Check::ExactMatch { fallback_llm: true, .. }));
         assert_eq!(t.nuggets[0].text, "Wilhelm Röntgen\" or \"Röntgen");
     }
 
     #[test]
     fn bad_records_name_line_and_field() {
-        let e = parse_record(r#"{"query":"q"}"#, "in.jsonl:3", None, ShortForm::Hybrid)
-            .unwrap_err()
-            .to_string();
+        let e = parse_record(r#"{"query":"q"}"#, "in.jsonl:3", None, ShortForm::Hybrid).unwrap_err().to_string();
         assert!(e.contains("in.jsonl:3") && e.contains("answer"), "{e}");
-        let e = parse_record(r#"{"answer":"a"}"#, "in.jsonl:4", None, ShortForm::Hybrid)
-            .unwrap_err()
-            .to_string();
+        let e = parse_record(r#"{"answer":"a"}"#, "in.jsonl:4", None, ShortForm::Hybrid).unwrap_err().to_string();
         assert!(e.contains("in.jsonl:4") && e.contains("nuggets"), "{e}");
-        let e = parse_record(
-            r#"{"answer":"a","nuggets":[{"txt":"x"}]}"#,
-            "in.jsonl:5",
-            None,
-            ShortForm::Hybrid,
-        )
-        .unwrap_err();
+        let e = parse_record(r#"{"answer":"a","nuggets":[{"txt":"x"}]}"#, "in.jsonl:5", None, ShortForm::Hybrid)
+            .unwrap_err();
         assert!(e.to_string().contains("in.jsonl:5"), "{e}");
-        let e = parse_record("{not json", "in.jsonl:6", None, ShortForm::Hybrid)
-            .unwrap_err()
-            .to_string();
+        let e = parse_record("{not json", "in.jsonl:6", None, ShortForm::Hybrid).unwrap_err().to_string();
         assert!(e.contains("in.jsonl:6"), "{e}");
     }
 

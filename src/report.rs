@@ -19,11 +19,7 @@ fn short_label(l: Label) -> &'static str {
 }
 
 fn md_agreement_row(out: &mut String, name: &str, a: &Agreement) {
-    let per: Vec<String> = a
-        .classes
-        .iter()
-        .map(|c| format!("{} {:.3}", short_label(c.label), c.f1))
-        .collect();
+    let per: Vec<String> = a.classes.iter().map(|c| format!("{} {:.3}", short_label(c.label), c.f1)).collect();
     let _ = writeln!(
         out,
         "| {name} | {} | {} | {} | {} | {} |",
@@ -62,28 +58,16 @@ pub fn to_markdown(r: &EvalReport) -> String {
     for (k, v) in &r.setup {
         let _ = writeln!(out, "- {k}: {v}");
     }
-    let _ = writeln!(
-        out,
-        "- records: {}, failed: {}\n",
-        r.records,
-        r.failures.len()
-    );
+    let _ = writeln!(out, "- records: {}, failed: {}\n", r.records, r.failures.len());
     if let Some(rb) = &r.rubric {
         let native = match rb.grades {
             Grades::Three => "3-grade",
             Grades::Two => "2-grade",
         };
-        let _ = writeln!(
-            out,
-            "## Rubric level ({} nuggets, gold is {native})\n",
-            rb.model3.n
-        );
-        let _ = writeln!(out, "| judge | n | accuracy | macro-F1 | micro-F1 | per-class F1 |\n|---|---|---|---|---|---|");
-        let model_native = if rb.grades == Grades::Three {
-            &rb.model3
-        } else {
-            &rb.model2
-        };
+        let _ = writeln!(out, "## Rubric level ({} nuggets, gold is {native})\n", rb.model3.n);
+        let _ =
+            writeln!(out, "| judge | n | accuracy | macro-F1 | micro-F1 | per-class F1 |\n|---|---|---|---|---|---|");
+        let model_native = if rb.grades == Grades::Three { &rb.model3 } else { &rb.model2 };
         md_agreement_row(&mut out, &format!("gavel ({native})"), model_native);
         if rb.grades == Grades::Three {
             md_agreement_row(&mut out, "gavel (2-grade, partial folded)", &rb.model2);
@@ -91,11 +75,7 @@ pub fn to_markdown(r: &EvalReport) -> String {
         if let Some(raw) = &rb.raw {
             md_agreement_row(&mut out, "model, uncalibrated", raw);
         }
-        md_agreement_row(
-            &mut out,
-            &format!("majority class ({})", rb.majority_label),
-            &rb.majority,
-        );
+        md_agreement_row(&mut out, &format!("majority class ({})", rb.majority_label), &rb.majority);
         md_agreement_row(
             &mut out,
             &format!(
@@ -112,16 +92,9 @@ pub fn to_markdown(r: &EvalReport) -> String {
         if let Some(c) = &rb.calibration {
             let _ = writeln!(out, "\nCalibration: ECE {:.3}, Brier {:.3}", c.ece, c.brier);
             if let Some(raw) = &rb.raw_calibration {
-                let _ = writeln!(
-                    out,
-                    "(uncalibrated model: ECE {:.3}, Brier {:.3})",
-                    raw.ece, raw.brier
-                );
+                let _ = writeln!(out, "(uncalibrated model: ECE {:.3}, Brier {:.3})", raw.ece, raw.brier);
             }
-            let _ = writeln!(
-                out,
-                "\n| confidence | n | mean confidence | accuracy |\n|---|---|---|---|"
-            );
+            let _ = writeln!(out, "\n| confidence | n | mean confidence | accuracy |\n|---|---|---|---|");
             for b in c.bins.iter().filter(|b| b.count > 0) {
                 let _ = writeln!(
                     out,
@@ -136,23 +109,15 @@ pub fn to_markdown(r: &EvalReport) -> String {
                 let _ = writeln!(
                     out,
                     "| {} | {} | {:.3} | {:.3} | {:.3} | {:.3} |",
-                    s.source,
-                    s.n,
-                    s.model_macro_f1,
-                    s.model_accuracy,
-                    s.lexical_macro_f1,
-                    s.majority_macro_f1
+                    s.source, s.n, s.model_macro_f1, s.model_accuracy, s.lexical_macro_f1, s.majority_macro_f1
                 );
             }
         }
     }
     if let Some(sf) = &r.short {
-        let _ = writeln!(
-            out,
-            "\n## Short form ({} answers, correct vs incorrect)\n",
-            sf.model.n
-        );
-        let _ = writeln!(out, "| judge | n | accuracy | macro-F1 | micro-F1 | per-class F1 |\n|---|---|---|---|---|---|");
+        let _ = writeln!(out, "\n## Short form ({} answers, correct vs incorrect)\n", sf.model.n);
+        let _ =
+            writeln!(out, "| judge | n | accuracy | macro-F1 | micro-F1 | per-class F1 |\n|---|---|---|---|---|---|");
         md_agreement_row(&mut out, "exact match", &sf.em);
         md_agreement_row(&mut out, "contains a gold answer", &sf.contains);
         md_agreement_row(&mut out, "model alone", &sf.model);
@@ -172,10 +137,7 @@ pub fn to_markdown(r: &EvalReport) -> String {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 fn html_agreement_table(out: &mut String, rows: &[(String, &Agreement)]) {
@@ -184,15 +146,7 @@ fn html_agreement_table(out: &mut String, rows: &[(String, &Agreement)]) {
         let per: Vec<String> = a
             .classes
             .iter()
-            .map(|c| {
-                format!(
-                    "{}: {:.2} / {:.2} / {:.2}",
-                    short_label(c.label),
-                    c.precision,
-                    c.recall,
-                    c.f1
-                )
-            })
+            .map(|c| format!("{}: {:.2} / {:.2} / {:.2}", short_label(c.label), c.precision, c.recall, c.f1))
             .collect();
         let _ = write!(
             out,
@@ -221,11 +175,7 @@ fn svg_confusion(a: &Agreement) -> String {
         left + size + 10.0,
         top + size + 30.0
     );
-    let _ = write!(
-        s,
-        "<text x=\"{}\" y=\"15\" class=\"axis\">predicted</text>",
-        left + size / 2.0 - 30.0
-    );
+    let _ = write!(s, "<text x=\"{}\" y=\"15\" class=\"axis\">predicted</text>", left + size / 2.0 - 30.0);
     for (j, p) in labels.iter().enumerate() {
         let _ = write!(
             s,
@@ -236,10 +186,7 @@ fn svg_confusion(a: &Agreement) -> String {
         );
     }
     for (i, g) in labels.iter().enumerate() {
-        let row_total: usize = labels
-            .iter()
-            .map(|p| a.confusion[g.index()][p.index()])
-            .sum();
+        let row_total: usize = labels.iter().map(|p| a.confusion[g.index()][p.index()]).sum();
         let _ = write!(
             s,
             "<text x=\"5\" y=\"{}\" class=\"axis\">{}</text>",
@@ -248,11 +195,7 @@ fn svg_confusion(a: &Agreement) -> String {
         );
         for (j, p) in labels.iter().enumerate() {
             let v = a.confusion[g.index()][p.index()];
-            let frac = if row_total > 0 {
-                v as f64 / row_total as f64
-            } else {
-                0.0
-            };
+            let frac = if row_total > 0 { v as f64 / row_total as f64 } else { 0.0 };
             let light = 95.0 - 55.0 * frac;
             let _ = write!(
                 s,
@@ -269,11 +212,7 @@ fn svg_confusion(a: &Agreement) -> String {
             );
         }
     }
-    let _ = write!(
-        s,
-        "<text x=\"5\" y=\"{}\" class=\"axis\">rows: gold</text></svg>",
-        top + size + 20.0
-    );
+    let _ = write!(s, "<text x=\"5\" y=\"{}\" class=\"axis\">rows: gold</text></svg>", top + size + 20.0);
     s
 }
 
@@ -282,8 +221,14 @@ fn svg_reliability(c: &Calibration) -> String {
     let pw = w - 2.0 * pad;
     let ph = h - 2.0 * pad;
     let mut s = format!("<svg class=\"chart\" data-chart=\"reliability\" width=\"{w}\" height=\"{h}\" role=\"img\" aria-label=\"reliability diagram\">");
-    let _ = write!(s, "<rect x=\"{pad}\" y=\"{pad}\" width=\"{pw}\" height=\"{ph}\" fill=\"#f7f7f7\" stroke=\"#999\"/>");
-    let _ = write!(s, "<line x1=\"{pad}\" y1=\"{}\" x2=\"{}\" y2=\"{pad}\" stroke=\"#999\" stroke-dasharray=\"4 3\"/>", pad + ph, pad + pw);
+    let _ =
+        write!(s, "<rect x=\"{pad}\" y=\"{pad}\" width=\"{pw}\" height=\"{ph}\" fill=\"#f7f7f7\" stroke=\"#999\"/>");
+    let _ = write!(
+        s,
+        "<line x1=\"{pad}\" y1=\"{}\" x2=\"{}\" y2=\"{pad}\" stroke=\"#999\" stroke-dasharray=\"4 3\"/>",
+        pad + ph,
+        pad + pw
+    );
     for b in &c.bins {
         if b.count == 0 {
             continue;
@@ -302,11 +247,7 @@ fn svg_reliability(c: &Calibration) -> String {
             b.accuracy
         );
         let cy = pad + ph - b.confidence * ph;
-        let _ = write!(
-            s,
-            "<circle cx=\"{:.1}\" cy=\"{cy:.1}\" r=\"3\" fill=\"#d9480f\"/>",
-            x + bw / 2.0
-        );
+        let _ = write!(s, "<circle cx=\"{:.1}\" cy=\"{cy:.1}\" r=\"3\" fill=\"#d9480f\"/>", x + bw / 2.0);
     }
     let _ = write!(
         s,
@@ -324,15 +265,10 @@ fn svg_histogram(hist: &[[usize; 10]; 3]) -> String {
     let pw = w - 2.0 * pad;
     let ph = h - 2.0 * pad;
     let colours = ["#2b8a3e", "#e8a317", "#c92a2a"];
-    let max = hist
-        .iter()
-        .flat_map(|r| r.iter())
-        .copied()
-        .max()
-        .unwrap_or(1)
-        .max(1) as f64;
+    let max = hist.iter().flat_map(|r| r.iter()).copied().max().unwrap_or(1).max(1) as f64;
     let mut s = format!("<svg class=\"chart\" data-chart=\"histogram\" width=\"{w}\" height=\"{h}\" role=\"img\" aria-label=\"P(support) by gold label\">");
-    let _ = write!(s, "<rect x=\"{pad}\" y=\"{pad}\" width=\"{pw}\" height=\"{ph}\" fill=\"#fafafa\" stroke=\"#999\"/>");
+    let _ =
+        write!(s, "<rect x=\"{pad}\" y=\"{pad}\" width=\"{pw}\" height=\"{ph}\" fill=\"#fafafa\" stroke=\"#999\"/>");
     let group = pw / 10.0;
     for bin in 0..10 {
         for (k, row) in hist.iter().enumerate() {
@@ -354,11 +290,8 @@ fn svg_histogram(hist: &[[usize; 10]; 3]) -> String {
     for (k, l) in Label::ALL.iter().enumerate() {
         let _ = write!(s, "<rect x=\"{}\" y=\"10\" width=\"10\" height=\"10\" fill=\"{}\"/><text x=\"{}\" y=\"19\" class=\"axis\">gold {}</text>", pad + k as f64 * 120.0, colours[k], pad + 14.0 + k as f64 * 120.0, short_label(*l));
     }
-    let _ = write!(
-        s,
-        "<text x=\"{pad}\" y=\"{}\" class=\"axis\">P(support) from 0 to 1, ten bins</text></svg>",
-        h - 8.0
-    );
+    let _ =
+        write!(s, "<text x=\"{pad}\" y=\"{}\" class=\"axis\">P(support) from 0 to 1, ten bins</text></svg>", h - 8.0);
     s
 }
 
@@ -378,28 +311,11 @@ pub fn to_html(r: &EvalReport) -> String {
     for (k, v) in &r.setup {
         let _ = write!(out, "<li>{}: {}</li>", esc(k), esc(v));
     }
-    let _ = write!(
-        out,
-        "<li>records: {}, failed: {}</li></ul>",
-        r.records,
-        r.failures.len()
-    );
+    let _ = write!(out, "<li>records: {}, failed: {}</li></ul>", r.records, r.failures.len());
     if let Some(rb) = &r.rubric {
-        let native = if rb.grades == Grades::Three {
-            "3-grade"
-        } else {
-            "2-grade"
-        };
-        let _ = write!(
-            out,
-            "<h2>Rubric level: {} nuggets (gold is {native})</h2>",
-            rb.model3.n
-        );
-        let model_native = if rb.grades == Grades::Three {
-            &rb.model3
-        } else {
-            &rb.model2
-        };
+        let native = if rb.grades == Grades::Three { "3-grade" } else { "2-grade" };
+        let _ = write!(out, "<h2>Rubric level: {} nuggets (gold is {native})</h2>", rb.model3.n);
+        let model_native = if rb.grades == Grades::Three { &rb.model3 } else { &rb.model2 };
         let mut rows: Vec<(String, &Agreement)> = vec![(format!("gavel ({native})"), model_native)];
         if rb.grades == Grades::Three {
             rows.push(("gavel (2-grade, partial folded)".into(), &rb.model2));
@@ -407,10 +323,7 @@ pub fn to_html(r: &EvalReport) -> String {
         if let Some(raw) = &rb.raw {
             rows.push(("model, uncalibrated".into(), raw));
         }
-        rows.push((
-            format!("majority class ({})", rb.majority_label),
-            &rb.majority,
-        ));
+        rows.push((format!("majority class ({})", rb.majority_label), &rb.majority));
         rows.push((
             format!(
                 "lexical overlap (support ≥ {:.2}, partial ≥ {:.2})",
@@ -429,11 +342,8 @@ pub fn to_html(r: &EvalReport) -> String {
             out.push_str("<div><h3>Reliability</h3>");
             out.push_str(&svg_reliability(c));
             if let Some(raw) = &rb.raw_calibration {
-                let _ = write!(
-                    out,
-                    "<p class=\"note\">uncalibrated model: ECE {:.3}, Brier {:.3}</p>",
-                    raw.ece, raw.brier
-                );
+                let _ =
+                    write!(out, "<p class=\"note\">uncalibrated model: ECE {:.3}, Brier {:.3}</p>", raw.ece, raw.brier);
             }
             out.push_str("</div><div><h3>P(support) by gold label</h3>");
             out.push_str(&svg_histogram(&rb.support_histogram));
@@ -458,11 +368,7 @@ pub fn to_html(r: &EvalReport) -> String {
         }
     }
     if let Some(sf) = &r.short {
-        let _ = write!(
-            out,
-            "<h2>Short form: {} answers (correct vs incorrect)</h2>",
-            sf.model.n
-        );
+        let _ = write!(out, "<h2>Short form: {} answers (correct vs incorrect)</h2>", sf.model.n);
         html_agreement_table(
             &mut out,
             &[

@@ -54,20 +54,12 @@ impl Label {
     /// Parse a label, accepting the wire names and common synonyms used by datasets
     /// (`correct`/`incorrect`, `present`/`absent`, `partial`).
     pub fn parse(s: &str) -> Option<Label> {
-        match s
-            .trim()
-            .to_ascii_lowercase()
-            .replace([' ', '-'], "_")
-            .as_str()
-        {
-            "support" | "supported" | "correct" | "present" | "yes" | "true" => {
-                Some(Label::Support)
+        match s.trim().to_ascii_lowercase().replace([' ', '-'], "_").as_str() {
+            "support" | "supported" | "correct" | "present" | "yes" | "true" => Some(Label::Support),
+            "partial_support" | "partial" | "partially_supported" | "partly" => Some(Label::PartialSupport),
+            "not_support" | "not_supported" | "incorrect" | "absent" | "no" | "false" | "refute" | "irrelevant" => {
+                Some(Label::NotSupport)
             }
-            "partial_support" | "partial" | "partially_supported" | "partly" => {
-                Some(Label::PartialSupport)
-            }
-            "not_support" | "not_supported" | "incorrect" | "absent" | "no" | "false"
-            | "refute" | "irrelevant" => Some(Label::NotSupport),
             _ => None,
         }
     }
@@ -132,28 +124,12 @@ impl PartialEq for Check {
         use Check::*;
         match (self, other) {
             (Llm, Llm) => true,
-            (
-                ExactMatch {
-                    answers: a,
-                    fallback_llm: f,
-                },
-                ExactMatch {
-                    answers: b,
-                    fallback_llm: g,
-                },
-            ) => a == b && f == g,
+            (ExactMatch { answers: a, fallback_llm: f }, ExactMatch { answers: b, fallback_llm: g }) => {
+                a == b && f == g
+            }
             (Contains { answers: a }, Contains { answers: b }) => a == b,
             (Regex { pattern: a, .. }, Regex { pattern: b, .. }) => a == b,
-            (
-                Numeric {
-                    value: a,
-                    tolerance: s,
-                },
-                Numeric {
-                    value: b,
-                    tolerance: t,
-                },
-            ) => a == b && s == t,
+            (Numeric { value: a, tolerance: s }, Numeric { value: b, tolerance: t }) => a == b && s == t,
             _ => false,
         }
     }
@@ -179,13 +155,7 @@ pub struct Nugget {
 impl Nugget {
     /// An `llm` nugget of importance vital and weight 1.
     pub fn new(text: impl Into<String>) -> Self {
-        Nugget {
-            text: text.into(),
-            importance: Importance::Vital,
-            weight: 1.0,
-            check: Check::Llm,
-            gold: None,
-        }
+        Nugget { text: text.into(), importance: Importance::Vital, weight: 1.0, check: Check::Llm, gold: None }
     }
 
     /// Set the importance (and the default weight that goes with it).
@@ -214,14 +184,7 @@ impl Nugget {
 
     /// Whether the model may be needed to judge this nugget.
     pub fn needs_model(&self) -> bool {
-        matches!(
-            self.check,
-            Check::Llm
-                | Check::ExactMatch {
-                    fallback_llm: true,
-                    ..
-                }
-        )
+        matches!(self.check, Check::Llm | Check::ExactMatch { fallback_llm: true, .. })
     }
 }
 
@@ -266,14 +229,10 @@ impl RawNugget {
     /// Validate into a [`Nugget`]. `location` names the file or line, `field` the nugget's path.
     pub fn validate(self, location: &str, field: &str) -> Result<Nugget> {
         let raw = match self {
-            RawNugget::Text(text) => RawNuggetFields {
-                text: Some(text),
-                ..Default::default()
-            },
+            RawNugget::Text(text) => RawNuggetFields { text: Some(text), ..Default::default() },
             RawNugget::Full(f) => *f,
         };
-        let err =
-            |sub: &str, reason: String| Error::field(location, format!("{field}.{sub}"), reason);
+        let err = |sub: &str, reason: String| Error::field(location, format!("{field}.{sub}"), reason);
         let kind = raw.kind.as_deref().unwrap_or("llm");
         let text = match raw.text {
             Some(t) if !t.trim().is_empty() => t,
@@ -294,18 +253,11 @@ impl RawNugget {
             Some(s) => match s.trim().to_ascii_lowercase().as_str() {
                 "vital" => Importance::Vital,
                 "okay" | "ok" => Importance::Okay,
-                other => {
-                    return Err(err(
-                        "importance",
-                        format!("`{other}` is not `vital` or `okay`"),
-                    ))
-                }
+                other => return Err(err("importance", format!("`{other}` is not `vital` or `okay`"))),
             },
         };
         let weight = match raw.weight {
-            Some(w) if !w.is_finite() => {
-                return Err(err("weight", "must be a finite number".into()))
-            }
+            Some(w) if !w.is_finite() => return Err(err("weight", "must be a finite number".into())),
             Some(w) => w,
             None => default_weight(importance),
         };
@@ -318,28 +270,17 @@ impl RawNugget {
         };
         let check = match kind {
             "llm" => Check::Llm,
-            "exact_match" => Check::ExactMatch {
-                answers: answers(kind)?,
-                fallback_llm: raw.fallback_llm.unwrap_or(false),
-            },
-            "contains" => Check::Contains {
-                answers: answers(kind)?,
-            },
+            "exact_match" => {
+                Check::ExactMatch { answers: answers(kind)?, fallback_llm: raw.fallback_llm.unwrap_or(false) }
+            }
+            "contains" => Check::Contains { answers: answers(kind)? },
             "regex" => {
-                let pattern = raw
-                    .pattern
-                    .ok_or_else(|| err("pattern", "is required for kind `regex`".into()))?;
-                let compiled = Regex::new(&pattern)
-                    .map_err(|e| err("pattern", format!("invalid regex: {e}")))?;
-                Check::Regex {
-                    pattern,
-                    compiled: Some(compiled),
-                }
+                let pattern = raw.pattern.ok_or_else(|| err("pattern", "is required for kind `regex`".into()))?;
+                let compiled = Regex::new(&pattern).map_err(|e| err("pattern", format!("invalid regex: {e}")))?;
+                Check::Regex { pattern, compiled: Some(compiled) }
             }
             "numeric" => {
-                let value = raw
-                    .value
-                    .ok_or_else(|| err("value", "is required for kind `numeric`".into()))?;
+                let value = raw.value.ok_or_else(|| err("value", "is required for kind `numeric`".into()))?;
                 let tolerance = raw.tolerance.unwrap_or(0.0);
                 if !(tolerance >= 0.0 && tolerance.is_finite()) {
                     return Err(err("tolerance", "must be a finite number >= 0".into()));
@@ -347,26 +288,14 @@ impl RawNugget {
                 Check::Numeric { value, tolerance }
             }
             other => {
-                return Err(err(
-                    "kind",
-                    format!("`{other}` is not one of llm, exact_match, contains, regex, numeric"),
-                ))
+                return Err(err("kind", format!("`{other}` is not one of llm, exact_match, contains, regex, numeric")))
             }
         };
         let gold = match raw.gold {
             None => None,
-            Some(g) => Some(
-                Label::parse(&g)
-                    .ok_or_else(|| err("gold", format!("`{g}` is not a verdict label")))?,
-            ),
+            Some(g) => Some(Label::parse(&g).ok_or_else(|| err("gold", format!("`{g}` is not a verdict label")))?),
         };
-        Ok(Nugget {
-            text,
-            importance,
-            weight,
-            check,
-            gold,
-        })
+        Ok(Nugget { text, importance, weight, check, gold })
     }
 }
 
@@ -402,22 +331,14 @@ impl Rubric {
         let location = path.display().to_string();
         let is_toml = path.extension().and_then(|e| e.to_str()) == Some("toml");
         let raw: RawRubric = if is_toml {
-            toml::from_str(&text).map_err(|e| Error::Parse {
-                location: location.clone(),
-                reason: e.to_string(),
-            })?
+            toml::from_str(&text).map_err(|e| Error::Parse { location: location.clone(), reason: e.to_string() })?
         } else {
             serde_json::from_str(&text).map_err(|e| Error::Parse {
                 location: format!("{location}:{}:{}", e.line(), e.column()),
                 reason: e.to_string(),
             })?
         };
-        let id = raw.id.unwrap_or_else(|| {
-            path.file_stem()
-                .and_then(|s| s.to_str())
-                .unwrap_or("rubric")
-                .to_string()
-        });
+        let id = raw.id.unwrap_or_else(|| path.file_stem().and_then(|s| s.to_str()).unwrap_or("rubric").to_string());
         Rubric::from_parts(id, raw.description, raw.query, raw.nuggets, &location)
     }
 
@@ -427,13 +348,7 @@ impl Rubric {
             location: format!("{location}:{}:{}", e.line(), e.column()),
             reason: e.to_string(),
         })?;
-        Rubric::from_parts(
-            raw.id.unwrap_or_else(|| "rubric".into()),
-            raw.description,
-            raw.query,
-            raw.nuggets,
-            location,
-        )
+        Rubric::from_parts(raw.id.unwrap_or_else(|| "rubric".into()), raw.description, raw.query, raw.nuggets, location)
     }
 
     fn from_parts(
@@ -452,12 +367,7 @@ impl Rubric {
             .enumerate()
             .map(|(i, n)| n.validate(location, &format!("nuggets[{i}]")))
             .collect::<Result<Vec<_>>>()?;
-        Ok(Rubric {
-            id,
-            description,
-            query,
-            nuggets,
-        })
+        Ok(Rubric { id, description, query, nuggets })
     }
 }
 
@@ -469,19 +379,9 @@ pub fn normalize_answer(s: &str) -> String {
         .nfkd()
         .filter(|c| !unicode_normalization::char::is_combining_mark(*c))
         .flat_map(char::to_lowercase)
-        .map(|c| {
-            if c.is_alphanumeric() || c.is_whitespace() {
-                c
-            } else {
-                ' '
-            }
-        })
+        .map(|c| if c.is_alphanumeric() || c.is_whitespace() { c } else { ' ' })
         .collect();
-    lowered
-        .split_whitespace()
-        .filter(|w| !matches!(*w, "a" | "an" | "the"))
-        .collect::<Vec<_>>()
-        .join(" ")
+    lowered.split_whitespace().filter(|w| !matches!(*w, "a" | "an" | "the")).collect::<Vec<_>>().join(" ")
 }
 
 /// Whether `haystack` contains `needle` on word boundaries, both normalised.
@@ -496,8 +396,7 @@ fn contains_words(haystack_norm: &str, needle_norm: &str) -> bool {
 fn numbers_in(text: &str) -> impl Iterator<Item = f64> + '_ {
     static NUM: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
     let re = NUM.get_or_init(|| Regex::new(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+").expect("static regex"));
-    re.find_iter(text)
-        .filter_map(|m| m.as_str().replace(',', "").parse::<f64>().ok())
+    re.find_iter(text).filter_map(|m| m.as_str().replace(',', "").parse::<f64>().ok())
 }
 
 /// Result of a deterministic check.
@@ -512,14 +411,10 @@ pub enum CheckOutcome {
 impl Check {
     /// Apply the check to the judged text without a model.
     pub fn evaluate(&self, text: &str) -> CheckOutcome {
-        let yes =
-            |b: bool| CheckOutcome::Decided(if b { Label::Support } else { Label::NotSupport });
+        let yes = |b: bool| CheckOutcome::Decided(if b { Label::Support } else { Label::NotSupport });
         match self {
             Check::Llm => CheckOutcome::NeedsModel,
-            Check::ExactMatch {
-                answers,
-                fallback_llm,
-            } => {
+            Check::ExactMatch { answers, fallback_llm } => {
                 let t = normalize_answer(text);
                 let hit = answers.iter().any(|a| normalize_answer(a) == t);
                 if !hit && *fallback_llm {
@@ -530,18 +425,15 @@ impl Check {
             }
             Check::Contains { answers } => {
                 let t = normalize_answer(text);
-                yes(answers
-                    .iter()
-                    .any(|a| contains_words(&t, &normalize_answer(a))))
+                yes(answers.iter().any(|a| contains_words(&t, &normalize_answer(a))))
             }
             Check::Regex { pattern, compiled } => match compiled {
                 Some(re) => yes(re.is_match(text)),
-                None => yes(Regex::new(pattern)
-                    .map(|re| re.is_match(text))
-                    .unwrap_or(false)),
+                None => yes(Regex::new(pattern).map(|re| re.is_match(text)).unwrap_or(false)),
             },
-            Check::Numeric { value, tolerance } => yes(numbers_in(text)
-                .any(|n| (n - value).abs() <= *tolerance + f64::EPSILON * value.abs())),
+            Check::Numeric { value, tolerance } => {
+                yes(numbers_in(text).any(|n| (n - value).abs() <= *tolerance + f64::EPSILON * value.abs()))
+            }
         }
     }
 
@@ -585,99 +477,44 @@ mod tests {
 
     #[test]
     fn okay_defaults_to_half_weight_and_explicit_weight_wins() {
-        assert_eq!(
-            parse(r#"{"text":"x","importance":"okay"}"#).unwrap().weight,
-            0.5
-        );
-        assert_eq!(
-            parse(r#"{"text":"x","importance":"okay","weight":-2}"#)
-                .unwrap()
-                .weight,
-            -2.0
-        );
+        assert_eq!(parse(r#"{"text":"x","importance":"okay"}"#).unwrap().weight, 0.5);
+        assert_eq!(parse(r#"{"text":"x","importance":"okay","weight":-2}"#).unwrap().weight, -2.0);
     }
 
     #[test]
     fn invalid_fields_name_the_field_and_reason() {
-        let e = parse(r#"{"text":"x","kind":"regex","pattern":"("}"#)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("test.json")
-                && e.contains("nuggets[0].pattern")
-                && e.contains("invalid regex"),
-            "{e}"
-        );
-        let e = parse(r#"{"text":"x","kind":"fuzzy"}"#)
-            .unwrap_err()
-            .to_string();
+        let e = parse(r#"{"text":"x","kind":"regex","pattern":"("}"#).unwrap_err().to_string();
+        assert!(e.contains("test.json") && e.contains("nuggets[0].pattern") && e.contains("invalid regex"), "{e}");
+        let e = parse(r#"{"text":"x","kind":"fuzzy"}"#).unwrap_err().to_string();
         assert!(e.contains("nuggets[0].kind") && e.contains("fuzzy"), "{e}");
-        let e = parse(r#"{"text":"x","importance":"high"}"#)
-            .unwrap_err()
-            .to_string();
+        let e = parse(r#"{"text":"x","importance":"high"}"#).unwrap_err().to_string();
         assert!(e.contains("nuggets[0].importance"), "{e}");
-        let e = parse(r#"{"text":"x","kind":"contains"}"#)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("nuggets[0].answers") && e.contains("required"),
-            "{e}"
-        );
+        let e = parse(r#"{"text":"x","kind":"contains"}"#).unwrap_err().to_string();
+        assert!(e.contains("nuggets[0].answers") && e.contains("required"), "{e}");
         let e = parse(r#"{"text":"  "}"#).unwrap_err().to_string();
         assert!(e.contains("nuggets[0].text") && e.contains("empty"), "{e}");
-        let e = parse(r#"{"text":"x","gold":"maybe"}"#)
-            .unwrap_err()
-            .to_string();
+        let e = parse(r#"{"text":"x","gold":"maybe"}"#).unwrap_err().to_string();
         assert!(e.contains("nuggets[0].gold"), "{e}");
         assert!(serde_json::from_str::<RawNugget>(r#"{"text":"x","wieght":1}"#).is_err());
     }
 
     #[test]
     fn deterministic_checks() {
-        let em = parse(r#"{"kind":"exact_match","answers":["Wilhelm Conrad Röntgen","Röntgen"]}"#)
-            .unwrap();
-        assert_eq!(
-            em.check.evaluate("the Röntgen."),
-            CheckOutcome::Decided(Label::Support)
-        );
-        assert_eq!(
-            em.check.evaluate("Wilhelm Röntgen"),
-            CheckOutcome::Decided(Label::NotSupport)
-        );
-        let hybrid =
-            parse(r#"{"kind":"exact_match","answers":["Röntgen"],"fallback_llm":true}"#).unwrap();
-        assert_eq!(
-            hybrid.check.evaluate("Wilhelm Röntgen"),
-            CheckOutcome::NeedsModel
-        );
+        let em = parse(r#"{"kind":"exact_match","answers":["Wilhelm Conrad Röntgen","Röntgen"]}"#).unwrap();
+        assert_eq!(em.check.evaluate("the Röntgen."), CheckOutcome::Decided(Label::Support));
+        assert_eq!(em.check.evaluate("Wilhelm Röntgen"), CheckOutcome::Decided(Label::NotSupport));
+        let hybrid = parse(r#"{"kind":"exact_match","answers":["Röntgen"],"fallback_llm":true}"#).unwrap();
+        assert_eq!(hybrid.check.evaluate("Wilhelm Röntgen"), CheckOutcome::NeedsModel);
         assert!(hybrid.needs_model());
         let c = parse(r#"{"kind":"contains","answers":["Röntgen"]}"#).unwrap();
-        assert_eq!(
-            c.check.evaluate("It was Wilhelm Röntgen, in 1901."),
-            CheckOutcome::Decided(Label::Support)
-        );
-        assert_eq!(
-            c.check.evaluate("Röntgenology"),
-            CheckOutcome::Decided(Label::NotSupport)
-        );
+        assert_eq!(c.check.evaluate("It was Wilhelm Röntgen, in 1901."), CheckOutcome::Decided(Label::Support));
+        assert_eq!(c.check.evaluate("Röntgenology"), CheckOutcome::Decided(Label::NotSupport));
         let r = parse(r#"{"kind":"regex","pattern":"(?i)\\b19\\d\\d\\b"}"#).unwrap();
-        assert_eq!(
-            r.check.evaluate("in 1901"),
-            CheckOutcome::Decided(Label::Support)
-        );
-        assert_eq!(
-            r.check.evaluate("in 2001"),
-            CheckOutcome::Decided(Label::NotSupport)
-        );
+        assert_eq!(r.check.evaluate("in 1901"), CheckOutcome::Decided(Label::Support));
+        assert_eq!(r.check.evaluate("in 2001"), CheckOutcome::Decided(Label::NotSupport));
         let n = parse(r#"{"kind":"numeric","value":1234.5,"tolerance":0.5}"#).unwrap();
-        assert_eq!(
-            n.check.evaluate("about 1,234.9 units"),
-            CheckOutcome::Decided(Label::Support)
-        );
-        assert_eq!(
-            n.check.evaluate("about 1,236 units"),
-            CheckOutcome::Decided(Label::NotSupport)
-        );
+        assert_eq!(n.check.evaluate("about 1,234.9 units"), CheckOutcome::Decided(Label::Support));
+        assert_eq!(n.check.evaluate("about 1,236 units"), CheckOutcome::Decided(Label::NotSupport));
     }
 
     #[test]
@@ -704,21 +541,11 @@ mod tests {
 
     #[test]
     fn rubric_errors_name_file_and_field() {
-        let e = Rubric::from_json(
-            r#"{"nuggets":[{"text":"a"},{"text":"b","weight":"x"}]}"#,
-            "r.json",
-        )
-        .unwrap_err();
+        let e = Rubric::from_json(r#"{"nuggets":[{"text":"a"},{"text":"b","weight":"x"}]}"#, "r.json").unwrap_err();
         assert!(e.to_string().contains("r.json"), "{e}");
-        let e = Rubric::from_json(r#"{"nuggets":[]}"#, "r.json")
-            .unwrap_err()
-            .to_string();
+        let e = Rubric::from_json(r#"{"nuggets":[]}"#, "r.json").unwrap_err().to_string();
         assert!(e.contains("nuggets") && e.contains("empty"), "{e}");
-        let e = Rubric::from_json(
-            r#"{"nuggets":["a",{"text":"b","kind":"numeric"}]}"#,
-            "r.json",
-        )
-        .unwrap_err();
+        let e = Rubric::from_json(r#"{"nuggets":["a",{"text":"b","kind":"numeric"}]}"#, "r.json").unwrap_err();
         assert!(e.to_string().contains("nuggets[1].value"), "{e}");
     }
 }

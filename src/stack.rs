@@ -52,13 +52,7 @@ pub fn feature_names(set: FeatureSet) -> Vec<&'static str> {
         "contains",
     ];
     if set == FeatureSet::All {
-        v.extend([
-            "lp_support",
-            "lp_partial",
-            "lp_not",
-            "yes_minus_no",
-            "partial_minus_no",
-        ]);
+        v.extend(["lp_support", "lp_partial", "lp_not", "yes_minus_no", "partial_minus_no"]);
     }
     v
 }
@@ -70,11 +64,7 @@ pub fn features(set: FeatureSet, x: &FeatureInput<'_>) -> Vec<f64> {
     let ans: Vec<&str> = ans_norm.split(' ').filter(|w| !w.is_empty()).collect();
     let ans_set: HashSet<&str> = ans.iter().copied().collect();
     let present = nug.iter().filter(|w| ans_set.contains(w.as_str())).count();
-    let overlap = if nug.is_empty() {
-        0.0
-    } else {
-        present as f64 / nug.len() as f64
-    };
+    let overlap = if nug.is_empty() { 0.0 } else { present as f64 / nug.len() as f64 };
     let ans_bigrams: HashSet<(&str, &str)> = ans.windows(2).map(|w| (w[0], w[1])).collect();
     let all_nug_norm = normalize_answer(x.nugget);
     let all_nug: Vec<&str> = all_nug_norm.split(' ').filter(|w| !w.is_empty()).collect();
@@ -95,9 +85,7 @@ pub fn features(set: FeatureSet, x: &FeatureInput<'_>) -> Vec<f64> {
         let golds: Vec<String> = x.gold_answers.iter().map(|g| normalize_answer(g)).collect();
         let em = golds.contains(&ans_norm);
         let padded = format!(" {ans_norm} ");
-        let contains = golds
-            .iter()
-            .any(|g| !g.is_empty() && padded.contains(&format!(" {g} ")));
+        let contains = golds.iter().any(|g| !g.is_empty() && padded.contains(&format!(" {g} ")));
         (f64::from(u8::from(em)), f64::from(u8::from(contains)))
     };
     let mut f = vec![
@@ -144,27 +132,11 @@ fn softmax(z: &[f64]) -> Vec<f64> {
 impl Stack {
     /// Fit on (features, gold) with L2 penalty `l2`, by full-batch gradient descent.
     /// Classes are weighted inversely to their frequency, which aims at macro-F1.
-    pub fn fit(
-        set: FeatureSet,
-        xs: &[Vec<f64>],
-        golds: &[Label],
-        two_grade: bool,
-        l2: f64,
-    ) -> Stack {
-        let labels: Vec<Label> = if two_grade {
-            vec![Label::Support, Label::NotSupport]
-        } else {
-            Label::ALL.to_vec()
-        };
+    pub fn fit(set: FeatureSet, xs: &[Vec<f64>], golds: &[Label], two_grade: bool, l2: f64) -> Stack {
+        let labels: Vec<Label> = if two_grade { vec![Label::Support, Label::NotSupport] } else { Label::ALL.to_vec() };
         let golds: Vec<Label> = golds
             .iter()
-            .map(|&g| {
-                if two_grade && g == Label::PartialSupport {
-                    Label::NotSupport
-                } else {
-                    g
-                }
-            })
+            .map(|&g| if two_grade && g == Label::PartialSupport { Label::NotSupport } else { g })
             .collect();
         let d = xs.first().map_or(0, Vec::len);
         let n = xs.len().max(1);
@@ -183,38 +155,22 @@ impl Stack {
         for s in &mut std {
             *s = s.sqrt().max(1e-6);
         }
-        let z: Vec<Vec<f64>> = xs
-            .iter()
-            .map(|x| (0..d).map(|j| (x[j] - mean[j]) / std[j]).collect())
-            .collect();
+        let z: Vec<Vec<f64>> = xs.iter().map(|x| (0..d).map(|j| (x[j] - mean[j]) / std[j]).collect()).collect();
         let k = labels.len();
-        let y: Vec<usize> = golds
-            .iter()
-            .map(|g| labels.iter().position(|l| l == g).unwrap_or(k - 1))
-            .collect();
+        let y: Vec<usize> = golds.iter().map(|g| labels.iter().position(|l| l == g).unwrap_or(k - 1)).collect();
         let mut counts = vec![0usize; k];
         for &c in &y {
             counts[c] += 1;
         }
-        let class_w: Vec<f64> = counts
-            .iter()
-            .map(|&c| {
-                if c > 0 {
-                    n as f64 / (k as f64 * c as f64)
-                } else {
-                    0.0
-                }
-            })
-            .collect();
+        let class_w: Vec<f64> =
+            counts.iter().map(|&c| if c > 0 { n as f64 / (k as f64 * c as f64) } else { 0.0 }).collect();
         let mut w = vec![vec![0.0; d + 1]; k];
         let lr = 0.5;
         for _ in 0..600 {
             let mut grad = vec![vec![0.0; d + 1]; k];
             for (x, &yi) in z.iter().zip(&y) {
-                let logits: Vec<f64> = w
-                    .iter()
-                    .map(|wc| wc[0] + (0..d).map(|j| wc[j + 1] * x[j]).sum::<f64>())
-                    .collect();
+                let logits: Vec<f64> =
+                    w.iter().map(|wc| wc[0] + (0..d).map(|j| wc[j + 1] * x[j]).sum::<f64>()).collect();
                 let p = softmax(&logits);
                 let cw = class_w[yi];
                 for c in 0..k {
@@ -251,10 +207,7 @@ impl Stack {
             .map(|wc| {
                 wc[0]
                     + (0..d)
-                        .map(|j| {
-                            wc[j + 1] * (x.get(j).copied().unwrap_or(0.0) - self.mean[j])
-                                / self.std[j]
-                        })
+                        .map(|j| wc[j + 1] * (x.get(j).copied().unwrap_or(0.0) - self.mean[j]) / self.std[j])
                         .sum::<f64>()
             })
             .collect();
@@ -290,12 +243,7 @@ mod tests {
         assert_eq!(f[3], 0.0);
         assert_eq!(f[11], 1.0); // yes - no
         let g = vec!["Paris".to_string()];
-        let s = FeatureInput {
-            logprobs: None,
-            nugget: "Paris",
-            answer: "It is Paris.",
-            gold_answers: &g,
-        };
+        let s = FeatureInput { logprobs: None, nugget: "Paris", answer: "It is Paris.", gold_answers: &g };
         let f = features(FeatureSet::NoModel, &s);
         assert_eq!(f.len(), feature_names(FeatureSet::NoModel).len());
         assert_eq!((f[6], f[7]), (0.0, 1.0));
@@ -304,19 +252,9 @@ mod tests {
     #[test]
     fn fit_separates_a_learnable_problem() {
         // Support iff the first feature is high; the second is noise.
-        let xs: Vec<Vec<f64>> = (0..200)
-            .map(|i| vec![(i % 10) as f64 / 10.0, ((i * 7) % 13) as f64])
-            .collect();
-        let golds: Vec<Label> = xs
-            .iter()
-            .map(|x| {
-                if x[0] >= 0.5 {
-                    Label::Support
-                } else {
-                    Label::NotSupport
-                }
-            })
-            .collect();
+        let xs: Vec<Vec<f64>> = (0..200).map(|i| vec![(i % 10) as f64 / 10.0, ((i * 7) % 13) as f64]).collect();
+        let golds: Vec<Label> =
+            xs.iter().map(|x| if x[0] >= 0.5 { Label::Support } else { Label::NotSupport }).collect();
         let s = Stack::fit(FeatureSet::NoModel, &xs, &golds, true, 1e-3);
         let correct = xs
             .iter()

@@ -13,17 +13,11 @@ fn fixture(name: &str) -> String {
 
 #[test]
 fn malformed_lines_become_error_records_and_the_run_goes_on() {
-    let out = gavel()
-        .args(["verify", "--input", &fixture("mixed.jsonl")])
-        .output()
-        .unwrap();
+    let out = gavel().args(["verify", "--input", &fixture("mixed.jsonl")]).output().unwrap();
     let stdout = String::from_utf8(out.stdout).unwrap();
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
-    let lines: Vec<serde_json::Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     // One output line per non-blank input line, in order.
     let line_nos: Vec<u64> = lines.iter().map(|l| l["line"].as_u64().unwrap()).collect();
     assert_eq!(line_nos, vec![1, 2, 3, 5, 6]);
@@ -31,27 +25,13 @@ fn malformed_lines_become_error_records_and_the_run_goes_on() {
     assert!(lines[0]["scores"]["all_score"].is_number());
     assert_eq!(lines[0]["verdicts"][1]["by"], "numeric");
     assert_eq!(lines[1]["error"]["kind"], "parse");
-    assert!(lines[1]["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("mixed.jsonl:2"));
+    assert!(lines[1]["error"]["message"].as_str().unwrap().contains("mixed.jsonl:2"));
     assert_eq!(lines[2]["id"], "no-answer");
-    assert!(lines[2]["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("answer"));
-    assert!(lines[3]["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("nuggets[0].kind"));
+    assert!(lines[2]["error"]["message"].as_str().unwrap().contains("answer"));
+    assert!(lines[3]["error"]["message"].as_str().unwrap().contains("nuggets[0].kind"));
     assert_eq!(lines[4]["correct"], true);
     assert_eq!(lines[4]["verdicts"][0]["by"], "exact_match");
-    assert!(
-        stderr.contains("5 records")
-            && stderr.contains("3 errors")
-            && stderr.contains("verdicts/s"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("5 records") && stderr.contains("3 errors") && stderr.contains("verdicts/s"), "{stderr}");
 }
 
 #[test]
@@ -72,12 +52,7 @@ fn stdin_to_file_and_clean_exit() {
         .write_all(br#"{"answer": "Paris is the capital of France.", "nuggets": ["Paris is the capital of France", {"kind": "contains", "answers": ["Paris"]}]}"#)
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.stdout.is_empty());
     let written = std::fs::read_to_string(&out_path).unwrap();
     let rec: serde_json::Value = serde_json::from_str(written.trim()).unwrap();
@@ -89,46 +64,26 @@ fn stdin_to_file_and_clean_exit() {
 fn bad_rubric_fails_fast_naming_the_file_and_field() {
     let dir = tempfile::tempdir().unwrap();
     let rubric = dir.path().join("r.json");
-    std::fs::write(
-        &rubric,
-        r#"{"nuggets": [{"text": "a", "importance": "urgent"}]}"#,
-    )
-    .unwrap();
+    std::fs::write(&rubric, r#"{"nuggets": [{"text": "a", "importance": "urgent"}]}"#).unwrap();
     let out = gavel()
-        .args([
-            "verify",
-            "--rubric",
-            rubric.to_str().unwrap(),
-            "--input",
-            &fixture("mixed.jsonl"),
-        ])
+        .args(["verify", "--rubric", rubric.to_str().unwrap(), "--input", &fixture("mixed.jsonl")])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr.contains("r.json") && stderr.contains("nuggets[0].importance"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("r.json") && stderr.contains("nuggets[0].importance"), "{stderr}");
 
-    let out = gavel()
-        .args(["check", rubric.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = gavel().args(["check", rubric.to_str().unwrap()]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
 }
 
 #[test]
 fn dry_run_prints_the_prompt_without_judging() {
-    let out = gavel()
-        .args(["verify", "--dry-run", "--input", &fixture("mixed.jsonl")])
-        .output()
-        .unwrap();
+    let out = gavel().args(["verify", "--dry-run", "--input", &fixture("mixed.jsonl")]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0));
     assert!(
-        stdout.contains("shared prefix")
-            && stdout.contains("Statement: Fleming discovered penicillin"),
+        stdout.contains("shared prefix") && stdout.contains("Statement: Fleming discovered penicillin"),
         "{stdout}"
     );
     assert!(stdout.contains("<|im_start|>assistant"), "{stdout}");
@@ -137,19 +92,10 @@ fn dry_run_prints_the_prompt_without_judging() {
 #[test]
 fn missing_model_file_is_a_clear_error() {
     let out = gavel()
-        .args([
-            "verify",
-            "--model",
-            "/nonexistent/model.gguf",
-            "--input",
-            &fixture("mixed.jsonl"),
-        ])
+        .args(["verify", "--model", "/nonexistent/model.gguf", "--input", &fixture("mixed.jsonl")])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr.contains("/nonexistent/model.gguf") && stderr.contains("no such file"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("/nonexistent/model.gguf") && stderr.contains("no such file"), "{stderr}");
 }

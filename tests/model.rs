@@ -10,25 +10,14 @@ const PASSAGE: &str = "The Eiffel Tower was completed in 1889 for the World's Fa
 It was designed by the engineering company of Gustave Eiffel and is 330 metres tall.";
 
 fn task(answer: &str, nuggets: &[&str]) -> Task {
-    Task::new(
-        None,
-        answer,
-        nuggets.iter().map(|n| Nugget::new(*n)).collect(),
-    )
+    Task::new(None, answer, nuggets.iter().map(|n| Nugget::new(*n)).collect())
 }
 
 #[test]
 fn scored_mode_returns_a_distribution_for_every_nugget() {
     let judge = common::judge(JudgeConfig::default());
     let tasks = vec![
-        task(
-            PASSAGE,
-            &[
-                "The Eiffel Tower was completed in 1889",
-                "The tower is in Rome",
-                "It is 330 metres tall",
-            ],
-        ),
+        task(PASSAGE, &["The Eiffel Tower was completed in 1889", "The tower is in Rome", "It is 330 metres tall"]),
         Task::new(
             Some("Who wrote Hamlet?".into()),
             "Shakespeare wrote Hamlet around 1600.",
@@ -71,10 +60,7 @@ fn supported_nuggets_score_higher_than_absent_ones() {
             "Mount Everest is in the Alps",
         ),
     ];
-    let tasks: Vec<Task> = cases
-        .iter()
-        .map(|(p, yes, no)| task(p, &[yes, no]))
-        .collect();
+    let tasks: Vec<Task> = cases.iter().map(|(p, yes, no)| task(p, &[yes, no])).collect();
     let mut wins = 0;
     for (r, (_, yes, no)) in judge.judge(&tasks).into_iter().zip(cases) {
         let j = r.unwrap();
@@ -84,12 +70,7 @@ fn supported_nuggets_score_higher_than_absent_ones() {
             wins += 1;
         }
     }
-    assert_eq!(
-        wins,
-        cases.len(),
-        "supported nugget ranked higher in {wins} of {} cases",
-        cases.len()
-    );
+    assert_eq!(wins, cases.len(), "supported nugget ranked higher in {wins} of {} cases", cases.len());
 }
 
 #[test]
@@ -97,10 +78,8 @@ fn batching_many_answers_gives_the_same_verdicts_as_one_at_a_time() {
     let judge = common::judge(JudgeConfig::default());
     let tasks: Vec<Task> = (0..6)
         .map(|i| {
-            let answer = format!(
-                "{PASSAGE} Record number {i} adds that {} people visited it last year.",
-                1000 * (i + 1)
-            );
+            let answer =
+                format!("{PASSAGE} Record number {i} adds that {} people visited it last year.", 1000 * (i + 1));
             task(
                 &answer,
                 &[
@@ -119,10 +98,7 @@ fn batching_many_answers_gives_the_same_verdicts_as_one_at_a_time() {
             assert_eq!(a.label, b.label);
             let (pa, pb) = (a.probs.unwrap().to_array(), b.probs.unwrap().to_array());
             for k in 0..3 {
-                assert!(
-                    (pa[k] - pb[k]).abs() < 1e-3,
-                    "alone {pa:?} vs batched {pb:?}"
-                );
+                assert!((pa[k] - pb[k]).abs() < 1e-3, "alone {pa:?} vs batched {pb:?}");
             }
         }
     }
@@ -132,30 +108,15 @@ fn batching_many_answers_gives_the_same_verdicts_as_one_at_a_time() {
 fn reasoned_mode_output_always_parses() {
     let judge = common::judge(JudgeConfig::default().with_mode(JudgeMode::Reasoned));
     let tasks = vec![
-        task(
-            PASSAGE,
-            &[
-                "The Eiffel Tower was completed in 1889",
-                "The tower is made of wood",
-            ],
-        ),
-        task(
-            "Canberra is the capital of Australia.",
-            &["Sydney is the capital of Australia"],
-        ),
+        task(PASSAGE, &["The Eiffel Tower was completed in 1889", "The tower is made of wood"]),
+        task("Canberra is the capital of Australia.", &["Sydney is the capital of Australia"]),
     ];
     for r in judge.judge(&tasks) {
         let j = r.expect("reasoned output parses under the grammar");
         for v in &j.verdicts {
-            assert!(
-                v.rationale.as_deref().is_some_and(|r| !r.is_empty()),
-                "{v:?}"
-            );
+            assert!(v.rationale.as_deref().is_some_and(|r| !r.is_empty()), "{v:?}");
             assert!(v.probs.is_none());
-            assert!(matches!(
-                v.label,
-                Label::Support | Label::PartialSupport | Label::NotSupport
-            ));
+            assert!(matches!(v.label, Label::Support | Label::PartialSupport | Label::NotSupport));
         }
     }
 }
@@ -165,32 +126,18 @@ fn too_long_answers_give_the_documented_error_or_a_reported_truncation() {
     let path = gavel::model_store::ensure_default_model().unwrap();
     let small = Arc::new(EmbeddedBackend::load(EmbeddedConfig::new(path).with_n_ctx(256)).unwrap());
     let long = PASSAGE.repeat(30);
-    let tasks = vec![
-        task(&long, &["The Eiffel Tower was completed in 1889"]),
-        task(PASSAGE, &["It is 330 metres tall"]),
-    ];
+    let tasks =
+        vec![task(&long, &["The Eiffel Tower was completed in 1889"]), task(PASSAGE, &["It is 330 metres tall"])];
 
-    let strict = gavel::Judge::new(
-        small.clone(),
-        gavel::PromptSet::builtin(),
-        JudgeConfig::default(),
-    );
+    let strict = gavel::Judge::new(small.clone(), gavel::PromptSet::builtin(), JudgeConfig::default());
     let out = strict.judge(&tasks);
     match &out[0] {
         Err(Error::TooLong { tokens, n_ctx }) => assert!(*tokens > *n_ctx && *n_ctx == 256),
         other => panic!("expected TooLong, got {other:?}"),
     }
-    assert!(
-        out[1].is_ok(),
-        "the other record is unaffected: {:?}",
-        out[1]
-    );
+    assert!(out[1].is_ok(), "the other record is unaffected: {:?}", out[1]);
 
-    let cutting = gavel::Judge::new(
-        small,
-        gavel::PromptSet::builtin(),
-        JudgeConfig::default().with_truncate(true),
-    );
+    let cutting = gavel::Judge::new(small, gavel::PromptSet::builtin(), JudgeConfig::default().with_truncate(true));
     let out = cutting.judge(&tasks);
     let j = out[0].as_ref().expect("truncation fits the prompt");
     assert!(j.truncated);
@@ -231,19 +178,7 @@ fn render_shows_the_shared_prefix_and_per_nugget_suffixes() {
     assert_eq!(prompts.len(), 2);
     assert_eq!(prompts[0].prefix, prompts[1].prefix);
     assert!(prompts[0].prefix.contains(PASSAGE));
-    assert!(
-        prompts[0].prefix.starts_with("<|im_start|>system"),
-        "{}",
-        prompts[0].prefix
-    );
-    assert!(
-        prompts[0].suffix.starts_with("Statement: A"),
-        "{}",
-        prompts[0].suffix
-    );
-    assert!(
-        prompts[1].suffix.ends_with("<|im_start|>assistant\n"),
-        "{:?}",
-        prompts[1].suffix
-    );
+    assert!(prompts[0].prefix.starts_with("<|im_start|>system"), "{}", prompts[0].prefix);
+    assert!(prompts[0].suffix.starts_with("Statement: A"), "{}", prompts[0].suffix);
+    assert!(prompts[1].suffix.ends_with("<|im_start|>assistant\n"), "{:?}", prompts[1].suffix);
 }

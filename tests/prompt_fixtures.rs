@@ -34,16 +34,13 @@ fn prompt_fixtures_render_as_expected() {
             gold_answers: &case.gold_answers,
         };
         let messages = prompts.render_judge(case.mode, &vars).unwrap();
-        let got: String = messages
-            .iter()
-            .map(|m| format!("[{}]\n{}\n", m.role, m.content))
-            .collect();
+        let got: String = messages.iter().map(|m| format!("[{}]\n{}\n", m.role, m.content)).collect();
         let expected_path = path.with_extension("txt");
         if bless {
             std::fs::write(&expected_path, &got).unwrap();
         }
-        let expected = std::fs::read_to_string(&expected_path)
-            .unwrap_or_else(|_| panic!("{} missing", expected_path.display()));
+        let expected =
+            std::fs::read_to_string(&expected_path).unwrap_or_else(|_| panic!("{} missing", expected_path.display()));
         assert_eq!(got, expected, "{}", path.display());
         n += 1;
     }

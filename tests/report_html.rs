@@ -53,10 +53,7 @@ fn html_report_renders_in_headless_chromium() {
     let dir = tempfile::tempdir().unwrap();
     let page = dir.path().join("report.html");
     let html = sample_report();
-    assert!(
-        !html.contains("http://") && !html.contains("https://"),
-        "the report must not fetch anything"
-    );
+    assert!(!html.contains("http://") && !html.contains("https://"), "the report must not fetch anything");
     std::fs::write(&page, &html).unwrap();
     let profile = dir.path().join("profile");
     let out = Command::new(chromium)
@@ -93,12 +90,7 @@ fn html_report_renders_in_headless_chromium() {
             && dom.contains("data-chart=\"histogram\"")
     );
     assert!(dom.contains("fixture &lt;with&gt;"), "title escaped");
-    let console_errors: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("CONSOLE") && (l.contains("ERROR") || l.contains("Uncaught")))
-        .collect();
-    assert!(
-        console_errors.is_empty(),
-        "console errors: {console_errors:?}"
-    );
+    let console_errors: Vec<&str> =
+        log.lines().filter(|l| l.contains("CONSOLE") && (l.contains("ERROR") || l.contains("Uncaught"))).collect();
+    assert!(console_errors.is_empty(), "console errors: {console_errors:?}");
 }

@@ -54,18 +54,10 @@ impl Reply {
 }
 
 fn agent() -> ureq::Agent {
-    ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(600))
-        .build()
+    ureq::AgentBuilder::new().timeout(Duration::from_secs(600)).build()
 }
 
-fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    body: Option<&str>,
-    key: Option<&str>,
-) -> Reply {
+fn request(addr: SocketAddr, method: &str, path: &str, body: Option<&str>, key: Option<&str>) -> Reply {
     let mut req = agent().request(method, &format!("http://{addr}{path}"));
     if let Some(k) = key {
         req = req.set("Authorization", &format!("Bearer {k}"));
@@ -106,10 +98,7 @@ fn wait_health(addr: SocketAddr, cond: impl Fn(&Value) -> bool) {
         if cond(&h) {
             return;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "health never got there: {h}"
-        );
+        assert!(start.elapsed() < Duration::from_secs(60), "health never got there: {h}");
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -119,10 +108,8 @@ fn wait_health(addr: SocketAddr, cond: impl Fn(&Value) -> bool) {
 /// comparisons below judge exactly the batch the server judged and expect identical output.
 fn direct(records: &[Value]) -> Vec<Value> {
     let judge = common::judge(JudgeConfig::default());
-    let tasks: Vec<_> = records
-        .iter()
-        .map(|r| parse_record(&r.to_string(), "direct", None, ShortForm::Hybrid).unwrap())
-        .collect();
+    let tasks: Vec<_> =
+        records.iter().map(|r| parse_record(&r.to_string(), "direct", None, ShortForm::Hybrid).unwrap()).collect();
     tasks
         .iter()
         .zip(judge.judge(&tasks))
@@ -134,8 +121,7 @@ fn direct(records: &[Value]) -> Vec<Value> {
 #[test]
 fn openrlhf_shape_gives_rewards_scores_and_extra_logs() {
     let s = start(ServeConfig::default());
-    let prompt =
-        "<|im_start|>user\nWhat is the capital of Australia?<|im_end|>\n<|im_start|>assistant\n";
+    let prompt = "<|im_start|>user\nWhat is the capital of Australia?<|im_end|>\n<|im_start|>assistant\n";
     let nuggets = json!({"query": "Where is the Eiffel Tower and who designed it?",
         "nuggets": ["The Eiffel Tower is in Paris", {"text": "The tower is made of wood", "importance": "okay"}]});
     let body = json!({
@@ -166,39 +152,23 @@ fn openrlhf_shape_gives_rewards_scores_and_extra_logs() {
     assert_eq!(v["extra_logs"]["model_verdicts"][0], 0.0);
     assert_eq!(v["extra_logs"]["soft_reward"][0], 1.0);
     assert_eq!(want[1]["verdicts"][0]["by"], "llm");
-    assert_eq!(
-        rewards[1],
-        if want[1]["correct"] == true { 1.0 } else { 0.0 }
-    );
+    assert_eq!(rewards[1], if want[1]["correct"] == true { 1.0 } else { 0.0 });
     assert_eq!(v["extra_logs"]["model_verdicts"][1], 1.0);
     // Long-form: the weighted reward.
     assert_eq!(rewards[2], want[2]["scores"]["weighted_reward"]);
     assert_eq!(v["extra_logs"]["model_verdicts"][2], 2.0);
     for i in 0..3 {
-        assert_eq!(
-            v["extra_logs"]["soft_reward"][i],
-            want[i]["scores"]["soft_reward"]
-        );
-        assert_eq!(
-            v["extra_logs"]["all_score"][i],
-            want[i]["scores"]["all_score"]
-        );
+        assert_eq!(v["extra_logs"]["soft_reward"][i], want[i]["scores"]["soft_reward"]);
+        assert_eq!(v["extra_logs"]["all_score"][i], want[i]["scores"]["all_score"]);
     }
     // A bad label fails its own item only, with why.
     assert_eq!(rewards[3], 0.0);
     assert_eq!(v["extra_logs"]["error"], json!([0.0, 0.0, 0.0, 1.0]));
     assert_eq!(v["errors"][0]["index"], 3);
     let msg = v["errors"][0]["message"].as_str().unwrap();
-    assert!(
-        msg.contains("labels[3]") && msg.contains("nuggets[0].kind"),
-        "{msg}"
-    );
+    assert!(msg.contains("labels[3]") && msg.contains("nuggets[0].kind"), "{msg}");
     // Older clients send only `query`.
-    let r = post(
-        s.addr,
-        "/get_reward",
-        &json!({"query": ["Canberra"], "labels": ["canberra"]}),
-    );
+    let r = post(s.addr, "/get_reward", &json!({"query": ["Canberra"], "labels": ["canberra"]}));
     assert_eq!(r.json()["rewards"], json!([1.0]));
 }
 
@@ -225,10 +195,7 @@ fn native_verify_returns_gavel_verify_records() {
     // An error record in the middle, the others judged.
     assert_eq!(recs[1]["id"], "bad");
     assert_eq!(recs[1]["error"]["kind"], "invalid_field");
-    assert!(recs[1]["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("records[1]"));
+    assert!(recs[1]["error"]["message"].as_str().unwrap().contains("records[1]"));
     // The others are exactly what gavel verify writes for them (but for `line`).
     let want = direct(&[long, short, as_line]);
     for (got, mut want) in [&recs[0], &recs[2], &recs[3]].into_iter().zip(want) {
@@ -244,31 +211,17 @@ fn native_verify_returns_gavel_verify_records() {
 fn concurrent_clients_get_the_same_answers_as_one_at_a_time() {
     let questions = [
         ("where is the eiffel tower", "It stands in Paris.", "Paris"),
-        (
-            "who designed the eiffel tower",
-            "Gustave Eiffel's company",
-            "Gustave Eiffel",
-        ),
+        ("who designed the eiffel tower", "Gustave Eiffel's company", "Gustave Eiffel"),
         ("when was the eiffel tower completed", "in 1889", "1889"),
-        (
-            "what is the eiffel tower made of",
-            "wrought iron",
-            "wrought-iron lattice",
-        ),
+        ("what is the eiffel tower made of", "wrought iron", "wrought-iron lattice"),
         ("what is the capital of france", "Lyon", "Paris"),
         ("how tall is the eiffel tower", "about 330 metres", "330 m"),
-        (
-            "which river flows through paris",
-            "The Seine river",
-            "Seine",
-        ),
+        ("which river flows through paris", "The Seine river", "Seine"),
         ("what is the capital of australia", "Canberra", "Canberra"),
     ];
     let bodies: Vec<Value> = questions
         .iter()
-        .map(|(q, a, gold)| {
-            json!({"query": [a], "labels": [json!({"query": q, "gold_answers": [gold]}).to_string()]})
-        })
+        .map(|(q, a, gold)| json!({"query": [a], "labels": [json!({"query": q, "gold_answers": [gold]}).to_string()]}))
         .collect();
     let all_at_once = |addr: SocketAddr| -> Vec<Value> {
         let barrier = Arc::new(Barrier::new(bodies.len()));
@@ -303,10 +256,7 @@ fn concurrent_clients_get_the_same_answers_as_one_at_a_time() {
             r.json()
         })
         .collect();
-    let soft: Vec<&Value> = alone
-        .iter()
-        .map(|a| &a["extra_logs"]["soft_reward"][0])
-        .collect();
+    let soft: Vec<&Value> = alone.iter().map(|a| &a["extra_logs"]["soft_reward"][0]).collect();
     assert!(
         soft.iter().enumerate().all(|(i, x)| !soft[..i].contains(x)),
         "answers must differ to catch mix-ups: {soft:?}"
@@ -317,17 +267,10 @@ fn concurrent_clients_get_the_same_answers_as_one_at_a_time() {
     let s = start(ServeConfig::default());
     let batched = all_at_once(s.addr);
     let calls = metric(s.addr, "gavel_engine_batches_total");
-    assert!(
-        calls < bodies.len() as f64,
-        "{calls} judge calls for {} requests",
-        bodies.len()
-    );
+    assert!(calls < bodies.len() as f64, "{calls} judge calls for {} requests", bodies.len());
     for (got, want) in batched.iter().zip(&alone) {
         assert_eq!(got["rewards"], want["rewards"], "{got} vs {want}");
-        assert_eq!(
-            got["extra_logs"]["model_verdicts"],
-            want["extra_logs"]["model_verdicts"]
-        );
+        assert_eq!(got["extra_logs"]["model_verdicts"], want["extra_logs"]["model_verdicts"]);
         // A record's label probabilities move a little with the other records in its decode
         // batch (the engine's behaviour, also seen in `gavel verify --batch 1` vs `--batch 8`).
         let (g, w) = (
@@ -345,28 +288,12 @@ fn malformed_bodies_get_400_naming_the_field() {
         ("/get_reward", "{\"query\": [", "not valid JSON"),
         ("/get_reward", "[]", "JSON object"),
         ("/get_reward", "{\"prompts\": []}", "`query`"),
-        (
-            "/get_reward",
-            "{\"query\": \"a\", \"labels\": [\"a\"]}",
-            "`query` must be an array",
-        ),
-        (
-            "/get_reward",
-            "{\"query\": [\"a\", 1], \"labels\": [\"a\", \"b\"]}",
-            "`query[1]`",
-        ),
-        (
-            "/get_reward",
-            "{\"query\": [\"a\"], \"labels\": [\"a\", \"b\"]}",
-            "`labels` has 2",
-        ),
+        ("/get_reward", "{\"query\": \"a\", \"labels\": [\"a\"]}", "`query` must be an array"),
+        ("/get_reward", "{\"query\": [\"a\", 1], \"labels\": [\"a\", \"b\"]}", "`query[1]`"),
+        ("/get_reward", "{\"query\": [\"a\"], \"labels\": [\"a\", \"b\"]}", "`labels` has 2"),
         ("/get_reward", "{\"query\": [\"a\"]}", "`labels` is missing"),
         ("/v1/verify", "{\"record\": []}", "`records` is missing"),
-        (
-            "/v1/verify",
-            "{\"records\": 5}",
-            "`records` must be an array",
-        ),
+        ("/v1/verify", "{\"records\": 5}", "`records` must be an array"),
     ];
     for (path, body, want) in cases {
         let r = request(s.addr, "POST", path, Some(body), None);
@@ -378,34 +305,18 @@ fn malformed_bodies_get_400_naming_the_field() {
     }
     let r = request(s.addr, "GET", "/nope", None, None);
     assert_eq!(r.status, 404);
-    assert!(r.json()["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("/get_reward"));
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("/get_reward"));
     // The server is still healthy.
-    assert_eq!(
-        request(s.addr, "GET", "/health", None, None).json()["status"],
-        "ok"
-    );
-    assert!(
-        metric(
-            s.addr,
-            "gavel_requests_total{endpoint=\"/get_reward\",status=\"400\"}"
-        ) >= 7.0
-    );
+    assert_eq!(request(s.addr, "GET", "/health", None, None).json()["status"], "ok");
+    assert!(metric(s.addr, "gavel_requests_total{endpoint=\"/get_reward\",status=\"400\"}") >= 7.0);
 }
 
 #[test]
 fn oversize_bodies_get_413() {
-    let s = start(
-        ServeConfig::default()
-            .with_max_body_bytes(1024)
-            .with_max_request_records(2),
-    );
+    let s = start(ServeConfig::default().with_max_body_bytes(1024).with_max_request_records(2));
     // Declared too large: refused before the body is sent.
     let mut conn = TcpStream::connect(s.addr).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     write!(
         conn,
         "POST /get_reward HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n"
@@ -420,11 +331,7 @@ fn oversize_bodies_get_413() {
     assert_eq!(r.status, 413, "{}", r.body);
     assert_eq!(r.json()["error"]["kind"], "too_many_records");
     // Within the limits it works.
-    let r = post(
-        s.addr,
-        "/get_reward",
-        &json!({"query": ["a"], "labels": ["a"]}),
-    );
+    let r = post(s.addr, "/get_reward", &json!({"query": ["a"], "labels": ["a"]}));
     assert_eq!(r.status, 200, "{}", r.body);
 }
 
@@ -444,21 +351,13 @@ fn overload_gets_503_with_retry_after() {
             let barrier = Arc::clone(&barrier);
             std::thread::spawn(move || {
                 barrier.wait();
-                post(
-                    addr,
-                    "/get_reward",
-                    &json!({"query": [format!("a{i}")], "labels": [format!("a{i}")]}),
-                )
+                post(addr, "/get_reward", &json!({"query": [format!("a{i}")], "labels": [format!("a{i}")]}))
             })
         })
         .collect();
     let replies: Vec<Reply> = threads.into_iter().map(|t| t.join().unwrap()).collect();
     let rejected: Vec<&Reply> = replies.iter().filter(|r| r.status == 503).collect();
-    assert!(
-        rejected.len() >= 4,
-        "{:?}",
-        replies.iter().map(|r| r.status).collect::<Vec<_>>()
-    );
+    assert!(rejected.len() >= 4, "{:?}", replies.iter().map(|r| r.status).collect::<Vec<_>>());
     for r in &rejected {
         assert_eq!(r.retry_after.as_deref(), Some("1"));
         assert_eq!(r.json()["error"]["kind"], "queue_full");
@@ -479,10 +378,7 @@ fn api_key_guards_everything_but_health() {
     let r = request(s.addr, "POST", "/get_reward", Some(body), None);
     assert_eq!(r.status, 401);
     assert_eq!(r.json()["error"]["kind"], "unauthorized");
-    assert_eq!(
-        request(s.addr, "POST", "/get_reward", Some(body), Some("wrong")).status,
-        401
-    );
+    assert_eq!(request(s.addr, "POST", "/get_reward", Some(body), Some("wrong")).status, 401);
     assert_eq!(request(s.addr, "GET", "/metrics", None, None).status, 401);
     assert_eq!(request(s.addr, "GET", "/health", None, None).status, 200);
     let r = request(s.addr, "POST", "/get_reward", Some(body), Some("s3cret"));
@@ -505,14 +401,8 @@ fn sigterm_finishes_the_request_in_flight_and_exits_0() {
     let mut line = String::new();
     let addr: SocketAddr = loop {
         line.clear();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "server exited before listening"
-        );
-        if let Some(a) = line
-            .trim()
-            .strip_prefix("gavel serve: listening on http://")
-        {
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "server exited before listening");
+        if let Some(a) = line.trim().strip_prefix("gavel serve: listening on http://") {
             break a.parse().unwrap();
         }
     };
@@ -522,10 +412,7 @@ fn sigterm_finishes_the_request_in_flight_and_exits_0() {
     ]});
     let client = std::thread::spawn(move || post(addr, "/v1/verify", &records));
     wait_health(addr, |h| h["in_flight"] == 1);
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(kill.success());
     let reply = client.join().unwrap();
     assert_eq!(reply.status, 200, "{}", reply.body);

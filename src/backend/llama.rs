@@ -146,26 +146,14 @@ impl EmbeddedBackend {
         let be = backend()?;
         let path = &config.model_path;
         if !path.is_file() {
-            return Err(Error::ModelLoad {
-                path: path.clone(),
-                reason: "no such file".into(),
-            });
+            return Err(Error::ModelLoad { path: path.clone(), reason: "no such file".into() });
         }
-        let model =
-            LlamaModel::load_from_file(be, path, &LlamaModelParams::default()).map_err(|e| {
-                Error::ModelLoad {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                }
-            })?;
+        let model = LlamaModel::load_from_file(be, path, &LlamaModelParams::default())
+            .map_err(|e| Error::ModelLoad { path: path.clone(), reason: e.to_string() })?;
         let model = Arc::new(model);
         let n_threads = config
             .n_threads
-            .unwrap_or_else(|| {
-                std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(1)
-            })
+            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
             .max(1);
         let chat = pick_chat_format(&model);
         let usage = Arc::new(Mutex::new(Usage::default()));
@@ -177,20 +165,9 @@ impl EmbeddedBackend {
         let worker_usage = Arc::clone(&usage);
         let worker = std::thread::Builder::new()
             .name("gavel-engine".into())
-            .spawn(move || {
-                engine_thread(
-                    worker_model,
-                    worker_cfg,
-                    n_threads,
-                    rx,
-                    ready_tx,
-                    worker_usage,
-                )
-            })
+            .spawn(move || engine_thread(worker_model, worker_cfg, n_threads, rx, ready_tx, worker_usage))
             .map_err(|e| Error::Backend(format!("cannot start engine thread: {e}")))?;
-        ready_rx
-            .recv()
-            .map_err(|_| Error::Backend("engine thread exited during start".into()))??;
+        ready_rx.recv().map_err(|_| Error::Backend("engine thread exited during start".into()))??;
         Ok(EmbeddedBackend {
             model,
             config,
@@ -216,27 +193,16 @@ impl EmbeddedBackend {
         groups
             .iter()
             .map(|g| {
-                let prefix = if g.prefix.is_empty() {
-                    Vec::new()
-                } else {
-                    self.tokenize(&g.prefix, true)
-                };
+                let prefix = if g.prefix.is_empty() { Vec::new() } else { self.tokenize(&g.prefix, true) };
                 let add_bos = prefix.is_empty();
-                let suffixes = g
-                    .suffixes
-                    .iter()
-                    .map(|s| self.tokenize(s, add_bos))
-                    .collect();
+                let suffixes = g.suffixes.iter().map(|s| self.tokenize(s, add_bos)).collect();
                 TokGroup { prefix, suffixes }
             })
             .collect()
     }
 
     fn resolve_labels(&self, choices: &[Vec<String>]) -> Result<Arc<Vec<Vec<LlamaToken>>>> {
-        let mut cache = self
-            .label_tokens
-            .lock()
-            .map_err(|_| Error::Backend("label cache poisoned".into()))?;
+        let mut cache = self.label_tokens.lock().map_err(|_| Error::Backend("label cache poisoned".into()))?;
         if let Some(t) = cache.get(choices) {
             return Ok(Arc::clone(t));
         }
@@ -245,12 +211,7 @@ impl EmbeddedBackend {
         for (i, forms) in choices.iter().enumerate() {
             let mut toks = Vec::new();
             for form in forms {
-                let Some(&first) = self
-                    .model
-                    .vocab()
-                    .tokenize(form.as_bytes(), false, false)
-                    .first()
-                else {
+                let Some(&first) = self.model.vocab().tokenize(form.as_bytes(), false, false).first() else {
                     continue;
                 };
                 match seen.get(&first) {
@@ -267,9 +228,7 @@ impl EmbeddedBackend {
                 }
             }
             if toks.is_empty() {
-                return Err(Error::Backend(format!(
-                    "label choice {i} has no word that tokenizes"
-                )));
+                return Err(Error::Backend(format!("label choice {i} has no word that tokenizes")));
             }
             out.push(toks);
         }
@@ -279,10 +238,7 @@ impl EmbeddedBackend {
     }
 
     fn send(&self, job: Job) -> Result<()> {
-        let guard = self
-            .jobs
-            .lock()
-            .map_err(|_| Error::Backend("job queue poisoned".into()))?;
+        let guard = self.jobs.lock().map_err(|_| Error::Backend("job queue poisoned".into()))?;
         guard
             .as_ref()
             .ok_or_else(|| Error::Backend("engine stopped".into()))?
@@ -310,11 +266,7 @@ fn pick_chat_format(model: &LlamaModel) -> ChatFormat {
     };
     let probe = [LlamaChatMessage::new("user".into(), "x".into())];
     match probe {
-        [Ok(ref m)]
-            if model
-                .apply_chat_template(&tmpl, std::slice::from_ref(m), true)
-                .is_ok() =>
-        {
+        [Ok(ref m)] if model.apply_chat_template(&tmpl, std::slice::from_ref(m), true).is_ok() => {
             ChatFormat::Builtin(tmpl)
         }
         _ => match tmpl.to_string() {
@@ -326,27 +278,16 @@ fn pick_chat_format(model: &LlamaModel) -> ChatFormat {
 
 fn render_jinja_chat(template: &str, messages: &[Message], bos: &str, eos: &str) -> Result<String> {
     let mut env = minijinja::Environment::new();
-    env.add_function(
-        "raise_exception",
-        |msg: String| -> std::result::Result<String, minijinja::Error> {
-            Err(minijinja::Error::new(
-                minijinja::ErrorKind::InvalidOperation,
-                msg,
-            ))
-        },
-    );
+    env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
+        Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
+    });
     env.add_template("chat", template)
-        .map_err(|e| Error::Template {
-            name: "model chat template".into(),
-            reason: e.to_string(),
-        })?;
-    let ctx = minijinja::context! { messages => messages, add_generation_prompt => true, bos_token => bos, eos_token => eos };
+        .map_err(|e| Error::Template { name: "model chat template".into(), reason: e.to_string() })?;
+    let ctx =
+        minijinja::context! { messages => messages, add_generation_prompt => true, bos_token => bos, eos_token => eos };
     env.get_template("chat")
         .and_then(|t| t.render(ctx))
-        .map_err(|e| Error::Template {
-            name: "model chat template".into(),
-            reason: e.to_string(),
-        })
+        .map_err(|e| Error::Template { name: "model chat template".into(), reason: e.to_string() })
 }
 
 impl Backend for EmbeddedBackend {
@@ -373,17 +314,13 @@ impl Backend for EmbeddedBackend {
             }
             ChatFormat::Jinja(t) => {
                 let piece = |tok: LlamaToken| {
-                    String::from_utf8_lossy(&self.model.vocab().token_to_piece(tok, true, None))
-                        .to_string()
+                    String::from_utf8_lossy(&self.model.vocab().token_to_piece(tok, true, None)).to_string()
                 };
                 let vocab = self.model.vocab();
                 let (bos, eos) = (piece(vocab.bos()), piece(vocab.eos()));
                 let rendered = render_jinja_chat(t, messages, &bos, &eos)?;
                 // The BOS is added by the tokenizer; do not double it.
-                Ok(rendered
-                    .strip_prefix(bos.as_str())
-                    .map(str::to_string)
-                    .unwrap_or(rendered))
+                Ok(rendered.strip_prefix(bos.as_str()).map(str::to_string).unwrap_or(rendered))
             }
             ChatFormat::Plain => {
                 let mut s = String::new();
@@ -400,67 +337,32 @@ impl Backend for EmbeddedBackend {
         Ok(self.tokenize(text, true).len())
     }
 
-    fn score(
-        &self,
-        groups: &[PromptGroup],
-        choices: &[Vec<String>],
-    ) -> Vec<Vec<Result<LabelScore>>> {
+    fn score(&self, groups: &[PromptGroup], choices: &[Vec<String>]) -> Vec<Vec<Result<LabelScore>>> {
         let fail_all = |e: &Error| {
-            groups
-                .iter()
-                .map(|g| {
-                    g.suffixes
-                        .iter()
-                        .map(|_| Err(Error::Backend(e.to_string())))
-                        .collect()
-                })
-                .collect()
+            groups.iter().map(|g| g.suffixes.iter().map(|_| Err(Error::Backend(e.to_string()))).collect()).collect()
         };
         let labels = match self.resolve_labels(choices) {
             Ok(l) => l,
             Err(e) => return fail_all(&e),
         };
         let (reply, rx) = mpsc::channel();
-        if let Err(e) = self.send(Job::Score {
-            groups: self.tok_groups(groups),
-            labels,
-            reply,
-        }) {
+        if let Err(e) = self.send(Job::Score { groups: self.tok_groups(groups), labels, reply }) {
             return fail_all(&e);
         }
-        rx.recv()
-            .unwrap_or_else(|_| fail_all(&Error::Backend("engine thread died".into())))
+        rx.recv().unwrap_or_else(|_| fail_all(&Error::Backend("engine thread died".into())))
     }
 
-    fn generate(
-        &self,
-        groups: &[PromptGroup],
-        grammar: Option<&str>,
-        max_tokens: usize,
-    ) -> Vec<Vec<Result<String>>> {
+    fn generate(&self, groups: &[PromptGroup], grammar: Option<&str>, max_tokens: usize) -> Vec<Vec<Result<String>>> {
         let fail_all = |e: &Error| {
-            groups
-                .iter()
-                .map(|g| {
-                    g.suffixes
-                        .iter()
-                        .map(|_| Err(Error::Backend(e.to_string())))
-                        .collect()
-                })
-                .collect()
+            groups.iter().map(|g| g.suffixes.iter().map(|_| Err(Error::Backend(e.to_string()))).collect()).collect()
         };
         let (reply, rx) = mpsc::channel();
-        let job = Job::Generate {
-            groups: self.tok_groups(groups),
-            grammar: grammar.map(str::to_string),
-            max_tokens,
-            reply,
-        };
+        let job =
+            Job::Generate { groups: self.tok_groups(groups), grammar: grammar.map(str::to_string), max_tokens, reply };
         if let Err(e) = self.send(job) {
             return fail_all(&e);
         }
-        rx.recv()
-            .unwrap_or_else(|_| fail_all(&Error::Backend("engine thread died".into())))
+        rx.recv().unwrap_or_else(|_| fail_all(&Error::Backend("engine thread died".into())))
     }
 
     fn usage(&self) -> Usage {
@@ -471,16 +373,11 @@ impl Backend for EmbeddedBackend {
         let tokens = self.tokenize(text, true);
         let n = tokens.len();
         if n > self.config.n_ctx as usize {
-            return Err(Error::TooLong {
-                tokens: n,
-                n_ctx: self.config.n_ctx as usize,
-            });
+            return Err(Error::TooLong { tokens: n, n_ctx: self.config.n_ctx as usize });
         }
         let (reply, rx) = mpsc::channel();
         self.send(Job::Prefill { tokens, reply })?;
-        let elapsed = rx
-            .recv()
-            .map_err(|_| Error::Backend("engine thread died".into()))??;
+        let elapsed = rx.recv().map_err(|_| Error::Backend("engine thread died".into()))??;
         Ok((n, elapsed))
     }
 }
@@ -551,19 +448,10 @@ fn engine_thread(
     let _ = ready.send(Ok(()));
     while let Ok(job) = rx.recv() {
         match job {
-            Job::Score {
-                groups,
-                labels,
-                reply,
-            } => {
+            Job::Score { groups, labels, reply } => {
                 let _ = reply.send(engine.score(&groups, &labels));
             }
-            Job::Generate {
-                groups,
-                grammar,
-                max_tokens,
-                reply,
-            } => {
+            Job::Generate { groups, grammar, max_tokens, reply } => {
                 let _ = reply.send(engine.generate(&groups, grammar.as_deref(), max_tokens));
             }
             Job::Prefill { tokens, reply } => {
@@ -593,11 +481,7 @@ impl Engine<'_> {
         let mut chunks = Vec::new();
         for (g, group) in groups.iter().enumerate() {
             let p = group.prefix.len();
-            let mut cur = Chunk {
-                group: g,
-                suffixes: Vec::new(),
-                cells: p,
-            };
+            let mut cur = Chunk { group: g, suffixes: Vec::new(), cells: p };
             for (s, suffix) in group.suffixes.iter().enumerate() {
                 let need = p + suffix.len();
                 if suffix.is_empty() {
@@ -605,23 +489,13 @@ impl Engine<'_> {
                     continue;
                 }
                 if need > self.n_ctx {
-                    errors[g][s] = Some(Error::TooLong {
-                        tokens: need,
-                        n_ctx: self.n_ctx,
-                    });
+                    errors[g][s] = Some(Error::TooLong { tokens: need, n_ctx: self.n_ctx });
                     continue;
                 }
-                let full = cur.suffixes.len() >= self.n_seq_max
-                    || cur.cells + suffix.len() > self.wave_tokens.max(need);
+                let full =
+                    cur.suffixes.len() >= self.n_seq_max || cur.cells + suffix.len() > self.wave_tokens.max(need);
                 if full && !cur.suffixes.is_empty() {
-                    chunks.push(std::mem::replace(
-                        &mut cur,
-                        Chunk {
-                            group: g,
-                            suffixes: Vec::new(),
-                            cells: p,
-                        },
-                    ));
+                    chunks.push(std::mem::replace(&mut cur, Chunk { group: g, suffixes: Vec::new(), cells: p }));
                 }
                 cur.suffixes.push(s);
                 cur.cells += suffix.len();
@@ -634,8 +508,7 @@ impl Engine<'_> {
         let mut waves: Vec<Vec<Chunk>> = Vec::new();
         let (mut cells, mut seqs) = (0usize, 0usize);
         for chunk in chunks {
-            let fits = cells + chunk.cells <= self.wave_tokens
-                && seqs + chunk.suffixes.len() <= self.n_seq_max;
+            let fits = cells + chunk.cells <= self.wave_tokens && seqs + chunk.suffixes.len() <= self.n_seq_max;
             if waves.is_empty() || !fits {
                 if waves.last().is_some_and(|w| w.is_empty()) {
                     waves.pop();
@@ -653,19 +526,11 @@ impl Engine<'_> {
         waves
     }
 
-    fn score(
-        &mut self,
-        groups: &[TokGroup],
-        labels: &[Vec<LlamaToken>],
-    ) -> Vec<Vec<Result<LabelScore>>> {
-        let mut errors: Vec<Vec<Option<Error>>> = groups
-            .iter()
-            .map(|g| g.suffixes.iter().map(|_| None).collect())
-            .collect();
-        let mut scores: Vec<Vec<Option<LabelScore>>> = groups
-            .iter()
-            .map(|g| g.suffixes.iter().map(|_| None).collect())
-            .collect();
+    fn score(&mut self, groups: &[TokGroup], labels: &[Vec<LlamaToken>]) -> Vec<Vec<Result<LabelScore>>> {
+        let mut errors: Vec<Vec<Option<Error>>> =
+            groups.iter().map(|g| g.suffixes.iter().map(|_| None).collect()).collect();
+        let mut scores: Vec<Vec<Option<LabelScore>>> =
+            groups.iter().map(|g| g.suffixes.iter().map(|_| None).collect()).collect();
         for wave in self.plan(groups, &mut errors) {
             let start = Instant::now();
             self.ctx.clear_kv_cache();
@@ -698,10 +563,7 @@ impl Engine<'_> {
             }
             let result = match add_failed {
                 Some(e) => Err(Error::Backend(format!("batch: {e}"))),
-                None => self
-                    .ctx
-                    .decode(&mut self.batch)
-                    .map_err(|e| Error::Backend(format!("decode: {e}"))),
+                None => self.ctx.decode(&mut self.batch).map_err(|e| Error::Backend(format!("decode: {e}"))),
             };
             match result {
                 Ok(()) => {
@@ -748,51 +610,31 @@ impl Engine<'_> {
                     .add(t, (pos0 + c * cap + i) as i32, &[seq], is_last)
                     .map_err(|e| Error::Backend(format!("batch: {e}")))?;
             }
-            self.ctx
-                .decode(&mut self.batch)
-                .map_err(|e| Error::Backend(format!("decode: {e}")))?;
+            self.ctx.decode(&mut self.batch).map_err(|e| Error::Backend(format!("decode: {e}")))?;
             last = self.batch.n_tokens() - 1;
         }
         Ok(last)
     }
 
-    fn generate(
-        &mut self,
-        groups: &[TokGroup],
-        grammar: Option<&str>,
-        max_tokens: usize,
-    ) -> Vec<Vec<Result<String>>> {
+    fn generate(&mut self, groups: &[TokGroup], grammar: Option<&str>, max_tokens: usize) -> Vec<Vec<Result<String>>> {
         groups
             .iter()
             .map(|group| {
                 let start = Instant::now();
                 self.ctx.clear_kv_cache();
                 let p = group.prefix.len();
-                let prefix_ok = if p > 0 {
-                    self.feed(&group.prefix, 0, 0).map(|_| ())
-                } else {
-                    Ok(())
-                };
+                let prefix_ok = if p > 0 { self.feed(&group.prefix, 0, 0).map(|_| ()) } else { Ok(()) };
                 let out = group
                     .suffixes
                     .iter()
                     .map(|suffix| {
-                        prefix_ok
-                            .as_ref()
-                            .map_err(|e| Error::Backend(e.to_string()))?;
+                        prefix_ok.as_ref().map_err(|e| Error::Backend(e.to_string()))?;
                         if p + suffix.len() + max_tokens > self.n_ctx {
-                            return Err(Error::TooLong {
-                                tokens: p + suffix.len() + max_tokens,
-                                n_ctx: self.n_ctx,
-                            });
+                            return Err(Error::TooLong { tokens: p + suffix.len() + max_tokens, n_ctx: self.n_ctx });
                         }
-                        self.ctx
-                            .clear_kv_cache_seq(Some(1), None, None)
-                            .map_err(|e| Error::Backend(e.to_string()))?;
+                        self.ctx.clear_kv_cache_seq(Some(1), None, None).map_err(|e| Error::Backend(e.to_string()))?;
                         if p > 0 {
-                            self.ctx
-                                .copy_kv_cache_seq(0, 1, None, None)
-                                .map_err(|e| Error::Backend(e.to_string()))?;
+                            self.ctx.copy_kv_cache_seq(0, 1, None, None).map_err(|e| Error::Backend(e.to_string()))?;
                         }
                         let text = self.generate_one(suffix, p, grammar, max_tokens);
                         self.add_usage(suffix.len(), 0, Duration::ZERO);
@@ -832,12 +674,8 @@ impl Engine<'_> {
             bytes.extend(vocab.token_to_piece(tok, false, None));
             generated += 1;
             self.batch.clear();
-            self.batch
-                .add(tok, pos as i32, &[1], true)
-                .map_err(|e| Error::Backend(format!("batch: {e}")))?;
-            self.ctx
-                .decode(&mut self.batch)
-                .map_err(|e| Error::Backend(format!("decode: {e}")))?;
+            self.batch.add(tok, pos as i32, &[1], true).map_err(|e| Error::Backend(format!("batch: {e}")))?;
+            self.ctx.decode(&mut self.batch).map_err(|e| Error::Backend(format!("decode: {e}")))?;
             idx = 0;
         }
         self.add_usage(0, generated, Duration::ZERO);
@@ -857,20 +695,11 @@ impl Engine<'_> {
 /// the distribution renormalised over the choices.
 fn label_score(logits: &[f32], labels: &[Vec<LlamaToken>]) -> LabelScore {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let lse = max
-        + logits
-            .iter()
-            .map(|&l| (l as f64 - max).exp())
-            .sum::<f64>()
-            .ln();
+    let lse = max + logits.iter().map(|&l| (l as f64 - max).exp()).sum::<f64>().ln();
     let logprobs: Vec<f64> = labels
         .iter()
         .map(|toks| {
-            let lps: Vec<f64> = toks
-                .iter()
-                .filter_map(|t| logits.get(t.0 as usize))
-                .map(|&l| l as f64 - lse)
-                .collect();
+            let lps: Vec<f64> = toks.iter().filter_map(|t| logits.get(t.0 as usize)).map(|&l| l as f64 - lse).collect();
             log_sum_exp(&lps)
         })
         .collect();
@@ -894,11 +723,7 @@ mod tests {
     #[test]
     fn label_score_renormalises() {
         let logits = vec![0.0f32, 2.0, 1.0, -1.0, 3.0];
-        let labels = vec![
-            vec![LlamaToken(1)],
-            vec![LlamaToken(2), LlamaToken(3)],
-            vec![LlamaToken(4)],
-        ];
+        let labels = vec![vec![LlamaToken(1)], vec![LlamaToken(2), LlamaToken(3)], vec![LlamaToken(4)]];
         let s = label_score(&logits, &labels);
         assert!((s.probs.iter().sum::<f64>() - 1.0).abs() < 1e-12);
         let e: Vec<f64> = [2.0f64, 1.0, -1.0, 3.0].iter().map(|x| x.exp()).collect();

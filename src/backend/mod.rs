@@ -57,10 +57,7 @@ pub struct Usage {
 }
 
 mod secs {
-    pub fn serialize<S: serde::Serializer>(
-        d: &std::time::Duration,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_f64(d.as_secs_f64())
     }
 }
@@ -79,20 +76,11 @@ pub trait Backend: Send + Sync {
     /// For each group and each suffix, the distribution over `choices` of the next token after
     /// prefix + suffix. `choices[i]` lists surface forms of choice i; the first token of each
     /// form counts. Errors are per prompt (e.g. too long), never for the whole call.
-    fn score(
-        &self,
-        groups: &[PromptGroup],
-        choices: &[Vec<String>],
-    ) -> Vec<Vec<Result<LabelScore>>>;
+    fn score(&self, groups: &[PromptGroup], choices: &[Vec<String>]) -> Vec<Vec<Result<LabelScore>>>;
 
     /// For each group and suffix, greedy text after prefix + suffix, constrained by the GBNF
     /// `grammar` when given, at most `max_tokens` tokens.
-    fn generate(
-        &self,
-        groups: &[PromptGroup],
-        grammar: Option<&str>,
-        max_tokens: usize,
-    ) -> Vec<Vec<Result<String>>>;
+    fn generate(&self, groups: &[PromptGroup], grammar: Option<&str>, max_tokens: usize) -> Vec<Vec<Result<String>>>;
 
     /// Tokens and model time consumed since the backend was created.
     fn usage(&self) -> Usage;

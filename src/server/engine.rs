@@ -42,10 +42,7 @@ pub(crate) struct Queue {
 
 impl Queue {
     /// Queue `tasks` without waiting; the receiver yields the reply once they are judged.
-    pub(crate) fn submit(
-        &self,
-        tasks: Vec<Task>,
-    ) -> std::result::Result<oneshot::Receiver<Reply>, Rejected> {
+    pub(crate) fn submit(&self, tasks: Vec<Task>) -> std::result::Result<oneshot::Receiver<Reply>, Rejected> {
         let n = tasks.len() as i64;
         let (reply, rx) = oneshot::channel();
         // Count before sending so the engine's decrement can never run first.
@@ -86,9 +83,7 @@ pub(crate) fn start(
 fn run(judge: &Judge, rx: Receiver<Job>, batch_records: usize, metrics: &Metrics) {
     let taken = |j: &Job| {
         metrics.queued_requests.fetch_sub(1, Ordering::Relaxed);
-        metrics
-            .queued_records
-            .fetch_sub(j.tasks.len() as i64, Ordering::Relaxed);
+        metrics.queued_records.fetch_sub(j.tasks.len() as i64, Ordering::Relaxed);
     };
     // A request that would push the batch past the cap waits for the next call, first in line.
     let mut held: Option<Job> = None;
@@ -139,14 +134,7 @@ fn judge_jobs(judge: &Judge, jobs: Vec<Job>, metrics: &Metrics) {
     let start = Instant::now();
     let results = match catch_unwind(AssertUnwindSafe(|| judge.judge(&tasks))) {
         Ok(r) if r.len() == tasks.len() => r,
-        Ok(r) => failed(
-            tasks.len(),
-            &format!(
-                "the judge returned {} results for {} records",
-                r.len(),
-                tasks.len()
-            ),
-        ),
+        Ok(r) => failed(tasks.len(), &format!("the judge returned {} results for {} records", r.len(), tasks.len())),
         Err(_) => failed(tasks.len(), "the judge panicked on this batch"),
     };
     metrics.batch(tasks.len(), start.elapsed(), &results);
@@ -161,7 +149,5 @@ fn judge_jobs(judge: &Judge, jobs: Vec<Job>, metrics: &Metrics) {
 }
 
 fn failed(n: usize, why: &str) -> Vec<Result<Judgement>> {
-    (0..n)
-        .map(|_| Err(Error::Backend(why.to_string())))
-        .collect()
+    (0..n).map(|_| Err(Error::Backend(why.to_string()))).collect()
 }

@@ -12,9 +12,8 @@ use crate::judge::Judgement;
 
 /// Upper bounds (seconds) of the request latency buckets: a model-bound reward call takes from
 /// milliseconds (exact match) to minutes (a big batch on a CPU).
-const LATENCY_BUCKETS: [f64; 16] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 180.0, 300.0,
-];
+const LATENCY_BUCKETS: [f64; 16] =
+    [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 180.0, 300.0];
 
 /// Endpoints get their own series; any other path is folded into `other` so a scanner cannot
 /// grow the label set.
@@ -79,21 +78,12 @@ impl Metrics {
     }
 
     /// Count one engine call over `records` records and its results.
-    pub(crate) fn batch(
-        &self,
-        records: usize,
-        took: Duration,
-        results: &[crate::Result<Judgement>],
-    ) {
+    pub(crate) fn batch(&self, records: usize, took: Duration, results: &[crate::Result<Judgement>]) {
         self.batches.fetch_add(1, Ordering::Relaxed);
-        self.batch_records
-            .fetch_add(records as u64, Ordering::Relaxed);
-        self.busy_micros
-            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
-        self.records
-            .fetch_add(results.len() as u64, Ordering::Relaxed);
-        let (Ok(mut by), Ok(mut labels)) = (self.verdicts_by.lock(), self.verdict_labels.lock())
-        else {
+        self.batch_records.fetch_add(records as u64, Ordering::Relaxed);
+        self.busy_micros.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        self.records.fetch_add(results.len() as u64, Ordering::Relaxed);
+        let (Ok(mut by), Ok(mut labels)) = (self.verdicts_by.lock(), self.verdict_labels.lock()) else {
             return;
         };
         for r in results {
@@ -133,18 +123,10 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         };
 
-        head(
-            &mut out,
-            "gavel_requests_total",
-            "counter",
-            "HTTP requests handled, by endpoint and status code.",
-        );
+        head(&mut out, "gavel_requests_total", "counter", "HTTP requests handled, by endpoint and status code.");
         if let Ok(m) = self.requests.lock() {
             for ((endpoint, status), n) in m.iter() {
-                let _ = writeln!(
-                    out,
-                    "gavel_requests_total{{endpoint=\"{endpoint}\",status=\"{status}\"}} {n}"
-                );
+                let _ = writeln!(out, "gavel_requests_total{{endpoint=\"{endpoint}\",status=\"{status}\"}} {n}");
             }
         }
 
@@ -185,12 +167,7 @@ impl Metrics {
                 let _ = writeln!(out, "gavel_verdicts_total{{by=\"{by}\"}} {n}");
             }
         }
-        head(
-            &mut out,
-            "gavel_verdict_labels_total",
-            "counter",
-            "Verdicts produced, by label.",
-        );
+        head(&mut out, "gavel_verdict_labels_total", "counter", "Verdicts produced, by label.");
         if let Ok(m) = self.verdict_labels.lock() {
             for (label, n) in m.iter() {
                 let _ = writeln!(out, "gavel_verdict_labels_total{{label=\"{label}\"}} {n}");
@@ -198,16 +175,8 @@ impl Metrics {
         }
 
         let gauges = [
-            (
-                "gavel_queue_requests",
-                "Requests waiting for the engine.",
-                self.queued_requests.load(Ordering::Relaxed),
-            ),
-            (
-                "gavel_queue_records",
-                "Records waiting for the engine.",
-                self.queued_records.load(Ordering::Relaxed),
-            ),
+            ("gavel_queue_requests", "Requests waiting for the engine.", self.queued_requests.load(Ordering::Relaxed)),
+            ("gavel_queue_records", "Records waiting for the engine.", self.queued_records.load(Ordering::Relaxed)),
             (
                 "gavel_in_flight_requests",
                 "Reward and verify requests being handled.",
@@ -220,11 +189,7 @@ impl Metrics {
         }
 
         let counters = [
-            (
-                "gavel_records_total",
-                "Records judged by the engine.",
-                self.records.load(Ordering::Relaxed),
-            ),
+            ("gavel_records_total", "Records judged by the engine.", self.records.load(Ordering::Relaxed)),
             (
                 "gavel_record_errors_total",
                 "Records that failed (bad label or record, prompt too long, backend error).",
@@ -255,17 +220,9 @@ impl Metrics {
             head(&mut out, name, "counter", help);
             let _ = writeln!(out, "{name} {v}");
         }
-        head(
-            &mut out,
-            "gavel_engine_busy_seconds_total",
-            "counter",
-            "Time the engine thread spent in judge calls.",
-        );
-        let _ = writeln!(
-            out,
-            "gavel_engine_busy_seconds_total {}",
-            self.busy_micros.load(Ordering::Relaxed) as f64 / 1e6
-        );
+        head(&mut out, "gavel_engine_busy_seconds_total", "counter", "Time the engine thread spent in judge calls.");
+        let _ =
+            writeln!(out, "gavel_engine_busy_seconds_total {}", self.busy_micros.load(Ordering::Relaxed) as f64 / 1e6);
         out
     }
 }
@@ -294,15 +251,9 @@ mod tests {
         let text = m.render();
         assert!(text.contains("gavel_requests_total{endpoint=\"/get_reward\",status=\"200\"} 2"));
         assert!(text.contains("gavel_requests_total{endpoint=\"other\",status=\"404\"} 1"));
-        assert!(text.contains(
-            "gavel_request_duration_seconds_bucket{endpoint=\"/get_reward\",le=\"0.005\"} 1"
-        ));
-        assert!(text.contains(
-            "gavel_request_duration_seconds_bucket{endpoint=\"/get_reward\",le=\"0.5\"} 2"
-        ));
-        assert!(text.contains(
-            "gavel_request_duration_seconds_bucket{endpoint=\"/get_reward\",le=\"+Inf\"} 3"
-        ));
+        assert!(text.contains("gavel_request_duration_seconds_bucket{endpoint=\"/get_reward\",le=\"0.005\"} 1"));
+        assert!(text.contains("gavel_request_duration_seconds_bucket{endpoint=\"/get_reward\",le=\"0.5\"} 2"));
+        assert!(text.contains("gavel_request_duration_seconds_bucket{endpoint=\"/get_reward\",le=\"+Inf\"} 3"));
         assert!(text.contains("gavel_request_duration_seconds_count{endpoint=\"/get_reward\"} 3"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let value = line.rsplit(' ').next().unwrap();

@@ -158,12 +158,7 @@ pub fn load_rubrics(dir: &Path) -> Result<Vec<Rubric>> {
     let mut paths: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| Error::io(dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            matches!(
-                p.extension().and_then(|e| e.to_str()),
-                Some("json" | "toml")
-            )
-        })
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("json" | "toml")))
         .collect();
     paths.sort();
     let mut seen = BTreeMap::new();
@@ -217,19 +212,10 @@ impl Server {
             .map_err(|e| Error::io(format!("--addr {}", config.addr), e))?;
         let metrics = Arc::new(Metrics::default());
         let model = judge.backend().info().model;
-        let (queue, engine) = engine::start(
-            judge,
-            config.queue,
-            config.batch_records,
-            Arc::clone(&metrics),
-        )?;
+        let (queue, engine) = engine::start(judge, config.queue, config.batch_records, Arc::clone(&metrics))?;
         let rules = LabelRules {
             default_rubric: config.rubric,
-            rubrics: config
-                .rubrics
-                .into_iter()
-                .map(|r| (r.id.clone(), r))
-                .collect(),
+            rubrics: config.rubrics.into_iter().map(|r| (r.id.clone(), r)).collect(),
             short_form: config.short_form,
         };
         let app = Arc::new(App {
@@ -244,19 +230,12 @@ impl Server {
             model,
             started: Instant::now(),
         });
-        Ok(Server {
-            runtime,
-            listener,
-            app,
-            engine,
-        })
+        Ok(Server { runtime, listener, app, engine })
     }
 
     /// The address the server listens on (the real port when the config asked for port 0).
     pub fn local_addr(&self) -> Result<SocketAddr> {
-        self.listener
-            .local_addr()
-            .map_err(|e| Error::io("the listening socket", e))
+        self.listener.local_addr().map_err(|e| Error::io("the listening socket", e))
     }
 
     /// The server's metrics (shared with `/metrics`).
@@ -271,10 +250,8 @@ impl Server {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{signal, SignalKind};
-            let mut term =
-                signal(SignalKind::terminate()).map_err(|e| Error::io("SIGTERM handler", e))?;
-            let mut int =
-                signal(SignalKind::interrupt()).map_err(|e| Error::io("SIGINT handler", e))?;
+            let mut term = signal(SignalKind::terminate()).map_err(|e| Error::io("SIGTERM handler", e))?;
+            let mut int = signal(SignalKind::interrupt()).map_err(|e| Error::io("SIGINT handler", e))?;
             Ok(async move {
                 tokio::select! {
                     _ = term.recv() => tracing::info!("SIGTERM: draining"),
@@ -293,18 +270,10 @@ impl Server {
     /// Serve until `shutdown` completes; then stop accepting, finish every request in flight
     /// and everything queued, stop the engine thread and return.
     pub fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
-        let Server {
-            runtime,
-            listener,
-            app,
-            engine,
-        } = self;
+        let Server { runtime, listener, app, engine } = self;
         let router = router(app);
-        let served = runtime.block_on(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown)
-                .await
-        });
+        let served =
+            runtime.block_on(async move { axum::serve(listener, router).with_graceful_shutdown(shutdown).await });
         // Every handler has answered; dropping the runtime drops the last queue senders, so
         // the engine thread sees the queue close once it has answered what is left in it.
         runtime.shutdown_timeout(Duration::from_secs(5));
@@ -337,12 +306,7 @@ struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            kind,
-            message: message.into(),
-            retry_after: None,
-        }
+        ApiError { status, kind, message: message.into(), retry_after: None }
     }
 }
 
@@ -353,9 +317,7 @@ impl From<Refused> for ApiError {
             Refused::TooManyRecords { got, limit } => ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_many_records",
-                format!(
-                    "the request has {got} records; the limit is {limit} (--max-request-records)"
-                ),
+                format!("the request has {got} records; the limit is {limit} (--max-request-records)"),
             ),
         }
     }
@@ -364,11 +326,7 @@ impl From<Refused> for ApiError {
 impl From<BytesRejection> for ApiError {
     fn from(r: BytesRejection) -> Self {
         let status = r.status();
-        let kind = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            "payload_too_large"
-        } else {
-            "bad_request"
-        };
+        let kind = if status == StatusCode::PAYLOAD_TOO_LARGE { "payload_too_large" } else { "bad_request" };
         ApiError::new(status, kind, r.body_text())
     }
 }
@@ -384,22 +342,12 @@ impl IntoResponse for ApiError {
             kind: &'a str,
             message: &'a str,
         }
-        let mut resp = json(
-            self.status,
-            &Body {
-                error: Inner {
-                    kind: self.kind,
-                    message: &self.message,
-                },
-            },
-        );
+        let mut resp = json(self.status, &Body { error: Inner { kind: self.kind, message: &self.message } });
         if let Some(secs) = self.retry_after {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if self.status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         resp
     }
@@ -408,11 +356,7 @@ impl IntoResponse for ApiError {
 fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
     match serde_json::to_vec(value) {
         Ok(body) => (status, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot serialise the reply: {e}"),
-        )
-            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot serialise the reply: {e}")).into_response(),
     }
 }
 
@@ -427,13 +371,9 @@ async fn cpu<T: Send + 'static>(
     if small {
         return Ok(f());
     }
-    tokio::task::spawn_blocking(f).await.map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("a worker task failed: {e}"),
-        )
-    })
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("a worker task failed: {e}")))
 }
 
 /// Counts a work request as in flight for as long as it lives (also when the client leaves).
@@ -454,10 +394,7 @@ impl Drop for InFlight {
 
 impl App {
     /// Send the valid items to the engine and wait; invalid ones stay as they are, order kept.
-    async fn judge(
-        &self,
-        items: Vec<(Option<String>, Result<Task>)>,
-    ) -> std::result::Result<Vec<Outcome>, ApiError> {
+    async fn judge(&self, items: Vec<(Option<String>, Result<Task>)>) -> std::result::Result<Vec<Outcome>, ApiError> {
         let mut tasks = Vec::new();
         let mut slots = Vec::with_capacity(items.len());
         for (id, item) in items {
@@ -469,13 +406,8 @@ impl App {
                 Err(error) => slots.push(Some((id, error))),
             }
         }
-        self.metrics
-            .record_errors(slots.iter().filter(|s| s.is_some()).count());
-        let (tasks, results) = if tasks.is_empty() {
-            (Vec::new(), Vec::new())
-        } else {
-            self.wait(tasks).await?
-        };
+        self.metrics.record_errors(slots.iter().filter(|s| s.is_some()).count());
+        let (tasks, results) = if tasks.is_empty() { (Vec::new(), Vec::new()) } else { self.wait(tasks).await? };
         let mut judged = tasks.into_iter().zip(results);
         Ok(slots
             .into_iter()
@@ -506,31 +438,22 @@ impl App {
                 return Err(e);
             }
             Err(engine::Rejected::Closed) => {
-                let mut e = ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "shutting_down",
-                    "the engine has stopped",
-                );
+                let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the engine has stopped");
                 e.retry_after = Some(self.retry_after_secs);
                 return Err(e);
             }
         };
         match tokio::time::timeout(self.timeout, rx).await {
             Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(_)) => Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "the engine dropped the request",
-            )),
+            Ok(Err(_)) => {
+                Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the engine dropped the request"))
+            }
             Err(_) => {
                 self.metrics.timed_out();
                 Err(ApiError::new(
                     StatusCode::GATEWAY_TIMEOUT,
                     "timeout",
-                    format!(
-                        "the verdicts were not ready within {:.0} s (--timeout)",
-                        self.timeout.as_secs_f64()
-                    ),
+                    format!("the verdicts were not ready within {:.0} s (--timeout)", self.timeout.as_secs_f64()),
                 ))
             }
         }
@@ -545,8 +468,7 @@ async fn front(State(app): State<Arc<App>>, req: Request, next: Next) -> Respons
         Some(e) => e.into_response(),
         None => next.run(req).await,
     };
-    app.metrics
-        .request(endpoint, resp.status().as_u16(), start.elapsed());
+    app.metrics.request(endpoint, resp.status().as_u16(), start.elapsed());
     resp
 }
 
@@ -570,11 +492,8 @@ fn precheck(app: &App, req: &Request) -> Option<ApiError> {
     }
     // Refuse a declared oversize body before reading it, so the client gets the 413 instead
     // of a reset connection while it is still sending.
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > app.max_body_bytes as u64) {
         return Some(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -594,51 +513,31 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn get_reward(
-    State(app): State<Arc<App>>,
-    body: std::result::Result<Bytes, BytesRejection>,
-) -> Response {
+async fn get_reward(State(app): State<Arc<App>>, body: std::result::Result<Bytes, BytesRejection>) -> Response {
     let _busy = InFlight::new(&app.metrics);
     let run = async {
         let body = body?;
         let small = body.len() <= INLINE_BYTES;
         let a = Arc::clone(&app);
-        let items = cpu(small, move || {
-            wire::parse_reward_request(&body, &a.rules, a.max_request_records)
-        })
-        .await??;
-        let outcomes = app
-            .judge(items.into_iter().map(|t| (None, t)).collect())
-            .await?;
+        let items = cpu(small, move || wire::parse_reward_request(&body, &a.rules, a.max_request_records)).await??;
+        let outcomes = app.judge(items.into_iter().map(|t| (None, t)).collect()).await?;
         let small = outcomes.len() <= 256;
-        let reply = cpu(small, move || {
-            json(StatusCode::OK, &wire::reward_response(outcomes))
-        })
-        .await?;
+        let reply = cpu(small, move || json(StatusCode::OK, &wire::reward_response(outcomes))).await?;
         Ok::<_, ApiError>(reply)
     };
     run.await.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn verify(
-    State(app): State<Arc<App>>,
-    body: std::result::Result<Bytes, BytesRejection>,
-) -> Response {
+async fn verify(State(app): State<Arc<App>>, body: std::result::Result<Bytes, BytesRejection>) -> Response {
     let _busy = InFlight::new(&app.metrics);
     let run = async {
         let body = body?;
         let small = body.len() <= INLINE_BYTES;
         let a = Arc::clone(&app);
-        let items = cpu(small, move || {
-            wire::parse_verify_request(&body, &a.rules, a.max_request_records)
-        })
-        .await??;
+        let items = cpu(small, move || wire::parse_verify_request(&body, &a.rules, a.max_request_records)).await??;
         let outcomes = app.judge(items).await?;
         let small = outcomes.len() <= 256;
-        let reply = cpu(small, move || {
-            json(StatusCode::OK, &wire::verify_response(outcomes))
-        })
-        .await?;
+        let reply = cpu(small, move || json(StatusCode::OK, &wire::verify_response(outcomes))).await?;
         Ok::<_, ApiError>(reply)
     };
     run.await.unwrap_or_else(IntoResponse::into_response)
@@ -666,12 +565,7 @@ async fn health(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn metrics_text(State(app): State<Arc<App>>) -> Response {
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.metrics.render(),
-    )
-        .into_response()
+    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render()).into_response()
 }
 
 async fn not_found(req: Request) -> Response {

@@ -55,25 +55,18 @@ pub struct LabelRules {
 
 impl LabelRules {
     fn named(&self, id: &str, location: &str) -> Result<&Rubric> {
-        self.rubrics
-            .get(id)
-            .or_else(|| self.default_rubric.as_ref().filter(|r| r.id == id))
-            .ok_or_else(|| {
-                let mut known: Vec<&str> = self.rubrics.keys().map(String::as_str).collect();
-                known.extend(self.default_rubric.as_ref().map(|r| r.id.as_str()));
-                Error::field(
-                    location,
-                    "rubric",
-                    format!(
-                        "`{id}` is not loaded on this server (loaded: {}); start it with --rubrics DIR",
-                        if known.is_empty() {
-                            "none".to_string()
-                        } else {
-                            known.join(", ")
-                        }
-                    ),
-                )
-            })
+        self.rubrics.get(id).or_else(|| self.default_rubric.as_ref().filter(|r| r.id == id)).ok_or_else(|| {
+            let mut known: Vec<&str> = self.rubrics.keys().map(String::as_str).collect();
+            known.extend(self.default_rubric.as_ref().map(|r| r.id.as_str()));
+            Error::field(
+                location,
+                "rubric",
+                format!(
+                    "`{id}` is not loaded on this server (loaded: {}); start it with --rubrics DIR",
+                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                ),
+            )
+        })
     }
 
     /// Build the task of one record object (`answer` already in it).
@@ -81,13 +74,7 @@ impl LabelRules {
         let rubric = match record.remove("rubric") {
             None | Some(Value::Null) => None,
             Some(Value::String(id)) => Some(self.named(&id, location)?),
-            Some(_) => {
-                return Err(Error::field(
-                    location,
-                    "rubric",
-                    "must be a string (a rubric id)",
-                ))
-            }
+            Some(_) => return Err(Error::field(location, "rubric", "must be a string (a rubric id)")),
         };
         // The server-wide rubric fills in records that bring no criteria of their own.
         let rubric = match rubric {
@@ -107,15 +94,8 @@ fn bad(msg: impl Into<String>) -> Refused {
 fn parse_body(body: &[u8]) -> std::result::Result<Map<String, Value>, Refused> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => Ok(m),
-        Ok(other) => Err(bad(format!(
-            "the body must be a JSON object, not {}",
-            json_type(&other)
-        ))),
-        Err(e) => Err(bad(format!(
-            "the body is not valid JSON: {e} (line {}, column {})",
-            e.line(),
-            e.column()
-        ))),
+        Ok(other) => Err(bad(format!("the body must be a JSON object, not {}", json_type(&other)))),
+        Err(e) => Err(bad(format!("the body is not valid JSON: {e} (line {}, column {})", e.line(), e.column()))),
     }
 }
 
@@ -130,10 +110,7 @@ fn json_type(v: &Value) -> &'static str {
     }
 }
 
-fn strings(
-    body: &mut Map<String, Value>,
-    field: &str,
-) -> std::result::Result<Option<Vec<String>>, Refused> {
+fn strings(body: &mut Map<String, Value>, field: &str) -> std::result::Result<Option<Vec<String>>, Refused> {
     match body.remove(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Array(items)) => items
@@ -141,17 +118,11 @@ fn strings(
             .enumerate()
             .map(|(i, v)| match v {
                 Value::String(s) => Ok(s),
-                other => Err(bad(format!(
-                    "field `{field}[{i}]` must be a string, not {}",
-                    json_type(&other)
-                ))),
+                other => Err(bad(format!("field `{field}[{i}]` must be a string, not {}", json_type(&other)))),
             })
             .collect::<std::result::Result<Vec<_>, _>>()
             .map(Some),
-        Some(other) => Err(bad(format!(
-            "field `{field}` must be an array of strings, not {}",
-            json_type(&other)
-        ))),
+        Some(other) => Err(bad(format!("field `{field}` must be an array of strings, not {}", json_type(&other)))),
     }
 }
 
@@ -168,30 +139,19 @@ pub fn parse_reward_request(
     let query = strings(&mut body, "query")?
         .ok_or_else(|| bad("field `query` is missing (an array of prompt + response strings)"))?;
     if query.len() > max_records {
-        return Err(Refused::TooManyRecords {
-            got: query.len(),
-            limit: max_records,
-        });
+        return Err(Refused::TooManyRecords { got: query.len(), limit: max_records });
     }
     let prompts = strings(&mut body, "prompts")?;
     if let Some(p) = &prompts {
         if p.len() != query.len() {
-            return Err(bad(format!(
-                "field `prompts` has {} items but `query` has {}",
-                p.len(),
-                query.len()
-            )));
+            return Err(bad(format!("field `prompts` has {} items but `query` has {}", p.len(), query.len())));
         }
     }
     let labels = match body.remove("labels") {
         None | Some(Value::Null) => None,
         Some(Value::Array(l)) if l.len() == query.len() => Some(l),
         Some(Value::Array(l)) => {
-            return Err(bad(format!(
-                "field `labels` has {} items but `query` has {}",
-                l.len(),
-                query.len()
-            )))
+            return Err(bad(format!("field `labels` has {} items but `query` has {}", l.len(), query.len())))
         }
         Some(other) => {
             return Err(bad(format!(
@@ -211,16 +171,10 @@ pub fn parse_reward_request(
         .enumerate()
         .map(|(i, q)| {
             let prompt = prompts.as_ref().map(|p| p[i].as_str());
-            let label = labels
-                .as_mut()
-                .and_then(Iterator::next)
-                .unwrap_or(Value::Null);
+            let label = labels.as_mut().and_then(Iterator::next).unwrap_or(Value::Null);
             let location = format!("labels[{i}]");
             let mut record = label_record(label, &location, rules)?;
-            record.insert(
-                "answer".into(),
-                Value::String(response_text(q, prompt).to_string()),
-            );
+            record.insert("answer".into(), Value::String(response_text(q, prompt).to_string()));
             rules.task(record, &location)
         })
         .collect())
@@ -258,14 +212,10 @@ fn label_record(label: Value, location: &str, rules: &LabelRules) -> Result<Map<
             Ok(gold(vec![Value::String(s)]))
         }
         Value::Array(items) if items.iter().all(Value::is_string) => Ok(gold(items)),
-        Value::Array(_) => Err(Error::field(
-            location,
-            "gold_answers",
-            "an array label must hold strings (gold answers)",
-        )),
-        other @ (Value::Number(_) | Value::Bool(_)) => {
-            Ok(gold(vec![Value::String(other.to_string())]))
+        Value::Array(_) => {
+            Err(Error::field(location, "gold_answers", "an array label must hold strings (gold answers)"))
         }
+        other @ (Value::Number(_) | Value::Bool(_)) => Ok(gold(vec![Value::String(other.to_string())])),
     }
 }
 
@@ -273,11 +223,7 @@ fn default_label(location: &str, rules: &LabelRules) -> Result<Map<String, Value
     if rules.default_rubric.is_some() {
         Ok(Map::new())
     } else {
-        Err(Error::field(
-            location,
-            "label",
-            "is empty and the server has no --rubric to fall back on",
-        ))
+        Err(Error::field(location, "label", "is empty and the server has no --rubric to fall back on"))
     }
 }
 
@@ -308,10 +254,7 @@ pub fn response_text<'a>(query: &'a str, prompt: Option<&str>) -> &'a str {
     };
     loop {
         let trimmed = text.trim_end();
-        let cut = END_MARKERS
-            .iter()
-            .find_map(|m| trimmed.strip_suffix(m))
-            .unwrap_or(trimmed);
+        let cut = END_MARKERS.iter().find_map(|m| trimmed.strip_suffix(m)).unwrap_or(trimmed);
         if cut.len() == text.len() {
             break;
         }
@@ -364,15 +307,8 @@ pub struct RewardResponse {
 pub fn reward_response(outcomes: Vec<Outcome>) -> RewardResponse {
     let n = outcomes.len();
     let mut rewards = Vec::with_capacity(n);
-    let keys = [
-        "soft_reward",
-        "all_score",
-        "strict_all_score",
-        "model_verdicts",
-        "error",
-    ];
-    let mut logs: BTreeMap<&'static str, Vec<f64>> =
-        keys.iter().map(|&k| (k, Vec::with_capacity(n))).collect();
+    let keys = ["soft_reward", "all_score", "strict_all_score", "model_verdicts", "error"];
+    let mut logs: BTreeMap<&'static str, Vec<f64>> = keys.iter().map(|&k| (k, Vec::with_capacity(n))).collect();
     let mut errors = Vec::new();
     for (index, outcome) in outcomes.into_iter().enumerate() {
         let record = match outcome {
@@ -385,23 +321,13 @@ pub fn reward_response(outcomes: Vec<Outcome>) -> RewardResponse {
                     Some(c) => f64::from(u8::from(c)),
                     None => s.weighted_reward,
                 };
-                let model = record
-                    .verdicts
-                    .iter()
-                    .filter(|v| v.verdict.by == crate::aggregate::DecidedBy::Llm)
-                    .count() as f64;
-                (
-                    reward,
-                    [s.soft_reward, s.all_score, s.strict_all_score, model, 0.0],
-                )
+                let model =
+                    record.verdicts.iter().filter(|v| v.verdict.by == crate::aggregate::DecidedBy::Llm).count() as f64;
+                (reward, [s.soft_reward, s.all_score, s.strict_all_score, model, 0.0])
             }
             _ => {
                 if let Some(e) = record.error {
-                    errors.push(ItemError {
-                        index,
-                        kind: e.kind,
-                        message: e.message,
-                    });
+                    errors.push(ItemError { index, kind: e.kind, message: e.message });
                 }
                 (0.0, [0.0, 0.0, 0.0, 0.0, 1.0])
             }
@@ -413,12 +339,7 @@ pub fn reward_response(outcomes: Vec<Outcome>) -> RewardResponse {
             }
         }
     }
-    RewardResponse {
-        scores: rewards.clone(),
-        rewards,
-        extra_logs: logs,
-        errors,
-    }
+    RewardResponse { scores: rewards.clone(), rewards, extra_logs: logs, errors }
 }
 
 /// One `/v1/verify` record, parsed: the id (for error records) and its task or why not.
@@ -434,23 +355,11 @@ pub fn parse_verify_request(
     let mut body = parse_body(body)?;
     let records = match body.remove("records") {
         Some(Value::Array(r)) => r,
-        None => {
-            return Err(bad(
-                "field `records` is missing (an array of gavel verify records)",
-            ))
-        }
-        Some(other) => {
-            return Err(bad(format!(
-                "field `records` must be an array, not {}",
-                json_type(&other)
-            )))
-        }
+        None => return Err(bad("field `records` is missing (an array of gavel verify records)")),
+        Some(other) => return Err(bad(format!("field `records` must be an array, not {}", json_type(&other)))),
     };
     if records.len() > max_records {
-        return Err(Refused::TooManyRecords {
-            got: records.len(),
-            limit: max_records,
-        });
+        return Err(Refused::TooManyRecords { got: records.len(), limit: max_records });
     }
     Ok(records
         .into_iter()
@@ -477,10 +386,7 @@ pub fn parse_verify_request(
                     None,
                     Err(Error::Parse {
                         location,
-                        reason: format!(
-                            "a record must be a JSON object, not {}",
-                            json_type(&other)
-                        ),
+                        reason: format!("a record must be a JSON object, not {}", json_type(&other)),
                     }),
                 ),
             }
@@ -525,11 +431,8 @@ pub fn verify_response(outcomes: Vec<Outcome>) -> VerifyResponse {
             summary.records += 1;
             summary.errors += usize::from(r.error.is_some());
             summary.verdicts += r.verdicts.len();
-            summary.model_verdicts += r
-                .verdicts
-                .iter()
-                .filter(|v| v.verdict.by == crate::aggregate::DecidedBy::Llm)
-                .count();
+            summary.model_verdicts +=
+                r.verdicts.iter().filter(|v| v.verdict.by == crate::aggregate::DecidedBy::Llm).count();
             r
         })
         .collect();
@@ -546,16 +449,16 @@ mod tests {
     }
 
     fn one(body: &str, rules: &LabelRules) -> Result<Task> {
-        parse_reward_request(body.as_bytes(), rules, 100)
-            .unwrap()
-            .pop()
-            .unwrap()
+        parse_reward_request(body.as_bytes(), rules, 100).unwrap().pop().unwrap()
     }
 
     #[test]
     fn response_is_query_minus_prompt_without_end_tokens() {
         assert_eq!(
-            response_text("<|im_start|>user\nQ?<|im_end|>\n<|im_start|>assistant\n Paris<|im_end|><|endoftext|><|endoftext|>", Some("<|im_start|>user\nQ?<|im_end|>\n<|im_start|>assistant\n")),
+            response_text(
+                "<|im_start|>user\nQ?<|im_end|>\n<|im_start|>assistant\n Paris<|im_end|><|endoftext|><|endoftext|>",
+                Some("<|im_start|>user\nQ?<|im_end|>\n<|im_start|>assistant\n")
+            ),
             "Paris"
         );
         // Left padding before the prompt.
@@ -567,20 +470,10 @@ mod tests {
 
     #[test]
     fn plain_string_label_is_one_gold_answer() {
-        let t = one(
-            r#"{"query":["Q A: Canberra"],"prompts":["Q A:"],"labels":["Canberra"]}"#,
-            &rules(),
-        )
-        .unwrap();
+        let t = one(r#"{"query":["Q A: Canberra"],"prompts":["Q A:"],"labels":["Canberra"]}"#, &rules()).unwrap();
         assert_eq!(t.answer, "Canberra");
         assert_eq!(t.gold_answers, vec!["Canberra"]);
-        assert!(matches!(
-            t.nuggets[0].check,
-            Check::ExactMatch {
-                fallback_llm: true,
-                ..
-            }
-        ));
+        assert!(matches!(t.nuggets[0].check, Check::ExactMatch { fallback_llm: true, .. }));
         assert_eq!(t.query, None, "the prompt is not used as the question");
         // A number-like string stays a gold answer.
         let t = one(r#"{"query":["1961"],"labels":["1961"]}"#, &rules()).unwrap();
@@ -597,17 +490,9 @@ mod tests {
         assert_eq!(t.nuggets.len(), 2);
         assert_eq!(t.query.as_deref(), Some("q?"));
         assert!(!t.is_short_form());
-        let t = one(
-            r#"{"query":["x"],"labels":["[\"2015\", \"2014-15\"]"]}"#,
-            &rules(),
-        )
-        .unwrap();
+        let t = one(r#"{"query":["x"],"labels":["[\"2015\", \"2014-15\"]"]}"#, &rules()).unwrap();
         assert_eq!(t.gold_answers, vec!["2015", "2014-15"]);
-        let t = one(
-            r#"{"query":["x"],"labels":[{"gold_answers":["y"]}]}"#,
-            &rules(),
-        )
-        .unwrap();
+        let t = one(r#"{"query":["x"],"labels":[{"gold_answers":["y"]}]}"#, &rules()).unwrap();
         assert_eq!(t.gold_answers, vec!["y"]);
         let t = one(r#"{"query":["x"],"labels":[["y","z"]]}"#, &rules()).unwrap();
         assert_eq!(t.gold_answers, vec!["y", "z"]);
@@ -615,30 +500,14 @@ mod tests {
 
     #[test]
     fn rubric_ids_and_the_default_rubric() {
-        let r = Rubric::from_json(
-            r#"{"id":"cap","query":"capital?","nuggets":["a","b","c"]}"#,
-            "r",
-        )
-        .unwrap();
+        let r = Rubric::from_json(r#"{"id":"cap","query":"capital?","nuggets":["a","b","c"]}"#, "r").unwrap();
         let mut rules = rules();
         rules.rubrics.insert("cap".into(), r.clone());
-        let t = one(
-            r#"{"query":["x"],"labels":["{\"rubric\":\"cap\"}"]}"#,
-            &rules,
-        )
-        .unwrap();
+        let t = one(r#"{"query":["x"],"labels":["{\"rubric\":\"cap\"}"]}"#, &rules).unwrap();
         assert_eq!(t.nuggets.len(), 3);
         assert_eq!(t.query.as_deref(), Some("capital?"));
-        let e = one(
-            r#"{"query":["x"],"labels":["{\"rubric\":\"nope\"}"]}"#,
-            &rules,
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            e.contains("labels[0]") && e.contains("rubric") && e.contains("cap"),
-            "{e}"
-        );
+        let e = one(r#"{"query":["x"],"labels":["{\"rubric\":\"nope\"}"]}"#, &rules).unwrap_err().to_string();
+        assert!(e.contains("labels[0]") && e.contains("rubric") && e.contains("cap"), "{e}");
         // Without labels, the default rubric.
         let e = parse_reward_request(br#"{"query":["x"]}"#, &rules, 10).unwrap_err();
         assert!(matches!(e, Refused::BadRequest(m) if m.contains("labels")));
@@ -662,10 +531,7 @@ mod tests {
         .unwrap();
         assert!(items[0].is_ok());
         let e = items[1].as_ref().unwrap_err().to_string();
-        assert!(
-            e.contains("labels[1]") && e.contains("nuggets[0].kind"),
-            "{e}"
-        );
+        assert!(e.contains("labels[1]") && e.contains("nuggets[0].kind"), "{e}");
         let e = items[2].as_ref().unwrap_err().to_string();
         assert!(e.contains("labels[2]"), "{e}");
     }
@@ -676,20 +542,11 @@ mod tests {
             ("{not json", "not valid JSON"),
             ("[1,2]", "JSON object"),
             (r#"{"labels":["a"]}"#, "`query`"),
-            (
-                r#"{"query":"abc","labels":["a"]}"#,
-                "`query` must be an array",
-            ),
+            (r#"{"query":"abc","labels":["a"]}"#, "`query` must be an array"),
             (r#"{"query":["a",3],"labels":["a","b"]}"#, "`query[1]`"),
-            (
-                r#"{"query":["a"],"prompts":["p","q"],"labels":["a"]}"#,
-                "`prompts` has 2",
-            ),
+            (r#"{"query":["a"],"prompts":["p","q"],"labels":["a"]}"#, "`prompts` has 2"),
             (r#"{"query":["a"],"labels":["a","b"]}"#, "`labels` has 2"),
-            (
-                r#"{"query":["a"],"labels":"a"}"#,
-                "`labels` must be an array",
-            ),
+            (r#"{"query":["a"],"labels":"a"}"#, "`labels` must be an array"),
         ];
         for (body, want) in cases {
             match parse_reward_request(body.as_bytes(), &rules(), 10) {
@@ -697,17 +554,11 @@ mod tests {
                 other => panic!("{body}: {:?}", other.map(|v| v.len())),
             }
         }
-        let e = parse_reward_request(
-            br#"{"query":["a","b","c"],"labels":["a","b","c"]}"#,
-            &rules(),
-            2,
-        )
-        .unwrap_err();
+        let e = parse_reward_request(br#"{"query":["a","b","c"],"labels":["a","b","c"]}"#, &rules(), 2).unwrap_err();
         assert_eq!(e, Refused::TooManyRecords { got: 3, limit: 2 });
-        for (body, want) in [
-            (r#"{"recs":[]}"#, "`records` is missing"),
-            (r#"{"records":{}}"#, "`records` must be an array"),
-        ] {
+        for (body, want) in
+            [(r#"{"recs":[]}"#, "`records` is missing"), (r#"{"records":{}}"#, "`records` must be an array")]
+        {
             match parse_verify_request(body.as_bytes(), &rules(), 10) {
                 Err(Refused::BadRequest(m)) => assert!(m.contains(want), "{body}: {m}"),
                 other => panic!("{body}: {:?}", other.map(|v| v.len())),
@@ -737,32 +588,18 @@ mod tests {
         use crate::aggregate::{aggregate, Verdict};
         use crate::rubric::{Label, Nugget};
         let short = Task::short_form(None, "x", vec!["x".into()], ShortForm::Hybrid);
-        let v = vec![Verdict::decided(
-            Label::Support,
-            crate::aggregate::DecidedBy::ExactMatch,
-        )];
-        let j = Judgement {
-            scores: aggregate(&short.nuggets, &v),
-            verdicts: v,
-            truncated: false,
-        };
+        let v = vec![Verdict::decided(Label::Support, crate::aggregate::DecidedBy::ExactMatch)];
+        let j = Judgement { scores: aggregate(&short.nuggets, &v), verdicts: v, truncated: false };
         let long = Task::new(None, "x", vec![Nugget::new("a"), Nugget::new("b")]);
         let v = vec![
             Verdict::decided(Label::Support, crate::aggregate::DecidedBy::Llm),
             Verdict::decided(Label::NotSupport, crate::aggregate::DecidedBy::Llm),
         ];
-        let lj = Judgement {
-            scores: aggregate(&long.nuggets, &v),
-            verdicts: v,
-            truncated: false,
-        };
+        let lj = Judgement { scores: aggregate(&long.nuggets, &v), verdicts: v, truncated: false };
         let r = reward_response(vec![
             Outcome::Judged(short, Ok(j)),
             Outcome::Judged(long, Ok(lj)),
-            Outcome::Invalid {
-                id: None,
-                error: Error::field("labels[2]", "label", "is empty"),
-            },
+            Outcome::Invalid { id: None, error: Error::field("labels[2]", "label", "is empty") },
         ]);
         assert_eq!(r.rewards, vec![1.0, 0.5, 0.0]);
         assert_eq!(r.scores, r.rewards);

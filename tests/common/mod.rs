@@ -10,8 +10,7 @@ use gavel::{Judge, JudgeConfig, PromptSet};
 pub fn backend() -> Arc<dyn Backend> {
     static B: OnceLock<Arc<EmbeddedBackend>> = OnceLock::new();
     let b = B.get_or_init(|| {
-        let path =
-            gavel::model_store::ensure_default_model().expect("default model (run `make model`)");
+        let path = gavel::model_store::ensure_default_model().expect("default model (run `make model`)");
         Arc::new(EmbeddedBackend::load(EmbeddedConfig::new(path)).expect("load default model"))
     });
     b.clone()
