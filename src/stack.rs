@@ -266,6 +266,10 @@ mod tests {
         assert_eq!(p[1], 0.0);
         assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-9);
         let json = serde_json::to_string(&s).unwrap();
-        assert_eq!(serde_json::from_str::<Stack>(&json).unwrap(), s);
+        let back = serde_json::from_str::<Stack>(&json).unwrap();
+        for x in &xs {
+            let (a, b) = (s.predict(x), back.predict(x));
+            assert!((0..3).all(|k| (a[k] - b[k]).abs() < 1e-12));
+        }
     }
 }
