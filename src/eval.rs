@@ -637,6 +637,35 @@ pub fn build_report(input: &EvalInput) -> EvalReport {
     }
 }
 
+/// A label triple (support, partial, not) as output records write it: an object with the label
+/// names (`probs`) or an array in that order (`raw.logprobs`).
+pub fn label_triple(v: &serde_json::Value) -> Option<[f64; 3]> {
+    if let Some(o) = v.as_object() {
+        return Some([
+            o.get("support")?.as_f64()?,
+            o.get("partial_support")?.as_f64()?,
+            o.get("not_support")?.as_f64()?,
+        ]);
+    }
+    let a = v.as_array()?;
+    Some([a.first()?.as_f64()?, a.get(1)?.as_f64()?, a.get(2)?.as_f64()?])
+}
+
+/// Read an output file (written by verify or eval) into a map from [`crate::pipeline::record_key`]
+/// to record; lines that do not parse are skipped.
+pub fn read_outputs(path: &std::path::Path) -> crate::Result<std::collections::HashMap<String, serde_json::Value>> {
+    let text = std::fs::read_to_string(path).map_err(|e| crate::Error::io(path, e))?;
+    let mut outputs = std::collections::HashMap::new();
+    for line in text.lines() {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+            let id = v.get("id").and_then(|i| i.as_str()).map(str::to_string);
+            let n = v.get("line").and_then(|l| l.as_u64()).unwrap_or(0) as usize;
+            outputs.insert(crate::pipeline::record_key(id.as_deref(), n), v);
+        }
+    }
+    Ok(outputs)
+}
+
 /// Join labeled tasks with their output records (as written by `gavel verify`, found by
 /// [`crate::pipeline::record_key`]) into report input. Missing and failed records are counted
 /// as failures, never dropped.
@@ -652,10 +681,6 @@ pub fn collect(
         records: tasks.len() + parse_failures.len(),
         failures: parse_failures,
         ..Default::default()
-    };
-    let probs_of = |v: &serde_json::Value| -> Option<[f64; 3]> {
-        let p = v.as_object()?;
-        Some([p.get("support")?.as_f64()?, p.get("partial_support")?.as_f64()?, p.get("not_support")?.as_f64()?])
     };
     for (line, task) in tasks {
         let key = crate::pipeline::record_key(task.id.as_deref(), *line);
@@ -696,8 +721,8 @@ pub fn collect(
                 source: source.clone(),
                 gold,
                 pred,
-                probs: v.get("probs").and_then(probs_of),
-                raw_probs: v.get("raw").and_then(|r| r.get("probs")).and_then(probs_of),
+                probs: v.get("probs").and_then(label_triple),
+                raw_probs: v.get("raw").and_then(|r| r.get("probs")).and_then(label_triple),
                 lexical: lexical_overlap(&n.text, &task.answer),
                 group: task.query.as_ref().map(|q| format!("{q}\u{1}{}", n.text)),
             });
@@ -714,25 +739,17 @@ pub fn rescore_outputs(
     outputs: &mut std::collections::HashMap<String, serde_json::Value>,
     calibrator: Option<&crate::calibrate::Calibrator>,
 ) {
-    let arr = |v: &serde_json::Value, k: &str| -> Option<[f64; 3]> {
-        let a = v.get(k)?;
-        if let Some(o) = a.as_object() {
-            return Some([
-                o.get("support")?.as_f64()?,
-                o.get("partial_support")?.as_f64()?,
-                o.get("not_support")?.as_f64()?,
-            ]);
-        }
-        let a = a.as_array()?;
-        Some([a.first()?.as_f64()?, a.get(1)?.as_f64()?, a.get(2)?.as_f64()?])
-    };
     for (line, task) in tasks {
         let key = crate::pipeline::record_key(task.id.as_deref(), *line);
         let Some(out) = outputs.get_mut(&key) else { continue };
         let Some(verdicts) = out.get_mut("verdicts").and_then(|v| v.as_array_mut()) else { continue };
         for (n, v) in task.nuggets.iter().zip(verdicts.iter_mut()) {
             let Some(raw) = v.get("raw").cloned() else { continue };
-            let (Some(p), Some(lp)) = (arr(&raw, "probs"), arr(&raw, "logprobs")) else { continue };
+            let (Some(p), Some(lp)) =
+                (raw.get("probs").and_then(label_triple), raw.get("logprobs").and_then(label_triple))
+            else {
+                continue;
+            };
             let probs = match calibrator {
                 Some(c) => {
                     let x = crate::stack::FeatureInput {

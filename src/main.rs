@@ -693,15 +693,7 @@ fn eval(mut args: EvalArgs) -> Result<ExitCode, Error> {
     if let Some(part) = args.part {
         tasks.retain(|(_, t)| gavel::eval::part_of(t) == part);
     }
-    let text = std::fs::read_to_string(&verdicts_path).map_err(|e| Error::io(&verdicts_path, e))?;
-    let mut outputs = std::collections::HashMap::new();
-    for line in text.lines() {
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
-            let id = v.get("id").and_then(|i| i.as_str()).map(str::to_string);
-            let n = v.get("line").and_then(|l| l.as_u64()).unwrap_or(0) as usize;
-            outputs.insert(pipeline::record_key(id.as_deref(), n), v);
-        }
-    }
+    let mut outputs = gavel::eval::read_outputs(&verdicts_path)?;
     if let Some(calibrator) = &rescore {
         gavel::eval::rescore_outputs(&tasks, &mut outputs, calibrator.as_ref());
     }
@@ -768,34 +760,15 @@ fn calibrate(mut args: CalibrateArgs) -> Result<ExitCode, Error> {
     match &args.from {
         Some(from) => {
             // Raw model outputs of an earlier eval/verify: no model run for the labeled records.
-            let text = std::fs::read_to_string(from).map_err(|e| Error::io(from, e))?;
-            let mut outputs = std::collections::HashMap::new();
-            for line in text.lines() {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
-                    let id = v.get("id").and_then(|i| i.as_str()).map(str::to_string);
-                    let n = v.get("line").and_then(|l| l.as_u64()).unwrap_or(0) as usize;
-                    outputs.insert(pipeline::record_key(id.as_deref(), n), v);
-                }
-            }
-            let three = |v: &serde_json::Value| -> Option<[f64; 3]> {
-                if let Some(o) = v.as_object() {
-                    return Some([
-                        o.get("support")?.as_f64()?,
-                        o.get("partial_support")?.as_f64()?,
-                        o.get("not_support")?.as_f64()?,
-                    ]);
-                }
-                let a = v.as_array()?;
-                Some([a.first()?.as_f64()?, a.get(1)?.as_f64()?, a.get(2)?.as_f64()?])
-            };
+            let outputs = gavel::eval::read_outputs(from)?;
             for (line, task) in &tasks {
                 let Some(out) = outputs.get(&pipeline::record_key(task.id.as_deref(), *line)) else { continue };
                 let Some(vs) = out.get("verdicts").and_then(|v| v.as_array()) else { continue };
                 for (i, v) in vs.iter().enumerate().take(task.nuggets.len()) {
                     let raw = v.get("raw");
                     let (Some(p), Some(lp)) = (
-                        raw.and_then(|r| r.get("probs")).and_then(three),
-                        raw.and_then(|r| r.get("logprobs")).and_then(three),
+                        raw.and_then(|r| r.get("probs")).and_then(gavel::eval::label_triple),
+                        raw.and_then(|r| r.get("logprobs")).and_then(gavel::eval::label_triple),
                     ) else {
                         continue;
                     };
