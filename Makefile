@@ -1,16 +1,17 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   build, fetch the default model, verify the shipped examples
-#   make test   build, fetch the default model, run every test against the real model
+#   make test   build, fetch the default model and llama-server (for the remote-backend
+#               tests), run every test against the real model
 CARGO ?= cargo
 
-.PHONY: demo test prereqs model bench
+.PHONY: demo test prereqs model bench llama-server
 
 demo: prereqs
 	$(CARGO) run --release --quiet -- verify --input examples/longform.jsonl
 
 test: prereqs model
 	@./scripts/install-prereqs.sh chromium
-	$(CARGO) test --release
+	GAVEL_LLAMA_SERVER="$${GAVEL_LLAMA_SERVER:-$$(./scripts/build-llama-server.sh)}" $(CARGO) test --release
 
 prereqs:
 	@./scripts/install-prereqs.sh
@@ -20,3 +21,6 @@ model: prereqs
 
 bench: prereqs
 	$(CARGO) run --release --quiet -- bench --input examples/longform.jsonl
+
+llama-server: prereqs
+	@./scripts/build-llama-server.sh

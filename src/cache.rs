@@ -34,6 +34,16 @@ pub fn model_fingerprint(path: &Path) -> Result<String> {
     Ok(crate::prompt::hex(&h.finalize()[..16]))
 }
 
+/// The key of the model behind a backend: the file's fingerprint when `model` is a local file,
+/// else a hash of the served model's name (`name-...`).
+pub fn model_key(model: &str) -> Result<String> {
+    let path = Path::new(model);
+    if path.is_file() {
+        return model_fingerprint(path);
+    }
+    Ok(format!("name-{}", crate::prompt::hex(&Sha256::digest(model.as_bytes())[..16])))
+}
+
 /// The on-disk verdict cache.
 pub struct VerdictCache {
     db: Database,

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
-use gavel::backend::{Backend, EmbeddedBackend, EmbeddedConfig};
-use gavel::cache::{model_fingerprint, VerdictCache};
+use gavel::backend::{Backend, EmbeddedBackend, EmbeddedConfig, RemoteBackend, RemoteConfig};
+use gavel::cache::{model_fingerprint, model_key, VerdictCache};
 use gavel::calibrate::Calibrator;
 use gavel::judge::{Judge, JudgeConfig};
 use gavel::pipeline::{self, VerifyOptions};
@@ -68,12 +68,19 @@ enum Command {
 
 #[derive(Args, Clone)]
 struct ModelArgs {
-    /// GGUF model file [default: the embedded default model, SmolLM2-135M-Instruct Q4_1, fetched once]
+    /// Where the model runs: `embedded` (llama.cpp in this process) or `openai` (an
+    /// OpenAI-compatible server: vLLM, SGLang, llama-server; see --base-url).
+    #[arg(long, default_value = "embedded", value_parser = ["embedded", "openai"])]
+    backend: String,
+    /// GGUF model file [default: the embedded default model, SmolLM2-135M-Instruct Q4_1, fetched
+    /// once]. With --backend openai: the file the server serves, if you have it here (its
+    /// calibration and cache entries then apply).
     #[arg(long, short = 'm')]
     model: Option<PathBuf>,
-    /// Context size in tokens; prompts longer than this fail (see --truncate).
-    #[arg(long, default_value_t = 8192)]
-    n_ctx: u32,
+    /// Context size in tokens; prompts longer than this fail (see --truncate)
+    /// [default: 8192 embedded; the server's with --backend openai].
+    #[arg(long)]
+    n_ctx: Option<u32>,
     /// Decode threads [default: number of cores].
     #[arg(long)]
     threads: Option<usize>,
@@ -83,6 +90,31 @@ struct ModelArgs {
     /// Most prompts (sequences) in one decode.
     #[arg(long, default_value_t = 64)]
     seqs: u32,
+    /// --backend openai: server base URL ending in /v1; repeat (or comma-separate) to spread
+    /// requests round-robin over several servers.
+    #[arg(long, value_delimiter = ',')]
+    base_url: Vec<String>,
+    /// --backend openai: model name sent in requests [default: the first of /v1/models].
+    #[arg(long)]
+    model_name: Option<String>,
+    /// --backend openai: environment variable holding the API key (sent as a Bearer token).
+    #[arg(long, default_value = "OPENAI_API_KEY")]
+    api_key_env: String,
+    /// --backend openai: requests in flight at once.
+    #[arg(long, default_value_t = 4)]
+    in_flight: usize,
+    /// --backend openai: per-request timeout in seconds.
+    #[arg(long, default_value_t = 120)]
+    request_timeout: u64,
+    /// --backend openai: retries (with backoff) on 429, 5xx, timeouts and connection errors.
+    #[arg(long, default_value_t = 4)]
+    retries: u32,
+    /// --backend openai: the model's Jinja chat template [default: the server's, from /props].
+    #[arg(long)]
+    chat_template: Option<PathBuf>,
+    /// --backend openai: alternatives asked for in top_logprobs (vLLM allows 20 by default).
+    #[arg(long, default_value_t = 20)]
+    top_logprobs: usize,
 }
 
 #[derive(Args, Clone)]
@@ -338,12 +370,36 @@ fn run(command: Command) -> Result<ExitCode, Error> {
 }
 
 fn load_backend(m: &ModelArgs) -> Result<Arc<dyn Backend>, Error> {
+    if m.backend == "openai" {
+        let mut cfg = RemoteConfig::new("");
+        cfg.base_urls = m.base_url.iter().map(|u| u.trim().to_string()).filter(|u| !u.is_empty()).collect();
+        if cfg.base_urls.is_empty() {
+            return Err(Error::field(
+                "--backend openai",
+                "--base-url",
+                "give the server's URL, e.g. http://127.0.0.1:8080/v1",
+            ));
+        }
+        cfg.model_name = m.model_name.clone();
+        cfg.api_key = std::env::var(&m.api_key_env).ok().filter(|k| !k.trim().is_empty());
+        cfg.in_flight = m.in_flight.max(1);
+        cfg.timeout = std::time::Duration::from_secs(m.request_timeout.max(1));
+        cfg.retries = m.retries;
+        cfg.top_logprobs = m.top_logprobs.max(1);
+        cfg.n_ctx = m.n_ctx.map(|n| n as usize);
+        cfg.model_file = m.model.clone();
+        cfg.chat_template = match &m.chat_template {
+            Some(p) => Some(std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?),
+            None => None,
+        };
+        return Ok(Arc::new(RemoteBackend::connect(cfg)?));
+    }
     let path = match &m.model {
         Some(p) => p.clone(),
         None => model_store::ensure_default_model()?,
     };
     let cfg = EmbeddedConfig::new(path)
-        .with_n_ctx(m.n_ctx)
+        .with_n_ctx(m.n_ctx.unwrap_or(8192))
         .with_threads(m.threads)
         .with_wave_tokens(m.wave_tokens)
         .with_n_seq_max(m.seqs);
@@ -357,7 +413,7 @@ fn build_judge(j: &JudgeArgs, m: &ModelArgs) -> Result<Judge, Error> {
     };
     let cfg = JudgeConfig::default().with_mode(j.mode).with_two_grade(j.two_grade).with_truncate(j.truncate);
     let backend = load_backend(m)?;
-    let fingerprint = model_fingerprint(Path::new(&backend.info().model))?;
+    let fingerprint = model_key(&backend.info().model)?;
     let mut judge = Judge::new(backend, prompts, cfg);
     if j.cache {
         let path = VerdictCache::default_path();
@@ -838,7 +894,7 @@ fn calibrate(mut args: CalibrateArgs) -> Result<ExitCode, Error> {
     let (bias, f1) = Calibrator::fit(&items, cf, grades);
     let model_path = judge.backend().info().model;
     let c = Calibrator {
-        model: model_fingerprint(Path::new(&model_path))?,
+        model: model_key(&model_path)?,
         model_file: Path::new(&model_path).file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default(),
         prompts: judge.prompts().version().to_string(),
         fitted_on: {

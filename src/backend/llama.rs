@@ -276,7 +276,7 @@ fn pick_chat_format(model: &LlamaModel) -> ChatFormat {
     }
 }
 
-fn render_jinja_chat(template: &str, messages: &[Message], bos: &str, eos: &str) -> Result<String> {
+pub(crate) fn render_jinja_chat(template: &str, messages: &[Message], bos: &str, eos: &str) -> Result<String> {
     let mut env = minijinja::Environment::new();
     env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
         Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))

@@ -2,6 +2,7 @@
 //! they talk to the embedded llama.cpp model or to something else.
 
 pub mod llama;
+pub mod openai;
 
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use crate::error::Result;
 use crate::prompt::Message;
 
 pub use llama::{EmbeddedBackend, EmbeddedConfig};
+pub use openai::{RemoteBackend, RemoteConfig};
 
 /// One answer's prompts: the shared prefix (system prompt, query, answer) and one suffix per
 /// nugget. A backend evaluates the prefix once and each suffix from a copy of it.
