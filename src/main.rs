@@ -54,6 +54,9 @@ enum Command {
     /// Fit a calibration for the current model on a labeled file (contextual calibration and
     /// macro-F1 thresholds); verify, eval and serve apply it automatically.
     Calibrate(CalibrateArgs),
+    /// Extract nugget rubrics from queries (and retrieved passages): JSON Lines in
+    /// (`query`, optional `passages`), one line of nuggets per query out.
+    Extract(ExtractArgs),
     /// Fetch (once) and print the path of the embedded default model.
     FetchModel,
     /// Serve rewards over HTTP for RL trainers (OpenRLHF, verl, TRL); see docs/serve.md.
@@ -147,6 +150,47 @@ struct JudgeArgs {
     /// `none`, or a path to a calibration file.
     #[arg(long, default_value = "auto")]
     calibration: String,
+}
+
+#[derive(Args)]
+struct ExtractArgs {
+    /// Input JSON Lines file (`query`, optional `passages: [str]`, optional `id`); `-` or absent
+    /// reads stdin.
+    #[arg(long, short = 'i')]
+    input: Option<PathBuf>,
+    /// Output JSON Lines file; absent writes stdout.
+    #[arg(long, short = 'o')]
+    output: Option<PathBuf>,
+    /// Write the input records with a `nuggets` field added (pipe into `gavel verify`), instead
+    /// of one line of nuggets per query.
+    #[arg(long)]
+    attach: bool,
+    /// Also write one rubric file per query (`<id>.json`, the format of `rubrics/`) here.
+    #[arg(long)]
+    rubric_dir: Option<PathBuf>,
+    /// Most nuggets per query.
+    #[arg(long, default_value_t = 30)]
+    max_nuggets: usize,
+    /// Most words per nugget.
+    #[arg(long, default_value_t = 12)]
+    max_words: usize,
+    /// Passages per window; the list is updated after each window.
+    #[arg(long, default_value_t = 8)]
+    window: usize,
+    /// Most characters of one passage shown to the model.
+    #[arg(long, default_value_t = 1500)]
+    passage_chars: usize,
+    /// Merge nuggets whose word sets overlap at least this much (1 = exact duplicates only).
+    #[arg(long, default_value_t = 0.8)]
+    dedup: f64,
+    /// Queries processed together.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Folder of template files overriding the built-in ones (same names as `prompts/`).
+    #[arg(long)]
+    prompts: Option<PathBuf>,
+    #[command(flatten)]
+    model: ModelArgs,
 }
 
 #[derive(Args)]
@@ -340,6 +384,7 @@ fn run(command: Command) -> Result<ExitCode, Error> {
         Command::Eval(args) => eval(args),
         Command::Calibrate(args) => calibrate(args),
         Command::Serve(args) => serve(args),
+        Command::Extract(a) => extract(a),
         Command::FetchModel => {
             println!("{}", model_store::ensure_default_model()?.display());
             Ok(ExitCode::SUCCESS)
@@ -924,4 +969,165 @@ fn calibrate(mut args: CalibrateArgs) -> Result<ExitCode, Error> {
     );
     println!("saved {}  (score a different file to measure it)", out.display());
     Ok(ExitCode::SUCCESS)
+}
+
+fn extract(args: ExtractArgs) -> Result<ExitCode, Error> {
+    use gavel::extract::{ExtractConfig, ExtractTask, Extractor};
+    let prompts = match &args.prompts {
+        Some(dir) => PromptSet::with_overrides(dir)?,
+        None => PromptSet::builtin(),
+    };
+    let config = ExtractConfig {
+        max_nuggets: args.max_nuggets,
+        max_words: args.max_words,
+        window: args.window,
+        passage_chars: args.passage_chars,
+        dedup_threshold: args.dedup,
+    };
+    if let Some(d) = &args.rubric_dir {
+        std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
+    }
+    let (input, input_name, total) = open_input(&args.input)?;
+    let extractor = Extractor::new(load_backend(&args.model)?, prompts, config)?;
+    let mut out: Box<dyn Write> = match &args.output {
+        Some(p) => Box::new(BufWriter::new(File::create(p).map_err(|e| Error::io(p, e))?)),
+        None => Box::new(BufWriter::new(std::io::stdout().lock())),
+    };
+    let out_name = args.output.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "stdout".into());
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = total.map(indicatif::ProgressBar::new).unwrap_or_else(indicatif::ProgressBar::new_spinner);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} queries  {per_sec}  eta {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let start = std::time::Instant::now();
+    let (mut queries, mut nuggets, mut errors) = (0usize, 0usize, 0usize);
+    // (line, record or error)
+    let mut pending: Vec<(usize, Result<ExtractInput, Error>)> = Vec::new();
+    let mut lines = input.lines().enumerate().peekable();
+    loop {
+        let mut eof = false;
+        match lines.next() {
+            Some((i, line)) => {
+                let line = line.map_err(|e| Error::io(&input_name, e))?;
+                if !line.trim().is_empty() {
+                    pending.push((i + 1, parse_extract_record(&line, &format!("{input_name}:{}", i + 1))));
+                }
+            }
+            None => eof = true,
+        }
+        let ready = pending.iter().filter(|(_, r)| r.is_ok()).count() >= args.batch.max(1);
+        if !(ready || (eof && !pending.is_empty())) {
+            if eof {
+                break;
+            }
+            continue;
+        }
+        let batch = std::mem::take(&mut pending);
+        let tasks: Vec<ExtractTask> =
+            batch.iter().filter_map(|(_, r)| r.as_ref().ok().map(|(_, t)| t.clone())).collect();
+        let t0 = std::time::Instant::now();
+        let mut results = extractor.extract(&tasks).into_iter();
+        let per_query = t0.elapsed().as_secs_f64() / tasks.len().max(1) as f64;
+        for (line, rec) in batch {
+            queries += 1;
+            let (mut record, task) = match rec {
+                Ok(r) => r,
+                Err(e) => {
+                    errors += 1;
+                    let v = serde_json::json!({"line": line, "error": {"kind": e.kind(), "message": e.to_string()}});
+                    writeln!(out, "{v}").map_err(|e| Error::io(&out_name, e))?;
+                    continue;
+                }
+            };
+            let id = record.get("id").map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()));
+            let v = match results.next().expect("one result per task") {
+                Ok(x) => {
+                    nuggets += x.nuggets.len();
+                    let list: Vec<serde_json::Value> = x
+                        .nuggets
+                        .iter()
+                        .map(|n| serde_json::json!({"text": n.text, "importance": n.importance, "p_vital": n.p_vital}))
+                        .collect();
+                    if let Some(d) = &args.rubric_dir {
+                        let name = id.clone().unwrap_or_else(|| format!("line-{line}"));
+                        let file = d.join(format!("{}.json", sanitize(&name)));
+                        let rubric = serde_json::json!({"id": name, "query": task.query, "nuggets": list});
+                        let text = serde_json::to_string_pretty(&rubric).unwrap_or_default();
+                        std::fs::write(&file, text + "\n").map_err(|e| Error::io(&file, e))?;
+                    }
+                    if args.attach {
+                        record.insert("nuggets".into(), serde_json::Value::Array(list));
+                        serde_json::Value::Object(record)
+                    } else {
+                        serde_json::json!({"line": line, "id": id, "query": task.query, "nuggets": list,
+                            "windows": x.windows, "merged": x.merged, "seconds": per_query})
+                    }
+                }
+                Err(e) => {
+                    errors += 1;
+                    serde_json::json!({"line": line, "id": id, "error": {"kind": e.kind(), "message": e.to_string()}})
+                }
+            };
+            writeln!(out, "{v}").map_err(|e| Error::io(&out_name, e))?;
+        }
+        out.flush().map_err(|e| Error::io(&out_name, e))?;
+        if let Some(b) = &bar {
+            b.set_position(queries as u64);
+        }
+        if eof {
+            break;
+        }
+    }
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    eprintln!(
+        "gavel extract: {queries} queries, {nuggets} nuggets, {errors} errors, {secs:.1} s ({:.2} s/query)",
+        secs / queries.max(1) as f64
+    );
+    Ok(if errors > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// An extraction input line: the record as given, and the task read from it.
+type ExtractInput = (serde_json::Map<String, serde_json::Value>, gavel::extract::ExtractTask);
+
+/// One extraction input line: the record as given, and the task read from it.
+fn parse_extract_record(line: &str, location: &str) -> Result<ExtractInput, Error> {
+    let v: serde_json::Value = serde_json::from_str(line)
+        .map_err(|e| Error::Parse { location: format!("{location}, column {}", e.column()), reason: e.to_string() })?;
+    let serde_json::Value::Object(map) = v else {
+        return Err(Error::Parse { location: location.into(), reason: "a record must be a JSON object".into() });
+    };
+    let query = match map.get("query") {
+        Some(serde_json::Value::String(q)) if !q.trim().is_empty() => q.clone(),
+        Some(serde_json::Value::String(_)) => return Err(Error::field(location, "query", "is empty")),
+        Some(_) => return Err(Error::field(location, "query", "must be a string")),
+        None => return Err(Error::field(location, "query", "is missing")),
+    };
+    let passages = match map.get("passages") {
+        None | Some(serde_json::Value::Null) => Vec::new(),
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .enumerate()
+            .map(|(i, p)| match p {
+                serde_json::Value::String(s) => Ok(s.clone()),
+                serde_json::Value::Object(o) => {
+                    o.get("text").or_else(|| o.get("segment")).and_then(|t| t.as_str()).map(str::to_string).ok_or_else(
+                        || Error::field(location, format!("passages[{i}]"), "an object needs a `text` string"),
+                    )
+                }
+                _ => Err(Error::field(location, format!("passages[{i}]"), "must be a string")),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(Error::field(location, "passages", "must be a list of strings")),
+    };
+    Ok((map, gavel::extract::ExtractTask { query, passages }))
+}
+
+fn sanitize(name: &str) -> String {
+    name.chars().map(|c| if c.is_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' }).collect()
 }

@@ -19,7 +19,22 @@ const BUILTIN: &[(&str, &str)] = &[
     ("judge_reasoned.user.jinja", include_str!("../prompts/judge_reasoned.user.jinja")),
     ("judge_reasoned.gbnf", include_str!("../prompts/judge_reasoned.gbnf")),
     ("labels.toml", include_str!("../prompts/labels.toml")),
+    ("extract.system.jinja", include_str!("../prompts/extract.system.jinja")),
+    ("extract.user.jinja", include_str!("../prompts/extract.user.jinja")),
+    ("extract.gbnf.jinja", include_str!("../prompts/extract.gbnf.jinja")),
+    ("importance.system.jinja", include_str!("../prompts/importance.system.jinja")),
+    ("importance.user.jinja", include_str!("../prompts/importance.user.jinja")),
+    ("importance.toml", include_str!("../prompts/importance.toml")),
 ];
+
+/// Words read as the model's vote on a nugget's importance (`prompts/importance.toml`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ImportanceWords {
+    /// Forms of `vital`.
+    pub vital: Vec<String>,
+    /// Forms of `okay`.
+    pub okay: Vec<String>,
+}
 
 /// Which judge prompt to render.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -96,6 +111,7 @@ pub struct PromptSet {
     env: Environment<'static>,
     files: BTreeMap<String, String>,
     labels: LabelWords,
+    importance: ImportanceWords,
     version: String,
 }
 
@@ -123,7 +139,7 @@ impl PromptSet {
             if let Some(slot) = files.get_mut(&name) {
                 let text = std::fs::read_to_string(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
                 *slot = text;
-            } else if name.ends_with(".jinja") || name.ends_with(".gbnf") {
+            } else if name.ends_with(".jinja") || name.ends_with(".gbnf") || name.ends_with(".toml") {
                 tracing::warn!("{}: not a known template name, ignored", entry.path().display());
             }
         }
@@ -148,15 +164,19 @@ impl PromptSet {
                 return Err(Error::Template { name: "labels.toml".into(), reason: format!("`{label}` has no word") });
             }
         }
+        let importance: ImportanceWords =
+            toml::from_str(files.get("importance.toml").map(String::as_str).unwrap_or_default())
+                .map_err(|e| Error::Template { name: "importance.toml".into(), reason: e.to_string() })?;
+        // The version names the judge's prompts only: extraction templates do not change verdicts.
         let mut hasher = Sha256::new();
-        for (name, text) in &files {
+        for (name, text) in files.iter().filter(|(n, _)| n.starts_with("judge") || *n == "labels.toml") {
             hasher.update(name.as_bytes());
             hasher.update([0]);
             hasher.update(text.as_bytes());
             hasher.update([0]);
         }
         let version = hex(&hasher.finalize()[..8]);
-        Ok(PromptSet { env, files, labels, version })
+        Ok(PromptSet { env, files, labels, importance, version })
     }
 
     /// A short hash of every template file: changes whenever a prompt changes.
@@ -167,6 +187,33 @@ impl PromptSet {
     /// The label words of scored mode.
     pub fn labels(&self) -> &LabelWords {
         &self.labels
+    }
+
+    /// The words of the importance vote.
+    pub fn importance_words(&self) -> &ImportanceWords {
+        &self.importance
+    }
+
+    /// Render `<stem>.system.jinja` and `<stem>.user.jinja` into chat messages (empty ones dropped).
+    pub fn render_messages(&self, stem: &str, vars: impl Serialize) -> Result<Vec<Message>> {
+        let mut messages = Vec::with_capacity(2);
+        for role in ["system", "user"] {
+            let name = format!("{stem}.{role}.jinja");
+            let content = self.render_file(&name, &vars)?.trim().to_string();
+            if !content.is_empty() {
+                messages.push(Message { role: role.to_string(), content });
+            }
+        }
+        Ok(messages)
+    }
+
+    /// Render one template file.
+    pub fn render_file(&self, name: &str, vars: impl Serialize) -> Result<String> {
+        let tmpl = self
+            .env
+            .get_template(name)
+            .map_err(|e| Error::Template { name: name.to_string(), reason: describe(&e) })?;
+        tmpl.render(vars).map_err(|e| Error::Template { name: name.to_string(), reason: describe(&e) })
     }
 
     /// The GBNF grammar of reasoned mode.

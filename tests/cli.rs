@@ -99,3 +99,53 @@ fn missing_model_file_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr.contains("/nonexistent/model.gguf") && stderr.contains("no such file"), "{stderr}");
 }
+
+#[test]
+fn a_killed_run_resumes_with_every_record_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let output = dir.path().join("out.jsonl");
+    let mut text = String::new();
+    for i in 0..60 {
+        let rec = serde_json::json!({"id": format!("r{i}"), "query": "Where is the Eiffel Tower?",
+            "answer": format!("The Eiffel Tower stands in Paris. Record {i} adds that it opened in 1889."),
+            "nuggets": ["The tower is in Paris", format!("The tower opened in {}", 1880 + i % 20)]});
+        text.push_str(&format!("{rec}\n"));
+    }
+    std::fs::write(&input, text).unwrap();
+    let args = ["verify", "--batch", "2", "--input", input.to_str().unwrap(), "--output", output.to_str().unwrap()];
+    let mut child = gavel().args(args).stderr(Stdio::null()).spawn().unwrap();
+    // Kill it (SIGKILL: no chance to clean up) once some records are on disk.
+    let start = std::time::Instant::now();
+    loop {
+        let done = std::fs::read_to_string(&output).map(|s| s.lines().count()).unwrap_or(0);
+        if done >= 6 {
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
+        assert!(start.elapsed() < std::time::Duration::from_secs(300));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = std::fs::read_to_string(&output).unwrap();
+    let kept = before.lines().count();
+    assert!(kept < 60, "the run finished before the kill");
+    // A torn last line, as a crash in the middle of a write leaves it.
+    std::fs::OpenOptions::new().append(true).open(&output).unwrap().write_all(b"{\"line\":61,\"id\":\"r4").unwrap();
+
+    let out = gavel().args(args).arg("--resume").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let after = std::fs::read_to_string(&output).unwrap();
+    let mut ids: Vec<String> = after
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("every line is whole JSON")["id"].to_string())
+        .collect();
+    assert_eq!(ids.len(), 60, "every record once:\n{after}");
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 60, "no record twice");
+    // The records written before the kill are kept as they were.
+    let whole = &before[..before.rfind('\n').map_or(0, |i| i + 1)];
+    assert!(after.starts_with(whole));
+}

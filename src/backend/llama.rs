@@ -20,6 +20,8 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::data::LlamaTokenData;
+use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::LlamaToken;
 
 use super::{Backend, BackendInfo, LabelScore, PromptGroup, Usage};
@@ -654,22 +656,23 @@ impl Engine<'_> {
         grammar: Option<&str>,
         max_tokens: usize,
     ) -> Result<String> {
-        let mut sampler = match grammar {
-            Some(g) => {
-                let gs = LlamaSampler::grammar(self.model, g, "root")
-                    .map_err(|e| Error::Backend(format!("grammar: {e}")))?;
-                LlamaSampler::chain_simple([gs, LlamaSampler::greedy()])
-            }
-            None => LlamaSampler::greedy(),
+        let mut grammar = match grammar {
+            Some(g) => Some(
+                LlamaSampler::grammar(self.model, g, "root").map_err(|e| Error::Backend(format!("grammar: {e}")))?,
+            ),
+            None => None,
         };
         let mut idx = self.feed(suffix, 1, p)?;
         let mut bytes = Vec::new();
         let mut generated = 0;
         let vocab = self.model.vocab();
         for pos in (p + suffix.len()..).take(max_tokens) {
-            let tok = sampler.sample(&self.ctx, idx);
+            let tok = greedy_under(self.ctx.get_logits_ith(idx), grammar.as_mut());
             if vocab.is_eog(tok) {
                 break;
+            }
+            if let Some(g) = grammar.as_mut() {
+                g.accept(tok);
             }
             bytes.extend(vocab.token_to_piece(tok, false, None));
             generated += 1;
@@ -689,6 +692,28 @@ impl Engine<'_> {
         let _ = self.ctx.get_logits_ith(self.batch.n_tokens() - 1);
         Ok(start.elapsed())
     }
+}
+
+/// The greedy token, under the grammar when there is one. The unconstrained argmax is checked
+/// against the grammar first (one token, cheap) and only when it is rejected is the grammar run
+/// over the whole vocabulary, as llama.cpp's common sampler does: the same token either way.
+fn greedy_under(logits: &[f32], grammar: Option<&mut LlamaSampler>) -> LlamaToken {
+    let argmax = |it: &mut dyn Iterator<Item = (LlamaToken, f32)>| {
+        it.fold((LlamaToken(0), f32::NEG_INFINITY), |best, (t, l)| if l > best.1 { (t, l) } else { best }).0
+    };
+    let best = argmax(&mut logits.iter().enumerate().map(|(i, &l)| (LlamaToken(i as i32), l)));
+    let Some(g) = grammar else { return best };
+    let mut one = LlamaTokenDataArray::new(vec![LlamaTokenData::new(best, 1.0, 0.0)], false);
+    g.apply(&mut one);
+    if one.data[0].logit() != f32::NEG_INFINITY {
+        return best;
+    }
+    let mut all = LlamaTokenDataArray::from_iter(
+        logits.iter().enumerate().map(|(i, &l)| LlamaTokenData::new(LlamaToken(i as i32), l, 0.0)),
+        false,
+    );
+    g.apply(&mut all);
+    argmax(&mut all.data.iter().map(|d| (d.id(), d.logit())))
 }
 
 /// Log-softmax over the vocabulary, then each choice's log-probability (its forms summed) and
