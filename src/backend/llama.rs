@@ -321,8 +321,12 @@ impl Backend for EmbeddedBackend {
                 let vocab = self.model.vocab();
                 let (bos, eos) = (piece(vocab.bos()), piece(vocab.eos()));
                 let rendered = render_jinja_chat(t, messages, &bos, &eos)?;
-                // The BOS is added by the tokenizer; do not double it.
-                Ok(rendered.strip_prefix(bos.as_str()).map(str::to_string).unwrap_or(rendered))
+                // The BOS is added by the tokenizer; a template that writes it must not double it.
+                if t.contains("bos_token") {
+                    Ok(rendered.strip_prefix(bos.as_str()).map(str::to_string).unwrap_or(rendered))
+                } else {
+                    Ok(rendered)
+                }
             }
             ChatFormat::Plain => {
                 let mut s = String::new();

@@ -487,10 +487,14 @@ impl Backend for RemoteBackend {
             ));
         };
         let rendered = super::llama::render_jinja_chat(t, messages, &self.bos, &self.eos)?;
-        // The server adds the BOS when it tokenizes; do not double it.
+        // The server adds the BOS when it tokenizes; a template that writes it must not double
+        // it. (Templates that start with the BOS text for other reasons, like ChatML models whose
+        // BOS is `<|im_start|>`, do not mention `bos_token` and are left alone.)
         Ok(match self.bos.as_str() {
-            "" => rendered,
-            bos => rendered.strip_prefix(bos).map(str::to_string).unwrap_or(rendered),
+            bos if !bos.is_empty() && t.contains("bos_token") => {
+                rendered.strip_prefix(bos).map(str::to_string).unwrap_or(rendered)
+            }
+            _ => rendered,
         })
     }
 
