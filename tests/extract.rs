@@ -1,0 +1,120 @@
+//! `gavel extract` against the real default model: the output always parses and respects the
+//! limits, windows keep the list bounded, it is deterministic, and `extract | verify` works.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use gavel::extract::{ExtractConfig, ExtractTask, Extractor};
+use gavel::PromptSet;
+
+fn fixture() -> String {
+    format!("{}/tests/fixtures/extract.jsonl", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn tasks() -> Vec<ExtractTask> {
+    std::fs::read_to_string(fixture())
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            ExtractTask {
+                query: v["query"].as_str().unwrap().to_string(),
+                passages: v["passages"]
+                    .as_array()
+                    .map(|a| a.iter().map(|p| p.as_str().unwrap().to_string()).collect())
+                    .unwrap_or_default(),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn extraction_parses_respects_the_limits_and_is_deterministic() {
+    // Small limits and windows of 3 passages: 8 passages are read in 3 windows.
+    let config = ExtractConfig { max_nuggets: 4, max_words: 6, window: 3, ..ExtractConfig::default() };
+    let ex = Extractor::new(common::backend(), PromptSet::builtin(), config).unwrap();
+    let first = ex.extract(&tasks());
+    for (i, r) in first.iter().enumerate() {
+        let r = r.as_ref().unwrap_or_else(|e| panic!("task {i}: {e}"));
+        assert!(!r.nuggets.is_empty() && r.nuggets.len() <= 4, "task {i}: {:?}", r.nuggets);
+        for n in &r.nuggets {
+            let words = n.text.split_whitespace().count();
+            assert!((1..=6).contains(&words), "task {i}: `{}` has {words} words", n.text);
+            assert!((0.0..=1.0).contains(&n.p_vital));
+        }
+        // No two nuggets are the same after normalisation.
+        let mut keys: Vec<String> = r.nuggets.iter().map(|n| n.text.to_lowercase()).collect();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), r.nuggets.len());
+    }
+    assert_eq!(first[0].as_ref().unwrap().windows, 3);
+    assert_eq!(first[1].as_ref().unwrap().windows, 1, "a query alone is one window");
+    // Same input, same output.
+    let again = ex.extract(&tasks());
+    for (a, b) in first.iter().zip(&again) {
+        assert_eq!(a.as_ref().unwrap().nuggets, b.as_ref().unwrap().nuggets);
+    }
+}
+
+#[test]
+fn extract_then_verify_as_a_pipeline() {
+    let bin = env!("CARGO_BIN_EXE_gavel");
+    let dir = tempfile::tempdir().unwrap();
+    let extract = Command::new(bin)
+        .args(["extract", "--attach", "--max-nuggets", "5", "--input", &fixture()])
+        .args(["--rubric-dir", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(extract.status.code(), Some(0), "{}", String::from_utf8_lossy(&extract.stderr));
+    let attached = String::from_utf8(extract.stdout).unwrap();
+    assert_eq!(attached.lines().count(), 2);
+    // Rubric files in the project's format, usable by `gavel check` and `gavel verify --rubric`.
+    let rubric = dir.path().join("eiffel.json");
+    let check = Command::new(bin).args(["check", rubric.to_str().unwrap()]).output().unwrap();
+    assert_eq!(check.status.code(), Some(0), "{}", String::from_utf8_lossy(&check.stderr));
+
+    let mut verify = Command::new(bin)
+        .arg("verify")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    verify.stdin.take().unwrap().write_all(attached.as_bytes()).unwrap();
+    let out = verify.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    for (l, a) in lines.iter().zip(attached.lines()) {
+        let a: serde_json::Value = serde_json::from_str(a).unwrap();
+        assert_eq!(l["verdicts"].as_array().unwrap().len(), a["nuggets"].as_array().unwrap().len());
+        assert!(l["scores"]["all_score"].is_number());
+    }
+}
+
+#[test]
+fn bad_extract_records_become_error_records() {
+    let input = "{\"query\": \"ok?\"}\nnot json\n{\"query\": \"q\", \"passages\": [1]}\n";
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gavel"))
+        .args(["extract", "--max-nuggets", "2"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3);
+    assert!(lines[0]["nuggets"].as_array().is_some_and(|n| !n.is_empty()));
+    assert!(lines[1]["error"]["message"].as_str().unwrap().contains("stdin:2"));
+    assert!(lines[2]["error"]["message"].as_str().unwrap().contains("passages[0]"));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("3 queries") && stderr.contains("2 errors"), "{stderr}");
+}
