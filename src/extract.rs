@@ -28,6 +28,9 @@ use crate::rubric::Importance;
 pub struct ExtractConfig {
     /// Most nuggets per query.
     pub max_nuggets: usize,
+    /// Fewest items the model must write per window (the grammar enforces it; duplicates
+    /// are merged afterwards, so a query can end with fewer).
+    pub min_nuggets: usize,
     /// Most words per nugget.
     pub max_words: usize,
     /// Passages per window.
@@ -36,11 +39,21 @@ pub struct ExtractConfig {
     pub passage_chars: usize,
     /// Merge nuggets whose word sets overlap at least this much (1.0: exact duplicates only).
     pub dedup_threshold: f64,
+    /// Token budget of one generated list; a list cut by it keeps its complete items.
+    pub max_tokens: usize,
 }
 
 impl Default for ExtractConfig {
     fn default() -> Self {
-        ExtractConfig { max_nuggets: 30, max_words: 12, window: 8, passage_chars: 1500, dedup_threshold: 0.8 }
+        ExtractConfig {
+            max_nuggets: 30,
+            min_nuggets: 5,
+            max_words: 12,
+            window: 8,
+            passage_chars: 1500,
+            dedup_threshold: 0.8,
+            max_tokens: 400,
+        }
     }
 }
 
@@ -71,7 +84,7 @@ pub struct Extraction {
     pub nuggets: Vec<ExtractedNugget>,
     /// Windows the passages were read in.
     pub windows: usize,
-    /// Nuggets dropped as duplicates.
+    /// Generated items dropped as duplicates, over all windows.
     pub merged: usize,
 }
 
@@ -100,7 +113,11 @@ impl Extractor {
         }
         let grammar = prompts.render_file(
             "extract.gbnf.jinja",
-            minijinja::context! { max_nuggets => config.max_nuggets, max_words => config.max_words },
+            minijinja::context! {
+                min_nuggets => config.min_nuggets.clamp(1, config.max_nuggets),
+                max_nuggets => config.max_nuggets,
+                max_words => config.max_words,
+            },
         )?;
         Ok(Extractor { backend, prompts, config, grammar })
     }
@@ -115,7 +132,8 @@ impl Extractor {
         let windows: Vec<Vec<Vec<String>>> = tasks.iter().map(|t| self.windows(t)).collect();
         let rounds = windows.iter().map(Vec::len).max().unwrap_or(0);
         let mut lists: Vec<Result<Vec<String>>> = tasks.iter().map(|_| Ok(Vec::new())).collect();
-        let max_tokens = self.config.max_nuggets * (self.config.max_words * 3 + 4) + 8;
+        let mut merged = vec![0usize; tasks.len()];
+        let max_tokens = self.config.max_tokens.max(8);
         for round in 0..rounds {
             let mut who = Vec::new();
             let mut groups = Vec::new();
@@ -141,10 +159,15 @@ impl Extractor {
             let outputs = self.backend.generate(&groups, Some(&self.grammar), max_tokens);
             for (i, out) in who.into_iter().zip(outputs) {
                 let text = out.into_iter().next().unwrap_or_else(|| Err(Error::Backend("no output".into())));
-                lists[i] = text.and_then(|t| parse_list(&t)).map(|l| self.clean(l).0);
+                lists[i] = text.and_then(|t| parse_list(&t)).map(|l| {
+                    let (kept, n) = self.clean(l);
+                    merged[i] += n;
+                    kept
+                });
             }
         }
-        let lists: Vec<Result<(Vec<String>, usize)>> = lists.into_iter().map(|l| l.map(|l| self.clean(l))).collect();
+        let lists: Vec<Result<(Vec<String>, usize)>> =
+            lists.into_iter().zip(&merged).map(|(l, m)| l.map(|l| (l, *m))).collect();
         // Importance: one scoring call for every nugget of every task.
         let words = self.prompts.importance_words();
         let choices = vec![words.vital.clone(), words.okay.clone()];
@@ -288,7 +311,14 @@ fn jaccard(a: &BTreeSet<String>, b: &BTreeSet<String>) -> f64 {
 
 /// Parse the grammar's output: a JSON list of strings.
 pub fn parse_list(text: &str) -> Result<Vec<String>> {
-    serde_json::from_str::<Vec<String>>(text.trim())
+    let text = text.trim();
+    serde_json::from_str::<Vec<String>>(text)
+        .or_else(|e| match text.rfind("\", \"") {
+            // Cut by the token budget: keep the complete items.
+            Some(i) => serde_json::from_str::<Vec<String>>(&format!("{}]", &text[..=i])),
+            // Cut inside the first item: close it.
+            None => serde_json::from_str::<Vec<String>>(&format!("{text}\"]")).map_err(|_| e),
+        })
         .map_err(|e| Error::Output { output: text.to_string(), reason: format!("not a JSON list of strings: {e}") })
 }
 
@@ -297,7 +327,13 @@ mod tests {
     use super::*;
 
     fn extractor_config(threshold: f64) -> ExtractConfig {
-        ExtractConfig { max_nuggets: 3, max_words: 4, dedup_threshold: threshold, ..ExtractConfig::default() }
+        ExtractConfig {
+            max_nuggets: 3,
+            min_nuggets: 2,
+            max_words: 4,
+            dedup_threshold: threshold,
+            ..ExtractConfig::default()
+        }
     }
 
     struct NoBackend;
@@ -351,9 +387,11 @@ mod tests {
     #[test]
     fn grammar_is_rendered_with_the_limits() {
         let e = ex(1.0);
-        assert!(e.grammar.contains("{0,2}") && e.grammar.contains("{0,3}"), "{}", e.grammar);
+        assert!(e.grammar.contains("{1,2}") && e.grammar.contains("{0,3}"), "{}", e.grammar);
         assert_eq!(parse_list("[\"a b\", \"c\"]").unwrap(), vec!["a b", "c"]);
         assert!(parse_list("a, b").is_err());
+        assert_eq!(parse_list("[\"a b\", \"c d\", \"e").unwrap(), vec!["a b", "c d"]);
+        assert_eq!(parse_list("[\"a b c").unwrap(), vec!["a b c"]);
     }
 
     #[test]

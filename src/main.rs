@@ -171,6 +171,9 @@ struct ExtractArgs {
     /// Most nuggets per query.
     #[arg(long, default_value_t = 30)]
     max_nuggets: usize,
+    /// Fewest items the model must write per window (duplicates are merged afterwards).
+    #[arg(long, default_value_t = 5)]
+    min_nuggets: usize,
     /// Most words per nugget.
     #[arg(long, default_value_t = 12)]
     max_words: usize,
@@ -183,7 +186,10 @@ struct ExtractArgs {
     /// Merge nuggets whose word sets overlap at least this much (1 = exact duplicates only).
     #[arg(long, default_value_t = 0.8)]
     dedup: f64,
-    /// Queries processed together.
+    /// Token budget of one generated list (a list cut by it keeps its complete items).
+    #[arg(long, default_value_t = 400)]
+    max_tokens: usize,
+    /// Queries processed together (their windows are generated in parallel).
     #[arg(long, default_value_t = 8)]
     batch: usize,
     /// Folder of template files overriding the built-in ones (same names as `prompts/`).
@@ -979,10 +985,12 @@ fn extract(args: ExtractArgs) -> Result<ExitCode, Error> {
     };
     let config = ExtractConfig {
         max_nuggets: args.max_nuggets,
+        min_nuggets: args.min_nuggets,
         max_words: args.max_words,
         window: args.window,
         passage_chars: args.passage_chars,
         dedup_threshold: args.dedup,
+        max_tokens: args.max_tokens,
     };
     if let Some(d) = &args.rubric_dir {
         std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;

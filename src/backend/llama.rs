@@ -622,71 +622,160 @@ impl Engine<'_> {
         Ok(last)
     }
 
+    /// Greedy generation for every (group, suffix), many sequences decoded together: each
+    /// wave evaluates its groups' prefixes once (shared by their suffixes' sequences), then
+    /// adds one token per live sequence per decode, each under its own grammar state.
     fn generate(&mut self, groups: &[TokGroup], grammar: Option<&str>, max_tokens: usize) -> Vec<Vec<Result<String>>> {
-        groups
-            .iter()
-            .map(|group| {
-                let start = Instant::now();
-                self.ctx.clear_kv_cache();
-                let p = group.prefix.len();
-                let prefix_ok = if p > 0 { self.feed(&group.prefix, 0, 0).map(|_| ()) } else { Ok(()) };
-                let out = group
-                    .suffixes
-                    .iter()
-                    .map(|suffix| {
-                        prefix_ok.as_ref().map_err(|e| Error::Backend(e.to_string()))?;
-                        if p + suffix.len() + max_tokens > self.n_ctx {
-                            return Err(Error::TooLong { tokens: p + suffix.len() + max_tokens, n_ctx: self.n_ctx });
-                        }
-                        self.ctx.clear_kv_cache_seq(Some(1), None, None).map_err(|e| Error::Backend(e.to_string()))?;
-                        if p > 0 {
-                            self.ctx.copy_kv_cache_seq(0, 1, None, None).map_err(|e| Error::Backend(e.to_string()))?;
-                        }
-                        let text = self.generate_one(suffix, p, grammar, max_tokens);
-                        self.add_usage(suffix.len(), 0, Duration::ZERO);
-                        text
-                    })
-                    .collect();
-                self.add_usage(p, 0, start.elapsed());
-                out
+        let mut out: Vec<Vec<Option<Result<String>>>> =
+            groups.iter().map(|g| g.suffixes.iter().map(|_| None).collect()).collect();
+        // Plan waves of whole groups where possible, bounded by cells and sequences.
+        let mut waves: Vec<Vec<(usize, Vec<usize>)>> = vec![Vec::new()];
+        let (mut cells, mut seqs) = (0usize, 0usize);
+        for (g, group) in groups.iter().enumerate() {
+            let p = group.prefix.len();
+            for (s, suffix) in group.suffixes.iter().enumerate() {
+                let need = p + suffix.len() + max_tokens;
+                if suffix.is_empty() {
+                    out[g][s] = Some(Err(Error::Backend("generation needs a non-empty suffix".into())));
+                    continue;
+                }
+                if need > self.n_ctx {
+                    out[g][s] = Some(Err(Error::TooLong { tokens: need, n_ctx: self.n_ctx }));
+                    continue;
+                }
+                let same_group = waves.last().and_then(|w| w.last()).is_some_and(|(wg, _)| *wg == g);
+                let add = suffix.len() + max_tokens + if same_group { 0 } else { p };
+                let full = cells + add > self.n_ctx || seqs + 1 > self.n_seq_max;
+                if full && waves.last().is_some_and(|w| !w.is_empty()) {
+                    waves.push(Vec::new());
+                    cells = 0;
+                    seqs = 0;
+                }
+                let wave = waves.last_mut().expect("one wave");
+                match wave.last_mut() {
+                    Some((wg, list)) if *wg == g => {
+                        list.push(s);
+                        cells += suffix.len() + max_tokens;
+                    }
+                    _ => {
+                        wave.push((g, vec![s]));
+                        cells += p + suffix.len() + max_tokens;
+                    }
+                }
+                seqs += 1;
+            }
+        }
+        for wave in waves.into_iter().filter(|w| !w.is_empty()) {
+            let start = Instant::now();
+            let jobs: Vec<(usize, usize)> = wave.iter().flat_map(|(g, ss)| ss.iter().map(move |&s| (*g, s))).collect();
+            let results = self.generate_wave(groups, &wave, grammar, max_tokens);
+            let prompt_tokens: usize = wave
+                .iter()
+                .map(|(g, ss)| {
+                    groups[*g].prefix.len() + ss.iter().map(|&s| groups[*g].suffixes[s].len()).sum::<usize>()
+                })
+                .sum();
+            let generated: usize = results.iter().map(|r| r.as_ref().map_or(0, |(_, n)| *n)).sum();
+            self.add_usage(prompt_tokens, generated, start.elapsed());
+            for ((g, s), r) in jobs.into_iter().zip(results) {
+                out[g][s] = Some(r.map(|(text, _)| text));
+            }
+        }
+        out.into_iter()
+            .map(|row| {
+                row.into_iter().map(|r| r.unwrap_or_else(|| Err(Error::Backend("not generated".into())))).collect()
             })
             .collect()
     }
 
-    fn generate_one(
+    /// One wave of [`Self::generate`]: (text, tokens generated) per sequence, in wave order.
+    fn generate_wave(
         &mut self,
-        suffix: &[LlamaToken],
-        p: usize,
+        groups: &[TokGroup],
+        wave: &[(usize, Vec<usize>)],
         grammar: Option<&str>,
         max_tokens: usize,
-    ) -> Result<String> {
-        let mut grammar = match grammar {
-            Some(g) => Some(
-                LlamaSampler::grammar(self.model, g, "root").map_err(|e| Error::Backend(format!("grammar: {e}")))?,
-            ),
-            None => None,
-        };
-        let mut idx = self.feed(suffix, 1, p)?;
-        let mut bytes = Vec::new();
-        let mut generated = 0;
+    ) -> Vec<Result<(String, usize)>> {
+        let n: usize = wave.iter().map(|(_, ss)| ss.len()).sum();
+        let fail = |e: Error| (0..n).map(|_| Err(Error::Backend(e.to_string()))).collect::<Vec<_>>();
+        self.ctx.clear_kv_cache();
+        let mut samplers = Vec::with_capacity(n);
+        for _ in 0..n {
+            match grammar {
+                Some(g) => match LlamaSampler::grammar(self.model, g, "root") {
+                    Ok(s) => samplers.push(Some(s)),
+                    Err(e) => return fail(Error::Backend(format!("grammar: {e}"))),
+                },
+                None => samplers.push(None),
+            }
+        }
+        // Prompts: each prefix once, tagged with its suffixes' sequences; logits at each end.
+        self.batch.clear();
+        let mut pos = vec![0usize; n];
+        let mut idx = vec![0i32; n];
+        let mut seq = 0usize;
+        for (g, ss) in wave {
+            let group = &groups[*g];
+            let p = group.prefix.len();
+            let ids: Vec<i32> = (seq..seq + ss.len()).map(|k| k as i32).collect();
+            for (i, &t) in group.prefix.iter().enumerate() {
+                if let Err(e) = self.batch.add(t, i as i32, &ids, false) {
+                    return fail(Error::Backend(format!("batch: {e}")));
+                }
+            }
+            for (k, &s) in ss.iter().enumerate() {
+                let suffix = &group.suffixes[s];
+                for (i, &t) in suffix.iter().enumerate() {
+                    if let Err(e) = self.batch.add(t, (p + i) as i32, &[ids[k]], i + 1 == suffix.len()) {
+                        return fail(Error::Backend(format!("batch: {e}")));
+                    }
+                }
+                pos[seq + k] = p + suffix.len();
+                idx[seq + k] = self.batch.n_tokens() - 1;
+            }
+            seq += ss.len();
+        }
+        if let Err(e) = self.ctx.decode(&mut self.batch) {
+            return fail(Error::Backend(format!("decode: {e}")));
+        }
         let vocab = self.model.vocab();
-        for pos in (p + suffix.len()..).take(max_tokens) {
-            let tok = greedy_under(self.ctx.get_logits_ith(idx), grammar.as_mut());
-            if vocab.is_eog(tok) {
+        let mut bytes: Vec<Vec<u8>> = vec![Vec::new(); n];
+        let mut generated = vec![0usize; n];
+        let mut live = vec![true; n];
+        for _ in 0..max_tokens {
+            let mut next = Vec::new();
+            for k in 0..n {
+                if !live[k] {
+                    continue;
+                }
+                let tok = greedy_under(self.ctx.get_logits_ith(idx[k]), samplers[k].as_mut());
+                if vocab.is_eog(tok) {
+                    live[k] = false;
+                    continue;
+                }
+                if let Some(g) = samplers[k].as_mut() {
+                    g.accept(tok);
+                }
+                bytes[k].extend(vocab.token_to_piece(tok, false, None));
+                generated[k] += 1;
+                next.push((k, tok));
+            }
+            if next.is_empty() {
                 break;
             }
-            if let Some(g) = grammar.as_mut() {
-                g.accept(tok);
-            }
-            bytes.extend(vocab.token_to_piece(tok, false, None));
-            generated += 1;
             self.batch.clear();
-            self.batch.add(tok, pos as i32, &[1], true).map_err(|e| Error::Backend(format!("batch: {e}")))?;
-            self.ctx.decode(&mut self.batch).map_err(|e| Error::Backend(format!("decode: {e}")))?;
-            idx = 0;
+            for (k, tok) in next {
+                if let Err(e) = self.batch.add(tok, pos[k] as i32, &[k as i32], true) {
+                    return fail(Error::Backend(format!("batch: {e}")));
+                }
+                idx[k] = self.batch.n_tokens() - 1;
+                pos[k] += 1;
+            }
+            if let Err(e) = self.ctx.decode(&mut self.batch) {
+                return fail(Error::Backend(format!("decode: {e}")));
+            }
         }
-        self.add_usage(0, generated, Duration::ZERO);
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
+        (0..n).map(|k| Ok((String::from_utf8_lossy(&bytes[k]).into_owned(), generated[k]))).collect()
     }
 
     fn prefill(&mut self, tokens: &[LlamaToken]) -> Result<Duration> {
