@@ -100,9 +100,9 @@ struct ModelArgs {
     /// --backend openai: model name sent in requests [default: the first of /v1/models].
     #[arg(long)]
     model_name: Option<String>,
-    /// --backend openai: environment variable holding the API key (sent as a Bearer token).
+    /// --backend openai: environment variable holding the server's API key (sent as a Bearer token).
     #[arg(long, default_value = "OPENAI_API_KEY")]
-    api_key_env: String,
+    openai_key_env: String,
     /// --backend openai: requests in flight at once.
     #[arg(long, default_value_t = 4)]
     in_flight: usize,
@@ -432,7 +432,7 @@ fn load_backend(m: &ModelArgs) -> Result<Arc<dyn Backend>, Error> {
             ));
         }
         cfg.model_name = m.model_name.clone();
-        cfg.api_key = std::env::var(&m.api_key_env).ok().filter(|k| !k.trim().is_empty());
+        cfg.api_key = std::env::var(&m.openai_key_env).ok().filter(|k| !k.trim().is_empty());
         cfg.in_flight = m.in_flight.max(1);
         cfg.timeout = std::time::Duration::from_secs(m.request_timeout.max(1));
         cfg.retries = m.retries;
@@ -1059,15 +1059,21 @@ fn extract(args: ExtractArgs) -> Result<ExitCode, Error> {
                         .iter()
                         .map(|n| serde_json::json!({"text": n.text, "importance": n.importance, "p_vital": n.p_vital}))
                         .collect();
+                    // Rubric files and attached records carry what the rubric format knows.
+                    let plain: Vec<serde_json::Value> = x
+                        .nuggets
+                        .iter()
+                        .map(|n| serde_json::json!({"text": n.text, "importance": n.importance}))
+                        .collect();
                     if let Some(d) = &args.rubric_dir {
                         let name = id.clone().unwrap_or_else(|| format!("line-{line}"));
                         let file = d.join(format!("{}.json", sanitize(&name)));
-                        let rubric = serde_json::json!({"id": name, "query": task.query, "nuggets": list});
+                        let rubric = serde_json::json!({"id": name, "query": task.query, "nuggets": plain});
                         let text = serde_json::to_string_pretty(&rubric).unwrap_or_default();
                         std::fs::write(&file, text + "\n").map_err(|e| Error::io(&file, e))?;
                     }
                     if args.attach {
-                        record.insert("nuggets".into(), serde_json::Value::Array(list));
+                        record.insert("nuggets".into(), serde_json::Value::Array(plain));
                         serde_json::Value::Object(record)
                     } else {
                         serde_json::json!({"line": line, "id": id, "query": task.query, "nuggets": list,
@@ -1138,4 +1144,27 @@ fn parse_extract_record(line: &str, location: &str) -> Result<ExtractInput, Erro
 
 fn sanitize(name: &str) -> String {
     name.chars().map(|c| if c.is_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[test]
+    fn every_subcommand_parses_its_flags_without_clashes() {
+        // Flattened argument groups share one namespace; a clash shows as a parse error.
+        for args in [
+            &["gavel", "verify", "--input", "x.jsonl"][..],
+            &["gavel", "serve", "--addr", "127.0.0.1:0", "--api-key-env", "K", "--openai-key-env", "O"],
+            &["gavel", "eval", "--input", "x.jsonl", "--out", "d"],
+            &["gavel", "calibrate", "--input", "x.jsonl"],
+            &["gavel", "bench", "--input", "x.jsonl", "--backend", "openai", "--base-url", "http://h/v1"],
+            &["gavel", "extract", "--input", "x.jsonl", "--attach"],
+            &["gavel", "render", "--input", "x.jsonl"],
+        ] {
+            if let Err(e) = super::Cli::try_parse_from(args) {
+                panic!("{args:?}: {e}");
+            }
+        }
+    }
 }
