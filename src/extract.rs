@@ -3,8 +3,9 @@
 //!
 //! - **Creation**: passages are read in windows; each window's prompt holds the query, the
 //!   window and the current list, and the model writes the updated list. Generation is
-//!   constrained by a GBNF grammar (`prompts/extract.gbnf.jinja`) to a JSON list of at most N
-//!   strings of 1 to W words, so it always parses. With no passages, one window from the query.
+//!   constrained by a GBNF grammar (`prompts/extract.gbnf.jinja`) to a JSON list of at least 5
+//!   and at most N short strings, so it always parses; nuggets are then cut to W words. With no
+//!   passages, one window from the query.
 //! - **Importance**: one forward pass per nugget, the label-token probabilities of `vital` and
 //!   `okay` (`prompts/importance.toml`), like the judge's scored mode.
 //! - **Dedup**: nuggets equal after normalisation are merged; with a threshold below 1, so are
@@ -117,6 +118,7 @@ impl Extractor {
                 min_nuggets => config.min_nuggets.clamp(1, config.max_nuggets),
                 max_nuggets => config.max_nuggets,
                 max_words => config.max_words,
+                max_chars => (config.max_words * 8).clamp(16, 120),
             },
         )?;
         Ok(Extractor { backend, prompts, config, grammar })
@@ -387,7 +389,7 @@ mod tests {
     #[test]
     fn grammar_is_rendered_with_the_limits() {
         let e = ex(1.0);
-        assert!(e.grammar.contains("{1,2}") && e.grammar.contains("{0,3}"), "{}", e.grammar);
+        assert!(e.grammar.contains("{1,2}") && e.grammar.contains("{0,31}"), "{}", e.grammar);
         assert_eq!(parse_list("[\"a b\", \"c\"]").unwrap(), vec!["a b", "c"]);
         assert!(parse_list("a, b").is_err());
         assert_eq!(parse_list("[\"a b\", \"c d\", \"e").unwrap(), vec!["a b", "c d"]);
