@@ -69,6 +69,8 @@ enum Command {
     },
 }
 
+const REMOTE: &str = "Remote backend (--backend openai)";
+
 #[derive(Args, Clone)]
 struct ModelArgs {
     /// Where the model runs: `embedded` (llama.cpp in this process) or `openai` (an
@@ -93,30 +95,30 @@ struct ModelArgs {
     /// Most prompts (sequences) in one decode.
     #[arg(long, default_value_t = 64)]
     seqs: u32,
-    /// --backend openai: server base URL ending in /v1; repeat (or comma-separate) to spread
+    /// Server base URL ending in /v1; repeat (or comma-separate) to spread
     /// requests round-robin over several servers.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', help_heading = REMOTE)]
     base_url: Vec<String>,
-    /// --backend openai: model name sent in requests [default: the first of /v1/models].
-    #[arg(long)]
+    /// Model name sent in requests [default: the first of /v1/models].
+    #[arg(long, help_heading = REMOTE)]
     model_name: Option<String>,
-    /// --backend openai: environment variable holding the server's API key (sent as a Bearer token).
-    #[arg(long, default_value = "OPENAI_API_KEY")]
+    /// Environment variable holding the server's API key (sent as a Bearer token).
+    #[arg(long, default_value = "OPENAI_API_KEY", help_heading = REMOTE)]
     openai_key_env: String,
-    /// --backend openai: requests in flight at once.
-    #[arg(long, default_value_t = 4)]
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 4, help_heading = REMOTE)]
     in_flight: usize,
-    /// --backend openai: per-request timeout in seconds.
-    #[arg(long, default_value_t = 120)]
+    /// Per-request timeout in seconds.
+    #[arg(long, default_value_t = 120, help_heading = REMOTE)]
     request_timeout: u64,
-    /// --backend openai: retries (with backoff) on 429, 5xx, timeouts and connection errors.
-    #[arg(long, default_value_t = 4)]
+    /// Retries (with backoff) on 429, 5xx, timeouts and connection errors.
+    #[arg(long, default_value_t = 4, help_heading = REMOTE)]
     retries: u32,
-    /// --backend openai: the model's Jinja chat template [default: the server's, from /props].
-    #[arg(long)]
+    /// The model's Jinja chat template [default: the server's, from /props].
+    #[arg(long, help_heading = REMOTE)]
     chat_template: Option<PathBuf>,
-    /// --backend openai: alternatives asked for in top_logprobs (vLLM allows 20 by default).
-    #[arg(long, default_value_t = 20)]
+    /// Alternatives asked for in top_logprobs (vLLM allows 20 by default).
+    #[arg(long, default_value_t = 20, help_heading = REMOTE)]
     top_logprobs: usize,
 }
 
