@@ -9,7 +9,7 @@ CARGO ?= cargo
 demo: prereqs
 	$(CARGO) run --release --quiet -- verify --input examples/longform.jsonl
 
-test: prereqs model
+test: prereqs model llama-server
 	@./scripts/install-prereqs.sh chromium
 	GAVEL_LLAMA_SERVER="$${GAVEL_LLAMA_SERVER:-$$(./scripts/build-llama-server.sh)}" $(CARGO) test --release
 
@@ -22,5 +22,6 @@ model: prereqs
 bench: prereqs
 	$(CARGO) run --release --quiet -- bench --input examples/longform.jsonl
 
+# llama.cpp's server, built once into $GAVEL_HOME, for the remote-backend tests.
 llama-server: prereqs
-	@./scripts/build-llama-server.sh
+	@[ -n "$$GAVEL_LLAMA_SERVER" ] || ./scripts/build-llama-server.sh >/dev/null
