@@ -233,23 +233,12 @@ impl Extractor {
     }
 
     fn importance_group(&self, query: &str, nuggets: &[String]) -> Result<PromptGroup> {
-        const MARK: &str = "\u{E000}gavel-nugget\u{E000}";
         let render = |n: &str| {
             self.prompts
                 .render_messages("importance", minijinja::context! { query => query, nugget => n })
                 .and_then(|m| self.backend.format_chat(&m))
         };
-        let probe = render(MARK)?;
-        let prefix = crate::prompt::shared_prefix(&probe).to_string();
-        let mut suffixes = Vec::with_capacity(nuggets.len());
-        for n in nuggets {
-            let full = render(n)?;
-            match full.strip_prefix(&prefix) {
-                Some(s) => suffixes.push(s.to_string()),
-                None => return Ok(PromptGroup { prefix: String::new(), suffixes: whole(nuggets, render)? }),
-            }
-        }
-        Ok(PromptGroup { prefix, suffixes })
+        PromptGroup::split(render, nuggets.iter().map(String::as_str))
     }
 
     /// Normalise, cut to the word limit, drop empties and duplicates, keep the first N.
@@ -275,10 +264,6 @@ impl Extractor {
         }
         (kept.into_iter().map(|(t, _)| t).collect(), merged)
     }
-}
-
-fn whole(nuggets: &[String], render: impl Fn(&str) -> Result<String>) -> Result<Vec<String>> {
-    nuggets.iter().map(|n| render(n)).collect()
 }
 
 /// Generation prompts: the last line of the prompt goes into the suffix so the backend sees a

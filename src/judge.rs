@@ -11,7 +11,7 @@ use crate::backend::{Backend, LabelScore, PromptGroup};
 use crate::cache::VerdictCache;
 use crate::calibrate::Calibrator;
 use crate::error::{Error, Result};
-use crate::prompt::{shared_prefix, JudgeMode, JudgeVars, PromptSet, NUGGET_SENTINEL};
+use crate::prompt::{JudgeMode, JudgeVars, PromptSet};
 use crate::record::Task;
 use crate::rubric::{Check, CheckOutcome, Label};
 use crate::stack::FeatureInput;
@@ -217,22 +217,7 @@ impl Judge {
     }
 
     fn group(&self, task: &Task, answer: &str, nuggets: &[usize]) -> Result<PromptGroup> {
-        let probe = self.format(task, answer, NUGGET_SENTINEL)?;
-        let prefix = shared_prefix(&probe).to_string();
-        let mut suffixes = Vec::with_capacity(nuggets.len());
-        let mut all_share = true;
-        let mut full = Vec::with_capacity(nuggets.len());
-        for &i in nuggets {
-            let text = self.format(task, answer, &task.nuggets[i].text)?;
-            all_share &= text.starts_with(&prefix);
-            full.push(text);
-        }
-        // A template may put the nugget early; then nothing is shared and each prompt is whole.
-        let prefix = if all_share { prefix } else { String::new() };
-        for text in full {
-            suffixes.push(text[prefix.len()..].to_string());
-        }
-        Ok(PromptGroup { prefix, suffixes })
+        PromptGroup::split(|n| self.format(task, answer, n), nuggets.iter().map(|&i| task.nuggets[i].text.as_str()))
     }
 
     /// Build the prompt group, cutting the answer when `truncate` is on and it does not fit.

@@ -254,11 +254,11 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 }
 
 /// A marker put in place of the nugget to find where the per-nugget part of a prompt starts.
-pub(crate) const NUGGET_SENTINEL: &str = "\u{E000}gavel-nugget\u{E000}";
+pub const NUGGET_SENTINEL: &str = "\u{E000}gavel-nugget\u{E000}";
 
 /// Split a fully formatted prompt, rendered with [`NUGGET_SENTINEL`] as the nugget, into the
 /// shared prefix: everything up to the line on which the nugget first appears.
-pub(crate) fn shared_prefix(formatted_with_sentinel: &str) -> &str {
+pub fn shared_prefix(formatted_with_sentinel: &str) -> &str {
     match formatted_with_sentinel.find(NUGGET_SENTINEL) {
         Some(pos) => {
             let head = &formatted_with_sentinel[..pos];

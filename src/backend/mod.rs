@@ -24,6 +24,23 @@ pub struct PromptGroup {
     pub suffixes: Vec<String>,
 }
 
+impl PromptGroup {
+    /// Build a group from a renderer of whole prompts: the prefix is what the prompt rendered
+    /// with [`crate::prompt::NUGGET_SENTINEL`] shares up to the sentinel's line; when some item's
+    /// prompt does not start with it (a template that puts the item early), nothing is shared.
+    pub fn split<'a>(
+        render: impl Fn(&str) -> crate::error::Result<String>,
+        items: impl IntoIterator<Item = &'a str>,
+    ) -> crate::error::Result<PromptGroup> {
+        let probe = render(crate::prompt::NUGGET_SENTINEL)?;
+        let prefix = crate::prompt::shared_prefix(&probe).to_string();
+        let full = items.into_iter().map(&render).collect::<crate::error::Result<Vec<String>>>()?;
+        let prefix = if full.iter().all(|t| t.starts_with(&prefix)) { prefix } else { String::new() };
+        let suffixes = full.into_iter().map(|t| t[prefix.len()..].to_string()).collect();
+        Ok(PromptGroup { prefix, suffixes })
+    }
+}
+
 /// The model's vote over the label choices for one prompt.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LabelScore {
