@@ -68,6 +68,69 @@ pub struct RawScore {
     pub probs: LabelProbs,
     /// log P of each label's words (support, partial, not) over the vocabulary.
     pub logprobs: [f64; 3],
+    /// How expected the nugget's own tokens were after the passage, when the backend reads it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nugget_lp: Option<NuggetLp>,
+}
+
+/// Summary of the log-probabilities of a nugget's tokens given the passage before it (read in
+/// the same forward pass as the label): a nugget the passage states is predictable; a wrong
+/// date or name is a surprise.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
+pub struct NuggetLp {
+    /// Mean per-token log-probability.
+    pub mean: f64,
+    /// Lowest token log-probability.
+    pub min: f64,
+    /// Mean of the three lowest.
+    pub low3: f64,
+    /// Tokens read.
+    pub tokens: usize,
+    /// Pointwise mutual information of passage and nugget, per token: the mean log-probability
+    /// above minus the same with a content-free passage ("N/A"). Fluent, generic nuggets are
+    /// likely anywhere; this measures what the passage itself adds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pmi_mean: Option<f64>,
+    /// The mean of the three lowest per-token PMIs (the tokens the passage explains least).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pmi_low3: Option<f64>,
+}
+
+fn mean_lowest(v: &[f64], k: usize) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let k = k.min(v.len()).max(1);
+    v[..k].iter().sum::<f64>() / k as f64
+}
+
+impl NuggetLp {
+    /// Summarise per-token log-probabilities given the passage (`cond`) and, when read, given a
+    /// content-free passage (`base`); `None` when there are none.
+    pub fn new(cond: &[f32], base: Option<&[f32]>) -> Option<NuggetLp> {
+        let v: Vec<f64> = cond.iter().map(|&l| f64::from(l).max(-30.0)).collect();
+        if v.is_empty() {
+            return None;
+        }
+        let n = v.len();
+        let mean = v.iter().sum::<f64>() / n as f64;
+        let low3 = mean_lowest(&v, 3);
+        let (pmi_mean, pmi_low3) = match base {
+            Some(b) if !b.is_empty() => {
+                let w: Vec<f64> = b.iter().map(|&l| f64::from(l).max(-30.0)).collect();
+                let base_mean = w.iter().sum::<f64>() / w.len() as f64;
+                // Token by token when both read the same tokens, else the summaries' difference.
+                let low = if w.len() == n {
+                    let d: Vec<f64> = v.iter().zip(&w).map(|(c, b)| c - b).collect();
+                    mean_lowest(&d, 3)
+                } else {
+                    low3 - mean_lowest(&w, 3)
+                };
+                (Some(mean - base_mean), Some(low))
+            }
+            _ => (None, None),
+        };
+        Some(NuggetLp { mean, min: mean_lowest(&v, 1), low3, tokens: n, pmi_mean, pmi_low3 })
+    }
 }
 
 /// The verdict for one nugget.
@@ -196,6 +259,26 @@ pub fn max_label(labels: impl IntoIterator<Item = Label>) -> Option<Label> {
 mod tests {
     use super::*;
     use crate::rubric::Importance::{Okay, Vital};
+
+    #[test]
+    fn nugget_likelihood_summaries() {
+        let n = NuggetLp::new(&[-1.0, -4.0, -0.5, -2.5], Some(&[-2.0, -3.0, -1.5, -2.5])).unwrap();
+        assert_eq!(n.tokens, 4);
+        assert!((n.mean - -2.0).abs() < 1e-12);
+        assert_eq!(n.min, -4.0);
+        assert!((n.low3 - (-4.0 - 2.5 - 1.0) / 3.0).abs() < 1e-12);
+        // Per-token PMI: 1, -1, 1, 0 -> mean 0.25, three lowest -1, 0, 1 -> 0.
+        assert!((n.pmi_mean.unwrap() - 0.25).abs() < 1e-12);
+        assert!(n.pmi_low3.unwrap().abs() < 1e-12);
+        // Different token counts: the summaries' difference.
+        let m = NuggetLp::new(&[-1.0, -3.0], Some(&[-2.0])).unwrap();
+        assert!((m.pmi_mean.unwrap() - 0.0).abs() < 1e-12);
+        assert!((m.pmi_low3.unwrap() - 0.0).abs() < 1e-12);
+        assert_eq!(NuggetLp::new(&[-1.0], None).unwrap().pmi_mean, None);
+        assert!(NuggetLp::new(&[], None).is_none());
+        let json = serde_json::to_value(n).unwrap();
+        assert_eq!(serde_json::from_value::<NuggetLp>(json).unwrap(), n);
+    }
 
     fn nugget(imp: Importance) -> Nugget {
         Nugget::new("n").with_importance(imp)

@@ -651,6 +651,11 @@ pub fn label_triple(v: &serde_json::Value) -> Option<[f64; 3]> {
     Some([a.first()?.as_f64()?, a.get(1)?.as_f64()?, a.get(2)?.as_f64()?])
 }
 
+/// The nugget-likelihood summary of a verdict's `raw` object, when present.
+pub fn raw_nugget_lp(raw: &serde_json::Value) -> Option<crate::aggregate::NuggetLp> {
+    raw.get("nugget_lp").and_then(|v| serde_json::from_value(v.clone()).ok())
+}
+
 /// Read an output file (written by verify or eval) into a map from [`crate::pipeline::record_key`]
 /// to record; lines that do not parse are skipped.
 pub fn read_outputs(path: &std::path::Path) -> crate::Result<std::collections::HashMap<String, serde_json::Value>> {
@@ -754,6 +759,7 @@ pub fn rescore_outputs(
                 Some(c) => {
                     let x = crate::stack::FeatureInput {
                         logprobs: Some(lp),
+                        nugget_lp: raw_nugget_lp(&raw),
                         nugget: &n.text,
                         answer: &task.answer,
                         gold_answers: &task.gold_answers,

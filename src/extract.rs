@@ -151,7 +151,7 @@ impl Extractor {
                 match self.prompts.render_messages("extract", &vars).and_then(|m| self.backend.format_chat(&m)) {
                     Ok(prompt) => {
                         who.push(i);
-                        groups.push(PromptGroup { prefix: prompt, suffixes: vec![String::new()] });
+                        groups.push(PromptGroup::new(prompt, vec![String::new()]));
                     }
                     Err(e) => lists[i] = Err(e),
                 }
@@ -238,7 +238,9 @@ impl Extractor {
                 .render_messages("importance", minijinja::context! { query => query, nugget => n })
                 .and_then(|m| self.backend.format_chat(&m))
         };
-        PromptGroup::split(render, nuggets.iter().map(String::as_str))
+        let mut group = PromptGroup::split(render, nuggets.iter().map(String::as_str))?;
+        group.spans.clear();
+        Ok(group)
     }
 
     /// Normalise, cut to the word limit, drop empties and duplicates, keep the first N.
@@ -271,7 +273,7 @@ impl Extractor {
 fn split_last_line(g: PromptGroup) -> PromptGroup {
     let p = g.prefix;
     let cut = p.trim_end_matches('\n').rfind('\n').map_or(0, |i| i + 1);
-    PromptGroup { prefix: p[..cut].to_string(), suffixes: vec![p[cut..].to_string()] }
+    PromptGroup::new(&p[..cut], vec![p[cut..].to_string()])
 }
 
 fn cut_chars(s: &str, max: usize) -> String {
@@ -400,7 +402,7 @@ mod tests {
 
     #[test]
     fn split_keeps_the_text() {
-        let g = split_last_line(PromptGroup { prefix: "a\nb\nc\n".into(), suffixes: vec![String::new()] });
+        let g = split_last_line(PromptGroup::new("a\nb\nc\n", vec![String::new()]));
         assert_eq!(format!("{}{}", g.prefix, g.suffixes[0]), "a\nb\nc\n");
         assert_eq!(g.suffixes[0], "c\n");
     }

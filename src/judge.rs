@@ -6,7 +6,7 @@ use std::sync::Arc;
 use regex::Regex;
 use serde::Serialize;
 
-use crate::aggregate::{aggregate, DecidedBy, LabelProbs, RawScore, Scores, Verdict};
+use crate::aggregate::{aggregate, DecidedBy, LabelProbs, NuggetLp, RawScore, Scores, Verdict};
 use crate::backend::{Backend, LabelScore, PromptGroup};
 use crate::cache::VerdictCache;
 use crate::calibrate::Calibrator;
@@ -86,6 +86,9 @@ pub struct Judge {
     calibrator: Option<Calibrator>,
 }
 
+/// The passage of the baseline prompts that measure how likely a nugget is without evidence.
+const CONTENT_FREE_PASSAGE: &str = "N/A";
+
 struct Pending {
     task: usize,
     nuggets: Vec<usize>,
@@ -144,8 +147,14 @@ impl Judge {
             let mut missing = Vec::new();
             for si in 0..g.suffixes.len() {
                 let hit = hits.next().flatten().and_then(|bytes| serde_json::from_slice::<CachedScore>(&bytes).ok());
+                // An entry stored without the nugget's likelihood does not answer a prompt that asks for it.
+                let hit = hit.filter(|c| g.span(si).is_none() || c.span_logprobs.is_some());
                 match hit {
-                    Some(c) => row.push(Some(Ok(LabelScore { probs: c.probs, logprobs: c.logprobs }))),
+                    Some(c) => row.push(Some(Ok(LabelScore {
+                        probs: c.probs,
+                        logprobs: c.logprobs,
+                        span_logprobs: c.span_logprobs,
+                    }))),
                     None => {
                         row.push(None);
                         missing.push(si);
@@ -154,7 +163,8 @@ impl Judge {
             }
             if !missing.is_empty() {
                 let suffixes = missing.iter().map(|&i| g.suffixes[i].clone()).collect();
-                misses.push(PromptGroup { prefix: g.prefix.clone(), suffixes });
+                let spans = missing.iter().map(|&i| g.span(i)).collect();
+                misses.push(PromptGroup { prefix: g.prefix.clone(), suffixes, spans });
                 miss_at.push((gi, missing));
             }
             out.push(row);
@@ -165,7 +175,11 @@ impl Judge {
             for ((gi, idx), res) in miss_at.into_iter().zip(results) {
                 for (si, r) in idx.into_iter().zip(res) {
                     if let Ok(s) = &r {
-                        let c = CachedScore { probs: s.probs.clone(), logprobs: s.logprobs.clone() };
+                        let c = CachedScore {
+                            probs: s.probs.clone(),
+                            logprobs: s.logprobs.clone(),
+                            span_logprobs: s.span_logprobs.clone(),
+                        };
                         if let Ok(bytes) = serde_json::to_vec(&c) {
                             store.push((keys[gi][si], bytes));
                         }
@@ -259,6 +273,50 @@ impl Judge {
         Err(Error::TooLong { tokens, n_ctx })
     }
 
+    /// Prompts that read each nugget's likelihood after a content-free passage (the baseline of
+    /// its PMI): the task's prompts with the passage replaced by "N/A", each cut right after the
+    /// nugget (what follows cannot change the nugget's own tokens), identical prompts read once.
+    /// Returns the groups and, per pending task and nugget, where its baseline is.
+    #[allow(clippy::type_complexity)]
+    fn baseline_groups(
+        &self,
+        tasks: &[Task],
+        pending: &[Pending],
+        main: &[PromptGroup],
+    ) -> (Vec<PromptGroup>, Vec<Vec<Option<(usize, usize)>>>) {
+        use std::collections::HashMap;
+        let mut groups: Vec<PromptGroup> = Vec::new();
+        let mut group_of: HashMap<String, usize> = HashMap::new();
+        let mut suffix_of: HashMap<(usize, String), usize> = HashMap::new();
+        let mut base_of = Vec::with_capacity(pending.len());
+        for (p, g) in pending.iter().zip(main) {
+            let wanted = (0..p.nuggets.len()).any(|k| g.span(k).is_some());
+            let base = if wanted { self.group(&tasks[p.task], CONTENT_FREE_PASSAGE, &p.nuggets).ok() } else { None };
+            let Some(base) = base else {
+                base_of.push(vec![None; p.nuggets.len()]);
+                continue;
+            };
+            let gi = *group_of.entry(base.prefix.clone()).or_insert_with(|| {
+                groups.push(PromptGroup { prefix: base.prefix.clone(), suffixes: Vec::new(), spans: Vec::new() });
+                groups.len() - 1
+            });
+            let row = (0..p.nuggets.len())
+                .map(|k| {
+                    let (a, b) = base.span(k)?;
+                    let cut = base.suffixes[k][..b].to_string();
+                    let si = *suffix_of.entry((gi, cut.clone())).or_insert_with(|| {
+                        groups[gi].suffixes.push(cut);
+                        groups[gi].spans.push(Some((a, b)));
+                        groups[gi].suffixes.len() - 1
+                    });
+                    Some((gi, si))
+                })
+                .collect();
+            base_of.push(row);
+        }
+        (groups, base_of)
+    }
+
     /// Judge many tasks; one result per task, in order. Model work for all of them is batched.
     pub fn judge(&self, tasks: &[Task]) -> Vec<Result<Judgement>> {
         let mut verdicts: Vec<Vec<Option<Verdict>>> = tasks.iter().map(|t| vec![None; t.nuggets.len()]).collect();
@@ -289,19 +347,33 @@ impl Judge {
         let mut truncated = vec![false; tasks.len()];
         match self.config.mode {
             JudgeMode::Scored => {
-                let results = self.score_cached(&groups);
-                for (p, res) in pending.iter().zip(results) {
+                // The content-free baselines of the nuggets' likelihoods go into the same
+                // backend call, so they share its decodes.
+                let (base_groups, base_of) = self.baseline_groups(tasks, &pending, &groups);
+                let n_main = groups.len();
+                let mut all = groups;
+                all.extend(base_groups);
+                let mut results = self.score_cached(&all);
+                let base_results = results.split_off(n_main.min(results.len()));
+                let base_lps = |p: usize, k: usize| -> Option<&[f32]> {
+                    let (g, s) = base_of[p][k]?;
+                    base_results.get(g)?.get(s)?.as_ref().ok()?.span_logprobs.as_deref()
+                };
+                for (pi, (p, res)) in pending.iter().zip(results).enumerate() {
                     truncated[p.task] = p.truncated;
-                    for (&ni, r) in p.nuggets.iter().zip(res) {
+                    for (k, (&ni, r)) in p.nuggets.iter().zip(res).enumerate() {
                         match r {
                             Ok(s) => {
                                 let raw = [s.probs[0], s.probs[1], s.probs[2]];
                                 let logprobs = [s.logprobs[0], s.logprobs[1], s.logprobs[2]];
+                                let nugget_lp =
+                                    s.span_logprobs.as_deref().and_then(|c| NuggetLp::new(c, base_lps(pi, k)));
                                 let task = &tasks[p.task];
                                 let mut v = match &self.calibrator {
                                     Some(c) => {
                                         let x = FeatureInput {
                                             logprobs: Some(logprobs),
+                                            nugget_lp,
                                             nugget: &task.nuggets[ni].text,
                                             answer: &task.answer,
                                             gold_answers: &task.gold_answers,
@@ -310,7 +382,7 @@ impl Judge {
                                     }
                                     None => Verdict::from_probs(LabelProbs::from_array(raw)),
                                 };
-                                v.raw = Some(RawScore { probs: LabelProbs::from_array(raw), logprobs });
+                                v.raw = Some(RawScore { probs: LabelProbs::from_array(raw), logprobs, nugget_lp });
                                 verdicts[p.task][ni] = Some(v);
                             }
                             Err(e) => fail_nugget(&mut failed[p.task], ni, e),
@@ -358,6 +430,8 @@ impl Judge {
 struct CachedScore {
     probs: Vec<f64>,
     logprobs: Vec<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    span_logprobs: Option<Vec<f32>>,
 }
 
 fn fail_nugget(slot: &mut Option<Error>, nugget: usize, e: Error) {

@@ -271,9 +271,10 @@ struct EvalArgs {
 
 #[derive(Args)]
 struct CalibrateArgs {
-    /// Labeled JSON Lines file to fit on (never score the same file with the result).
-    #[arg(long, short = 'i')]
-    input: PathBuf,
+    /// Labeled JSON Lines file to fit on (never score the same records with the result); repeat
+    /// to fit on several files together.
+    #[arg(long, short = 'i', required = true)]
+    input: Vec<PathBuf>,
     /// Where to write the calibration [default: $GAVEL_HOME/calibration/<model fingerprint>.json,
     /// which `--calibration auto` picks up].
     #[arg(long, short = 'o')]
@@ -294,9 +295,10 @@ struct CalibrateArgs {
     #[arg(long, default_value = "auto")]
     grades: String,
     /// Read the raw model outputs for the labeled records from this verdicts file (written by
-    /// an earlier eval or verify of the same --input) instead of running the model on them.
+    /// an earlier eval or verify of the same --input) instead of running the model on them;
+    /// with several --input, one --from per input, in the same order.
     #[arg(long)]
-    from: Option<PathBuf>,
+    from: Vec<PathBuf>,
     #[command(flatten)]
     judge: JudgeArgs,
     #[command(flatten)]
@@ -841,13 +843,26 @@ fn calibrate(mut args: CalibrateArgs) -> Result<ExitCode, Error> {
             return Err(Error::field("command line", "--stack", format!("`{other}` is not all, no-model or none")))
         }
     };
-    let judge = build_judge(&args.judge, &args.model)?;
-    let (mut tasks, _) = read_labeled(&args.input, ShortForm::Llm)?;
-    if let Some(part) = args.part {
-        tasks.retain(|(_, t)| gavel::eval::part_of(t) == part);
+    if !args.from.is_empty() && args.from.len() != args.input.len() {
+        return Err(Error::field(
+            "command line",
+            "--from",
+            format!("{} --from for {} --input: give one per input, in order", args.from.len(), args.input.len()),
+        ));
     }
-    if tasks.is_empty() {
-        return Err(Error::field(args.input.display().to_string(), "records", "no labeled record"));
+    let judge = build_judge(&args.judge, &args.model)?;
+    let mut tasks = Vec::new();
+    let mut file_of = Vec::new();
+    for (f, path) in args.input.iter().enumerate() {
+        let (mut t, _) = read_labeled(path, ShortForm::Llm)?;
+        if let Some(part) = args.part {
+            t.retain(|(_, t)| gavel::eval::part_of(t) == part);
+        }
+        if t.is_empty() {
+            return Err(Error::field(path.display().to_string(), "records", "no labeled record"));
+        }
+        file_of.extend(std::iter::repeat_n(f, t.len()));
+        tasks.extend(t);
     }
     let mut items: Vec<([f64; 3], gavel::Label)> = Vec::new();
     let mut feats: Vec<Vec<f64>> = Vec::new();
@@ -859,6 +874,7 @@ fn calibrate(mut args: CalibrateArgs) -> Result<ExitCode, Error> {
         if let Some(set) = stack_set {
             let x = FeatureInput {
                 logprobs: Some(raw.logprobs),
+                nugget_lp: raw.nugget_lp,
                 nugget: &task.nuggets[i].text,
                 answer: &task.answer,
                 gold_answers: &task.gold_answers,
@@ -866,47 +882,50 @@ fn calibrate(mut args: CalibrateArgs) -> Result<ExitCode, Error> {
             feats.push(features(set, &x));
         }
     };
-    match &args.from {
-        Some(from) => {
-            // Raw model outputs of an earlier eval/verify: no model run for the labeled records.
-            let outputs = gavel::eval::read_outputs(from)?;
-            for (line, task) in &tasks {
-                let Some(out) = outputs.get(&pipeline::record_key(task.id.as_deref(), *line)) else { continue };
-                let Some(vs) = out.get("verdicts").and_then(|v| v.as_array()) else { continue };
-                for (i, v) in vs.iter().enumerate().take(task.nuggets.len()) {
-                    let raw = v.get("raw");
-                    let (Some(p), Some(lp)) = (
-                        raw.and_then(|r| r.get("probs")).and_then(gavel::eval::label_triple),
-                        raw.and_then(|r| r.get("logprobs")).and_then(gavel::eval::label_triple),
-                    ) else {
-                        continue;
-                    };
-                    add(
-                        task,
-                        i,
-                        gavel::aggregate::RawScore { probs: gavel::aggregate::LabelProbs::from_array(p), logprobs: lp },
-                    );
-                }
-            }
-        }
-        None => {
-            for (k, chunk) in tasks.chunks(args.batch.max(1)).enumerate() {
-                let batch: Vec<gavel::Task> = chunk.iter().map(|(_, t)| t.clone()).collect();
-                for (task, r) in batch.iter().zip(judge.judge(&batch)) {
-                    let Ok(j) = r else { continue };
-                    for (i, v) in j.verdicts.iter().enumerate() {
-                        if let Some(raw) = v.raw {
-                            add(task, i, raw);
-                        }
+    if args.from.is_empty() {
+        for (k, chunk) in tasks.chunks(args.batch.max(1)).enumerate() {
+            let batch: Vec<gavel::Task> = chunk.iter().map(|(_, t)| t.clone()).collect();
+            for (task, r) in batch.iter().zip(judge.judge(&batch)) {
+                let Ok(j) = r else { continue };
+                for (i, v) in j.verdicts.iter().enumerate() {
+                    if let Some(raw) = v.raw {
+                        add(task, i, raw);
                     }
                 }
-                eprint!("\rgavel: calibrate: {}/{} records", ((k + 1) * args.batch).min(total), total);
             }
-            eprintln!();
+            eprint!("\rgavel: calibrate: {}/{} records", ((k + 1) * args.batch).min(total), total);
+        }
+        eprintln!();
+    } else {
+        // Raw model outputs of an earlier eval/verify: no model run for the labeled records.
+        let outputs = args.from.iter().map(|f| gavel::eval::read_outputs(f)).collect::<Result<Vec<_>, _>>()?;
+        for ((line, task), &f) in tasks.iter().zip(&file_of) {
+            let Some(out) = outputs[f].get(&pipeline::record_key(task.id.as_deref(), *line)) else { continue };
+            let Some(vs) = out.get("verdicts").and_then(|v| v.as_array()) else { continue };
+            for (i, v) in vs.iter().enumerate().take(task.nuggets.len()) {
+                let raw = v.get("raw");
+                let (Some(p), Some(lp)) = (
+                    raw.and_then(|r| r.get("probs")).and_then(gavel::eval::label_triple),
+                    raw.and_then(|r| r.get("logprobs")).and_then(gavel::eval::label_triple),
+                ) else {
+                    continue;
+                };
+                add(
+                    task,
+                    i,
+                    gavel::aggregate::RawScore {
+                        probs: gavel::aggregate::LabelProbs::from_array(p),
+                        logprobs: lp,
+                        nugget_lp: raw.and_then(gavel::eval::raw_nugget_lp),
+                    },
+                );
+            }
         }
     }
+    let input_names: Vec<String> =
+        args.input.iter().map(|p| p.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default()).collect();
     if items.is_empty() {
-        return Err(Error::field(args.input.display().to_string(), "gold", "no labeled verdict to fit on"));
+        return Err(Error::field(input_names.join(", "), "gold", "no labeled verdict to fit on"));
     }
     // Content-free answers judged against a sample of the file's own nuggets.
     let mut sample: Vec<gavel::Nugget> = Vec::new();
@@ -951,7 +970,7 @@ fn calibrate(mut args: CalibrateArgs) -> Result<ExitCode, Error> {
         model_file: Path::new(&model_path).file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default(),
         prompts: judge.prompts().version().to_string(),
         fitted_on: {
-            let f = args.input.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default();
+            let f = input_names.join(" + ");
             match args.part {
                 Some(p) => format!("{f} part {p}"),
                 None => f,

@@ -23,6 +23,8 @@ pub enum FeatureSet {
 pub struct FeatureInput<'a> {
     /// log P(support words), log P(partial words), log P(not words) over the vocabulary.
     pub logprobs: Option<[f64; 3]>,
+    /// The nugget's token log-probabilities after the passage, when the backend read them.
+    pub nugget_lp: Option<crate::aggregate::NuggetLp>,
     /// Nugget text.
     pub nugget: &'a str,
     /// Judged text.
@@ -50,15 +52,17 @@ pub fn feature_names(set: FeatureSet) -> Vec<&'static str> {
         "log_answer_words",
         "em",
         "contains",
+        "short_form",
     ];
     if set == FeatureSet::All {
         v.extend(["lp_support", "lp_partial", "lp_not", "yes_minus_no", "partial_minus_no"]);
+        v.extend(["nugget_lp_mean", "nugget_lp_min", "nugget_lp_low3", "pmi_mean", "pmi_low3"]);
     }
     v
 }
 
-/// Compute the feature vector.
-pub fn features(set: FeatureSet, x: &FeatureInput<'_>) -> Vec<f64> {
+/// Every feature, by name. Model features are NaN (read as the fitted mean) when absent.
+pub fn named_features(x: &FeatureInput<'_>) -> Vec<(&'static str, f64)> {
     let nug = content_words(x.nugget);
     let ans_norm = normalize_answer(x.answer);
     let ans: Vec<&str> = ans_norm.split(' ').filter(|w| !w.is_empty()).collect();
@@ -88,21 +92,51 @@ pub fn features(set: FeatureSet, x: &FeatureInput<'_>) -> Vec<f64> {
         let contains = golds.iter().any(|g| !g.is_empty() && padded.contains(&format!(" {g} ")));
         (f64::from(u8::from(em)), f64::from(u8::from(contains)))
     };
-    let mut f = vec![
-        overlap,
-        bigram,
-        overlap_all,
-        (nug.len() - present) as f64,
-        (1.0 + nug.len() as f64).ln(),
-        (1.0 + ans.len() as f64).ln(),
-        em,
-        contains,
-    ];
-    if set == FeatureSet::All {
-        let lp = x.logprobs.unwrap_or([-30.0; 3]).map(|v| v.max(-30.0));
-        f.extend([lp[0], lp[1], lp[2], lp[0] - lp[2], lp[1] - lp[2]]);
+    let lp = x.logprobs.map_or([f64::NAN; 3], |l| l.map(|v| v.max(-30.0)));
+    let (nl_mean, nl_min, nl_low3) = x.nugget_lp.map_or((f64::NAN, f64::NAN, f64::NAN), |n| (n.mean, n.min, n.low3));
+    let pmi_mean = x.nugget_lp.and_then(|n| n.pmi_mean).unwrap_or(f64::NAN);
+    let pmi_low3 = x.nugget_lp.and_then(|n| n.pmi_low3).unwrap_or(f64::NAN);
+    vec![
+        ("overlap", overlap),
+        ("bigram_overlap", bigram),
+        ("overlap_all", overlap_all),
+        ("missing_words", (nug.len() - present) as f64),
+        ("log_nugget_words", (1.0 + nug.len() as f64).ln()),
+        ("log_answer_words", (1.0 + ans.len() as f64).ln()),
+        ("em", em),
+        ("contains", contains),
+        ("short_form", f64::from(u8::from(!x.gold_answers.is_empty()))),
+        ("lp_support", lp[0]),
+        ("lp_partial", lp[1]),
+        ("lp_not", lp[2]),
+        ("yes_minus_no", lp[0] - lp[2]),
+        ("partial_minus_no", lp[1] - lp[2]),
+        ("nugget_lp_mean", nl_mean),
+        ("nugget_lp_min", nl_min),
+        ("nugget_lp_low3", nl_low3),
+        ("pmi_mean", pmi_mean),
+        ("pmi_low3", pmi_low3),
+    ]
+}
+
+/// The features named `names`, in that order (unknown names read as missing).
+pub fn features_named(names: &[impl AsRef<str>], x: &FeatureInput<'_>) -> Vec<f64> {
+    let all = named_features(x);
+    names.iter().map(|n| all.iter().find(|(k, _)| *k == n.as_ref()).map_or(f64::NAN, |(_, v)| *v)).collect()
+}
+
+/// Compute the feature vector of a feature set, in [`feature_names`] order.
+pub fn features(set: FeatureSet, x: &FeatureInput<'_>) -> Vec<f64> {
+    features_named(&feature_names(set), x)
+}
+
+/// A feature value standardised; missing (NaN) reads as the mean.
+fn standardise(v: f64, mean: f64, std: f64) -> f64 {
+    if v.is_finite() {
+        (v - mean) / std
+    } else {
+        0.0
     }
-    f
 }
 
 /// A fitted multinomial logistic regression over standardised features.
@@ -142,20 +176,30 @@ impl Stack {
         let n = xs.len().max(1);
         let mut mean = vec![0.0; d];
         let mut std = vec![0.0; d];
+        let mut seen = vec![0usize; d];
         for x in xs {
             for j in 0..d {
-                mean[j] += x[j] / n as f64;
+                if x[j].is_finite() {
+                    mean[j] += x[j];
+                    seen[j] += 1;
+                }
             }
+        }
+        for j in 0..d {
+            mean[j] /= seen[j].max(1) as f64;
         }
         for x in xs {
             for j in 0..d {
-                std[j] += (x[j] - mean[j]).powi(2) / n as f64;
+                if x[j].is_finite() {
+                    std[j] += (x[j] - mean[j]).powi(2);
+                }
             }
         }
-        for s in &mut std {
-            *s = s.sqrt().max(1e-6);
+        for j in 0..d {
+            std[j] = (std[j] / seen[j].max(1) as f64).sqrt().max(1e-6);
         }
-        let z: Vec<Vec<f64>> = xs.iter().map(|x| (0..d).map(|j| (x[j] - mean[j]) / std[j]).collect()).collect();
+        let z: Vec<Vec<f64>> =
+            xs.iter().map(|x| (0..d).map(|j| standardise(x[j], mean[j], std[j])).collect()).collect();
         let k = labels.len();
         let y: Vec<usize> = golds.iter().map(|g| labels.iter().position(|l| l == g).unwrap_or(k - 1)).collect();
         let mut counts = vec![0usize; k];
@@ -207,7 +251,9 @@ impl Stack {
             .map(|wc| {
                 wc[0]
                     + (0..d)
-                        .map(|j| wc[j + 1] * (x.get(j).copied().unwrap_or(0.0) - self.mean[j]) / self.std[j])
+                        .map(|j| {
+                            wc[j + 1] * standardise(x.get(j).copied().unwrap_or(f64::NAN), self.mean[j], self.std[j])
+                        })
                         .sum::<f64>()
             })
             .collect();
@@ -219,9 +265,9 @@ impl Stack {
         out
     }
 
-    /// Distribution for one verdict.
+    /// Distribution for one verdict (features looked up by the names the stack was fitted with).
     pub fn apply(&self, x: &FeatureInput<'_>) -> [f64; 3] {
-        self.predict(&features(self.features, x))
+        self.predict(&features_named(&self.names, x))
     }
 }
 
@@ -233,6 +279,7 @@ mod tests {
     fn features_are_sensible() {
         let x = FeatureInput {
             logprobs: Some([-1.0, -5.0, -2.0]),
+            nugget_lp: None,
             nugget: "The Eiffel Tower is in Paris",
             answer: "the eiffel tower stands in paris",
             gold_answers: &[],
@@ -241,12 +288,44 @@ mod tests {
         assert_eq!(f.len(), feature_names(FeatureSet::All).len());
         assert_eq!(f[0], 1.0);
         assert_eq!(f[3], 0.0);
-        assert_eq!(f[11], 1.0); // yes - no
+        assert_eq!(f[12], 1.0); // yes - no
+        assert!(f[14].is_nan(), "no nugget likelihood read");
         let g = vec!["Paris".to_string()];
-        let s = FeatureInput { logprobs: None, nugget: "Paris", answer: "It is Paris.", gold_answers: &g };
+        let s =
+            FeatureInput { logprobs: None, nugget_lp: None, nugget: "Paris", answer: "It is Paris.", gold_answers: &g };
         let f = features(FeatureSet::NoModel, &s);
         assert_eq!(f.len(), feature_names(FeatureSet::NoModel).len());
         assert_eq!((f[6], f[7]), (0.0, 1.0));
+    }
+
+    #[test]
+    fn missing_features_read_as_the_mean() {
+        // The second feature is missing on half the rows (a backend that cannot read it).
+        let xs: Vec<Vec<f64>> = (0..100)
+            .map(|i| vec![(i % 10) as f64 / 10.0, if i % 2 == 0 { f64::NAN } else { (i % 10) as f64 }])
+            .collect();
+        let golds: Vec<Label> =
+            xs.iter().map(|x| if x[0] >= 0.5 { Label::Support } else { Label::NotSupport }).collect();
+        let s = Stack::fit(FeatureSet::NoModel, &xs, &golds, true, 1e-3);
+        assert!(s.mean.iter().chain(&s.std).all(|v| v.is_finite()));
+        assert!(s.weights.iter().flatten().all(|w| w.is_finite()));
+        let p = s.predict(&[0.9, f64::NAN]);
+        assert!(p.iter().all(|v| v.is_finite()) && p[0] > 0.5, "{p:?}");
+    }
+
+    #[test]
+    fn stacks_find_features_by_name() {
+        let x = FeatureInput {
+            logprobs: Some([-1.0, -5.0, -2.0]),
+            nugget_lp: None,
+            nugget: "Paris is big",
+            answer: "paris is big",
+            gold_answers: &[],
+        };
+        let f = features_named(&["yes_minus_no", "overlap", "no_such_feature"], &x);
+        assert_eq!(f[0], 1.0);
+        assert_eq!(f[1], 1.0);
+        assert!(f[2].is_nan());
     }
 
     #[test]

@@ -98,6 +98,9 @@ fn backend() -> Result<&'static LlamaBackend> {
 struct TokGroup {
     prefix: Vec<LlamaToken>,
     suffixes: Vec<Vec<LlamaToken>>,
+    /// Per suffix, the token range of its item span (start >= 1, so the token predicting the
+    /// first item token is in the suffix too); empty for none.
+    spans: Vec<Option<(usize, usize)>>,
 }
 
 enum Job {
@@ -197,8 +200,19 @@ impl EmbeddedBackend {
             .map(|g| {
                 let prefix = if g.prefix.is_empty() { Vec::new() } else { self.tokenize(&g.prefix, true) };
                 let add_bos = prefix.is_empty();
-                let suffixes = g.suffixes.iter().map(|s| self.tokenize(s, add_bos)).collect();
-                TokGroup { prefix, suffixes }
+                let suffixes: Vec<Vec<LlamaToken>> = g.suffixes.iter().map(|s| self.tokenize(s, add_bos)).collect();
+                // Token boundaries of the span, from the token counts of the text before its
+                // start (trailing spaces trimmed: they join the next word's token) and end.
+                let spans = (0..g.suffixes.len())
+                    .map(|i| {
+                        let (a, b) = g.span(i)?;
+                        let text = &g.suffixes[i];
+                        let start = self.tokenize(text[..a].trim_end(), add_bos).len().max(1);
+                        let end = self.tokenize(&text[..b], add_bos).len().min(suffixes[i].len());
+                        (start < end).then_some((start, end))
+                    })
+                    .collect();
+                TokGroup { prefix, suffixes, spans }
             })
             .collect()
     }
@@ -557,13 +571,19 @@ impl Engine<'_> {
                 }
                 for (k, &s) in chunk.suffixes.iter().enumerate() {
                     let suffix = &group.suffixes[s];
+                    let span = group.spans.get(s).copied().flatten();
+                    let mut span_at = Vec::new();
                     for (i, &t) in suffix.iter().enumerate() {
                         let last = i + 1 == suffix.len();
-                        if let Err(e) = self.batch.add(t, (p + i) as i32, &[seq_ids[k]], last) {
+                        let in_span = span.is_some_and(|(a, b)| i + 1 >= a && i + 1 < b);
+                        if in_span {
+                            span_at.push((self.batch.n_tokens(), suffix[i + 1]));
+                        }
+                        if let Err(e) = self.batch.add(t, (p + i) as i32, &[seq_ids[k]], last || in_span) {
                             add_failed = Some(e.to_string());
                         }
                     }
-                    outputs.push((chunk.group, s, self.batch.n_tokens() - 1));
+                    outputs.push((chunk.group, s, self.batch.n_tokens() - 1, span_at));
                 }
                 n_tokens += chunk.cells;
             }
@@ -573,13 +593,20 @@ impl Engine<'_> {
             };
             match result {
                 Ok(()) => {
-                    for (g, s, idx) in outputs {
-                        let logits = self.ctx.get_logits_ith(idx);
-                        scores[g][s] = Some(label_score(logits, labels));
+                    for (g, s, idx, span_at) in outputs {
+                        let mut score = label_score(self.ctx.get_logits_ith(idx), labels);
+                        if !span_at.is_empty() {
+                            let lps = span_at
+                                .iter()
+                                .map(|&(i, next)| token_logprob(self.ctx.get_logits_ith(i), next) as f32)
+                                .collect();
+                            score.span_logprobs = Some(lps);
+                        }
+                        scores[g][s] = Some(score);
                     }
                 }
                 Err(e) => {
-                    for (g, s, _) in outputs {
+                    for (g, s, _, _) in outputs {
                         errors[g][s] = Some(Error::Backend(e.to_string()));
                     }
                 }
@@ -823,7 +850,14 @@ fn label_score(logits: &[f32], labels: &[Vec<LlamaToken>]) -> LabelScore {
         .collect();
     let z = log_sum_exp(&logprobs);
     let probs = logprobs.iter().map(|lp| (lp - z).exp()).collect();
-    LabelScore { probs, logprobs }
+    LabelScore { probs, logprobs, span_logprobs: None }
+}
+
+/// log P(`token`) under the log-softmax of `logits`.
+fn token_logprob(logits: &[f32], token: LlamaToken) -> f64 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let lse = max + logits.iter().map(|&l| (l as f64 - max).exp()).sum::<f64>().ln();
+    logits.get(token.0 as usize).map_or(f64::NEG_INFINITY, |&l| l as f64 - lse)
 }
 
 fn log_sum_exp(xs: &[f64]) -> f64 {

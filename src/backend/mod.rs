@@ -22,6 +22,9 @@ pub struct PromptGroup {
     pub prefix: String,
     /// Per-nugget continuations.
     pub suffixes: Vec<String>,
+    /// Per suffix, the byte range of the item (nugget) text in it, when scoring should also read
+    /// the item's likelihood ([`LabelScore::span_logprobs`]); empty for none.
+    pub spans: Vec<Option<(usize, usize)>>,
 }
 
 impl PromptGroup {
@@ -34,10 +37,26 @@ impl PromptGroup {
     ) -> crate::error::Result<PromptGroup> {
         let probe = render(crate::prompt::NUGGET_SENTINEL)?;
         let prefix = crate::prompt::shared_prefix(&probe).to_string();
-        let full = items.into_iter().map(&render).collect::<crate::error::Result<Vec<String>>>()?;
+        let items: Vec<&str> = items.into_iter().collect();
+        let full = items.iter().map(|i| render(i)).collect::<crate::error::Result<Vec<String>>>()?;
         let prefix = if full.iter().all(|t| t.starts_with(&prefix)) { prefix } else { String::new() };
-        let suffixes = full.into_iter().map(|t| t[prefix.len()..].to_string()).collect();
-        Ok(PromptGroup { prefix, suffixes })
+        let suffixes: Vec<String> = full.into_iter().map(|t| t[prefix.len()..].to_string()).collect();
+        let spans = suffixes
+            .iter()
+            .zip(&items)
+            .map(|(s, item)| if item.is_empty() { None } else { s.find(item).map(|a| (a, a + item.len())) })
+            .collect();
+        Ok(PromptGroup { prefix, suffixes, spans })
+    }
+
+    /// A group without item spans.
+    pub fn new(prefix: impl Into<String>, suffixes: Vec<String>) -> PromptGroup {
+        PromptGroup { prefix: prefix.into(), suffixes, spans: Vec::new() }
+    }
+
+    /// The item span of suffix `i`, if any.
+    pub fn span(&self, i: usize) -> Option<(usize, usize)> {
+        self.spans.get(i).copied().flatten()
     }
 }
 
@@ -48,6 +67,10 @@ pub struct LabelScore {
     pub probs: Vec<f64>,
     /// Raw log-probability of each choice over the whole vocabulary (its forms summed).
     pub logprobs: Vec<f64>,
+    /// When the group gave the suffix an item span: log P of each of the item's tokens given
+    /// everything before it (the passage above all), the model's own measure of how expected
+    /// the nugget is after reading the passage. Backends that cannot read it leave `None`.
+    pub span_logprobs: Option<Vec<f32>>,
 }
 
 /// What a backend is, for reports and cache keys.
