@@ -101,6 +101,12 @@ impl Calibrator {
         apply(p, self.content_free, self.bias)
     }
 
+    /// The calibration shipped with gavel for the embedded default model and the built-in
+    /// templates (`calibration/default.json`), if any.
+    pub fn shipped() -> Option<Calibrator> {
+        serde_json::from_str::<Option<Calibrator>>(include_str!("../calibration/default.json")).ok().flatten()
+    }
+
     /// Where the calibration of a model fingerprint is kept.
     pub fn path_for(fingerprint: &str) -> PathBuf {
         crate::model_store::gavel_home().join("calibration").join(format!("{fingerprint}.json"))

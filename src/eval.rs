@@ -524,7 +524,11 @@ pub struct ShortReport {
     pub contains: Agreement,
     /// The model alone.
     pub model: Agreement,
-    /// EM, then the model where EM fails.
+    /// EM, then the model where EM fails (the paper's EM + verifier).
+    pub em_model: Agreement,
+    /// EM, then containment: no model.
+    pub em_contains: Agreement,
+    /// EM, then containment, then the model where both fail (gavel's `hybrid`).
     pub hybrid: Agreement,
     /// Majority class.
     pub majority: Agreement,
@@ -623,7 +627,9 @@ pub fn build_report(input: &EvalInput) -> EvalReport {
             em: agreement(&pairs(&|i| yes(i.em)), Grades::Two),
             contains: agreement(&pairs(&|i| yes(i.contains)), Grades::Two),
             model: agreement(&pairs(&|i| i.model), Grades::Two),
-            hybrid: agreement(&pairs(&|i| if i.em { Label::Support } else { i.model }), Grades::Two),
+            em_model: agreement(&pairs(&|i| if i.em { Label::Support } else { i.model }), Grades::Two),
+            em_contains: agreement(&pairs(&|i| yes(i.em || i.contains)), Grades::Two),
+            hybrid: agreement(&pairs(&|i| if i.em || i.contains { Label::Support } else { i.model }), Grades::Two),
             majority: agreement(&pairs(&|_| maj), Grades::Two),
         }
     });
@@ -707,7 +713,7 @@ pub fn collect(
                 continue;
             };
             let em = Check::ExactMatch { answers: task.gold_answers.clone(), fallback_llm: false };
-            let contains = Check::Contains { answers: task.gold_answers.clone() };
+            let contains = Check::Contains { answers: task.gold_answers.clone(), fallback_llm: false };
             input.short.push(ShortItem {
                 source,
                 gold: Grades::Two.fold(gold),

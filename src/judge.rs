@@ -328,7 +328,7 @@ impl Judge {
             for (ni, n) in task.nuggets.iter().enumerate() {
                 match n.check.evaluate(&task.answer) {
                     CheckOutcome::Decided(label) => {
-                        verdicts[ti][ni] = Some(Verdict::decided(label, decided_by(&n.check)))
+                        verdicts[ti][ni] = Some(Verdict::decided(label, decided_by(&n.check, &task.answer)))
                     }
                     CheckOutcome::NeedsModel => need.push(ni),
                 }
@@ -443,11 +443,19 @@ fn fail_nugget(slot: &mut Option<Error>, nugget: usize, e: Error) {
     }
 }
 
-fn decided_by(check: &Check) -> DecidedBy {
+fn decided_by(check: &Check, text: &str) -> DecidedBy {
     match check {
         Check::Llm => DecidedBy::Llm,
         Check::ExactMatch { .. } => DecidedBy::ExactMatch,
-        Check::Contains { .. } => DecidedBy::Contains,
+        // The hybrid's first stage: an exact match is also contained; say which decided.
+        Check::Contains { answers, .. } => {
+            let exact = Check::ExactMatch { answers: answers.clone(), fallback_llm: false };
+            if exact.evaluate(text) == CheckOutcome::Decided(Label::Support) {
+                DecidedBy::ExactMatch
+            } else {
+                DecidedBy::Contains
+            }
+        }
         Check::Regex { .. } => DecidedBy::Regex,
         Check::Numeric { .. } => DecidedBy::Numeric,
     }

@@ -141,7 +141,8 @@ struct JudgeArgs {
     /// Rubric file applied to every record (replaces the records' own nuggets).
     #[arg(long)]
     rubric: Option<PathBuf>,
-    /// Short-form records (`gold_answers`): `hybrid` (exact match, then the model), `em`, `llm`.
+    /// Short-form records (`gold_answers`): `hybrid` (exact match, then containment of a gold
+    /// answer, then the model when both miss), `em-llm` (the paper's EM + verifier), `em`, `llm`.
     #[arg(long, default_value = "hybrid")]
     short_form: ShortForm,
     /// Cache raw model outputs on disk ($GAVEL_HOME/cache/verdicts.redb), keyed by model file,
@@ -477,7 +478,7 @@ fn build_judge(j: &JudgeArgs, m: &ModelArgs) -> Result<Judge, Error> {
             Err(e) => tracing::warn!("{e}; running without the verdict cache"),
         }
     }
-    let calibrator = load_calibrator(&j.calibration, &fingerprint)?;
+    let calibrator = load_calibrator(&j.calibration, &fingerprint, judge.prompts().version())?;
     if let Some(c) = &calibrator {
         if c.prompts != judge.prompts().version() {
             tracing::warn!(
@@ -491,13 +492,30 @@ fn build_judge(j: &JudgeArgs, m: &ModelArgs) -> Result<Judge, Error> {
     Ok(judge.with_calibrator(calibrator))
 }
 
-/// `none`, `auto` (the file fitted for this model, if any) or a path; checked against the model.
-fn load_calibrator(spec: &str, fingerprint: &str) -> Result<Option<Calibrator>, Error> {
+/// `none`, `auto` (the file fitted by `gavel calibrate` for this model if any, else the one
+/// shipped for the default model and templates) or a path; checked against the model.
+fn load_calibrator(spec: &str, fingerprint: &str, prompts: &str) -> Result<Option<Calibrator>, Error> {
     let calibrator = match spec {
         "none" => None,
         "auto" => {
             let path = Calibrator::path_for(fingerprint);
-            path.is_file().then(|| Calibrator::load(&path)).transpose()?
+            if path.is_file() {
+                Some(Calibrator::load(&path)?)
+            } else {
+                match Calibrator::shipped() {
+                    Some(c) if c.model == fingerprint && c.prompts == prompts => Some(c),
+                    Some(c) if c.model == fingerprint => {
+                        tracing::warn!(
+                            "the shipped calibration was fitted with the built-in templates {}; these are {}: \
+                             not applied (fit one with `gavel calibrate`)",
+                            c.prompts,
+                            prompts
+                        );
+                        None
+                    }
+                    _ => None,
+                }
+            }
         }
         file => Some(Calibrator::load(Path::new(file))?),
     };
@@ -765,7 +783,12 @@ fn eval(mut args: EvalArgs) -> Result<ExitCode, Error> {
                 Some(p) => p.clone(),
                 None => model_store::default_model_path(),
             };
-            let calibrator = load_calibrator(&args.judge.calibration, &model_fingerprint(&model_path)?)?;
+            let prompts = match &args.judge.prompts {
+                Some(dir) => PromptSet::with_overrides(dir)?,
+                None => PromptSet::builtin(),
+            };
+            let calibrator =
+                load_calibrator(&args.judge.calibration, &model_fingerprint(&model_path)?, prompts.version())?;
             setup.push((
                 "model".to_string(),
                 format!("{} (raw outputs read from {})", model_path.display(), from.display()),
@@ -866,11 +889,13 @@ fn calibrate(mut args: CalibrateArgs) -> Result<ExitCode, Error> {
     }
     let mut items: Vec<([f64; 3], gavel::Label)> = Vec::new();
     let mut feats: Vec<Vec<f64>> = Vec::new();
+    let mut item_file: Vec<usize> = Vec::new();
     let total = tasks.len();
-    let mut add = |task: &gavel::Task, i: usize, raw: gavel::aggregate::RawScore| {
+    let mut add = |task: &gavel::Task, f: usize, i: usize, raw: gavel::aggregate::RawScore| {
         let gold = if task.is_short_form() { task.gold } else { task.nuggets[i].gold };
         let Some(gold) = gold else { return };
         items.push((raw.probs.to_array(), gold));
+        item_file.push(f);
         if let Some(set) = stack_set {
             let x = FeatureInput {
                 logprobs: Some(raw.logprobs),
@@ -883,13 +908,14 @@ fn calibrate(mut args: CalibrateArgs) -> Result<ExitCode, Error> {
         }
     };
     if args.from.is_empty() {
-        for (k, chunk) in tasks.chunks(args.batch.max(1)).enumerate() {
+        let batch_size = args.batch.max(1);
+        for (k, chunk) in tasks.chunks(batch_size).enumerate() {
             let batch: Vec<gavel::Task> = chunk.iter().map(|(_, t)| t.clone()).collect();
-            for (task, r) in batch.iter().zip(judge.judge(&batch)) {
+            for (b, (task, r)) in batch.iter().zip(judge.judge(&batch)).enumerate() {
                 let Ok(j) = r else { continue };
                 for (i, v) in j.verdicts.iter().enumerate() {
                     if let Some(raw) = v.raw {
-                        add(task, i, raw);
+                        add(task, file_of[k * batch_size + b], i, raw);
                     }
                 }
             }
@@ -912,6 +938,7 @@ fn calibrate(mut args: CalibrateArgs) -> Result<ExitCode, Error> {
                 };
                 add(
                     task,
+                    f,
                     i,
                     gavel::aggregate::RawScore {
                         probs: gavel::aggregate::LabelProbs::from_array(p),
@@ -983,7 +1010,15 @@ fn calibrate(mut args: CalibrateArgs) -> Result<ExitCode, Error> {
         fit_macro_f1: f1,
         stack: stack_set.map(|set| {
             let golds: Vec<gavel::Label> = items.iter().map(|(_, g)| *g).collect();
-            Stack::fit(set, &feats, &golds, grades == Grades::Two, 1e-3)
+            // Each input file weighs the same in the fit, however many verdicts it has.
+            let mut per_file = vec![0usize; args.input.len()];
+            for &f in &item_file {
+                per_file[f] += 1;
+            }
+            let files = per_file.iter().filter(|&&c| c > 0).count().max(1) as f64;
+            let w: Vec<f64> =
+                item_file.iter().map(|&f| items.len() as f64 / (files * per_file[f].max(1) as f64)).collect();
+            Stack::fit_weighted(set, &feats, &golds, &w, grades == Grades::Two, 1e-3)
         }),
     };
     let out = args.output.clone().unwrap_or_else(|| Calibrator::path_for(&c.model));

@@ -11,9 +11,11 @@ use crate::rubric::{Check, Label, Nugget, RawNugget, Rubric};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ShortForm {
-    /// Exact match first, the model only when it fails (the paper's EM + verifier).
+    /// Exact match, then containment of a gold answer, then the model only when both fail.
     #[default]
     Hybrid,
+    /// Exact match first, the model only when it fails (the paper's EM + verifier).
+    EmLlm,
     /// Normalised exact match only.
     Em,
     /// The model only.
@@ -65,7 +67,8 @@ impl Task {
 fn short_form_nugget(gold: &[String], policy: ShortForm) -> Nugget {
     let text = gold.join("\" or \"");
     let check = match policy {
-        ShortForm::Hybrid => Check::ExactMatch { answers: gold.to_vec(), fallback_llm: true },
+        ShortForm::Hybrid => Check::Contains { answers: gold.to_vec(), fallback_llm: true },
+        ShortForm::EmLlm => Check::ExactMatch { answers: gold.to_vec(), fallback_llm: true },
         ShortForm::Em => Check::ExactMatch { answers: gold.to_vec(), fallback_llm: false },
         ShortForm::Llm => Check::Llm,
     };
@@ -209,9 +212,10 @@ impl std::str::FromStr for ShortForm {
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         match s {
             "hybrid" => Ok(ShortForm::Hybrid),
+            "em-llm" => Ok(ShortForm::EmLlm),
             "em" => Ok(ShortForm::Em),
             "llm" => Ok(ShortForm::Llm),
-            other => Err(format!("`{other}` is not hybrid, em or llm")),
+            other => Err(format!("`{other}` is not hybrid, em-llm, em or llm")),
         }
     }
 }
@@ -248,7 +252,7 @@ mod tests {
         assert_eq!(t.id.as_deref(), Some("7"));
         assert_eq!(t.gold, Some(Label::Support));
         assert_eq!(t.nuggets.len(), 1);
-        assert!(matches!(t.nuggets[0].check, Check::ExactMatch { fallback_llm: true, .. }));
+        assert!(matches!(t.nuggets[0].check, Check::Contains { fallback_llm: true, .. }));
         assert_eq!(t.nuggets[0].text, "Wilhelm Röntgen\" or \"Röntgen");
     }
 

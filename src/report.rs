@@ -121,7 +121,9 @@ pub fn to_markdown(r: &EvalReport) -> String {
         md_agreement_row(&mut out, "exact match", &sf.em);
         md_agreement_row(&mut out, "contains a gold answer", &sf.contains);
         md_agreement_row(&mut out, "model alone", &sf.model);
-        md_agreement_row(&mut out, "EM + model (hybrid)", &sf.hybrid);
+        md_agreement_row(&mut out, "EM, then model (the paper's EM + verifier)", &sf.em_model);
+        md_agreement_row(&mut out, "EM, then contains (no model)", &sf.em_contains);
+        md_agreement_row(&mut out, "EM, then contains, then model (hybrid)", &sf.hybrid);
         md_agreement_row(&mut out, "majority class", &sf.majority);
     }
     if !r.failures.is_empty() {
@@ -375,7 +377,9 @@ pub fn to_html(r: &EvalReport) -> String {
                 ("exact match".into(), &sf.em),
                 ("contains a gold answer".into(), &sf.contains),
                 ("model alone".into(), &sf.model),
-                ("EM + model (hybrid)".into(), &sf.hybrid),
+                ("EM, then model (the paper's EM + verifier)".into(), &sf.em_model),
+                ("EM, then contains (no model)".into(), &sf.em_contains),
+                ("EM, then contains, then model (hybrid)".into(), &sf.hybrid),
                 ("majority class".into(), &sf.majority),
             ],
         );

@@ -97,10 +97,15 @@ pub enum Check {
         #[serde(default)]
         fallback_llm: bool,
     },
-    /// The normalised judged text contains any of the normalised `answers`.
+    /// The normalised judged text contains any of the normalised `answers` (as whole words).
+    /// With `fallback_llm`, a miss is sent to the model (gavel's short-form hybrid: exact match,
+    /// then containment, then the model).
     Contains {
         /// Acceptable answers.
         answers: Vec<String>,
+        /// Ask the model when no answer is contained.
+        #[serde(default)]
+        fallback_llm: bool,
     },
     /// A regular expression matches the judged text.
     Regex {
@@ -127,7 +132,7 @@ impl PartialEq for Check {
             (ExactMatch { answers: a, fallback_llm: f }, ExactMatch { answers: b, fallback_llm: g }) => {
                 a == b && f == g
             }
-            (Contains { answers: a }, Contains { answers: b }) => a == b,
+            (Contains { answers: a, fallback_llm: f }, Contains { answers: b, fallback_llm: g }) => a == b && f == g,
             (Regex { pattern: a, .. }, Regex { pattern: b, .. }) => a == b,
             (Numeric { value: a, tolerance: s }, Numeric { value: b, tolerance: t }) => a == b && s == t,
             _ => false,
@@ -184,7 +189,10 @@ impl Nugget {
 
     /// Whether the model may be needed to judge this nugget.
     pub fn needs_model(&self) -> bool {
-        matches!(self.check, Check::Llm | Check::ExactMatch { fallback_llm: true, .. })
+        matches!(
+            self.check,
+            Check::Llm | Check::ExactMatch { fallback_llm: true, .. } | Check::Contains { fallback_llm: true, .. }
+        )
     }
 }
 
@@ -273,7 +281,7 @@ impl RawNugget {
             "exact_match" => {
                 Check::ExactMatch { answers: answers(kind)?, fallback_llm: raw.fallback_llm.unwrap_or(false) }
             }
-            "contains" => Check::Contains { answers: answers(kind)? },
+            "contains" => Check::Contains { answers: answers(kind)?, fallback_llm: raw.fallback_llm.unwrap_or(false) },
             "regex" => {
                 let pattern = raw.pattern.ok_or_else(|| err("pattern", "is required for kind `regex`".into()))?;
                 let compiled = Regex::new(&pattern).map_err(|e| err("pattern", format!("invalid regex: {e}")))?;
@@ -423,9 +431,14 @@ impl Check {
                     yes(hit)
                 }
             }
-            Check::Contains { answers } => {
+            Check::Contains { answers, fallback_llm } => {
                 let t = normalize_answer(text);
-                yes(answers.iter().any(|a| contains_words(&t, &normalize_answer(a))))
+                let hit = answers.iter().any(|a| contains_words(&t, &normalize_answer(a)));
+                if !hit && *fallback_llm {
+                    CheckOutcome::NeedsModel
+                } else {
+                    yes(hit)
+                }
             }
             Check::Regex { pattern, compiled } => match compiled {
                 Some(re) => yes(re.is_match(text)),

@@ -53,6 +53,7 @@ pub fn feature_names(set: FeatureSet) -> Vec<&'static str> {
         "em",
         "contains",
         "short_form",
+        "gold_overlap",
     ];
     if set == FeatureSet::All {
         v.extend(["lp_support", "lp_partial", "lp_not", "yes_minus_no", "partial_minus_no"]);
@@ -83,14 +84,28 @@ pub fn named_features(x: &FeatureInput<'_>) -> Vec<(&'static str, f64)> {
     } else {
         all_nug.iter().filter(|w| ans_set.contains(*w)).count() as f64 / all_nug.len() as f64
     };
-    let (em, contains) = if x.gold_answers.is_empty() {
-        (0.0, 0.0)
+    let (em, contains, gold_overlap) = if x.gold_answers.is_empty() {
+        (0.0, 0.0, 0.0)
     } else {
         let golds: Vec<String> = x.gold_answers.iter().map(|g| normalize_answer(g)).collect();
         let em = golds.contains(&ans_norm);
         let padded = format!(" {ans_norm} ");
         let contains = golds.iter().any(|g| !g.is_empty() && padded.contains(&format!(" {g} ")));
-        (f64::from(u8::from(em)), f64::from(u8::from(contains)))
+        // The best share of one gold answer's words found in the answer ("Wilhelm Röntgen" for
+        // "Wilhelm Conrad Röntgen": 2/3).
+        let gold_overlap = golds
+            .iter()
+            .map(|g| {
+                let words: Vec<&str> = g.split(' ').filter(|w| !w.is_empty()).collect();
+                let found = words.iter().filter(|w| ans_set.contains(*w)).count();
+                if words.is_empty() {
+                    0.0
+                } else {
+                    found as f64 / words.len() as f64
+                }
+            })
+            .fold(0.0, f64::max);
+        (f64::from(u8::from(em)), f64::from(u8::from(contains)), gold_overlap)
     };
     let lp = x.logprobs.map_or([f64::NAN; 3], |l| l.map(|v| v.max(-30.0)));
     let (nl_mean, nl_min, nl_low3) = x.nugget_lp.map_or((f64::NAN, f64::NAN, f64::NAN), |n| (n.mean, n.min, n.low3));
@@ -106,6 +121,7 @@ pub fn named_features(x: &FeatureInput<'_>) -> Vec<(&'static str, f64)> {
         ("em", em),
         ("contains", contains),
         ("short_form", f64::from(u8::from(!x.gold_answers.is_empty()))),
+        ("gold_overlap", gold_overlap),
         ("lp_support", lp[0]),
         ("lp_partial", lp[1]),
         ("lp_not", lp[2]),
@@ -167,13 +183,25 @@ impl Stack {
     /// Fit on (features, gold) with L2 penalty `l2`, by full-batch gradient descent.
     /// Classes are weighted inversely to their frequency, which aims at macro-F1.
     pub fn fit(set: FeatureSet, xs: &[Vec<f64>], golds: &[Label], two_grade: bool, l2: f64) -> Stack {
+        Stack::fit_weighted(set, xs, golds, &vec![1.0; xs.len()], two_grade, l2)
+    }
+
+    /// [`Stack::fit`] with a weight per example (e.g. so that each labeled file counts the same
+    /// however many verdicts it has); class weights are computed on the weighted counts.
+    pub fn fit_weighted(
+        set: FeatureSet,
+        xs: &[Vec<f64>],
+        golds: &[Label],
+        sample_w: &[f64],
+        two_grade: bool,
+        l2: f64,
+    ) -> Stack {
         let labels: Vec<Label> = if two_grade { vec![Label::Support, Label::NotSupport] } else { Label::ALL.to_vec() };
         let golds: Vec<Label> = golds
             .iter()
             .map(|&g| if two_grade && g == Label::PartialSupport { Label::NotSupport } else { g })
             .collect();
         let d = xs.first().map_or(0, Vec::len);
-        let n = xs.len().max(1);
         let mut mean = vec![0.0; d];
         let mut std = vec![0.0; d];
         let mut seen = vec![0usize; d];
@@ -202,21 +230,22 @@ impl Stack {
             xs.iter().map(|x| (0..d).map(|j| standardise(x[j], mean[j], std[j])).collect()).collect();
         let k = labels.len();
         let y: Vec<usize> = golds.iter().map(|g| labels.iter().position(|l| l == g).unwrap_or(k - 1)).collect();
-        let mut counts = vec![0usize; k];
-        for &c in &y {
-            counts[c] += 1;
+        let sw: Vec<f64> = (0..xs.len()).map(|i| sample_w.get(i).copied().unwrap_or(1.0)).collect();
+        let total: f64 = sw.iter().sum::<f64>().max(1e-12);
+        let mut counts = vec![0.0f64; k];
+        for (&c, &w) in y.iter().zip(&sw) {
+            counts[c] += w;
         }
-        let class_w: Vec<f64> =
-            counts.iter().map(|&c| if c > 0 { n as f64 / (k as f64 * c as f64) } else { 0.0 }).collect();
+        let class_w: Vec<f64> = counts.iter().map(|&c| if c > 0.0 { total / (k as f64 * c) } else { 0.0 }).collect();
         let mut w = vec![vec![0.0; d + 1]; k];
         let lr = 0.5;
         for _ in 0..600 {
             let mut grad = vec![vec![0.0; d + 1]; k];
-            for (x, &yi) in z.iter().zip(&y) {
+            for ((x, &yi), &si) in z.iter().zip(&y).zip(&sw) {
                 let logits: Vec<f64> =
                     w.iter().map(|wc| wc[0] + (0..d).map(|j| wc[j + 1] * x[j]).sum::<f64>()).collect();
                 let p = softmax(&logits);
-                let cw = class_w[yi];
+                let cw = class_w[yi] * si;
                 for c in 0..k {
                     let g = cw * (p[c] - f64::from(u8::from(c == yi)));
                     grad[c][0] += g;
@@ -228,7 +257,7 @@ impl Stack {
             for c in 0..k {
                 for j in 0..=d {
                     let reg = if j > 0 { l2 * w[c][j] } else { 0.0 };
-                    w[c][j] -= lr * (grad[c][j] / n as f64 + reg);
+                    w[c][j] -= lr * (grad[c][j] / total + reg);
                 }
             }
         }
@@ -288,8 +317,8 @@ mod tests {
         assert_eq!(f.len(), feature_names(FeatureSet::All).len());
         assert_eq!(f[0], 1.0);
         assert_eq!(f[3], 0.0);
-        assert_eq!(f[12], 1.0); // yes - no
-        assert!(f[14].is_nan(), "no nugget likelihood read");
+        assert_eq!(f[13], 1.0); // yes - no
+        assert!(f[15].is_nan(), "no nugget likelihood read");
         let g = vec!["Paris".to_string()];
         let s =
             FeatureInput { logprobs: None, nugget_lp: None, nugget: "Paris", answer: "It is Paris.", gold_answers: &g };

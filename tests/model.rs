@@ -148,29 +148,47 @@ fn too_long_answers_give_the_documented_error_or_a_reported_truncation() {
 }
 
 #[test]
-fn short_form_hybrid_uses_exact_match_first() {
+fn short_form_hybrid_tries_exact_match_then_containment_then_the_model() {
     let judge = common::judge(JudgeConfig::default());
+    let q = || Some("capital of australia".to_string());
+    let gold = || vec!["Canberra".to_string()];
     let tasks = vec![
-        Task::short_form(
-            Some("capital of australia".into()),
-            "Canberra",
-            vec!["Canberra".into()],
-            gavel::ShortForm::Hybrid,
-        ),
-        Task::short_form(
-            Some("capital of australia".into()),
-            "It is Canberra, of course",
-            vec!["Canberra".into()],
-            gavel::ShortForm::Hybrid,
-        ),
+        Task::short_form(q(), "Canberra", gold(), gavel::ShortForm::Hybrid),
+        Task::short_form(q(), "It is Canberra, of course", gold(), gavel::ShortForm::Hybrid),
+        Task::short_form(q(), "The capital is Sydney", gold(), gavel::ShortForm::Hybrid),
+        Task::short_form(q(), "It is Canberra, of course", gold(), gavel::ShortForm::EmLlm),
     ];
     let out = judge.judge(&tasks);
-    let em = out[0].as_ref().unwrap();
-    assert_eq!(em.verdicts[0].label, Label::Support);
-    assert_eq!(em.verdicts[0].by, gavel::aggregate::DecidedBy::ExactMatch);
-    let model = out[1].as_ref().unwrap();
-    assert_eq!(model.verdicts[0].by, gavel::aggregate::DecidedBy::Llm);
-    assert!(model.verdicts[0].probs.is_some());
+    let v = |i: usize| out[i].as_ref().unwrap().verdicts[0].clone();
+    use gavel::aggregate::DecidedBy;
+    assert_eq!((v(0).label, v(0).by), (Label::Support, DecidedBy::ExactMatch));
+    assert_eq!((v(1).label, v(1).by), (Label::Support, DecidedBy::Contains));
+    assert_eq!(v(2).by, DecidedBy::Llm);
+    assert!(v(2).probs.is_some());
+    // The paper's EM + verifier sends a contained answer to the model.
+    assert_eq!(v(3).by, DecidedBy::Llm);
+}
+
+#[test]
+fn scored_verdicts_carry_the_nuggets_likelihood_and_its_pmi() {
+    let judge = common::judge(JudgeConfig::default());
+    let t = task(PASSAGE, &["The Eiffel Tower was completed in 1889", "The Great Wall of China is visible from space"]);
+    let j = judge.judge(std::slice::from_ref(&t)).remove(0).unwrap();
+    for v in &j.verdicts {
+        let n = v.raw.and_then(|r| r.nugget_lp).expect("nugget likelihood read in scored mode");
+        assert!(n.tokens >= 4, "{n:?}");
+        assert!(n.mean < 0.0 && n.min <= n.low3 && n.low3 <= n.mean, "{n:?}");
+        let pmi = n.pmi_mean.expect("content-free baseline read");
+        assert!(pmi.is_finite() && n.pmi_low3.is_some_and(f64::is_finite), "{n:?}");
+    }
+    // A statement the passage makes is far more expected after it than one it does not.
+    let pmi = |i: usize| j.verdicts[i].raw.unwrap().nugget_lp.unwrap().pmi_mean.unwrap();
+    assert!(pmi(0) > pmi(1) + 0.5, "PMI stated {} vs absent {}", pmi(0), pmi(1));
+    // The same nugget judged alone or with others reads the same likelihood (own sequence).
+    let alone = judge.judge(&[task(PASSAGE, &["The Eiffel Tower was completed in 1889"])]).remove(0).unwrap();
+    let (a, b) = (alone.verdicts[0].raw.unwrap().nugget_lp.unwrap(), j.verdicts[0].raw.unwrap().nugget_lp.unwrap());
+    assert_eq!(a.tokens, b.tokens);
+    assert!((a.mean - b.mean).abs() < 0.05 && (a.pmi_mean.unwrap() - b.pmi_mean.unwrap()).abs() < 0.05, "{a:?} {b:?}");
 }
 
 #[test]

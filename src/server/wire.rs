@@ -473,7 +473,7 @@ mod tests {
         let t = one(r#"{"query":["Q A: Canberra"],"prompts":["Q A:"],"labels":["Canberra"]}"#, &rules()).unwrap();
         assert_eq!(t.answer, "Canberra");
         assert_eq!(t.gold_answers, vec!["Canberra"]);
-        assert!(matches!(t.nuggets[0].check, Check::ExactMatch { fallback_llm: true, .. }));
+        assert!(matches!(t.nuggets[0].check, Check::Contains { fallback_llm: true, .. }));
         assert_eq!(t.query, None, "the prompt is not used as the question");
         // A number-like string stays a gold answer.
         let t = one(r#"{"query":["1961"],"labels":["1961"]}"#, &rules()).unwrap();
