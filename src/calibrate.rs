@@ -132,6 +132,9 @@ impl Calibrator {
     pub fn describe(&self) -> String {
         let kind = match &self.stack {
             Some(s) if s.features == crate::stack::FeatureSet::All => "stacked judge (model + lexical features)",
+            Some(s) if s.features == crate::stack::FeatureSet::Likelihood => {
+                "stacked judge (the model's nugget likelihood + lexical features)"
+            }
             Some(_) => "stacked judge WITHOUT model features (ablation)",
             None => "contextual + thresholds",
         };

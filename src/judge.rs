@@ -231,7 +231,14 @@ impl Judge {
     }
 
     fn group(&self, task: &Task, answer: &str, nuggets: &[usize]) -> Result<PromptGroup> {
-        PromptGroup::split(|n| self.format(task, answer, n), nuggets.iter().map(|&i| task.nuggets[i].text.as_str()))
+        let mut g = PromptGroup::split(
+            |n| self.format(task, answer, n),
+            nuggets.iter().map(|&i| task.nuggets[i].text.as_str()),
+        )?;
+        if self.config.mode != JudgeMode::Scored || !self.backend.reads_spans() {
+            g.spans.clear();
+        }
+        Ok(g)
     }
 
     /// Build the prompt group, cutting the answer when `truncate` is on and it does not fit.

@@ -287,11 +287,16 @@ struct CalibrateArgs {
     /// score the other with `gavel eval --part`.
     #[arg(long)]
     part: Option<char>,
-    /// Fit the stacked judge over model and lexical features (`all`), over the lexical features
-    /// only (`no-model`, the ablation), or not at all (`none`: contextual calibration and
-    /// thresholds).
+    /// Fit the stacked judge over model and lexical features (`all`: label votes and the
+    /// nugget's likelihood/PMI), over the likelihood and lexical features (`likelihood`), over
+    /// the lexical features only (`no-model`, the ablation), or not at all (`none`: contextual
+    /// calibration and thresholds).
     #[arg(long, default_value = "all")]
     stack: String,
+    /// Also write every labeled verdict's features (all of them, model and lexical) with its gold
+    /// label to this CSV file, for your own analysis.
+    #[arg(long)]
+    features_out: Option<PathBuf>,
     /// Grading to optimise: `auto` (3-grade when the file has partial_support gold), `2`, `3`.
     #[arg(long, default_value = "auto")]
     grades: String,
@@ -861,9 +866,14 @@ fn calibrate(mut args: CalibrateArgs) -> Result<ExitCode, Error> {
     let stack_set = match args.stack.as_str() {
         "all" => Some(FeatureSet::All),
         "no-model" => Some(FeatureSet::NoModel),
+        "likelihood" => Some(FeatureSet::Likelihood),
         "none" => None,
         other => {
-            return Err(Error::field("command line", "--stack", format!("`{other}` is not all, no-model or none")))
+            return Err(Error::field(
+                "command line",
+                "--stack",
+                format!("`{other}` is not all, likelihood, no-model or none"),
+            ))
         }
     };
     if !args.from.is_empty() && args.from.len() != args.input.len() {
@@ -887,24 +897,39 @@ fn calibrate(mut args: CalibrateArgs) -> Result<ExitCode, Error> {
         file_of.extend(std::iter::repeat_n(f, t.len()));
         tasks.extend(t);
     }
+    let input_names: Vec<String> =
+        args.input.iter().map(|p| p.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default()).collect();
     let mut items: Vec<([f64; 3], gavel::Label)> = Vec::new();
     let mut feats: Vec<Vec<f64>> = Vec::new();
     let mut item_file: Vec<usize> = Vec::new();
+    let want_dump = args.features_out.is_some();
+    let mut dump: Vec<String> = Vec::new();
     let total = tasks.len();
     let mut add = |task: &gavel::Task, f: usize, i: usize, raw: gavel::aggregate::RawScore| {
         let gold = if task.is_short_form() { task.gold } else { task.nuggets[i].gold };
         let Some(gold) = gold else { return };
         items.push((raw.probs.to_array(), gold));
         item_file.push(f);
+        let x = FeatureInput {
+            logprobs: Some(raw.logprobs),
+            nugget_lp: raw.nugget_lp,
+            nugget: &task.nuggets[i].text,
+            answer: &task.answer,
+            gold_answers: &task.gold_answers,
+        };
         if let Some(set) = stack_set {
-            let x = FeatureInput {
-                logprobs: Some(raw.logprobs),
-                nugget_lp: raw.nugget_lp,
-                nugget: &task.nuggets[i].text,
-                answer: &task.answer,
-                gold_answers: &task.gold_answers,
-            };
             feats.push(features(set, &x));
+        }
+        if want_dump {
+            dump.push(format!(
+                "{},{},{},{},{},{}",
+                input_names[f],
+                task.id.as_deref().unwrap_or("").replace(',', ";"),
+                gavel::eval::part_of(task),
+                i,
+                gold.as_str(),
+                features(FeatureSet::All, &x).iter().map(|v| format!("{v}")).collect::<Vec<_>>().join(",")
+            ));
         }
     };
     if args.from.is_empty() {
@@ -949,8 +974,11 @@ fn calibrate(mut args: CalibrateArgs) -> Result<ExitCode, Error> {
             }
         }
     }
-    let input_names: Vec<String> =
-        args.input.iter().map(|p| p.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default()).collect();
+    if let Some(path) = &args.features_out {
+        let header = format!("file,id,part,nugget,gold,{}", gavel::stack::feature_names(FeatureSet::All).join(","));
+        let body = std::iter::once(header).chain(dump).collect::<Vec<_>>().join("\n") + "\n";
+        std::fs::write(path, body).map_err(|e| Error::io(path, e))?;
+    }
     if items.is_empty() {
         return Err(Error::field(input_names.join(", "), "gold", "no labeled verdict to fit on"));
     }

@@ -16,6 +16,9 @@ pub enum FeatureSet {
     All,
     /// Only the deterministic signals (the ablation: what the model adds).
     NoModel,
+    /// The model's likelihood of the nugget (and its PMI) with the deterministic signals, without
+    /// the label-token votes.
+    Likelihood,
 }
 
 /// What the features are computed from.
@@ -57,6 +60,8 @@ pub fn feature_names(set: FeatureSet) -> Vec<&'static str> {
     ];
     if set == FeatureSet::All {
         v.extend(["lp_support", "lp_partial", "lp_not", "yes_minus_no", "partial_minus_no"]);
+    }
+    if set != FeatureSet::NoModel {
         v.extend(["nugget_lp_mean", "nugget_lp_min", "nugget_lp_low3", "pmi_mean", "pmi_low3"]);
     }
     v

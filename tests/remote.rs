@@ -158,14 +158,19 @@ fn remote_reasoned_mode_is_grammar_constrained() {
 
 #[test]
 fn round_robin_over_several_urls_and_in_flight_requests() {
-    let b = remote(|c| {
-        c.base_urls = vec![server().to_string(), format!("{}/", server())];
-        c.in_flight = 8;
-    });
+    let mut cfg = RemoteConfig::new(server());
+    cfg.model_file = Some(gavel::model_store::ensure_default_model().unwrap());
+    cfg.base_urls = vec![server().to_string(), format!("{}/", server())];
+    cfg.in_flight = 8;
+    let b = Arc::new(RemoteBackend::connect(cfg).expect("connect to llama-server"));
     let judge = Judge::new(b.clone(), PromptSet::builtin(), JudgeConfig::default());
     let n = verdicts(&judge).len();
     assert_eq!(n, 8);
     assert!(b.usage().prompt_tokens > 0);
+    // Both URLs took completions, about evenly.
+    let sent = b.requests_per_url();
+    assert_eq!(sent.len(), 2);
+    assert!(sent.iter().all(|&c| c >= 3), "requests per URL: {sent:?}");
 }
 
 #[test]

@@ -385,6 +385,10 @@ impl Backend for EmbeddedBackend {
         rx.recv().unwrap_or_else(|_| fail_all(&Error::Backend("engine thread died".into())))
     }
 
+    fn reads_spans(&self) -> bool {
+        true
+    }
+
     fn usage(&self) -> Usage {
         self.usage.lock().map(|u| *u).unwrap_or_default()
     }

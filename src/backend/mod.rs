@@ -124,6 +124,12 @@ pub trait Backend: Send + Sync {
     /// `grammar` when given, at most `max_tokens` tokens.
     fn generate(&self, groups: &[PromptGroup], grammar: Option<&str>, max_tokens: usize) -> Vec<Vec<Result<String>>>;
 
+    /// Whether [`Backend::score`] reads item spans ([`LabelScore::span_logprobs`]); prompts
+    /// sent to a backend that does not carry no spans.
+    fn reads_spans(&self) -> bool {
+        false
+    }
+
     /// Tokens and model time consumed since the backend was created.
     fn usage(&self) -> Usage;
 

@@ -105,6 +105,8 @@ pub struct RemoteBackend {
     n_ctx: usize,
     tokenizes: bool,
     next_url: AtomicUsize,
+    /// Completion requests sent to each base URL.
+    sent: Vec<AtomicUsize>,
     labels: Mutex<LabelCache>,
     usage: Mutex<Usage>,
 }
@@ -129,6 +131,7 @@ impl RemoteBackend {
             n_ctx: cfg.n_ctx.unwrap_or(8192),
             tokenizes: false,
             next_url: AtomicUsize::new(0),
+            sent: cfg.base_urls.iter().map(|_| AtomicUsize::new(0)).collect(),
             labels: Mutex::new(HashMap::new()),
             usage: Mutex::new(Usage::default()),
             agent,
@@ -167,6 +170,11 @@ impl RemoteBackend {
     /// The model name sent in requests.
     pub fn model_name(&self) -> &str {
         &self.model_name
+    }
+
+    /// Completion requests sent to each base URL so far, in `--base-url` order.
+    pub fn requests_per_url(&self) -> Vec<usize> {
+        self.sent.iter().map(|c| c.load(Ordering::Relaxed)).collect()
     }
 
     fn pick_url(&self) -> usize {
@@ -214,6 +222,9 @@ impl RemoteBackend {
 
     fn post(&self, path: &str, body: &Value) -> Result<Value> {
         let i = self.pick_url();
+        if let Some(c) = self.sent.get(i) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
         let base = self.cfg.base_urls[i].trim_end_matches('/');
         self.request_at(&format!("{base}{path}"), Some(body))
     }
