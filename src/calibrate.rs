@@ -38,6 +38,10 @@ pub struct Calibrator {
     /// The stacked judge, when fitted: replaces the two steps above for model verdicts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stack: Option<crate::stack::Stack>,
+    /// The stacked judge of short-form verdicts (answers with gold answers), fitted apart:
+    /// a different task from judging a nugget against a passage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub short_stack: Option<crate::stack::Stack>,
 }
 
 fn normalise(p: [f64; 3]) -> [f64; 3] {
@@ -130,7 +134,7 @@ impl Calibrator {
 
     /// A one-line description for summaries.
     pub fn describe(&self) -> String {
-        let kind = match &self.stack {
+        let kind = match self.stack.as_ref().or(self.short_stack.as_ref()) {
             Some(s) if s.features == crate::stack::FeatureSet::All => "stacked judge (model + lexical features)",
             Some(s) if s.features == crate::stack::FeatureSet::Likelihood => {
                 "stacked judge (the model's nugget likelihood + lexical features)"
@@ -144,7 +148,8 @@ impl Calibrator {
     /// The calibrated distribution of one model verdict: the stack when present, else
     /// contextual calibration with thresholds.
     pub fn verdict_probs(&self, raw_probs: [f64; 3], x: &crate::stack::FeatureInput<'_>) -> [f64; 3] {
-        match &self.stack {
+        let stack = if x.gold_answers.is_empty() { &self.stack } else { &self.short_stack };
+        match stack {
             Some(s) => s.apply(x),
             None => self.apply(raw_probs),
         }
@@ -191,6 +196,7 @@ mod tests {
             bias,
             fit_macro_f1: f1,
             stack: None,
+            short_stack: None,
         };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.json");

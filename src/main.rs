@@ -902,6 +902,7 @@ fn calibrate(mut args: CalibrateArgs) -> Result<ExitCode, Error> {
     let mut items: Vec<([f64; 3], gavel::Label)> = Vec::new();
     let mut feats: Vec<Vec<f64>> = Vec::new();
     let mut item_file: Vec<usize> = Vec::new();
+    let mut item_short: Vec<bool> = Vec::new();
     let want_dump = args.features_out.is_some();
     let mut dump: Vec<String> = Vec::new();
     let total = tasks.len();
@@ -910,6 +911,7 @@ fn calibrate(mut args: CalibrateArgs) -> Result<ExitCode, Error> {
         let Some(gold) = gold else { return };
         items.push((raw.probs.to_array(), gold));
         item_file.push(f);
+        item_short.push(task.is_short_form());
         let x = FeatureInput {
             logprobs: Some(raw.logprobs),
             nugget_lp: raw.nugget_lp,
@@ -1019,6 +1021,24 @@ fn calibrate(mut args: CalibrateArgs) -> Result<ExitCode, Error> {
         _ => Grades::Two,
     };
     let (bias, f1) = Calibrator::fit(&items, cf, grades);
+    // One stack for long-form verdicts, one for short-form ones, each over its own items; each
+    // input file weighs the same in a fit, however many verdicts it has.
+    let fit_stack = |set: FeatureSet, short: bool, two_grade: bool| -> Option<Stack> {
+        let idx: Vec<usize> = (0..items.len()).filter(|&i| item_short[i] == short).collect();
+        if idx.is_empty() {
+            return None;
+        }
+        let mut per_file = vec![0usize; args.input.len()];
+        for &i in &idx {
+            per_file[item_file[i]] += 1;
+        }
+        let files = per_file.iter().filter(|&&c| c > 0).count().max(1) as f64;
+        let xs: Vec<Vec<f64>> = idx.iter().map(|&i| feats[i].clone()).collect();
+        let golds: Vec<gavel::Label> = idx.iter().map(|&i| items[i].1).collect();
+        let w: Vec<f64> =
+            idx.iter().map(|&i| idx.len() as f64 / (files * per_file[item_file[i]].max(1) as f64)).collect();
+        Some(Stack::fit_weighted(set, &xs, &golds, &w, two_grade, 1e-3))
+    };
     let model_path = judge.backend().info().model;
     let c = Calibrator {
         model: model_key(&model_path)?,
@@ -1036,18 +1056,8 @@ fn calibrate(mut args: CalibrateArgs) -> Result<ExitCode, Error> {
         content_free: cf,
         bias,
         fit_macro_f1: f1,
-        stack: stack_set.map(|set| {
-            let golds: Vec<gavel::Label> = items.iter().map(|(_, g)| *g).collect();
-            // Each input file weighs the same in the fit, however many verdicts it has.
-            let mut per_file = vec![0usize; args.input.len()];
-            for &f in &item_file {
-                per_file[f] += 1;
-            }
-            let files = per_file.iter().filter(|&&c| c > 0).count().max(1) as f64;
-            let w: Vec<f64> =
-                item_file.iter().map(|&f| items.len() as f64 / (files * per_file[f].max(1) as f64)).collect();
-            Stack::fit_weighted(set, &feats, &golds, &w, grades == Grades::Two, 1e-3)
-        }),
+        stack: stack_set.and_then(|set| fit_stack(set, false, grades == Grades::Two)),
+        short_stack: stack_set.and_then(|set| fit_stack(set, true, true)),
     };
     let out = args.output.clone().unwrap_or_else(|| Calibrator::path_for(&c.model));
     c.save(&out)?;
