@@ -433,7 +433,11 @@ impl Check {
             }
             Check::Contains { answers, fallback_llm } => {
                 let t = normalize_answer(text);
-                let hit = answers.iter().any(|a| contains_words(&t, &normalize_answer(a)));
+                // An exact match counts, also when both normalise to nothing ("a" vs "A").
+                let hit = answers.iter().any(|a| {
+                    let g = normalize_answer(a);
+                    g == t || contains_words(&t, &g)
+                });
                 if !hit && *fallback_llm {
                     CheckOutcome::NeedsModel
                 } else {
@@ -522,6 +526,12 @@ mod tests {
         let c = parse(r#"{"kind":"contains","answers":["Röntgen"]}"#).unwrap();
         assert_eq!(c.check.evaluate("It was Wilhelm Röntgen, in 1901."), CheckOutcome::Decided(Label::Support));
         assert_eq!(c.check.evaluate("Röntgenology"), CheckOutcome::Decided(Label::NotSupport));
+        let cascade = parse(r#"{"kind":"contains","answers":["Röntgen", "A"],"fallback_llm":true}"#).unwrap();
+        assert!(cascade.needs_model());
+        assert_eq!(cascade.check.evaluate("Wilhelm Röntgen"), CheckOutcome::Decided(Label::Support));
+        assert_eq!(cascade.check.evaluate("Roentgen"), CheckOutcome::NeedsModel);
+        // Answers that normalise to nothing still match exactly.
+        assert_eq!(cascade.check.evaluate("a"), CheckOutcome::Decided(Label::Support));
         let r = parse(r#"{"kind":"regex","pattern":"(?i)\\b19\\d\\d\\b"}"#).unwrap();
         assert_eq!(r.check.evaluate("in 1901"), CheckOutcome::Decided(Label::Support));
         assert_eq!(r.check.evaluate("in 2001"), CheckOutcome::Decided(Label::NotSupport));

@@ -190,7 +190,8 @@ fn native_verify_returns_gavel_verify_records() {
     assert_eq!(recs.len(), 4);
     assert_eq!(v["summary"]["records"], 4);
     assert_eq!(v["summary"]["errors"], 1);
-    assert_eq!(v["summary"]["model_verdicts"], 2);
+    // The long record's first nugget; the short one is decided by containment.
+    assert_eq!(v["summary"]["model_verdicts"], 1);
     for (i, rec) in recs.iter().enumerate() {
         assert_eq!(rec["line"], i + 1);
     }
@@ -205,21 +206,22 @@ fn native_verify_returns_gavel_verify_records() {
         assert_eq!(got, &want);
     }
     assert_eq!(recs[0]["verdicts"][1]["by"], "numeric");
-    // Exact match decides the last one; the model's verdict on the short one is its own.
-    assert!(recs[2]["correct"].is_boolean());
-    assert_eq!(recs[3]["correct"], true);
+    // Containment decides the short one, exact match the last one.
+    assert_eq!((&recs[2]["correct"], &recs[2]["verdicts"][0]["by"]), (&json!(true), &json!("contains")));
+    assert_eq!((&recs[3]["correct"], &recs[3]["verdicts"][0]["by"]), (&json!(true), &json!("exact_match")));
 }
 
 #[test]
 fn concurrent_clients_get_the_same_answers_as_one_at_a_time() {
     let questions = [
-        ("where is the eiffel tower", "It stands in Paris.", "Paris"),
-        ("who designed the eiffel tower", "Gustave Eiffel's company", "Gustave Eiffel"),
-        ("when was the eiffel tower completed", "in 1889", "1889"),
+        // All but the last go to the model (no gold answer contained), so their rewards differ.
+        ("where is the eiffel tower", "It stands in the French capital.", "Paris"),
+        ("who designed the eiffel tower", "Eiffel's engineering company", "Gustave Eiffel"),
+        ("when was the eiffel tower completed", "in the late 1880s", "1889"),
         ("what is the eiffel tower made of", "wrought iron", "wrought-iron lattice"),
         ("what is the capital of france", "Lyon", "Paris"),
         ("how tall is the eiffel tower", "about 330 metres", "330 m"),
-        ("which river flows through paris", "The Seine river", "Seine"),
+        ("which river flows through paris", "It is the Seine", "River Seine"),
         ("what is the capital of australia", "Canberra", "Canberra"),
     ];
     let bodies: Vec<Value> = questions
