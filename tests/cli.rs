@@ -149,3 +149,80 @@ fn a_killed_run_resumes_with_every_record_exactly_once() {
     let whole = &before[..before.rfind('\n').map_or(0, |i| i + 1)];
     assert!(after.starts_with(whole));
 }
+
+#[test]
+fn calibrate_fits_long_and_short_form_stacks_from_several_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_string_lossy().to_string();
+    let passage = "The Eiffel Tower was completed in 1889 in Paris. It is 330 metres tall and made of wrought iron.";
+    let long: Vec<String> = [
+        ("The Eiffel Tower was completed in 1889", "support"),
+        ("The Eiffel Tower is in Paris", "support"),
+        ("The tower is about 330 metres tall", "partial_support"),
+        ("The tower is made of steel and glass", "not_support"),
+        ("The Eiffel Tower is in Berlin", "not_support"),
+        ("It was completed in 1920", "not_support"),
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, (n, g))| {
+        serde_json::json!({"id": format!("l{i}"), "answer": passage, "nuggets": [{"text": n, "gold": g}]}).to_string()
+    })
+    .collect();
+    let short: Vec<String> = [
+        ("what is the capital of france", "Paris, of course", "Paris", "correct"),
+        ("what is the capital of france", "It is Lyon", "Paris", "incorrect"),
+        ("when was the eiffel tower completed", "In 1889", "1889", "correct"),
+        ("when was the eiffel tower completed", "In the 1920s", "1889", "incorrect"),
+        ("who designed the eiffel tower", "Gustave Eiffel's firm", "Gustave Eiffel", "correct"),
+        ("who designed the eiffel tower", "Le Corbusier", "Gustave Eiffel", "incorrect"),
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, (q, a, g, l))| {
+        serde_json::json!({"id": format!("s{i}"), "query": q, "answer": a, "gold_answers": [g], "gold": l}).to_string()
+    })
+    .collect();
+    std::fs::write(p("long.jsonl"), long.join("\n") + "\n").unwrap();
+    std::fs::write(p("short.jsonl"), short.join("\n") + "\n").unwrap();
+    for (input, out) in [("long.jsonl", "long.out.jsonl"), ("short.jsonl", "short.out.jsonl")] {
+        let o = gavel()
+            .args(["verify", "--calibration", "none", "--short-form", "llm", "--input", &p(input), "--output", &p(out)])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let o = gavel()
+        .args(["calibrate", "--input", &p("long.jsonl"), "--from", &p("long.out.jsonl")])
+        .args(["--input", &p("short.jsonl"), "--from", &p("short.out.jsonl")])
+        .args(["--features-out", &p("features.csv"), "-o", &p("cal.json")])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let cal: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p("cal.json")).unwrap()).unwrap();
+    assert_eq!(cal["n"], 12);
+    assert!(cal["fitted_on"].as_str().unwrap().contains("long.jsonl + short.jsonl"), "{}", cal["fitted_on"]);
+    assert_eq!(cal["stack"]["labels"].as_array().unwrap().len(), 3, "long-form gold has partial_support");
+    assert_eq!(cal["short_stack"]["labels"].as_array().unwrap().len(), 2, "short-form is correct/incorrect");
+    // One CSV row per labeled verdict, every model feature read (the PMI too).
+    let csv = std::fs::read_to_string(p("features.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = csv.lines().map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 13);
+    let col = rows[0].iter().position(|c| *c == "pmi_mean").expect("pmi_mean column");
+    assert!(rows[1..].iter().all(|r| r[col].parse::<f64>().is_ok_and(f64::is_finite)), "{csv}");
+    // The calibration applies: eval reports each short-form stage.
+    let o = gavel()
+        .args(["eval", "--input", &p("short.jsonl"), "--from", &p("short.out.jsonl")])
+        .args(["--calibration", &p("cal.json"), "--out", &p("report")])
+        .output()
+        .unwrap();
+    let md = String::from_utf8_lossy(&o.stdout);
+    assert!(md.contains("EM, then contains, then model (hybrid)") && md.contains("short.jsonl"), "{md}");
+    // One --from per --input, or a clear error.
+    let o = gavel()
+        .args(["calibrate", "--input", &p("long.jsonl"), "--input", &p("short.jsonl"), "--from", &p("long.out.jsonl")])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--from"), "{}", String::from_utf8_lossy(&o.stderr));
+}
