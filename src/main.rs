@@ -131,6 +131,10 @@ struct JudgeArgs {
     /// 2-grade verdicts: fold partial_support into not_support.
     #[arg(long)]
     two_grade: bool,
+    /// Scored mode without reading the nugget's likelihood and its content-free baseline (PMI):
+    /// about 30% more verdicts/s; a stacked calibration then reads those features as missing.
+    #[arg(long)]
+    no_likelihood: bool,
     /// Cut judged texts that do not fit the context (reported as `"truncated": true`)
     /// instead of writing an error record.
     #[arg(long)]
@@ -472,7 +476,11 @@ fn build_judge(j: &JudgeArgs, m: &ModelArgs) -> Result<Judge, Error> {
         Some(dir) => PromptSet::with_overrides(dir)?,
         None => PromptSet::builtin(),
     };
-    let cfg = JudgeConfig::default().with_mode(j.mode).with_two_grade(j.two_grade).with_truncate(j.truncate);
+    let cfg = JudgeConfig::default()
+        .with_mode(j.mode)
+        .with_two_grade(j.two_grade)
+        .with_truncate(j.truncate)
+        .with_likelihood(!j.no_likelihood);
     let backend = load_backend(m)?;
     let fingerprint = model_key(&backend.info().model)?;
     let mut judge = Judge::new(backend, prompts, cfg);
