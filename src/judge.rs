@@ -470,14 +470,8 @@ fn decided_by(check: &Check, text: &str) -> DecidedBy {
         Check::Llm => DecidedBy::Llm,
         Check::ExactMatch { .. } => DecidedBy::ExactMatch,
         // The hybrid's first stage: an exact match is also contained; say which decided.
-        Check::Contains { answers, .. } => {
-            let exact = Check::ExactMatch { answers: answers.clone(), fallback_llm: false };
-            if exact.evaluate(text) == CheckOutcome::Decided(Label::Support) {
-                DecidedBy::ExactMatch
-            } else {
-                DecidedBy::Contains
-            }
-        }
+        Check::Contains { answers, .. } if crate::rubric::exact_match(answers, text) => DecidedBy::ExactMatch,
+        Check::Contains { .. } => DecidedBy::Contains,
         Check::Regex { .. } => DecidedBy::Regex,
         Check::Numeric { .. } => DecidedBy::Numeric,
     }

@@ -393,7 +393,14 @@ pub fn normalize_answer(s: &str) -> String {
 }
 
 /// Whether `haystack` contains `needle` on word boundaries, both normalised.
-fn contains_words(haystack_norm: &str, needle_norm: &str) -> bool {
+/// Whether the normalised `text` equals one of the normalised `answers`.
+pub fn exact_match(answers: &[String], text: &str) -> bool {
+    let t = normalize_answer(text);
+    answers.iter().any(|a| normalize_answer(a) == t)
+}
+
+/// Whether the normalised `needle_norm` occurs in `haystack_norm` as whole words.
+pub(crate) fn contains_words(haystack_norm: &str, needle_norm: &str) -> bool {
     if needle_norm.is_empty() {
         return false;
     }
@@ -423,8 +430,7 @@ impl Check {
         match self {
             Check::Llm => CheckOutcome::NeedsModel,
             Check::ExactMatch { answers, fallback_llm } => {
-                let t = normalize_answer(text);
-                let hit = answers.iter().any(|a| normalize_answer(a) == t);
+                let hit = exact_match(answers, text);
                 if !hit && *fallback_llm {
                     CheckOutcome::NeedsModel
                 } else {

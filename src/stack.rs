@@ -94,8 +94,7 @@ pub fn named_features(x: &FeatureInput<'_>) -> Vec<(&'static str, f64)> {
     } else {
         let golds: Vec<String> = x.gold_answers.iter().map(|g| normalize_answer(g)).collect();
         let em = golds.contains(&ans_norm);
-        let padded = format!(" {ans_norm} ");
-        let contains = golds.iter().any(|g| !g.is_empty() && padded.contains(&format!(" {g} ")));
+        let contains = golds.iter().any(|g| crate::rubric::contains_words(&ans_norm, g));
         // The best share of one gold answer's words found in the answer ("Wilhelm Röntgen" for
         // "Wilhelm Conrad Röntgen": 2/3).
         let gold_overlap = golds
@@ -309,15 +308,14 @@ impl Stack {
 mod tests {
     use super::*;
 
+    /// A long-form input with label votes (yes - no = 1) and no likelihood read.
+    fn voted<'a>(nugget: &'a str, answer: &'a str) -> FeatureInput<'a> {
+        FeatureInput { logprobs: Some([-1.0, -5.0, -2.0]), nugget_lp: None, nugget, answer, gold_answers: &[] }
+    }
+
     #[test]
     fn features_are_sensible() {
-        let x = FeatureInput {
-            logprobs: Some([-1.0, -5.0, -2.0]),
-            nugget_lp: None,
-            nugget: "The Eiffel Tower is in Paris",
-            answer: "the eiffel tower stands in paris",
-            gold_answers: &[],
-        };
+        let x = voted("The Eiffel Tower is in Paris", "the eiffel tower stands in paris");
         let f = features(FeatureSet::All, &x);
         assert_eq!(f.len(), feature_names(FeatureSet::All).len());
         assert_eq!(f[0], 1.0);
@@ -349,13 +347,7 @@ mod tests {
 
     #[test]
     fn stacks_find_features_by_name() {
-        let x = FeatureInput {
-            logprobs: Some([-1.0, -5.0, -2.0]),
-            nugget_lp: None,
-            nugget: "Paris is big",
-            answer: "paris is big",
-            gold_answers: &[],
-        };
+        let x = voted("Paris is big", "paris is big");
         let f = features_named(&["yes_minus_no", "overlap", "no_such_feature"], &x);
         assert_eq!(f[0], 1.0);
         assert_eq!(f[1], 1.0);

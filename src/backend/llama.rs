@@ -843,8 +843,7 @@ fn greedy_under(logits: &[f32], grammar: Option<&mut LlamaSampler>) -> LlamaToke
 /// Log-softmax over the vocabulary, then each choice's log-probability (its forms summed) and
 /// the distribution renormalised over the choices.
 fn label_score(logits: &[f32], labels: &[Vec<LlamaToken>]) -> LabelScore {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let lse = max + logits.iter().map(|&l| (l as f64 - max).exp()).sum::<f64>().ln();
+    let lse = logits_lse(logits);
     let logprobs: Vec<f64> = labels
         .iter()
         .map(|toks| {
@@ -859,9 +858,13 @@ fn label_score(logits: &[f32], labels: &[Vec<LlamaToken>]) -> LabelScore {
 
 /// log P(`token`) under the log-softmax of `logits`.
 fn token_logprob(logits: &[f32], token: LlamaToken) -> f64 {
+    logits.get(token.0 as usize).map_or(f64::NEG_INFINITY, |&l| l as f64 - logits_lse(logits))
+}
+
+/// log Σ exp(logits): the log-softmax normaliser over the vocabulary.
+fn logits_lse(logits: &[f32]) -> f64 {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let lse = max + logits.iter().map(|&l| (l as f64 - max).exp()).sum::<f64>().ln();
-    logits.get(token.0 as usize).map_or(f64::NEG_INFINITY, |&l| l as f64 - lse)
+    max + logits.iter().map(|&l| (l as f64 - max).exp()).sum::<f64>().ln()
 }
 
 fn log_sum_exp(xs: &[f64]) -> f64 {
