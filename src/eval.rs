@@ -398,6 +398,35 @@ mod tests {
     }
 
     #[test]
+    fn two_grade_reports_fold_the_partial_mass_before_choosing() {
+        // 3-way argmax says support (0.45), but partial + not (0.55) outweighs it.
+        let item = |gold, probs: [f64; 3]| NuggetItem {
+            source: "s".into(),
+            gold,
+            pred: crate::aggregate::LabelProbs::from_array(probs).argmax(),
+            probs: Some(probs),
+            raw_probs: Some(probs),
+            lexical: 0.0,
+            group: None,
+        };
+        let input = EvalInput {
+            nuggets: vec![item(N, [0.45, 0.3, 0.25]), item(S, [0.6, 0.1, 0.3]), item(N, [0.2, 0.5, 0.3])],
+            ..Default::default()
+        };
+        let r = build_report(&input).rubric.unwrap();
+        assert_eq!(r.grades, Grades::Two);
+        assert_eq!(r.model2.accuracy, 1.0);
+        assert_eq!(r.sources[0].model_accuracy, 1.0);
+        // 3-grade agreement keeps the 3-way decision: the first item is a wrong support.
+        assert_eq!(r.model3.confusion[2][0], 1);
+        // With partial in gold the report is 3-grade and decides 3-way.
+        let mut input = input;
+        input.nuggets.push(item(P, [0.1, 0.8, 0.1]));
+        let r = build_report(&input).rubric.unwrap();
+        assert_eq!((r.grades, r.sources[0].model_accuracy), (Grades::Three, 0.5));
+    }
+
+    #[test]
     fn sample_level_takes_the_max_per_group() {
         let items = vec![
             (Some("a".to_string()), N, P),
@@ -561,18 +590,28 @@ pub fn build_report(input: &EvalInput) -> EvalReport {
         let items = &input.nuggets;
         let grades = if items.iter().any(|i| i.gold == Label::PartialSupport) { Grades::Three } else { Grades::Two };
         let majority_label = majority(items.iter().map(|i| grades.fold(i.gold)));
-        let model_pairs = pairs_of(items, |i| i.pred);
+        // A 2-grade decision folds the partial probability into not_support before choosing, as
+        // `--two-grade` verdicts do (argmax first would drop partial's mass).
+        let two = |i: &NuggetItem| match i.probs {
+            Some(p) => crate::aggregate::LabelProbs::from_array([p[0], 0.0, p[1] + p[2]]).argmax(),
+            None => Grades::Two.fold(i.pred),
+        };
+        let native = |i: &NuggetItem| if grades == Grades::Two { two(i) } else { i.pred };
         let calibrated = items.iter().any(|i| i.raw_probs.is_some() && i.raw_probs != i.probs);
         let raw = calibrated.then(|| {
             agreement(
-                &pairs_of(items, |i| {
-                    i.raw_probs.map(|p| crate::aggregate::LabelProbs::from_array(p).argmax()).unwrap_or(i.pred)
+                &pairs_of(items, |i| match (i.raw_probs, grades) {
+                    (Some(p), Grades::Two) => {
+                        crate::aggregate::LabelProbs::from_array([p[0], 0.0, p[1] + p[2]]).argmax()
+                    }
+                    (Some(p), Grades::Three) => crate::aggregate::LabelProbs::from_array(p).argmax(),
+                    (None, _) => native(i),
                 }),
                 grades,
             )
         });
         let groups: Vec<(Option<String>, Label, Label)> =
-            items.iter().map(|i| (i.group.clone(), i.gold, i.pred)).collect();
+            items.iter().map(|i| (i.group.clone(), i.gold, native(i))).collect();
         let shared = {
             let mut seen = HashSet::new();
             items.iter().filter_map(|i| i.group.as_ref()).any(|g| !seen.insert(g))
@@ -591,7 +630,7 @@ pub fn build_report(input: &EvalInput) -> EvalReport {
         let sources = by_source
             .into_iter()
             .map(|(source, its)| {
-                let m = agreement(&pairs_of(&its, |i| i.pred), grades);
+                let m = agreement(&pairs_of(&its, native), grades);
                 SourceRow {
                     source: source.to_string(),
                     n: its.len(),
@@ -604,8 +643,8 @@ pub fn build_report(input: &EvalInput) -> EvalReport {
             .collect();
         RubricReport {
             grades,
-            model3: agreement(&model_pairs, Grades::Three),
-            model2: agreement(&model_pairs, Grades::Two),
+            model3: agreement(&pairs_of(items, |i| i.pred), Grades::Three),
+            model2: agreement(&pairs_of(items, two), Grades::Two),
             raw,
             sample,
             majority_label,

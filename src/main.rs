@@ -1045,7 +1045,13 @@ fn calibrate(mut args: CalibrateArgs) -> Result<ExitCode, Error> {
         let golds: Vec<gavel::Label> = idx.iter().map(|&i| items[i].1).collect();
         let w: Vec<f64> =
             idx.iter().map(|&i| idx.len() as f64 / (files * per_file[item_file[i]].max(1) as f64)).collect();
-        Some(Stack::fit_weighted(set, &xs, &golds, &w, two_grade, 1e-3))
+        Some(if short {
+            Stack::fit_weighted(set, &xs, &golds, &w, two_grade, 1e-3)
+        } else {
+            // Long-form: ordinal cuts per the files' own gradings (see Stack::fit_ordinal).
+            let files: Vec<usize> = idx.iter().map(|&i| item_file[i]).collect();
+            Stack::fit_ordinal(set, &xs, &golds, &w, &files, 1e-3)
+        })
     };
     let model_path = judge.backend().info().model;
     let c = Calibrator {

@@ -174,6 +174,45 @@ pub struct Stack {
     pub weights: Vec<Vec<f64>>,
     /// Labels the stack can output (2-grade stacks never output partial).
     pub labels: Vec<Label>,
+    /// When set, the stack is ordinal: its two-label weights give one support score, and
+    /// partial support is the band between two cuts on it (see [`Stack::fit_ordinal`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordinal: Option<Ordinal>,
+}
+
+/// Cuts on an ordinal stack's support score: not_support below `partial`, support from
+/// `support` up, partial support between. The distribution is the cumulative-logit one,
+/// P(support) = σ(slope·(s − support)) and P(at least partial) = σ(slope·(s − partial)), so a
+/// verdict at a cut is even between the labels on either side.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Ordinal {
+    /// Score from which a verdict is at least partial support.
+    pub partial: f64,
+    /// Score from which a verdict is support.
+    pub support: f64,
+    /// Slope of the cumulative logits (fitted by likelihood).
+    pub slope: f64,
+}
+
+impl Ordinal {
+    /// Distribution in [`Label::ALL`] order for a support score.
+    pub fn probs(&self, score: f64) -> [f64; 3] {
+        let sigmoid = |z: f64| 1.0 / (1.0 + (-z).exp());
+        let ps = sigmoid(self.slope * (score - self.support));
+        let at_least_partial = sigmoid(self.slope * (score - self.partial)).max(ps);
+        [ps, at_least_partial - ps, 1.0 - at_least_partial]
+    }
+
+    /// The label the cuts give a score.
+    pub fn label(&self, score: f64) -> Label {
+        if score >= self.support {
+            Label::Support
+        } else if score >= self.partial {
+            Label::PartialSupport
+        } else {
+            Label::NotSupport
+        }
+    }
 }
 
 fn softmax(z: &[f64]) -> Vec<f64> {
@@ -272,14 +311,100 @@ impl Stack {
             std,
             weights: w,
             labels,
+            ordinal: None,
         }
     }
 
-    /// Label distribution in [`Label::ALL`] order.
-    pub fn predict(&self, x: &[f64]) -> [f64; 3] {
+    /// Fit an ordinal stack: a support-vs-rest regression gives one score per verdict, and two
+    /// cuts on it (partial band, support) are chosen for the mean macro-F1 over the fitting
+    /// files, each on its own grading (`files[i]` is item i's file; a file whose gold has no
+    /// partial label is 2-grade and only places the support cut). Sources disagree about how
+    /// often partial support occurs; a band on one score predicts each label where its share of
+    /// the score is, where a multinomial head learns the pooled prior and rarely says partial.
+    pub fn fit_ordinal(
+        set: FeatureSet,
+        xs: &[Vec<f64>],
+        golds: &[Label],
+        sample_w: &[f64],
+        files: &[usize],
+        l2: f64,
+    ) -> Stack {
+        let mut stack = Stack::fit_weighted(set, xs, golds, sample_w, true, l2);
+        let scores: Vec<f64> = xs.iter().map(|x| stack.score(x)).collect();
+        let n_files = files.iter().copied().max().map_or(0, |m| m + 1);
+        let per_file: Vec<Vec<usize>> =
+            (0..n_files).map(|f| (0..xs.len()).filter(|&i| files.get(i) == Some(&f)).collect()).collect();
+        let per_file: Vec<Vec<usize>> = per_file.into_iter().filter(|v| !v.is_empty()).collect();
+        let three: Vec<bool> =
+            per_file.iter().map(|ix| ix.iter().any(|&i| golds[i] == Label::PartialSupport)).collect();
+        let any_three = three.iter().any(|&t| t);
+        let mut sorted: Vec<f64> = scores.iter().copied().filter(|s| s.is_finite()).collect();
+        sorted.sort_by(f64::total_cmp);
+        let cuts: Vec<f64> = if sorted.is_empty() {
+            vec![0.0]
+        } else {
+            (1..50).map(|q| sorted[(q * (sorted.len() - 1)) / 50]).collect()
+        };
+        let objective = |o: &Ordinal| -> f64 {
+            let f: f64 = per_file
+                .iter()
+                .zip(&three)
+                .map(|(ix, &t)| {
+                    let grades = if t { crate::eval::Grades::Three } else { crate::eval::Grades::Two };
+                    let pairs: Vec<(Label, Label)> = ix.iter().map(|&i| (golds[i], o.label(scores[i]))).collect();
+                    crate::eval::agreement(&pairs, grades).macro_f1
+                })
+                .sum();
+            f / per_file.len().max(1) as f64
+        };
+        let mut best = (f64::NEG_INFINITY, Ordinal { partial: 0.0, support: 0.0, slope: 1.0 });
+        for (a, &support) in cuts.iter().enumerate() {
+            let partials: &[f64] = if any_three { &cuts[..=a] } else { std::slice::from_ref(&cuts[a]) };
+            for &partial in partials {
+                let o = Ordinal { partial, support, slope: 1.0 };
+                let f = objective(&o);
+                if f > best.0 + 1e-12 {
+                    best = (f, o);
+                }
+            }
+        }
+        // The slope by weighted likelihood (2-grade files: support against the rest).
+        let log_lik = |o: &Ordinal| -> f64 {
+            per_file
+                .iter()
+                .zip(&three)
+                .flat_map(|(ix, &t)| ix.iter().map(move |&i| (i, t)))
+                .map(|(i, t)| {
+                    let p = o.probs(scores[i]);
+                    let q = match (t, golds[i]) {
+                        (_, Label::Support) => p[0],
+                        (false, _) => p[1] + p[2],
+                        (true, g) => p[g.index()],
+                    };
+                    sample_w.get(i).copied().unwrap_or(1.0) * q.max(1e-9).ln()
+                })
+                .sum()
+        };
+        let mut o = best.1;
+        let mut top = f64::NEG_INFINITY;
+        for k in 0..=40 {
+            let slope = (-3.0 + 5.0 * f64::from(k) / 40.0).exp();
+            let l = log_lik(&Ordinal { slope, ..best.1 });
+            if l > top {
+                top = l;
+                o.slope = slope;
+            }
+        }
+        stack.ordinal = Some(o);
+        if any_three {
+            stack.labels = Label::ALL.to_vec();
+        }
+        stack
+    }
+
+    fn logits(&self, x: &[f64]) -> Vec<f64> {
         let d = self.mean.len();
-        let logits: Vec<f64> = self
-            .weights
+        self.weights
             .iter()
             .map(|wc| {
                 wc[0]
@@ -289,7 +414,21 @@ impl Stack {
                         })
                         .sum::<f64>()
             })
-            .collect();
+            .collect()
+    }
+
+    /// The support score of a two-label stack: logit of support minus logit of the rest.
+    fn score(&self, x: &[f64]) -> f64 {
+        let l = self.logits(x);
+        l[0] - l.last().copied().unwrap_or(0.0)
+    }
+
+    /// Label distribution in [`Label::ALL`] order.
+    pub fn predict(&self, x: &[f64]) -> [f64; 3] {
+        if let Some(o) = &self.ordinal {
+            return o.probs(self.score(x));
+        }
+        let logits = self.logits(x);
         let p = softmax(&logits);
         let mut out = [0.0; 3];
         for (l, v) in self.labels.iter().zip(p) {
@@ -352,6 +491,45 @@ mod tests {
         assert_eq!(f[0], 1.0);
         assert_eq!(f[1], 1.0);
         assert!(f[2].is_nan());
+    }
+
+    #[test]
+    fn ordinal_stacks_place_the_partial_band_per_file_grading() {
+        // File 0 is 3-grade: not below 0.4, partial to 0.7, support above. File 1 is 2-grade
+        // (REALSumm-like): support from 0.7, and its not_support never says partial.
+        let mut xs = Vec::new();
+        let mut golds = Vec::new();
+        let mut files = Vec::new();
+        for f in 0..2 {
+            for i in 0..300 {
+                let x = (i % 100) as f64 / 100.0;
+                xs.push(vec![x, ((i * 7) % 13) as f64]);
+                golds.push(match x {
+                    x if x >= 0.7 => Label::Support,
+                    x if x >= 0.4 && f == 0 => Label::PartialSupport,
+                    _ => Label::NotSupport,
+                });
+                files.push(f);
+            }
+        }
+        let w = vec![1.0; xs.len()];
+        let s = Stack::fit_ordinal(FeatureSet::NoModel, &xs, &golds, &w, &files, 1e-3);
+        let o = s.ordinal.expect("ordinal");
+        assert!(o.partial < o.support && o.slope > 0.0, "{o:?}");
+        let label = |x: f64| crate::aggregate::LabelProbs::from_array(s.predict(&[x, 3.0])).argmax();
+        assert_eq!((label(0.1), label(0.55), label(0.9)), (Label::NotSupport, Label::PartialSupport, Label::Support));
+        let p = s.predict(&[0.55, 3.0]);
+        assert!(p.iter().all(|v| (0.0..=1.0).contains(v)) && (p.iter().sum::<f64>() - 1.0).abs() < 1e-9, "{p:?}");
+        // It survives a round trip through the calibration file.
+        let back: Stack = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back.predict(&[0.55, 3.0]), p);
+        // Only 2-grade files: one cut, never partial.
+        let two: Vec<usize> = files.iter().map(|_| 0).collect();
+        let folded: Vec<Label> =
+            golds.iter().map(|&g| if g == Label::PartialSupport { Label::NotSupport } else { g }).collect();
+        let s = Stack::fit_ordinal(FeatureSet::NoModel, &xs[300..], &folded[300..], &w[300..], &two[300..], 1e-3);
+        assert_eq!(s.predict(&[0.55, 3.0])[1], 0.0);
+        assert!(s.predict(&[0.9, 3.0])[0] > 0.5 && s.predict(&[0.1, 3.0])[2] > 0.5);
     }
 
     #[test]

@@ -164,13 +164,18 @@ fn round_robin_over_several_urls_and_in_flight_requests() {
     cfg.in_flight = 8;
     let b = Arc::new(RemoteBackend::connect(cfg).expect("connect to llama-server"));
     let judge = Judge::new(b.clone(), PromptSet::builtin(), JudgeConfig::default());
-    let n = verdicts(&judge).len();
-    assert_eq!(n, 8);
+    let results = judge.judge(&tasks());
+    let vs: Vec<&gavel::Verdict> = results.iter().flat_map(|r| &r.as_ref().expect("record judged").verdicts).collect();
+    assert_eq!(vs.len(), 8);
     assert!(b.usage().prompt_tokens > 0);
     // Both URLs took completions, about evenly.
     let sent = b.requests_per_url();
     assert_eq!(sent.len(), 2);
     assert!(sent.iter().all(|&c| c >= 3), "requests per URL: {sent:?}");
+    // A server gives no prompt-token log-probabilities, so no nugget likelihood is read and no
+    // content-free baseline prompt is sent: one completion per verdict.
+    assert_eq!(sent.iter().sum::<usize>(), vs.len(), "requests per URL: {sent:?}");
+    assert!(vs.iter().all(|v| v.raw.as_ref().is_some_and(|r| r.nugget_lp.is_none())));
 }
 
 #[test]
