@@ -208,6 +208,20 @@ pub fn is_stopword(w: &str) -> bool {
 /// same query/article: records are split by a hash of the query, or, without a query, of the
 /// first nugget (REALSumm's nuggets are its article's content units).
 pub fn part_of(task: &crate::record::Task) -> char {
+    if split_hash(task).is_multiple_of(2) {
+        'a'
+    } else {
+        'b'
+    }
+}
+
+/// Which of `k` cross-validation folds a record falls in: by the same query/article key as
+/// [`part_of`] (other bits of its hash), so a fold never shares a query with the others.
+pub fn fold_of(task: &crate::record::Task, k: usize) -> usize {
+    ((split_hash(task) >> 1) % k.max(1) as u64) as usize
+}
+
+fn split_hash(task: &crate::record::Task) -> u64 {
     let key = match task.query.as_deref() {
         Some(q) if !q.trim().is_empty() => q.to_string(),
         _ => task.nuggets.first().map(|n| n.text.clone()).unwrap_or_else(|| task.answer.clone()),
@@ -218,11 +232,7 @@ pub fn part_of(task: &crate::record::Task) -> char {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x100000001b3);
     }
-    if h.is_multiple_of(2) {
-        'a'
-    } else {
-        'b'
-    }
+    h
 }
 
 /// Lexical overlap judge: the fraction of the nugget's content words (normalised, stop words

@@ -911,6 +911,7 @@ fn calibrate(mut args: CalibrateArgs) -> Result<ExitCode, Error> {
     let mut feats: Vec<Vec<f64>> = Vec::new();
     let mut item_file: Vec<usize> = Vec::new();
     let mut item_short: Vec<bool> = Vec::new();
+    let mut item_fold: Vec<usize> = Vec::new();
     let want_dump = args.features_out.is_some();
     let mut dump: Vec<String> = Vec::new();
     let total = tasks.len();
@@ -920,6 +921,7 @@ fn calibrate(mut args: CalibrateArgs) -> Result<ExitCode, Error> {
         items.push((raw.probs.to_array(), gold));
         item_file.push(f);
         item_short.push(task.is_short_form());
+        item_fold.push(gavel::eval::fold_of(task, 4));
         let x = FeatureInput {
             logprobs: Some(raw.logprobs),
             nugget_lp: raw.nugget_lp,
@@ -1048,9 +1050,19 @@ fn calibrate(mut args: CalibrateArgs) -> Result<ExitCode, Error> {
         Some(if short {
             Stack::fit_weighted(set, &xs, &golds, &w, two_grade, 1e-3)
         } else {
-            // Long-form: ordinal cuts per the files' own gradings (see Stack::fit_ordinal).
+            // Long-form: multinomial or ordinal head, whichever cross-validates better here.
             let files: Vec<usize> = idx.iter().map(|&i| item_file[i]).collect();
-            Stack::fit_ordinal(set, &xs, &golds, &w, &files, 1e-3)
+            let folds: Vec<usize> = idx.iter().map(|&i| item_fold[i]).collect();
+            let (stack, choice) = Stack::fit_long_form(set, &xs, &golds, &w, &files, &folds, 1e-3);
+            println!(
+                "long-form stack head: {} (mean macro-F1 over files, {}-fold cross-validation on the fitting \
+                 records: multinomial {:.3}, ordinal {:.3})",
+                if stack.ordinal.is_some() { "ordinal" } else { "multinomial" },
+                choice.folds,
+                choice.multinomial,
+                choice.ordinal
+            );
+            stack
         })
     };
     let model_path = judge.backend().info().model;

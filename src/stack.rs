@@ -180,6 +180,17 @@ pub struct Stack {
     pub ordinal: Option<Ordinal>,
 }
 
+/// Cross-validated mean macro-F1 of the two heads a long-form stack can have.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HeadChoice {
+    /// Multinomial logistic regression (one weight vector per label).
+    pub multinomial: f64,
+    /// Ordinal: one support score, cuts for partial and support.
+    pub ordinal: f64,
+    /// Folds that had both training and held-out items.
+    pub folds: usize,
+}
+
 /// Cuts on an ordinal stack's support score: not_support below `partial`, support from
 /// `support` up, partial support between. The distribution is the cumulative-logit one,
 /// P(support) = σ(slope·(s − support)) and P(at least partial) = σ(slope·(s − partial)), so a
@@ -402,6 +413,78 @@ impl Stack {
         stack
     }
 
+    /// Fit a long-form stack, choosing its head (multinomial or ordinal) by cross-validation on
+    /// the fitting data itself: `folds[i]` is item i's fold (records of one query share a fold),
+    /// each head is fitted on the other folds and scored on the held-out one by the mean over
+    /// files of macro-F1, each file on its own grading; the better head is refitted on all items.
+    /// No record outside the fitting data has a say.
+    pub fn fit_long_form(
+        set: FeatureSet,
+        xs: &[Vec<f64>],
+        golds: &[Label],
+        sample_w: &[f64],
+        files: &[usize],
+        folds: &[usize],
+        l2: f64,
+    ) -> (Stack, HeadChoice) {
+        let n_files = files.iter().copied().max().map_or(0, |m| m + 1);
+        let mut three = vec![false; n_files];
+        for (&f, &g) in files.iter().zip(golds) {
+            three[f] |= g == Label::PartialSupport;
+        }
+        let two_grade = !three.iter().any(|&t| t);
+        let fit = |ordinal: bool, idx: &[usize]| {
+            let pick = |v: &[f64]| idx.iter().map(|&i| v[i]).collect::<Vec<f64>>();
+            let x: Vec<Vec<f64>> = idx.iter().map(|&i| xs[i].clone()).collect();
+            let g: Vec<Label> = idx.iter().map(|&i| golds[i]).collect();
+            let w = pick(sample_w);
+            if ordinal {
+                let f: Vec<usize> = idx.iter().map(|&i| files[i]).collect();
+                Stack::fit_ordinal(set, &x, &g, &w, &f, l2)
+            } else {
+                Stack::fit_weighted(set, &x, &g, &w, two_grade, l2)
+            }
+        };
+        // Mean over files of macro-F1 on `idx`: 2-grade files fold the partial mass first.
+        let score = |s: &Stack, idx: &[usize]| -> Option<f64> {
+            let mut per_file: Vec<Vec<(Label, Label)>> = vec![Vec::new(); n_files];
+            for &i in idx {
+                let p = s.predict(&xs[i]);
+                let p = if three[files[i]] { p } else { [p[0], 0.0, p[1] + p[2]] };
+                per_file[files[i]].push((golds[i], crate::aggregate::LabelProbs::from_array(p).argmax()));
+            }
+            let f1: Vec<f64> = per_file
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(f, v)| {
+                    let grades = if three[f] { crate::eval::Grades::Three } else { crate::eval::Grades::Two };
+                    crate::eval::agreement(v, grades).macro_f1
+                })
+                .collect();
+            (!f1.is_empty()).then(|| f1.iter().sum::<f64>() / f1.len() as f64)
+        };
+        let k = folds.iter().copied().max().map_or(0, |m| m + 1);
+        let mut cv = [0.0f64; 2];
+        let mut used = 0usize;
+        for fold in 0..k {
+            let (test, train): (Vec<usize>, Vec<usize>) = (0..xs.len()).partition(|&i| folds[i] == fold);
+            if test.is_empty() || train.is_empty() {
+                continue;
+            }
+            let (Some(m), Some(o)) = (score(&fit(false, &train), &test), score(&fit(true, &train), &test)) else {
+                continue;
+            };
+            cv[0] += m;
+            cv[1] += o;
+            used += 1;
+        }
+        let choice =
+            HeadChoice { multinomial: cv[0] / used.max(1) as f64, ordinal: cv[1] / used.max(1) as f64, folds: used };
+        let all: Vec<usize> = (0..xs.len()).collect();
+        (fit(choice.ordinal > choice.multinomial, &all), choice)
+    }
+
     fn logits(&self, x: &[f64]) -> Vec<f64> {
         let d = self.mean.len();
         self.weights
@@ -530,6 +613,34 @@ mod tests {
         let s = Stack::fit_ordinal(FeatureSet::NoModel, &xs[300..], &folded[300..], &w[300..], &two[300..], 1e-3);
         assert_eq!(s.predict(&[0.55, 3.0])[1], 0.0);
         assert!(s.predict(&[0.9, 3.0])[0] > 0.5 && s.predict(&[0.1, 3.0])[2] > 0.5);
+    }
+
+    #[test]
+    fn long_form_stacks_choose_their_head_by_cross_validation() {
+        // Same two files as above; the partial band sits in the middle of the score.
+        let (mut xs, mut golds, mut files) = (Vec::new(), Vec::new(), Vec::new());
+        for f in 0..2 {
+            for i in 0..400 {
+                let x = (i % 100) as f64 / 100.0;
+                xs.push(vec![x, ((i * 7) % 13) as f64]);
+                golds.push(match x {
+                    x if x >= 0.7 => Label::Support,
+                    x if x >= 0.4 && f == 0 => Label::PartialSupport,
+                    _ => Label::NotSupport,
+                });
+                files.push(f);
+            }
+        }
+        let folds: Vec<usize> = (0..xs.len()).map(|i| (i / 7) % 4).collect();
+        let w = vec![1.0; xs.len()];
+        let (s, c) = Stack::fit_long_form(FeatureSet::NoModel, &xs, &golds, &w, &files, &folds, 1e-3);
+        assert_eq!(c.folds, 4);
+        assert!((0.0..=1.0).contains(&c.multinomial) && (0.0..=1.0).contains(&c.ordinal), "{c:?}");
+        assert_eq!(s.ordinal.is_some(), c.ordinal > c.multinomial, "{c:?}");
+        // Either head learns this problem well on held-out folds.
+        assert!(c.multinomial.max(c.ordinal) > 0.9, "{c:?}");
+        let label = |x: f64| crate::aggregate::LabelProbs::from_array(s.predict(&[x, 3.0])).argmax();
+        assert_eq!((label(0.1), label(0.55), label(0.9)), (Label::NotSupport, Label::PartialSupport, Label::Support));
     }
 
     #[test]
