@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""Bootstrap confidence intervals for macro-F1 differences on one labeled file's part.
+
+Reads the features gavel wrote (`gavel calibrate --features-out F.csv`, one row per labeled
+verdict with every feature) and two calibration files (`gavel calibrate -o X.json`), applies
+each calibration's long-form stack to the rows of FILE in PART, and prints macro-F1 for
+calibration A, calibration B and the fixed lexical judge (support >= 0.75, partial >= 0.5), with
+95% intervals of A - lexical and A - B from resampling records (2,000 resamples, seed 0).
+
+  scripts/bootstrap-f1.py F.csv FILE PART A.json B.json [--two-grade]
+
+Needs numpy. 2-grade (REALSumm): the partial probability is folded into not_support before
+choosing, as `gavel eval` does for 2-grade gold.
+"""
+import csv
+import json
+import math
+import sys
+
+import numpy as np
+
+IDX = {"support": 0, "partial_support": 1, "not_support": 2}
+
+
+def macro_f1(g, p, two):
+    if two:
+        g, p = np.where(g == 1, 2, g), np.where(p == 1, 2, p)
+    fs = []
+    for c in range(3):
+        tp, n_p, n_g = ((g == c) & (p == c)).sum(), (p == c).sum(), (g == c).sum()
+        if n_p == 0 and n_g == 0:
+            continue
+        pr, rc = (tp / n_p if n_p else 0.0), (tp / n_g if n_g else 0.0)
+        fs.append(2 * pr * rc / (pr + rc) if pr + rc > 0 else 0.0)
+    return float(np.mean(fs)) if fs else 0.0
+
+
+def predict(stack, row, two):
+    x = np.array([float(row[n]) for n in stack["names"]])
+    z = np.where(np.isfinite(x), (x - np.array(stack["mean"])) / np.array(stack["std"]), 0.0)
+    w = np.array(stack["weights"])
+    logits = w[:, 0] + w[:, 1:] @ z
+    o = stack.get("ordinal")
+    if o:
+        sig = lambda v: 1.0 / (1.0 + math.exp(-v))
+        score = logits[0] - logits[-1]
+        ps = sig(o["slope"] * (score - o["support"]))
+        at_least = max(sig(o["slope"] * (score - o["partial"])), ps)
+        p = [ps, at_least - ps, 1.0 - at_least]
+    else:
+        e = np.exp(logits - logits.max())
+        e /= e.sum()
+        p = [0.0, 0.0, 0.0]
+        for label, v in zip(stack["labels"], e):
+            p[IDX[label]] = v
+    if two:
+        return 0 if p[0] >= p[1] + p[2] else 2
+    return int(np.argmax(p))
+
+
+def main():
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    two = "--two-grade" in sys.argv
+    if len(args) != 5:
+        sys.exit(__doc__)
+    csv_path, file_name, part, a_path, b_path = args
+    rows = [r for r in csv.DictReader(open(csv_path)) if r["file"] == file_name and r["part"] == part]
+    if not rows:
+        sys.exit(f"no rows for file {file_name!r} part {part!r} in {csv_path}")
+    a, b = (json.load(open(p))["stack"] for p in (a_path, b_path))
+    gold = np.array([IDX[r["gold"]] for r in rows])
+    pa = np.array([predict(a, r, two) for r in rows])
+    pb = np.array([predict(b, r, two) for r in rows])
+    ov = np.array([float(r["overlap"]) for r in rows])
+    pl = np.where(ov >= 0.75, 0, np.where(ov >= 0.5, 1, 2))
+    ids = sorted({r["id"] for r in rows})
+    by_id = {i: [] for i in ids}
+    for j, r in enumerate(rows):
+        by_id[r["id"]].append(j)
+    rng = np.random.default_rng(0)
+    d_lex, d_b = [], []
+    for _ in range(2000):
+        ix = np.concatenate([by_id[ids[t]] for t in rng.choice(len(ids), len(ids))])
+        fa = macro_f1(gold[ix], pa[ix], two)
+        d_lex.append(fa - macro_f1(gold[ix], pl[ix], two))
+        d_b.append(fa - macro_f1(gold[ix], pb[ix], two))
+
+    def ci(d):
+        return f"{np.mean(d):+.3f} [{np.quantile(d, 0.025):+.3f}, {np.quantile(d, 0.975):+.3f}]"
+
+    print(f"{file_name} part {part}: {len(rows)} verdicts, {len(ids)} records")
+    print(f"macro-F1  A {macro_f1(gold, pa, two):.3f}  B {macro_f1(gold, pb, two):.3f}  lexical {macro_f1(gold, pl, two):.3f}")
+    print(f"A - lexical {ci(d_lex)}   A - B {ci(d_b)}   (95% bootstrap over records)")
+
+
+if __name__ == "__main__":
+    main()
