@@ -313,7 +313,14 @@ impl Judge {
         let mut base_of = Vec::with_capacity(pending.len());
         for (p, g) in pending.iter().zip(main) {
             let wanted = (0..p.nuggets.len()).any(|k| g.span(k).is_some());
-            let base = if wanted { self.group(&tasks[p.task], CONTENT_FREE_PASSAGE, &p.nuggets).ok() } else { None };
+            let base = if wanted {
+                // The main prompt rendered, so this rarely fails; the verdicts then go without PMI.
+                self.group(&tasks[p.task], CONTENT_FREE_PASSAGE, &p.nuggets)
+                    .map_err(|e| tracing::warn!("content-free baseline prompt not rendered, no PMI read: {e}"))
+                    .ok()
+            } else {
+                None
+            };
             let Some(base) = base else {
                 base_of.push(vec![None; p.nuggets.len()]);
                 continue;
