@@ -418,6 +418,7 @@ mod tests {
             raw_probs: Some(probs),
             lexical: 0.0,
             group: None,
+            record: 0,
         };
         let input = EvalInput {
             nuggets: vec![item(N, [0.45, 0.3, 0.25]), item(S, [0.6, 0.1, 0.3]), item(N, [0.2, 0.5, 0.3])],
@@ -434,6 +435,26 @@ mod tests {
         input.nuggets.push(item(P, [0.1, 0.8, 0.1]));
         let r = build_report(&input).rubric.unwrap();
         assert_eq!((r.grades, r.sources[0].model_accuracy), (Grades::Three, 0.5));
+    }
+
+    #[test]
+    fn bootstrap_intervals_resample_records() {
+        // 20 records of 3 verdicts; gavel right on all, the lexical judge on every other record.
+        let pairs: Vec<(usize, Label, Label, Label)> = (0..60)
+            .map(|i| {
+                let gold = [S, P, N][i % 3];
+                (i / 3, gold, gold, if (i / 3) % 2 == 0 { gold } else { N })
+            })
+            .collect();
+        let iv = bootstrap(&pairs, Grades::Three, 500).unwrap();
+        assert_eq!(iv.resamples, 500);
+        assert_eq!((iv.model.lo, iv.model.hi), (1.0, 1.0));
+        let lex = agreement(&pairs.iter().map(|p| (p.1, p.3)).collect::<Vec<_>>(), Grades::Three).macro_f1;
+        assert!(iv.lexical.lo < lex && lex < iv.lexical.hi && iv.lexical.hi < 1.0, "{iv:?} vs {lex}");
+        assert!(iv.model_minus_lexical.lo > 0.0, "{iv:?}");
+        // Reproducible, and nothing to resample with one record.
+        assert_eq!(bootstrap(&pairs, Grades::Three, 500), Some(iv));
+        assert_eq!(bootstrap(&pairs[..3], Grades::Three, 500), None);
     }
 
     #[test]
@@ -470,6 +491,78 @@ pub struct NuggetItem {
     pub lexical: f64,
     /// Sample-level group (nugget judged against several blocks of one answer).
     pub group: Option<String>,
+    /// The record (input line) it came from: bootstrap intervals resample records.
+    pub record: usize,
+}
+
+/// A 95% interval.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Interval {
+    /// 2.5th percentile.
+    pub lo: f64,
+    /// 97.5th percentile.
+    pub hi: f64,
+}
+
+/// Bootstrap intervals of macro-F1 (native grading), resampling records with replacement.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Intervals {
+    /// Resamples drawn.
+    pub resamples: usize,
+    /// gavel's macro-F1.
+    pub model: Interval,
+    /// The lexical judge's macro-F1.
+    pub lexical: Interval,
+    /// gavel minus the lexical judge, on the same resample.
+    pub model_minus_lexical: Interval,
+}
+
+/// Bootstrap intervals over `pairs` = (record, gold, gavel's label, lexical label); a fixed seed,
+/// so a report is reproducible. `None` with fewer than two records.
+pub fn bootstrap(pairs: &[(usize, Label, Label, Label)], grades: Grades, resamples: usize) -> Option<Intervals> {
+    let mut by_record: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (i, p) in pairs.iter().enumerate() {
+        by_record.entry(p.0).or_default().push(i);
+    }
+    let records: Vec<Vec<usize>> = by_record.into_values().collect();
+    if records.len() < 2 || resamples == 0 {
+        return None;
+    }
+    // xorshift64*: enough for resampling, and the same on every platform.
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = |n: usize| {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as usize % n
+    };
+    let (mut m, mut l, mut d) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut gm, mut gl) = (Vec::new(), Vec::new());
+    for _ in 0..resamples {
+        gm.clear();
+        gl.clear();
+        for _ in 0..records.len() {
+            for &i in &records[next(records.len())] {
+                gm.push((pairs[i].1, pairs[i].2));
+                gl.push((pairs[i].1, pairs[i].3));
+            }
+        }
+        let (a, b) = (agreement(&gm, grades).macro_f1, agreement(&gl, grades).macro_f1);
+        m.push(a);
+        l.push(b);
+        d.push(a - b);
+    }
+    let interval = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let q = |p: f64| v[((p * (v.len() - 1) as f64).round() as usize).min(v.len() - 1)];
+        Interval { lo: q(0.025), hi: q(0.975) }
+    };
+    Some(Intervals {
+        resamples,
+        model: interval(&mut m),
+        lexical: interval(&mut l),
+        model_minus_lexical: interval(&mut d),
+    })
 }
 
 /// One labeled short-form answer.
@@ -552,6 +645,8 @@ pub struct RubricReport {
     pub support_histogram: [[usize; 10]; 3],
     /// Per-source rows.
     pub sources: Vec<SourceRow>,
+    /// 95% bootstrap intervals of gavel's and the lexical judge's macro-F1 (native grading).
+    pub intervals: Option<Intervals>,
 }
 
 /// Short-form results: EM, containment, the model, and the hybrid side by side.
@@ -665,6 +760,14 @@ pub fn build_report(input: &EvalInput) -> EvalReport {
             raw_calibration: (calibrated && !with_raw.is_empty()).then(|| calibration(&with_raw, grades, 10)),
             support_histogram,
             sources,
+            intervals: bootstrap(
+                &items
+                    .iter()
+                    .map(|i| (i.record, i.gold, native(i), input.lexical.label(i.lexical)))
+                    .collect::<Vec<_>>(),
+                grades,
+                1000,
+            ),
         }
     });
     let short = (!input.short.is_empty()).then(|| {
@@ -785,6 +888,7 @@ pub fn collect(
                 raw_probs: v.get("raw").and_then(|r| r.get("probs")).and_then(label_triple),
                 lexical: lexical_overlap(&n.text, &task.answer),
                 group: task.query.as_ref().map(|q| format!("{q}\u{1}{}", n.text)),
+                record: *line,
             });
         }
     }

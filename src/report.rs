@@ -18,6 +18,21 @@ fn short_label(l: Label) -> &'static str {
     }
 }
 
+/// The bootstrap intervals as one sentence.
+fn intervals_line(iv: &crate::eval::Intervals) -> String {
+    format!(
+        "95% bootstrap intervals ({} resamples of records), macro-F1: gavel [{:.3}, {:.3}], lexical [{:.3}, {:.3}], \
+         gavel - lexical [{:+.3}, {:+.3}]",
+        iv.resamples,
+        iv.model.lo,
+        iv.model.hi,
+        iv.lexical.lo,
+        iv.lexical.hi,
+        iv.model_minus_lexical.lo,
+        iv.model_minus_lexical.hi
+    )
+}
+
 fn md_agreement_row(out: &mut String, name: &str, a: &Agreement) {
     let per: Vec<String> = a.classes.iter().map(|c| format!("{} {:.3}", short_label(c.label), c.f1)).collect();
     let _ = writeln!(
@@ -86,6 +101,9 @@ pub fn to_markdown(r: &EvalReport) -> String {
         );
         if let Some(s) = &rb.sample {
             md_agreement_row(&mut out, "gavel, sample level (max over blocks)", s);
+        }
+        if let Some(iv) = &rb.intervals {
+            let _ = writeln!(out, "\n{}", intervals_line(iv));
         }
         let _ = writeln!(out, "\nConfusion matrix (gavel, {native}):\n");
         md_confusion(&mut out, model_native);
@@ -337,6 +355,9 @@ pub fn to_html(r: &EvalReport) -> String {
             rows.push(("gavel, sample level (max over blocks)".into(), s));
         }
         html_agreement_table(&mut out, &rows);
+        if let Some(iv) = &rb.intervals {
+            let _ = write!(out, "<p class=\"note\">{}</p>", esc(&intervals_line(iv)));
+        }
         out.push_str("<div class=\"charts\"><div><h3>Confusion matrix</h3>");
         out.push_str(&svg_confusion(model_native));
         out.push_str("</div>");

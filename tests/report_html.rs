@@ -21,6 +21,7 @@ fn sample_report() -> String {
             raw_probs: Some([ps, (1.0 - ps) / 2.0, (1.0 - ps) / 2.0]),
             lexical: (i % 7) as f64 / 7.0,
             group: Some(format!("g{}", i / 4)),
+            record: i / 2,
         });
     }
     let short = (0..20)
