@@ -438,6 +438,25 @@ mod tests {
     }
 
     #[test]
+    fn short_form_reports_the_model_calibration() {
+        let item = |gold, probs| ShortItem {
+            source: "s".into(),
+            gold,
+            em: false,
+            contains: false,
+            model: crate::aggregate::LabelProbs::from_array(probs).argmax(),
+            probs: Some(probs),
+            raw_probs: Some([0.5, 0.0, 0.5]),
+        };
+        let input = EvalInput { short: vec![item(S, [0.8, 0.0, 0.2]), item(N, [0.6, 0.0, 0.4])], ..Default::default() };
+        let r = build_report(&input).short.unwrap();
+        // Bin 8: confidence 0.8, right; bin 6: 0.6, wrong -> ECE (0.2 + 0.6) / 2.
+        let c = r.calibration.unwrap();
+        assert!((c.ece - 0.4).abs() < 1e-12, "{}", c.ece);
+        assert!(r.raw_calibration.is_some());
+    }
+
+    #[test]
     fn bootstrap_intervals_resample_records() {
         // 20 records of 3 verdicts; gavel right on all, the lexical judge on every other record.
         let pairs: Vec<(usize, Label, Label, Label)> = (0..60)
@@ -578,6 +597,10 @@ pub struct ShortItem {
     pub contains: bool,
     /// The model's label.
     pub model: Label,
+    /// The model's distribution (calibrated when a calibration was used), when it judged.
+    pub probs: Option<[f64; 3]>,
+    /// The model's raw distribution.
+    pub raw_probs: Option<[f64; 3]>,
 }
 
 /// Everything needed to build a report.
@@ -666,6 +689,10 @@ pub struct ShortReport {
     pub hybrid: Agreement,
     /// Majority class.
     pub majority: Agreement,
+    /// Calibration of the model's distribution (correct = support), when it gave one.
+    pub calibration: Option<Calibration>,
+    /// Calibration of the raw distribution, when a calibration was applied.
+    pub raw_calibration: Option<Calibration>,
 }
 
 /// A full evaluation report.
@@ -783,6 +810,15 @@ pub fn build_report(input: &EvalInput) -> EvalReport {
             em_contains: agreement(&pairs(&|i| yes(i.em || i.contains)), Grades::Two),
             hybrid: agreement(&pairs(&|i| if i.em || i.contains { Label::Support } else { i.model }), Grades::Two),
             majority: agreement(&pairs(&|_| maj), Grades::Two),
+            calibration: {
+                let v: Vec<([f64; 3], Label)> = s.iter().filter_map(|i| i.probs.map(|p| (p, i.gold))).collect();
+                (!v.is_empty()).then(|| calibration(&v, Grades::Two, 10))
+            },
+            raw_calibration: {
+                let calibrated = s.iter().any(|i| i.raw_probs.is_some() && i.raw_probs != i.probs);
+                let v: Vec<([f64; 3], Label)> = s.iter().filter_map(|i| i.raw_probs.map(|p| (p, i.gold))).collect();
+                (calibrated && !v.is_empty()).then(|| calibration(&v, Grades::Two, 10))
+            },
         }
     });
     EvalReport {
@@ -872,6 +908,8 @@ pub fn collect(
                 em: em.evaluate(&task.answer) == CheckOutcome::Decided(Label::Support),
                 contains: contains.evaluate(&task.answer) == CheckOutcome::Decided(Label::Support),
                 model,
+                probs: v.get("probs").and_then(label_triple),
+                raw_probs: v.get("raw").and_then(|r| r.get("probs")).and_then(label_triple),
             });
             continue;
         }

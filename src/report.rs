@@ -143,6 +143,12 @@ pub fn to_markdown(r: &EvalReport) -> String {
         md_agreement_row(&mut out, "EM, then contains (no model)", &sf.em_contains);
         md_agreement_row(&mut out, "EM, then contains, then model (hybrid)", &sf.hybrid);
         md_agreement_row(&mut out, "majority class", &sf.majority);
+        if let Some(c) = &sf.calibration {
+            let _ = writeln!(out, "\nCalibration of the model alone: ECE {:.3}, Brier {:.3}", c.ece, c.brier);
+            if let Some(raw) = &sf.raw_calibration {
+                let _ = writeln!(out, "(uncalibrated model: ECE {:.3}, Brier {:.3})", raw.ece, raw.brier);
+            }
+        }
     }
     if !r.failures.is_empty() {
         let _ = writeln!(out, "\n## Failed records ({})\n", r.failures.len());
@@ -406,7 +412,17 @@ pub fn to_html(r: &EvalReport) -> String {
         );
         out.push_str("<div class=\"charts\"><div><h3>Confusion matrix, hybrid</h3>");
         out.push_str(&svg_confusion(&sf.hybrid));
-        out.push_str("</div></div>");
+        out.push_str("</div>");
+        if let Some(c) = &sf.calibration {
+            out.push_str("<div><h3>Reliability, model alone</h3>");
+            out.push_str(&svg_reliability(c));
+            if let Some(raw) = &sf.raw_calibration {
+                let _ =
+                    write!(out, "<p class=\"note\">uncalibrated model: ECE {:.3}, Brier {:.3}</p>", raw.ece, raw.brier);
+            }
+            out.push_str("</div>");
+        }
+        out.push_str("</div>");
     }
     let _ = write!(out, "<h2>Failed records: {}</h2>", r.failures.len());
     if !r.failures.is_empty() {

@@ -31,6 +31,8 @@ fn sample_report() -> String {
             em: i % 2 == 0,
             contains: i % 4 != 1,
             model: if i % 5 == 0 { N } else { S },
+            probs: Some(if i % 5 == 0 { [0.3, 0.0, 0.7] } else { [0.8, 0.0, 0.2] }),
+            raw_probs: Some([0.1, 0.0, 0.9]),
         })
         .collect();
     let input = EvalInput {
@@ -79,9 +81,10 @@ fn html_report_renders_in_headless_chromium() {
     let dom = String::from_utf8_lossy(&out.stdout);
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "chromium failed: {log}");
-    // The inline script ran and counted the charts: confusion, reliability, histogram, short-form confusion.
+    // The inline script ran and counted the charts: confusion, reliability, histogram, short-form
+    // confusion and short-form reliability.
     assert!(
-        dom.contains("data-charts=\"4\""),
+        dom.contains("data-charts=\"5\""),
         "charts not counted in the rendered DOM: {}",
         &dom[..dom.len().min(400)]
     );
