@@ -192,6 +192,22 @@ fn scored_verdicts_carry_the_nuggets_likelihood_and_its_pmi() {
 }
 
 #[test]
+fn no_likelihood_reads_no_nugget_likelihood_and_keeps_the_label_probabilities() {
+    let t = task(PASSAGE, &["The Eiffel Tower was completed in 1889", "The Great Wall of China is visible from space"]);
+    let with = common::judge(JudgeConfig::default()).judge(std::slice::from_ref(&t)).remove(0).unwrap();
+    let without =
+        common::judge(JudgeConfig::default().with_likelihood(false)).judge(std::slice::from_ref(&t)).remove(0).unwrap();
+    for (a, b) in with.verdicts.iter().zip(&without.verdicts) {
+        let (ra, rb) = (a.raw.unwrap(), b.raw.unwrap());
+        assert!(ra.nugget_lp.is_some() && rb.nugget_lp.is_none(), "{ra:?} {rb:?}");
+        // The same prompt and the same label positions: only the extra reads are gone.
+        for (x, y) in ra.probs.to_array().iter().zip(rb.probs.to_array()) {
+            assert!((x - y).abs() < 1e-3, "{ra:?} vs {rb:?}");
+        }
+    }
+}
+
+#[test]
 fn render_shows_the_shared_prefix_and_per_nugget_suffixes() {
     let judge = common::judge(JudgeConfig::default());
     let t = task(PASSAGE, &["A", "B"]);
