@@ -26,6 +26,20 @@ impl Grades {
             _ => l,
         }
     }
+
+    /// Map a distribution (in [`Label::ALL`] order) into this grading: 2-grade moves the partial
+    /// probability onto not_support, so a decision weighs partial's mass as not supported.
+    pub fn fold_probs(self, p: [f64; 3]) -> [f64; 3] {
+        match self {
+            Grades::Three => p,
+            Grades::Two => [p[0], 0.0, p[1] + p[2]],
+        }
+    }
+
+    /// The label this grading decides for a distribution: argmax after [`Grades::fold_probs`].
+    pub fn decide(self, p: [f64; 3]) -> Label {
+        crate::aggregate::LabelProbs::from_array(self.fold_probs(p)).argmax()
+    }
 }
 
 /// Precision, recall, F1 and gold count of one class.
@@ -146,10 +160,7 @@ pub fn calibration(items: &[([f64; 3], Label)], grades: Grades, n_bins: usize) -
     let mut sums = vec![(0usize, 0.0f64, 0.0f64); n_bins];
     let mut brier = 0.0;
     for &(p, gold) in items {
-        let p = match grades {
-            Grades::Three => p,
-            Grades::Two => [p[0], 0.0, p[1] + p[2]],
-        };
+        let p = grades.fold_probs(p);
         let gold = grades.fold(gold);
         let pred = crate::aggregate::LabelProbs::from_array(p).argmax();
         let conf = p[pred.index()];
@@ -724,23 +735,11 @@ pub fn build_report(input: &EvalInput) -> EvalReport {
         let majority_label = majority(items.iter().map(|i| grades.fold(i.gold)));
         // A 2-grade decision folds the partial probability into not_support before choosing, as
         // `--two-grade` verdicts do (argmax first would drop partial's mass).
-        let two = |i: &NuggetItem| match i.probs {
-            Some(p) => crate::aggregate::LabelProbs::from_array([p[0], 0.0, p[1] + p[2]]).argmax(),
-            None => Grades::Two.fold(i.pred),
-        };
+        let two = |i: &NuggetItem| i.probs.map_or(Grades::Two.fold(i.pred), |p| Grades::Two.decide(p));
         let native = |i: &NuggetItem| if grades == Grades::Two { two(i) } else { i.pred };
         let calibrated = items.iter().any(|i| i.raw_probs.is_some() && i.raw_probs != i.probs);
         let raw = calibrated.then(|| {
-            agreement(
-                &pairs_of(items, |i| match (i.raw_probs, grades) {
-                    (Some(p), Grades::Two) => {
-                        crate::aggregate::LabelProbs::from_array([p[0], 0.0, p[1] + p[2]]).argmax()
-                    }
-                    (Some(p), Grades::Three) => crate::aggregate::LabelProbs::from_array(p).argmax(),
-                    (None, _) => native(i),
-                }),
-                grades,
-            )
+            agreement(&pairs_of(items, |i| i.raw_probs.map_or_else(|| native(i), |p| grades.decide(p))), grades)
         });
         let groups: Vec<(Option<String>, Label, Label)> =
             items.iter().map(|i| (i.group.clone(), i.gold, native(i))).collect();

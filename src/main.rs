@@ -1033,7 +1033,7 @@ fn calibrate(mut args: CalibrateArgs) -> Result<ExitCode, Error> {
     let (bias, f1) = Calibrator::fit(&items, cf, grades);
     // One stack for long-form verdicts, one for short-form ones, each over its own items; each
     // input file weighs the same in a fit, however many verdicts it has.
-    let fit_stack = |set: FeatureSet, short: bool, two_grade: bool| -> Option<Stack> {
+    let fit_stack = |set: FeatureSet, short: bool| -> Option<Stack> {
         let idx: Vec<usize> = (0..items.len()).filter(|&i| item_short[i] == short).collect();
         if idx.is_empty() {
             return None;
@@ -1048,7 +1048,8 @@ fn calibrate(mut args: CalibrateArgs) -> Result<ExitCode, Error> {
         let w: Vec<f64> =
             idx.iter().map(|&i| idx.len() as f64 / (files * per_file[item_file[i]].max(1) as f64)).collect();
         Some(if short {
-            Stack::fit_weighted(set, &xs, &golds, &w, two_grade, 1e-3)
+            // Short-form verdicts are correct or not: 2-grade.
+            Stack::fit_weighted(set, &xs, &golds, &w, true, 1e-3)
         } else {
             // Long-form: multinomial or ordinal head, whichever cross-validates better here.
             let files: Vec<usize> = idx.iter().map(|&i| item_file[i]).collect();
@@ -1082,8 +1083,8 @@ fn calibrate(mut args: CalibrateArgs) -> Result<ExitCode, Error> {
         content_free: cf,
         bias,
         fit_macro_f1: f1,
-        stack: stack_set.and_then(|set| fit_stack(set, false, grades == Grades::Two)),
-        short_stack: stack_set.and_then(|set| fit_stack(set, true, true)),
+        stack: stack_set.and_then(|set| fit_stack(set, false)),
+        short_stack: stack_set.and_then(|set| fit_stack(set, true)),
     };
     let out = args.output.clone().unwrap_or_else(|| Calibrator::path_for(&c.model));
     c.save(&out)?;

@@ -33,6 +33,11 @@ fn intervals_line(iv: &crate::eval::Intervals) -> String {
     )
 }
 
+/// The raw model's calibration, next to a calibrated one.
+fn uncalibrated_note(raw: &crate::eval::Calibration) -> String {
+    format!("uncalibrated model: ECE {:.3}, Brier {:.3}", raw.ece, raw.brier)
+}
+
 fn md_agreement_row(out: &mut String, name: &str, a: &Agreement) {
     let per: Vec<String> = a.classes.iter().map(|c| format!("{} {:.3}", short_label(c.label), c.f1)).collect();
     let _ = writeln!(
@@ -110,7 +115,7 @@ pub fn to_markdown(r: &EvalReport) -> String {
         if let Some(c) = &rb.calibration {
             let _ = writeln!(out, "\nCalibration: ECE {:.3}, Brier {:.3}", c.ece, c.brier);
             if let Some(raw) = &rb.raw_calibration {
-                let _ = writeln!(out, "(uncalibrated model: ECE {:.3}, Brier {:.3})", raw.ece, raw.brier);
+                let _ = writeln!(out, "({})", uncalibrated_note(raw));
             }
             let _ = writeln!(out, "\n| confidence | n | mean confidence | accuracy |\n|---|---|---|---|");
             for b in c.bins.iter().filter(|b| b.count > 0) {
@@ -146,7 +151,7 @@ pub fn to_markdown(r: &EvalReport) -> String {
         if let Some(c) = &sf.calibration {
             let _ = writeln!(out, "\nCalibration of the model alone: ECE {:.3}, Brier {:.3}", c.ece, c.brier);
             if let Some(raw) = &sf.raw_calibration {
-                let _ = writeln!(out, "(uncalibrated model: ECE {:.3}, Brier {:.3})", raw.ece, raw.brier);
+                let _ = writeln!(out, "({})", uncalibrated_note(raw));
             }
         }
     }
@@ -371,8 +376,7 @@ pub fn to_html(r: &EvalReport) -> String {
             out.push_str("<div><h3>Reliability</h3>");
             out.push_str(&svg_reliability(c));
             if let Some(raw) = &rb.raw_calibration {
-                let _ =
-                    write!(out, "<p class=\"note\">uncalibrated model: ECE {:.3}, Brier {:.3}</p>", raw.ece, raw.brier);
+                let _ = write!(out, "<p class=\"note\">{}</p>", uncalibrated_note(raw));
             }
             out.push_str("</div><div><h3>P(support) by gold label</h3>");
             out.push_str(&svg_histogram(&rb.support_histogram));
@@ -417,8 +421,7 @@ pub fn to_html(r: &EvalReport) -> String {
             out.push_str("<div><h3>Reliability, model alone</h3>");
             out.push_str(&svg_reliability(c));
             if let Some(raw) = &sf.raw_calibration {
-                let _ =
-                    write!(out, "<p class=\"note\">uncalibrated model: ECE {:.3}, Brier {:.3}</p>", raw.ece, raw.brier);
+                let _ = write!(out, "<p class=\"note\">{}</p>", uncalibrated_note(raw));
             }
             out.push_str("</div>");
         }

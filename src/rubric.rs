@@ -392,7 +392,6 @@ pub fn normalize_answer(s: &str) -> String {
     lowered.split_whitespace().filter(|w| !matches!(*w, "a" | "an" | "the")).collect::<Vec<_>>().join(" ")
 }
 
-/// Whether `haystack` contains `needle` on word boundaries, both normalised.
 /// Whether the normalised `text` equals one of the normalised `answers`.
 pub fn exact_match(answers: &[String], text: &str) -> bool {
     let t = normalize_answer(text);

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
+use crate::eval::Grades;
 use crate::rubric::{normalize_answer, Label};
 
 /// Which features a stack uses.
@@ -180,6 +181,28 @@ pub struct Stack {
     pub ordinal: Option<Ordinal>,
 }
 
+/// Each file's grading (indexed by file): 3-grade when its gold has a partial label.
+fn file_gradings(files: &[usize], golds: &[Label]) -> Vec<Grades> {
+    let mut g = vec![Grades::Two; files.iter().copied().max().map_or(0, |m| m + 1)];
+    for (&f, &l) in files.iter().zip(golds) {
+        if l == Label::PartialSupport {
+            g[f] = Grades::Three;
+        }
+    }
+    g
+}
+
+/// Mean over the files that have pairs of each file's macro-F1 on its own grading.
+fn mean_file_macro_f1(pairs: &[Vec<(Label, Label)>], grading: &[Grades]) -> Option<f64> {
+    let f1: Vec<f64> = pairs
+        .iter()
+        .zip(grading)
+        .filter(|(v, _)| !v.is_empty())
+        .map(|(v, &g)| crate::eval::agreement(v, g).macro_f1)
+        .collect();
+    (!f1.is_empty()).then(|| f1.iter().sum::<f64>() / f1.len() as f64)
+}
+
 /// Cross-validated mean macro-F1 of the two heads a long-form stack can have.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HeadChoice {
@@ -342,13 +365,10 @@ impl Stack {
     ) -> Stack {
         let mut stack = Stack::fit_weighted(set, xs, golds, sample_w, true, l2);
         let scores: Vec<f64> = xs.iter().map(|x| stack.score(x)).collect();
-        let n_files = files.iter().copied().max().map_or(0, |m| m + 1);
+        let grading = file_gradings(files, golds);
         let per_file: Vec<Vec<usize>> =
-            (0..n_files).map(|f| (0..xs.len()).filter(|&i| files.get(i) == Some(&f)).collect()).collect();
-        let per_file: Vec<Vec<usize>> = per_file.into_iter().filter(|v| !v.is_empty()).collect();
-        let three: Vec<bool> =
-            per_file.iter().map(|ix| ix.iter().any(|&i| golds[i] == Label::PartialSupport)).collect();
-        let any_three = three.iter().any(|&t| t);
+            (0..grading.len()).map(|f| (0..xs.len()).filter(|&i| files[i] == f).collect()).collect();
+        let any_three = grading.contains(&Grades::Three);
         let mut sorted: Vec<f64> = scores.iter().copied().filter(|s| s.is_finite()).collect();
         sorted.sort_by(f64::total_cmp);
         let cuts: Vec<f64> = if sorted.is_empty() {
@@ -357,16 +377,9 @@ impl Stack {
             (1..50).map(|q| sorted[(q * (sorted.len() - 1)) / 50]).collect()
         };
         let objective = |o: &Ordinal| -> f64 {
-            let f: f64 = per_file
-                .iter()
-                .zip(&three)
-                .map(|(ix, &t)| {
-                    let grades = if t { crate::eval::Grades::Three } else { crate::eval::Grades::Two };
-                    let pairs: Vec<(Label, Label)> = ix.iter().map(|&i| (golds[i], o.label(scores[i]))).collect();
-                    crate::eval::agreement(&pairs, grades).macro_f1
-                })
-                .sum();
-            f / per_file.len().max(1) as f64
+            let pairs: Vec<Vec<(Label, Label)>> =
+                per_file.iter().map(|ix| ix.iter().map(|&i| (golds[i], o.label(scores[i]))).collect()).collect();
+            mean_file_macro_f1(&pairs, &grading).unwrap_or(0.0)
         };
         let mut best = (f64::NEG_INFINITY, Ordinal { partial: 0.0, support: 0.0, slope: 1.0 });
         for (a, &support) in cuts.iter().enumerate() {
@@ -383,15 +396,10 @@ impl Stack {
         let log_lik = |o: &Ordinal| -> f64 {
             per_file
                 .iter()
-                .zip(&three)
-                .flat_map(|(ix, &t)| ix.iter().map(move |&i| (i, t)))
-                .map(|(i, t)| {
-                    let p = o.probs(scores[i]);
-                    let q = match (t, golds[i]) {
-                        (_, Label::Support) => p[0],
-                        (false, _) => p[1] + p[2],
-                        (true, g) => p[g.index()],
-                    };
+                .zip(&grading)
+                .flat_map(|(ix, &g)| ix.iter().map(move |&i| (i, g)))
+                .map(|(i, g)| {
+                    let q = g.fold_probs(o.probs(scores[i]))[g.fold(golds[i]).index()];
                     sample_w.get(i).copied().unwrap_or(1.0) * q.max(1e-9).ln()
                 })
                 .sum()
@@ -427,17 +435,12 @@ impl Stack {
         folds: &[usize],
         l2: f64,
     ) -> (Stack, HeadChoice) {
-        let n_files = files.iter().copied().max().map_or(0, |m| m + 1);
-        let mut three = vec![false; n_files];
-        for (&f, &g) in files.iter().zip(golds) {
-            three[f] |= g == Label::PartialSupport;
-        }
-        let two_grade = !three.iter().any(|&t| t);
+        let grading = file_gradings(files, golds);
+        let two_grade = !grading.contains(&Grades::Three);
         let fit = |ordinal: bool, idx: &[usize]| {
-            let pick = |v: &[f64]| idx.iter().map(|&i| v[i]).collect::<Vec<f64>>();
             let x: Vec<Vec<f64>> = idx.iter().map(|&i| xs[i].clone()).collect();
             let g: Vec<Label> = idx.iter().map(|&i| golds[i]).collect();
-            let w = pick(sample_w);
+            let w: Vec<f64> = idx.iter().map(|&i| sample_w[i]).collect();
             if ordinal {
                 let f: Vec<usize> = idx.iter().map(|&i| files[i]).collect();
                 Stack::fit_ordinal(set, &x, &g, &w, &f, l2)
@@ -445,24 +448,13 @@ impl Stack {
                 Stack::fit_weighted(set, &x, &g, &w, two_grade, l2)
             }
         };
-        // Mean over files of macro-F1 on `idx`: 2-grade files fold the partial mass first.
+        // Mean over files of macro-F1 on `idx`, each file deciding on its own grading.
         let score = |s: &Stack, idx: &[usize]| -> Option<f64> {
-            let mut per_file: Vec<Vec<(Label, Label)>> = vec![Vec::new(); n_files];
+            let mut pairs: Vec<Vec<(Label, Label)>> = vec![Vec::new(); grading.len()];
             for &i in idx {
-                let p = s.predict(&xs[i]);
-                let p = if three[files[i]] { p } else { [p[0], 0.0, p[1] + p[2]] };
-                per_file[files[i]].push((golds[i], crate::aggregate::LabelProbs::from_array(p).argmax()));
+                pairs[files[i]].push((golds[i], grading[files[i]].decide(s.predict(&xs[i]))));
             }
-            let f1: Vec<f64> = per_file
-                .iter()
-                .enumerate()
-                .filter(|(_, v)| !v.is_empty())
-                .map(|(f, v)| {
-                    let grades = if three[f] { crate::eval::Grades::Three } else { crate::eval::Grades::Two };
-                    crate::eval::agreement(v, grades).macro_f1
-                })
-                .collect();
-            (!f1.is_empty()).then(|| f1.iter().sum::<f64>() / f1.len() as f64)
+            mean_file_macro_f1(&pairs, &grading)
         };
         let k = folds.iter().copied().max().map_or(0, |m| m + 1);
         let mut cv = [0.0f64; 2];
@@ -576,15 +568,13 @@ mod tests {
         assert!(f[2].is_nan());
     }
 
-    #[test]
-    fn ordinal_stacks_place_the_partial_band_per_file_grading() {
-        // File 0 is 3-grade: not below 0.4, partial to 0.7, support above. File 1 is 2-grade
-        // (REALSumm-like): support from 0.7, and its not_support never says partial.
-        let mut xs = Vec::new();
-        let mut golds = Vec::new();
-        let mut files = Vec::new();
+    /// Two labeled files of `n` verdicts each over (score, noise): file 0 is 3-grade (not below
+    /// 0.4, partial to 0.7, support above); file 1 is 2-grade (REALSumm-like: support from 0.7,
+    /// its not_support never says partial).
+    fn two_files(n: usize) -> (Vec<Vec<f64>>, Vec<Label>, Vec<usize>) {
+        let (mut xs, mut golds, mut files) = (Vec::new(), Vec::new(), Vec::new());
         for f in 0..2 {
-            for i in 0..300 {
+            for i in 0..n {
                 let x = (i % 100) as f64 / 100.0;
                 xs.push(vec![x, ((i * 7) % 13) as f64]);
                 golds.push(match x {
@@ -595,6 +585,12 @@ mod tests {
                 files.push(f);
             }
         }
+        (xs, golds, files)
+    }
+
+    #[test]
+    fn ordinal_stacks_place_the_partial_band_per_file_grading() {
+        let (xs, golds, files) = two_files(300);
         let w = vec![1.0; xs.len()];
         let s = Stack::fit_ordinal(FeatureSet::NoModel, &xs, &golds, &w, &files, 1e-3);
         let o = s.ordinal.expect("ordinal");
@@ -617,20 +613,7 @@ mod tests {
 
     #[test]
     fn long_form_stacks_choose_their_head_by_cross_validation() {
-        // Same two files as above; the partial band sits in the middle of the score.
-        let (mut xs, mut golds, mut files) = (Vec::new(), Vec::new(), Vec::new());
-        for f in 0..2 {
-            for i in 0..400 {
-                let x = (i % 100) as f64 / 100.0;
-                xs.push(vec![x, ((i * 7) % 13) as f64]);
-                golds.push(match x {
-                    x if x >= 0.7 => Label::Support,
-                    x if x >= 0.4 && f == 0 => Label::PartialSupport,
-                    _ => Label::NotSupport,
-                });
-                files.push(f);
-            }
-        }
+        let (xs, golds, files) = two_files(400);
         let folds: Vec<usize> = (0..xs.len()).map(|i| (i / 7) % 4).collect();
         let w = vec![1.0; xs.len()];
         let (s, c) = Stack::fit_long_form(FeatureSet::NoModel, &xs, &golds, &w, &files, &folds, 1e-3);
