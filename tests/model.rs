@@ -2,7 +2,7 @@
 
 mod common;
 
-use gavel::backend::{EmbeddedBackend, EmbeddedConfig};
+use gavel::backend::{Backend, EmbeddedBackend, EmbeddedConfig, PromptGroup};
 use gavel::{Error, JudgeConfig, JudgeMode, Label, Nugget, Task};
 use std::sync::Arc;
 
@@ -200,9 +200,11 @@ fn no_likelihood_reads_no_nugget_likelihood_and_keeps_the_label_probabilities() 
     for (a, b) in with.verdicts.iter().zip(&without.verdicts) {
         let (ra, rb) = (a.raw.unwrap(), b.raw.unwrap());
         assert!(ra.nugget_lp.is_some() && rb.nugget_lp.is_none(), "{ra:?} {rb:?}");
-        // The same prompt and the same label positions: only the extra reads are gone.
+        // The same prompt and the same label positions: only the extra reads are gone. With the
+        // likelihood, the content-free prompts share the call and so the cached head is shorter:
+        // a different decode shape, hence the batch-noise bound of the batching test.
         for (x, y) in ra.probs.to_array().iter().zip(rb.probs.to_array()) {
-            assert!((x - y).abs() < 1e-3, "{ra:?} vs {rb:?}");
+            assert!((x - y).abs() < 0.05, "{ra:?} vs {rb:?}");
         }
     }
 }
@@ -218,4 +220,53 @@ fn render_shows_the_shared_prefix_and_per_nugget_suffixes() {
     assert!(prompts[0].prefix.starts_with("<|im_start|>system"), "{}", prompts[0].prefix);
     assert!(prompts[0].suffix.starts_with("Statement: A"), "{}", prompts[0].suffix);
     assert!(prompts[1].suffix.ends_with("<|im_start|>assistant\n"), "{:?}", prompts[1].suffix);
+}
+
+/// The part of the prompt that every answer of a call shares (system prompt, instructions,
+/// demonstrations) is evaluated once per call, and a call with the same head reuses it; the
+/// scores stay within batch noise of scoring each answer alone. Own backend: the usage counters
+/// of the shared one move with the other tests.
+#[test]
+fn the_head_every_answer_shares_is_evaluated_once() {
+    let path = gavel::model_store::ensure_default_model().expect("default model");
+    let b = EmbeddedBackend::load(EmbeddedConfig::new(path)).expect("load");
+    let head = "<|im_start|>system\nYou are a careful fact checker. Read the passage, then say whether it \
+supports the statement: yes if it states everything the statement says, no if it does not.\n\
+Example. Passage: The Amazon river flows into the Atlantic Ocean. Statement: The Amazon flows into \
+the Pacific. Answer: no<|im_end|>\n<|im_start|>user\nPassage:\n";
+    let facts =
+        ["The Eiffel Tower is in Paris.", "Water boils at 100 degrees.", "Rome is in Italy.", "Cats are mammals."];
+    let groups: Vec<PromptGroup> = facts
+        .iter()
+        .map(|f| {
+            PromptGroup::new(
+                format!("{head}{f}\n\n"),
+                vec![format!("Statement: {f}\nYes or no?<|im_end|>\n<|im_start|>assistant\n")],
+            )
+        })
+        .collect();
+    let choices = vec![vec!["yes".to_string(), "Yes".to_string()], vec!["no".to_string(), "No".to_string()]];
+    let tokens = |f: &dyn Fn() -> Vec<Vec<gavel::Result<gavel::backend::LabelScore>>>| {
+        let before = b.usage().prompt_tokens;
+        let out = f();
+        (out, b.usage().prompt_tokens - before)
+    };
+    let (together, t_together) = tokens(&|| b.score(&groups, &choices));
+    let (again, t_again) = tokens(&|| b.score(&groups, &choices));
+    let mut t_alone = 0;
+    for (g, scored) in groups.iter().zip(&together) {
+        let (alone, t) = tokens(&|| b.score(std::slice::from_ref(g), &choices));
+        t_alone += t;
+        let (pa, pb) = (&alone[0][0].as_ref().unwrap().probs, &scored[0].as_ref().unwrap().probs);
+        assert!(pa.iter().zip(pb).all(|(x, y)| (x - y).abs() < 0.05), "alone {pa:?} vs together {pb:?}");
+    }
+    let h = b.count_tokens(head).unwrap();
+    let saved = t_alone - t_together;
+    // Four answers, one head: three copies saved (the last head token may merge with the text).
+    assert!(saved >= 3 * (h - 1) && saved <= 3 * (h + 1), "head {h} tokens, saved {saved} ({t_alone} vs {t_together})");
+    // The same head again: already in the cache.
+    assert!(t_together - t_again >= h - 1 && t_together - t_again <= h + 1, "{t_together} then {t_again}");
+    for (x, y) in together.iter().zip(&again) {
+        assert_eq!(x[0].as_ref().unwrap().probs, y[0].as_ref().unwrap().probs, "same call, same head: same numbers");
+    }
 }

@@ -425,6 +425,10 @@ struct Engine<'m> {
     n_seq_max: usize,
     wave_tokens: usize,
     usage: Arc<Mutex<Usage>>,
+    /// Tokens held in the KV cache under [`Engine::head_seq`] at positions 0.., shared by every
+    /// prompt of a scoring call (the system prompt, demonstrations, ...): evaluated once and
+    /// reused by the next call when that call shares exactly the same head.
+    head: Vec<LlamaToken>,
 }
 
 fn engine_thread(
@@ -443,12 +447,13 @@ fn engine_thread(
         }
     };
     let n_ctx = cfg.n_ctx.max(64);
-    let n_seq_max = cfg.n_seq_max.clamp(1, 256);
+    // One sequence more than the prompts of a decode: the last holds the shared head.
+    let n_seq_max = cfg.n_seq_max.clamp(1, 255);
     let params = LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new(n_ctx))
         .with_n_batch(n_ctx)
         .with_n_ubatch(cfg.n_ubatch.min(n_ctx))
-        .with_n_seq_max(n_seq_max)
+        .with_n_seq_max(n_seq_max + 1)
         .with_kv_unified(true)
         .with_flash_attention_policy(llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED)
         .with_n_threads(n_threads as i32)
@@ -468,6 +473,7 @@ fn engine_thread(
         n_seq_max: n_seq_max as usize,
         wave_tokens: cfg.wave_tokens.clamp(1, n_ctx as usize),
         usage,
+        head: Vec::new(),
     };
     let _ = ready.send(Ok(()));
     while let Ok(job) = rx.recv() {
@@ -501,10 +507,15 @@ impl Engine<'_> {
         }
     }
 
-    fn plan(&self, groups: &[TokGroup], errors: &mut [Vec<Option<Error>>]) -> Vec<Vec<Chunk>> {
+    /// Chunks of suffixes packed into decodes. `head` prefix tokens of every group with a prefix
+    /// are already in the cache (shared, see [`Engine::hold_head`]): they take no new cells, and
+    /// each decode leaves room for them.
+    fn plan(&self, groups: &[TokGroup], head: usize, errors: &mut [Vec<Option<Error>>]) -> Vec<Vec<Chunk>> {
+        let wave_tokens = self.wave_tokens.min(self.n_ctx - head).max(1);
         let mut chunks = Vec::new();
         for (g, group) in groups.iter().enumerate() {
-            let p = group.prefix.len();
+            let skip = if group.prefix.is_empty() { 0 } else { head };
+            let p = group.prefix.len() - skip;
             let mut cur = Chunk { group: g, suffixes: Vec::new(), cells: p };
             for (s, suffix) in group.suffixes.iter().enumerate() {
                 let need = p + suffix.len();
@@ -512,12 +523,11 @@ impl Engine<'_> {
                     errors[g][s] = Some(Error::Backend("empty prompt".into()));
                     continue;
                 }
-                if need > self.n_ctx {
-                    errors[g][s] = Some(Error::TooLong { tokens: need, n_ctx: self.n_ctx });
+                if need + skip > self.n_ctx {
+                    errors[g][s] = Some(Error::TooLong { tokens: need + skip, n_ctx: self.n_ctx });
                     continue;
                 }
-                let full =
-                    cur.suffixes.len() >= self.n_seq_max || cur.cells + suffix.len() > self.wave_tokens.max(need);
+                let full = cur.suffixes.len() >= self.n_seq_max || cur.cells + suffix.len() > wave_tokens.max(need);
                 if full && !cur.suffixes.is_empty() {
                     chunks.push(std::mem::replace(&mut cur, Chunk { group: g, suffixes: Vec::new(), cells: p }));
                 }
@@ -532,7 +542,7 @@ impl Engine<'_> {
         let mut waves: Vec<Vec<Chunk>> = Vec::new();
         let (mut cells, mut seqs) = (0usize, 0usize);
         for chunk in chunks {
-            let fits = cells + chunk.cells <= self.wave_tokens && seqs + chunk.suffixes.len() <= self.n_seq_max;
+            let fits = cells + chunk.cells <= wave_tokens && seqs + chunk.suffixes.len() <= self.n_seq_max;
             if waves.is_empty() || !fits {
                 if waves.last().is_some_and(|w| w.is_empty()) {
                     waves.pop();
@@ -550,14 +560,57 @@ impl Engine<'_> {
         waves
     }
 
+    /// The sequence that holds the shared head.
+    fn head_seq(&self) -> i32 {
+        self.n_seq_max as i32
+    }
+
+    /// Put the longest token prefix that every prompt group with a prefix shares in the cache,
+    /// under [`Engine::head_seq`], unless it is there already; its length (0: nothing shared, the
+    /// cache cleared). The head depends only on this call's groups, so a call computes the same
+    /// numbers whatever ran before it.
+    fn hold_head(&mut self, groups: &[TokGroup]) -> usize {
+        let mut prefixes = groups.iter().map(|g| g.prefix.as_slice()).filter(|p| !p.is_empty());
+        let Some(first) = prefixes.next() else {
+            self.head.clear();
+            return 0;
+        };
+        let len = prefixes.fold(first.len(), |n, p| n.min(first.iter().zip(p).take_while(|(a, b)| a == b).count()));
+        // Prompts without a prefix still need room beside the head.
+        let bare = groups.iter().filter(|g| g.prefix.is_empty()).flat_map(|g| g.suffixes.iter().map(Vec::len)).max();
+        if len == 0 || len >= self.n_ctx || len + bare.unwrap_or(0) > self.n_ctx {
+            self.head.clear();
+            return 0;
+        }
+        let head = &first[..len];
+        if self.head != head {
+            self.ctx.clear_kv_cache();
+            self.head.clear();
+            let start = Instant::now();
+            if self.feed(head, self.head_seq(), 0).is_err() {
+                self.ctx.clear_kv_cache();
+                return 0;
+            }
+            self.add_usage(len, 0, start.elapsed());
+            self.head = head.to_vec();
+        }
+        len
+    }
+
     fn score(&mut self, groups: &[TokGroup], labels: &[Vec<LlamaToken>]) -> Vec<Vec<Result<LabelScore>>> {
         let mut errors: Vec<Vec<Option<Error>>> =
             groups.iter().map(|g| g.suffixes.iter().map(|_| None).collect()).collect();
         let mut scores: Vec<Vec<Option<LabelScore>>> =
             groups.iter().map(|g| g.suffixes.iter().map(|_| None).collect()).collect();
-        for wave in self.plan(groups, &mut errors) {
+        let head = self.hold_head(groups);
+        for wave in self.plan(groups, head, &mut errors) {
             let start = Instant::now();
-            self.ctx.clear_kv_cache();
+            if head > 0 {
+                // Drop the last decode's prompts, keep the head's cells.
+                self.ctx.llama_kv_cache_seq_keep(self.head_seq());
+            } else {
+                self.ctx.clear_kv_cache();
+            }
             self.batch.clear();
             let mut outputs = Vec::new();
             let mut seq = 0i32;
@@ -568,7 +621,15 @@ impl Engine<'_> {
                 let seq_ids: Vec<i32> = (seq..seq + chunk.suffixes.len() as i32).collect();
                 seq += chunk.suffixes.len() as i32;
                 let p = group.prefix.len();
-                for (i, &t) in group.prefix.iter().enumerate() {
+                let skip = if p == 0 { 0 } else { head };
+                if skip > 0 {
+                    for &s in &seq_ids {
+                        if let Err(e) = self.ctx.copy_kv_cache_seq(self.head_seq(), s, None, None) {
+                            add_failed = Some(e.to_string());
+                        }
+                    }
+                }
+                for (i, &t) in group.prefix.iter().enumerate().skip(skip) {
                     if let Err(e) = self.batch.add(t, i as i32, &seq_ids, false) {
                         add_failed = Some(e.to_string());
                     }
@@ -730,6 +791,7 @@ impl Engine<'_> {
         let n: usize = wave.iter().map(|(_, ss)| ss.len()).sum();
         let fail = |e: Error| (0..n).map(|_| Err(Error::Backend(e.to_string()))).collect::<Vec<_>>();
         self.ctx.clear_kv_cache();
+        self.head.clear();
         let mut samplers = Vec::with_capacity(n);
         for _ in 0..n {
             match grammar {
@@ -811,6 +873,7 @@ impl Engine<'_> {
 
     fn prefill(&mut self, tokens: &[LlamaToken]) -> Result<Duration> {
         self.ctx.clear_kv_cache();
+        self.head.clear();
         let start = Instant::now();
         self.feed(tokens, 0, 0)?;
         let _ = self.ctx.get_logits_ith(self.batch.n_tokens() - 1);
