@@ -280,13 +280,7 @@ impl Default for LexicalThresholds {
 impl LexicalThresholds {
     /// Label an overlap score.
     pub fn label(self, overlap: f64) -> Label {
-        if overlap >= self.support {
-            Label::Support
-        } else if overlap >= self.partial {
-            Label::PartialSupport
-        } else {
-            Label::NotSupport
-        }
+        Label::by_cuts(overlap, self.partial, self.support)
     }
 
     /// Thresholds maximising macro-F1 on `(overlap, gold)` pairs (grid search in steps of 0.05).

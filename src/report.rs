@@ -38,6 +38,24 @@ fn uncalibrated_note(raw: &crate::eval::Calibration) -> String {
     format!("uncalibrated model: ECE {:.3}, Brier {:.3}", raw.ece, raw.brier)
 }
 
+/// "`title`: ECE, Brier" and, when a calibration was applied, the raw model's on the next line.
+fn md_calibration(out: &mut String, title: &str, c: &Calibration, raw: Option<&Calibration>) {
+    let _ = writeln!(out, "\n{title}: ECE {:.3}, Brier {:.3}", c.ece, c.brier);
+    if let Some(raw) = raw {
+        let _ = writeln!(out, "({})", uncalibrated_note(raw));
+    }
+}
+
+/// A reliability chart with the raw model's calibration under it, in a chart cell (left open
+/// for more charts in the cell).
+fn html_reliability(out: &mut String, title: &str, c: &Calibration, raw: Option<&Calibration>) {
+    let _ = write!(out, "<div><h3>{}</h3>", esc(title));
+    out.push_str(&svg_reliability(c));
+    if let Some(raw) = raw {
+        let _ = write!(out, "<p class=\"note\">{}</p>", uncalibrated_note(raw));
+    }
+}
+
 fn md_agreement_row(out: &mut String, name: &str, a: &Agreement) {
     let per: Vec<String> = a.classes.iter().map(|c| format!("{} {:.3}", short_label(c.label), c.f1)).collect();
     let _ = writeln!(
@@ -113,10 +131,7 @@ pub fn to_markdown(r: &EvalReport) -> String {
         let _ = writeln!(out, "\nConfusion matrix (gavel, {native}):\n");
         md_confusion(&mut out, model_native);
         if let Some(c) = &rb.calibration {
-            let _ = writeln!(out, "\nCalibration: ECE {:.3}, Brier {:.3}", c.ece, c.brier);
-            if let Some(raw) = &rb.raw_calibration {
-                let _ = writeln!(out, "({})", uncalibrated_note(raw));
-            }
+            md_calibration(&mut out, "Calibration", c, rb.raw_calibration.as_ref());
             let _ = writeln!(out, "\n| confidence | n | mean confidence | accuracy |\n|---|---|---|---|");
             for b in c.bins.iter().filter(|b| b.count > 0) {
                 let _ = writeln!(
@@ -149,10 +164,7 @@ pub fn to_markdown(r: &EvalReport) -> String {
         md_agreement_row(&mut out, "EM, then contains, then model (hybrid)", &sf.hybrid);
         md_agreement_row(&mut out, "majority class", &sf.majority);
         if let Some(c) = &sf.calibration {
-            let _ = writeln!(out, "\nCalibration of the model alone: ECE {:.3}, Brier {:.3}", c.ece, c.brier);
-            if let Some(raw) = &sf.raw_calibration {
-                let _ = writeln!(out, "({})", uncalibrated_note(raw));
-            }
+            md_calibration(&mut out, "Calibration of the model alone", c, sf.raw_calibration.as_ref());
         }
     }
     if !r.failures.is_empty() {
@@ -373,11 +385,7 @@ pub fn to_html(r: &EvalReport) -> String {
         out.push_str(&svg_confusion(model_native));
         out.push_str("</div>");
         if let Some(c) = &rb.calibration {
-            out.push_str("<div><h3>Reliability</h3>");
-            out.push_str(&svg_reliability(c));
-            if let Some(raw) = &rb.raw_calibration {
-                let _ = write!(out, "<p class=\"note\">{}</p>", uncalibrated_note(raw));
-            }
+            html_reliability(&mut out, "Reliability", c, rb.raw_calibration.as_ref());
             out.push_str("</div><div><h3>P(support) by gold label</h3>");
             out.push_str(&svg_histogram(&rb.support_histogram));
             out.push_str("</div>");
@@ -418,11 +426,7 @@ pub fn to_html(r: &EvalReport) -> String {
         out.push_str(&svg_confusion(&sf.hybrid));
         out.push_str("</div>");
         if let Some(c) = &sf.calibration {
-            out.push_str("<div><h3>Reliability, model alone</h3>");
-            out.push_str(&svg_reliability(c));
-            if let Some(raw) = &sf.raw_calibration {
-                let _ = write!(out, "<p class=\"note\">{}</p>", uncalibrated_note(raw));
-            }
+            html_reliability(&mut out, "Reliability, model alone", c, sf.raw_calibration.as_ref());
             out.push_str("</div>");
         }
         out.push_str("</div>");

@@ -33,6 +33,18 @@ impl Label {
         }
     }
 
+    /// The label two cuts on a score give: support from `support` up, partial support from
+    /// `partial` up, not_support below.
+    pub fn by_cuts(score: f64, partial: f64, support: f64) -> Label {
+        if score >= support {
+            Label::Support
+        } else if score >= partial {
+            Label::PartialSupport
+        } else {
+            Label::NotSupport
+        }
+    }
+
     /// Index into [`Label::ALL`].
     pub fn index(self) -> usize {
         match self {

@@ -239,13 +239,7 @@ impl Ordinal {
 
     /// The label the cuts give a score.
     pub fn label(&self, score: f64) -> Label {
-        if score >= self.support {
-            Label::Support
-        } else if score >= self.partial {
-            Label::PartialSupport
-        } else {
-            Label::NotSupport
-        }
+        Label::by_cuts(score, self.partial, self.support)
     }
 }
 

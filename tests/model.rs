@@ -269,4 +269,11 @@ the Pacific. Answer: no<|im_end|>\n<|im_start|>user\nPassage:\n";
     for (x, y) in together.iter().zip(&again) {
         assert_eq!(x[0].as_ref().unwrap().probs, y[0].as_ref().unwrap().probs, "same call, same head: same numbers");
     }
+    // The head is the call's own: after a call with another head, the same numbers again.
+    let other = PromptGroup::new("<|im_start|>user\nSomething else.\n", vec!["Yes or no?".into()]);
+    b.score(std::slice::from_ref(&other), &choices);
+    let third = b.score(&groups, &choices);
+    for (x, y) in together.iter().zip(&third) {
+        assert_eq!(x[0].as_ref().unwrap().probs, y[0].as_ref().unwrap().probs, "whatever ran before: same numbers");
+    }
 }

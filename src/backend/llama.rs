@@ -103,6 +103,18 @@ struct TokGroup {
     spans: Vec<Option<(usize, usize)>>,
 }
 
+impl TokGroup {
+    /// How many of its prefix tokens a shared head of `head` tokens (see [`Engine::hold_head`])
+    /// already holds: all of the head, or none for a group without a prefix.
+    fn in_head(&self, head: usize) -> usize {
+        if self.prefix.is_empty() {
+            0
+        } else {
+            head
+        }
+    }
+}
+
 enum Job {
     Score {
         groups: Vec<TokGroup>,
@@ -514,7 +526,7 @@ impl Engine<'_> {
         let wave_tokens = self.wave_tokens.min(self.n_ctx - head).max(1);
         let mut chunks = Vec::new();
         for (g, group) in groups.iter().enumerate() {
-            let skip = if group.prefix.is_empty() { 0 } else { head };
+            let skip = group.in_head(head);
             let p = group.prefix.len() - skip;
             let mut cur = Chunk { group: g, suffixes: Vec::new(), cells: p };
             for (s, suffix) in group.suffixes.iter().enumerate() {
@@ -621,7 +633,7 @@ impl Engine<'_> {
                 let seq_ids: Vec<i32> = (seq..seq + chunk.suffixes.len() as i32).collect();
                 seq += chunk.suffixes.len() as i32;
                 let p = group.prefix.len();
-                let skip = if p == 0 { 0 } else { head };
+                let skip = group.in_head(head);
                 if skip > 0 {
                     for &s in &seq_ids {
                         if let Err(e) = self.ctx.copy_kv_cache_seq(self.head_seq(), s, None, None) {
