@@ -1,12 +1,14 @@
 //! Aggregation: per-nugget verdicts -> per-answer scores and rewards (AutoNuggetizer scores,
 //! the weighted reward with pitfalls, a soft reward from probabilities, sample-level max).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use crate::label::Grades;
+pub use crate::label::LabelProbs;
 use crate::rubric::{Importance, Label, Nugget};
 
 /// Who decided a verdict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DecidedBy {
     /// The model.
@@ -21,62 +23,29 @@ pub enum DecidedBy {
     Numeric,
 }
 
-/// Label probabilities in the order support, partial_support, not_support.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct LabelProbs {
-    /// P(support).
-    pub support: f64,
-    /// P(partial_support).
-    pub partial_support: f64,
-    /// P(not_support).
-    pub not_support: f64,
-}
-
-impl LabelProbs {
-    /// From an array in [`Label::ALL`] order.
-    pub fn from_array(p: [f64; 3]) -> Self {
-        LabelProbs { support: p[0], partial_support: p[1], not_support: p[2] }
-    }
-
-    /// As an array in [`Label::ALL`] order.
-    pub fn to_array(self) -> [f64; 3] {
-        [self.support, self.partial_support, self.not_support]
-    }
-
-    /// The most probable label (ties go to the lower credit, which is the cautious side).
-    pub fn argmax(self) -> Label {
-        let a = self.to_array();
-        let mut best = 2;
-        for i in [1, 0] {
-            if a[i] > a[best] {
-                best = i;
-            }
-        }
-        Label::ALL[best]
-    }
-
-    /// Expected credit: P(support) + 0.5 P(partial).
-    pub fn expected_value(self) -> f64 {
-        self.support + 0.5 * self.partial_support
-    }
-}
-
 /// The model's raw label distribution and log-probabilities over the whole vocabulary.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct RawScore {
     /// Distribution renormalised over the labels, before calibration.
     pub probs: LabelProbs,
     /// log P of each label's words (support, partial, not) over the vocabulary.
+    #[serde(deserialize_with = "logprobs_or_null")]
     pub logprobs: [f64; 3],
     /// How expected the nugget's own tokens were after the passage, when the backend reads it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nugget_lp: Option<NuggetLp>,
 }
 
+/// Reads log-probabilities as written: JSON has no -inf, so serde_json writes it as null.
+fn logprobs_or_null<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<[f64; 3], D::Error> {
+    let v: [Option<f64>; 3] = Deserialize::deserialize(d)?;
+    Ok(v.map(|x| x.unwrap_or(f64::NEG_INFINITY)))
+}
+
 /// Summary of the log-probabilities of a nugget's tokens given the passage before it (read in
 /// the same forward pass as the label): a nugget the passage states is predictable; a wrong
 /// date or name is a surprise.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct NuggetLp {
     /// Mean per-token log-probability.
     pub mean: f64,
@@ -134,7 +103,7 @@ impl NuggetLp {
 }
 
 /// The verdict for one nugget.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Verdict {
     /// Final label.
     pub label: Label,
@@ -178,21 +147,20 @@ impl Verdict {
     /// Fold partial support into not support (2-grade mode).
     pub fn two_grade(mut self) -> Self {
         if let Some(p) = self.probs {
-            let folded =
-                LabelProbs { support: p.support, partial_support: 0.0, not_support: p.not_support + p.partial_support };
+            let folded = LabelProbs::from_array(Grades::Two.fold_probs(p.to_array()));
             self.probs = Some(folded);
             self.score = folded.expected_value();
             self.label = folded.argmax();
-        } else if self.label == Label::PartialSupport {
-            self.label = Label::NotSupport;
-            self.score = 0.0;
+        } else {
+            self.label = Grades::Two.fold(self.label);
+            self.score = self.label.value();
         }
         self
     }
 }
 
 /// Per-answer scores.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Scores {
     /// (#support + 0.5 #partial) / #nuggets, over non-pitfall nuggets.
     pub all_score: f64,
@@ -247,12 +215,6 @@ pub fn aggregate(nuggets: &[Nugget], verdicts: &[Verdict]) -> Scores {
         weighted_reward: reward(weighted),
         soft_reward: reward(soft),
     }
-}
-
-/// Search-Gen-V sample level: a nugget judged against several blocks of one answer takes the
-/// best label (support > partial_support > not_support).
-pub fn max_label(labels: impl IntoIterator<Item = Label>) -> Option<Label> {
-    labels.into_iter().max()
 }
 
 #[cfg(test)]
@@ -340,12 +302,5 @@ mod tests {
         let folded = Verdict::from_probs(LabelProbs::from_array([0.4, 0.35, 0.25])).two_grade();
         assert_eq!(folded.label, Label::NotSupport);
         assert!((folded.score - 0.4).abs() < 1e-12);
-    }
-
-    #[test]
-    fn sample_level_takes_the_best_block() {
-        assert_eq!(max_label([Label::NotSupport, Label::PartialSupport]), Some(Label::PartialSupport));
-        assert_eq!(max_label([Label::Support, Label::PartialSupport]), Some(Label::Support));
-        assert_eq!(max_label([]), None);
     }
 }

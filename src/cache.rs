@@ -57,7 +57,7 @@ impl std::fmt::Debug for VerdictCache {
 }
 
 fn db_err(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::Backend(format!("verdict cache {}: {e}", path.display()))
+    Error::Cache { path: path.to_path_buf(), reason: e.to_string() }
 }
 
 impl VerdictCache {

@@ -7,9 +7,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::aggregate::{LabelProbs, RawScore};
 use crate::error::{Error, Result};
-use crate::eval::{agreement, Grades};
-use crate::rubric::Label;
+use crate::label::{Grades, Label};
+use crate::metrics::agreement;
+use crate::record::{fold_of, part_of, Part, Task};
+use crate::stack::{feature_names, FeatureInput, FeatureSet, HeadChoice, Stack};
 
 /// Answers with no content, used to measure the model's label prior.
 pub const CONTENT_FREE_ANSWERS: &[&str] = &["N/A", "", "[MASK]"];
@@ -37,11 +40,11 @@ pub struct Calibrator {
     pub fit_macro_f1: [f64; 3],
     /// The stacked judge, when fitted: replaces the two steps above for model verdicts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stack: Option<crate::stack::Stack>,
+    pub stack: Option<Stack>,
     /// The stacked judge of short-form verdicts (answers with gold answers), fitted apart:
     /// a different task from judging a nugget against a passage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub short_stack: Option<crate::stack::Stack>,
+    pub short_stack: Option<Stack>,
 }
 
 fn normalise(p: [f64; 3]) -> [f64; 3] {
@@ -65,10 +68,8 @@ pub fn apply(p: [f64; 3], content_free: [f64; 3], bias: [f64; 3]) -> [f64; 3] {
 }
 
 fn macro_f1(items: &[([f64; 3], Label)], cf: [f64; 3], bias: [f64; 3], grades: Grades) -> f64 {
-    let pairs: Vec<(Label, Label)> = items
-        .iter()
-        .map(|&(p, g)| (g, crate::aggregate::LabelProbs::from_array(apply(p, cf, bias)).argmax()))
-        .collect();
+    let pairs: Vec<(Label, Label)> =
+        items.iter().map(|&(p, g)| (g, LabelProbs::from_array(apply(p, cf, bias)).argmax())).collect();
     agreement(&pairs, grades).macro_f1
 }
 
@@ -128,15 +129,15 @@ impl Calibrator {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
-        let text = serde_json::to_string_pretty(self).map_err(|e| Error::Backend(e.to_string()))?;
+        let text = serde_json::to_string_pretty(self).map_err(|e| Error::Internal(format!("calibration: {e}")))?;
         std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))
     }
 
     /// A one-line description for summaries.
     pub fn describe(&self) -> String {
         let kind = match self.stack.as_ref().or(self.short_stack.as_ref()) {
-            Some(s) if s.features == crate::stack::FeatureSet::All => "stacked judge (model + lexical features)",
-            Some(s) if s.features == crate::stack::FeatureSet::Likelihood => {
+            Some(s) if s.features == FeatureSet::All => "stacked judge (model + lexical features)",
+            Some(s) if s.features == FeatureSet::Likelihood => {
                 "stacked judge (the model's nugget likelihood + lexical features)"
             }
             Some(_) => "stacked judge WITHOUT model features (ablation)",
@@ -147,12 +148,229 @@ impl Calibrator {
 
     /// The calibrated distribution of one model verdict: the stack when present, else
     /// contextual calibration with thresholds.
-    pub fn verdict_probs(&self, raw_probs: [f64; 3], x: &crate::stack::FeatureInput<'_>) -> [f64; 3] {
+    pub fn verdict_probs(&self, raw_probs: [f64; 3], x: &FeatureInput<'_>) -> [f64; 3] {
         let stack = if x.gold_answers.is_empty() { &self.stack } else { &self.short_stack };
         match stack {
             Some(s) => s.apply(x),
             None => self.apply(raw_probs),
         }
+    }
+}
+
+/// Which calibration a run applies.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum CalibrationSpec {
+    /// The file `gavel calibrate` fitted for this model, else the one shipped for the default
+    /// model and the built-in templates, else none.
+    #[default]
+    Auto,
+    /// Uncalibrated.
+    None,
+    /// This calibration file.
+    File(PathBuf),
+}
+
+impl std::str::FromStr for CalibrationSpec {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        Ok(match s {
+            "auto" => CalibrationSpec::Auto,
+            "none" => CalibrationSpec::None,
+            file => CalibrationSpec::File(PathBuf::from(file)),
+        })
+    }
+}
+
+impl Calibrator {
+    /// The calibration `spec` names for the model with `fingerprint` and templates `prompts`
+    /// (the `auto` policy), checked against the model.
+    pub fn resolve(spec: &CalibrationSpec, fingerprint: &str, prompts: &str) -> Result<Option<Calibrator>> {
+        let calibrator = match spec {
+            CalibrationSpec::None => None,
+            CalibrationSpec::Auto => {
+                let path = Calibrator::path_for(fingerprint);
+                if path.is_file() {
+                    Some(Calibrator::load(&path)?)
+                } else {
+                    match Calibrator::shipped() {
+                        Some(c) if c.model == fingerprint && c.prompts == prompts => Some(c),
+                        Some(c) if c.model == fingerprint => {
+                            tracing::warn!(
+                                "the shipped calibration was fitted with the built-in templates {}; these are {}: \
+                                 not applied (fit one with `gavel calibrate`)",
+                                c.prompts,
+                                prompts
+                            );
+                            None
+                        }
+                        _ => None,
+                    }
+                }
+            }
+            CalibrationSpec::File(path) => Some(Calibrator::load(path)?),
+        };
+        if let Some(c) = &calibrator {
+            if c.model != fingerprint {
+                let name = match spec {
+                    CalibrationSpec::File(p) => p.display().to_string(),
+                    _ => "auto".to_string(),
+                };
+                return Err(Error::field(name, "model", "calibration was fitted for another model file"));
+            }
+        }
+        Ok(calibrator)
+    }
+}
+
+/// One labeled verdict of the model, with everything a fit needs from it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabeledVerdict {
+    /// Which labeled file it came from (each file weighs the same in a fit).
+    pub file: usize,
+    /// Record id, for the features CSV.
+    pub id: Option<String>,
+    /// Nugget index in its record.
+    pub nugget: usize,
+    /// The record's half of its file.
+    pub part: Part,
+    /// The record's cross-validation fold (by query, like the halves).
+    pub fold: usize,
+    /// A short-form verdict (fitted by its own stack).
+    pub short: bool,
+    /// Gold label.
+    pub gold: Label,
+    /// The model's raw distribution.
+    pub probs: [f64; 3],
+    /// Every stack feature ([`FeatureSet::All`], in [`feature_names`] order).
+    pub features: Vec<f64>,
+}
+
+/// Folds of the cross-validation that chooses a long-form stack's head.
+pub const CV_FOLDS: usize = 4;
+
+impl LabeledVerdict {
+    /// The labeled verdict of nugget `nugget` of `task` (from labeled file `file`) with the
+    /// model's raw read; `None` when the nugget (or short-form record) has no gold label.
+    pub fn new(task: &Task, nugget: usize, file: usize, raw: &RawScore) -> Option<Self> {
+        let gold = if task.is_short_form() { task.gold } else { task.nuggets.get(nugget)?.gold }?;
+        Some(LabeledVerdict {
+            file,
+            id: task.id.clone(),
+            nugget,
+            part: part_of(task),
+            fold: fold_of(task, CV_FOLDS),
+            short: task.is_short_form(),
+            gold,
+            probs: raw.probs.to_array(),
+            features: crate::stack::features(FeatureSet::All, &FeatureInput::of(task, nugget, raw)),
+        })
+    }
+}
+
+/// What a fit is asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FitOptions {
+    /// The stacked judge's features; `None` fits contextual calibration and thresholds only.
+    pub stack: Option<FeatureSet>,
+    /// Grading the thresholds optimise; `None`: 3-grade when any gold is partial support.
+    pub grades: Option<Grades>,
+    /// The model's mean label distribution for content-free answers.
+    pub content_free: [f64; 3],
+    /// Fingerprint of the model file.
+    pub model: String,
+    /// The model file's name.
+    pub model_file: String,
+    /// Template version.
+    pub prompts: String,
+    /// What it was fitted on, for people.
+    pub fitted_on: String,
+}
+
+/// What a fit found, for people.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FitReport {
+    /// Grading the thresholds were chosen for.
+    pub grades: Grades,
+    /// The long-form stack's head (ordinal or not) and the cross-validation that chose it.
+    pub head: Option<(bool, HeadChoice)>,
+}
+
+/// Fit a calibration (contextual calibration, thresholds and, when asked, the stacked judges)
+/// on labeled verdicts.
+pub fn fit(items: &[LabeledVerdict], opts: &FitOptions) -> Result<(Calibrator, FitReport)> {
+    if items.is_empty() {
+        return Err(Error::field(opts.fitted_on.clone(), "gold", "no labeled verdict to fit on"));
+    }
+    let golds: Vec<Label> = items.iter().map(|i| i.gold).collect();
+    let grades = opts.grades.unwrap_or_else(|| Grades::of_golds(golds.iter().copied()));
+    let pairs: Vec<([f64; 3], Label)> = items.iter().map(|i| (i.probs, i.gold)).collect();
+    let (bias, f1) = Calibrator::fit(&pairs, opts.content_free, grades);
+    let n_files = items.iter().map(|i| i.file).max().map_or(0, |m| m + 1);
+    let mut head = None;
+    // One stack for long-form verdicts, one for short-form ones, each over its own items; each
+    // input file weighs the same in a fit, however many verdicts it has.
+    let mut fit_stack = |set: FeatureSet, short: bool| -> Option<Stack> {
+        let idx: Vec<usize> = (0..items.len()).filter(|&i| items[i].short == short).collect();
+        if idx.is_empty() {
+            return None;
+        }
+        let mut per_file = vec![0usize; n_files];
+        for &i in &idx {
+            per_file[items[i].file] += 1;
+        }
+        let files = per_file.iter().filter(|&&c| c > 0).count().max(1) as f64;
+        let xs: Vec<Vec<f64>> = idx.iter().map(|&i| crate::stack::select(set, &items[i].features)).collect();
+        let golds: Vec<Label> = idx.iter().map(|&i| items[i].gold).collect();
+        let w: Vec<f64> =
+            idx.iter().map(|&i| idx.len() as f64 / (files * per_file[items[i].file].max(1) as f64)).collect();
+        Some(if short {
+            // Short-form verdicts are correct or not: 2-grade.
+            Stack::fit_weighted(set, &xs, &golds, &w, true, 1e-3)
+        } else {
+            // Long-form: multinomial or ordinal head, whichever cross-validates better here.
+            let files: Vec<usize> = idx.iter().map(|&i| items[i].file).collect();
+            let folds: Vec<usize> = idx.iter().map(|&i| items[i].fold).collect();
+            let (stack, choice) = Stack::fit_long_form(set, &xs, &golds, &w, &files, &folds, 1e-3);
+            head = Some((stack.ordinal.is_some(), choice));
+            stack
+        })
+    };
+    let stack = opts.stack.and_then(|set| fit_stack(set, false));
+    let short_stack = opts.stack.and_then(|set| fit_stack(set, true));
+    let c = Calibrator {
+        model: opts.model.clone(),
+        model_file: opts.model_file.clone(),
+        prompts: opts.prompts.clone(),
+        fitted_on: opts.fitted_on.clone(),
+        n: items.len(),
+        grades,
+        content_free: opts.content_free,
+        bias,
+        fit_macro_f1: f1,
+        stack,
+        short_stack,
+    };
+    Ok((c, FitReport { grades, head }))
+}
+
+/// The header of the features CSV: where each labeled verdict came from, its gold label and
+/// every stack feature.
+pub fn features_csv_header() -> String {
+    format!("file,id,part,nugget,gold,{}", feature_names(FeatureSet::All).join(","))
+}
+
+impl LabeledVerdict {
+    /// One line of the features CSV (see [`features_csv_header`]); `file` names its file.
+    pub fn csv_row(&self, file: &str) -> String {
+        format!(
+            "{},{},{},{},{},{}",
+            file,
+            self.id.as_deref().unwrap_or("").replace(',', ";"),
+            self.part,
+            self.nugget,
+            self.gold.as_str(),
+            self.features.iter().map(|v| format!("{v}")).collect::<Vec<_>>().join(",")
+        )
     }
 }
 

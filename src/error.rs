@@ -1,12 +1,14 @@
 //! The library's one error type: every failure says where (file, line, field, nugget) and why.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Result alias used across the library.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Everything that can go wrong in gavel.
-#[derive(Debug, thiserror::Error)]
+/// Everything that can go wrong in gavel. Each variant is one failing operation with a stable
+/// [`Error::kind`], the name error records carry (see [`Error::KINDS`]).
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A rubric or record field is missing, has the wrong type or an invalid value.
@@ -57,9 +59,36 @@ pub enum Error {
         /// Why.
         reason: String,
     },
-    /// llama.cpp failed while creating a context, decoding or sampling.
-    #[error("backend: {0}")]
-    Backend(String),
+    /// llama.cpp failed: initialising, creating a context, tokenizing, applying the chat
+    /// template, decoding or sampling.
+    #[error("llama.cpp {op}: {reason}")]
+    Llama {
+        /// The operation (`decode`, `context`, `tokenize`, `chat template`, ...).
+        op: &'static str,
+        /// llama.cpp's message.
+        reason: String,
+    },
+    /// An OpenAI-compatible server failed or answered something unusable.
+    #[error("{url}: {}{reason}", status.map(|s| format!("HTTP {s}: ")).unwrap_or_default())]
+    Remote {
+        /// The URL requested.
+        url: String,
+        /// The HTTP status, when the server answered.
+        status: Option<u16>,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The verdict cache could not be opened, read or written.
+    #[error("verdict cache {path}: {reason}")]
+    Cache {
+        /// The cache file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A broken invariant inside gavel (a bug: please report it).
+    #[error("internal error: {0}")]
+    Internal(String),
     /// Generated text did not match the expected shape (should not happen under a grammar).
     #[error("could not parse model output {output:?}: {reason}")]
     Output {
@@ -75,7 +104,7 @@ pub enum Error {
         path: PathBuf,
         /// The underlying error.
         #[source]
-        source: std::io::Error,
+        source: Arc<std::io::Error>,
     },
 }
 
@@ -87,8 +116,36 @@ impl Error {
 
     /// Shorthand for [`Error::Io`].
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io { path: path.into(), source: Arc::new(source) }
     }
+
+    /// The same error, said of nugget `index` of its record; the kind is kept.
+    pub fn in_nugget(self, index: usize) -> Self {
+        let at = |reason: String| format!("nugget {index}: {reason}");
+        match self {
+            Error::Llama { op, reason } => Error::Llama { op, reason: at(reason) },
+            Error::Remote { url, status, reason } => Error::Remote { url, status, reason: at(reason) },
+            Error::Output { output, reason } => Error::Output { output, reason: at(reason) },
+            Error::Internal(reason) => Error::Internal(at(reason)),
+            other => other,
+        }
+    }
+
+    /// Every kind an error record can carry, as [`Error::kind`] names them.
+    pub const KINDS: &'static [&'static str] = &[
+        "invalid_field",
+        "parse",
+        "template",
+        "too_long",
+        "model_fetch",
+        "model_load",
+        "llama",
+        "remote",
+        "cache",
+        "internal",
+        "output",
+        "io",
+    ];
 
     /// A short machine-readable name of the variant, used in error records.
     pub fn kind(&self) -> &'static str {
@@ -99,7 +156,10 @@ impl Error {
             Error::TooLong { .. } => "too_long",
             Error::ModelFetch { .. } => "model_fetch",
             Error::ModelLoad { .. } => "model_load",
-            Error::Backend(_) => "backend",
+            Error::Llama { .. } => "llama",
+            Error::Remote { .. } => "remote",
+            Error::Cache { .. } => "cache",
+            Error::Internal(_) => "internal",
             Error::Output { .. } => "output",
             Error::Io { .. } => "io",
         }

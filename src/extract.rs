@@ -160,7 +160,7 @@ impl Extractor {
             let groups: Vec<PromptGroup> = groups.into_iter().map(split_last_line).collect();
             let outputs = self.backend.generate(&groups, Some(&self.grammar), max_tokens);
             for (i, out) in who.into_iter().zip(outputs) {
-                let text = out.into_iter().next().unwrap_or_else(|| Err(Error::Backend("no output".into())));
+                let text = out.into_iter().next().unwrap_or_else(|| Err(Error::Internal("no output".into())));
                 lists[i] = text.and_then(|t| parse_list(&t)).map(|l| {
                     let (kept, n) = self.clean(l);
                     merged[i] += n;
@@ -206,7 +206,7 @@ impl Extractor {
                     .map(|(k, text)| {
                         let p_vital = match votes.get(k) {
                             Some(Ok(p)) => *p,
-                            Some(Err(e)) => return Err(Error::Backend(format!("importance of `{text}`: {e}"))),
+                            Some(Err(e)) => return Err(e.clone()),
                             None => 0.5,
                         };
                         let importance = if p_vital >= 0.5 { Importance::Vital } else { Importance::Okay };
@@ -338,16 +338,16 @@ mod tests {
             Ok(t.len())
         }
         fn score(&self, g: &[PromptGroup], _: &[Vec<String>]) -> Vec<Vec<Result<crate::backend::LabelScore>>> {
-            g.iter().map(|g| g.suffixes.iter().map(|_| Err(Error::Backend("no model".into()))).collect()).collect()
+            g.iter().map(|g| g.suffixes.iter().map(|_| Err(Error::Internal("no model".into()))).collect()).collect()
         }
         fn generate(&self, g: &[PromptGroup], _: Option<&str>, _: usize) -> Vec<Vec<Result<String>>> {
-            g.iter().map(|g| g.suffixes.iter().map(|_| Err(Error::Backend("no model".into()))).collect()).collect()
+            g.iter().map(|g| g.suffixes.iter().map(|_| Err(Error::Internal("no model".into()))).collect()).collect()
         }
         fn usage(&self) -> crate::backend::Usage {
             crate::backend::Usage::default()
         }
         fn prefill(&self, _: &str) -> Result<(usize, std::time::Duration)> {
-            Err(Error::Backend("no model".into()))
+            Err(Error::Internal("no model".into()))
         }
     }
 

@@ -208,7 +208,7 @@ impl Judge {
         }
         out.into_iter()
             .map(|row| {
-                row.into_iter().map(|r| r.unwrap_or_else(|| Err(Error::Backend("missing score".into())))).collect()
+                row.into_iter().map(|r| r.unwrap_or_else(|| Err(Error::Internal("missing score".into())))).collect()
             })
             .collect()
     }
@@ -397,21 +397,14 @@ impl Judge {
                                 let logprobs = [s.logprobs[0], s.logprobs[1], s.logprobs[2]];
                                 let nugget_lp =
                                     s.span_logprobs.as_deref().and_then(|c| NuggetLp::new(c, base_lps(pi, k)));
-                                let task = &tasks[p.task];
+                                let read = RawScore { probs: LabelProbs::from_array(raw), logprobs, nugget_lp };
                                 let mut v = match &self.calibrator {
-                                    Some(c) => {
-                                        let x = FeatureInput {
-                                            logprobs: Some(logprobs),
-                                            nugget_lp,
-                                            nugget: &task.nuggets[ni].text,
-                                            answer: &task.answer,
-                                            gold_answers: &task.gold_answers,
-                                        };
-                                        Verdict::from_probs(LabelProbs::from_array(c.verdict_probs(raw, &x)))
-                                    }
+                                    Some(c) => Verdict::from_probs(LabelProbs::from_array(
+                                        c.verdict_probs(raw, &FeatureInput::of(&tasks[p.task], ni, &read)),
+                                    )),
                                     None => Verdict::from_probs(LabelProbs::from_array(raw)),
                                 };
-                                v.raw = Some(RawScore { probs: LabelProbs::from_array(raw), logprobs, nugget_lp });
+                                v.raw = Some(read);
                                 verdicts[p.task][ni] = Some(v);
                             }
                             Err(e) => fail_nugget(&mut failed[p.task], ni, e),
@@ -445,7 +438,7 @@ impl Judge {
                 }
                 let vs: Vec<Verdict> = vs
                     .into_iter()
-                    .map(|v| v.ok_or_else(|| Error::Backend("nugget left without verdict".into())))
+                    .map(|v| v.ok_or_else(|| Error::Internal("nugget left without verdict".into())))
                     .map(|v| v.map(|v| if self.config.two_grade { v.two_grade() } else { v }))
                     .collect::<Result<_>>()?;
                 let scores = aggregate(&task.nuggets, &vs);
@@ -465,10 +458,7 @@ struct CachedScore {
 
 fn fail_nugget(slot: &mut Option<Error>, nugget: usize, e: Error) {
     if slot.is_none() {
-        *slot = Some(match e {
-            Error::TooLong { .. } => e,
-            other => Error::Backend(format!("nugget {nugget}: {other}")),
-        });
+        *slot = Some(e.in_nugget(nugget));
     }
 }
 

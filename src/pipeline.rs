@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::extract::{ExtractTask, Extractor};
 use crate::judge::Judge;
-use crate::record::{parse_record, salvage_id, OutputRecord, ShortForm, Task, VerdictRecord};
+use crate::record::{output_key, parse_record, record_key, salvage_id, OutputRecord, ShortForm, Task, VerdictRecord};
 use crate::rubric::Rubric;
 
 /// Options of [`verify_stream`].
@@ -178,7 +179,7 @@ pub fn verify_stream<R: BufRead, W: Write>(
                 Item::Task { line, .. } => {
                     let (task, result) = match (tasks.next(), results.next()) {
                         (Some(t), Some(r)) => (t, r),
-                        _ => return Err(Error::Backend("judge returned fewer results than tasks".into())),
+                        _ => return Err(Error::Internal("judge returned fewer results than tasks".into())),
                     };
                     output_record(line, &task, result)
                 }
@@ -191,7 +192,7 @@ pub fn verify_stream<R: BufRead, W: Write>(
             summary.model_verdicts +=
                 record.verdicts.iter().filter(|v| v.verdict.by == crate::aggregate::DecidedBy::Llm).count();
             summary.truncated += usize::from(record.truncated);
-            serde_json::to_writer(&mut out, &record).map_err(|e| Error::Backend(format!("serialise: {e}")))?;
+            serde_json::to_writer(&mut out, &record).map_err(|e| Error::Internal(format!("serialise: {e}")))?;
             out.push(b'\n');
         }
         let written = output.write_all(&out).and_then(|_| output.flush());
@@ -206,6 +207,191 @@ pub fn verify_stream<R: BufRead, W: Write>(
     }
     summary.elapsed = start.elapsed();
     Ok(summary)
+}
+
+/// Options of [`extract_stream`].
+#[derive(Debug, Clone)]
+pub struct ExtractOptions {
+    /// Name of the input in messages (file name or `stdin`).
+    pub input_name: String,
+    /// Queries extracted together (their windows are generated in parallel).
+    pub batch: usize,
+    /// Write the input records with a `nuggets` field added, instead of one line of nuggets per
+    /// query.
+    pub attach: bool,
+    /// Also write one rubric file per query (`<id>.json`) here.
+    pub rubric_dir: Option<std::path::PathBuf>,
+}
+
+impl Default for ExtractOptions {
+    fn default() -> Self {
+        ExtractOptions { input_name: "stdin".into(), batch: 8, attach: false, rubric_dir: None }
+    }
+}
+
+/// Totals of an extraction run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ExtractSummary {
+    /// Query lines read.
+    pub queries: usize,
+    /// Nuggets written.
+    pub nuggets: usize,
+    /// Lines that failed (error records written).
+    pub errors: usize,
+    /// Wall time.
+    #[serde(serialize_with = "secs")]
+    pub elapsed: Duration,
+}
+
+/// An extraction input line: the record as given, and the task read from it.
+type ExtractInput = (serde_json::Map<String, serde_json::Value>, ExtractTask);
+
+/// Extract a rubric for every query line of `input`, writing one JSON line per line to `output`
+/// (or the input record with `nuggets` attached), flushed per batch; malformed lines become
+/// error records. `progress` is called after each batch. A broken pipe on the output ends the
+/// run early without error.
+pub fn extract_stream<R: BufRead, W: Write>(
+    extractor: &Extractor,
+    input: R,
+    output: &mut W,
+    opts: &ExtractOptions,
+    mut progress: impl FnMut(&ExtractSummary),
+) -> Result<ExtractSummary> {
+    if let Some(d) = &opts.rubric_dir {
+        std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
+    }
+    let start = Instant::now();
+    let mut summary = ExtractSummary::default();
+    // (line, record or error)
+    let mut pending: Vec<(usize, Result<ExtractInput>)> = Vec::new();
+    let mut lines = input.lines().enumerate();
+    loop {
+        let mut eof = false;
+        match lines.next() {
+            Some((i, line)) => {
+                let line = line.map_err(|e| Error::io(&opts.input_name, e))?;
+                if !line.trim().is_empty() {
+                    pending.push((i + 1, parse_extract_record(&line, &format!("{}:{}", opts.input_name, i + 1))));
+                }
+            }
+            None => eof = true,
+        }
+        let ready = pending.iter().filter(|(_, r)| r.is_ok()).count() >= opts.batch.max(1);
+        if !(ready || (eof && !pending.is_empty())) {
+            if eof {
+                break;
+            }
+            continue;
+        }
+        let batch = std::mem::take(&mut pending);
+        let tasks: Vec<ExtractTask> =
+            batch.iter().filter_map(|(_, r)| r.as_ref().ok().map(|(_, t)| t.clone())).collect();
+        let t0 = Instant::now();
+        let mut results = extractor.extract(&tasks).into_iter();
+        let per_query = t0.elapsed().as_secs_f64() / tasks.len().max(1) as f64;
+        let mut out = Vec::new();
+        for (line, rec) in batch {
+            summary.queries += 1;
+            let (mut record, task) = match rec {
+                Ok(r) => r,
+                Err(e) => {
+                    summary.errors += 1;
+                    let v = serde_json::json!({"line": line, "error": {"kind": e.kind(), "message": e.to_string()}});
+                    writeln!(out, "{v}").map_err(|e| Error::io("output", e))?;
+                    continue;
+                }
+            };
+            let id = record.get("id").map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()));
+            let result =
+                results.next().unwrap_or_else(|| Err(Error::Internal("extractor returned too few results".into())));
+            let v = match result {
+                Ok(x) => {
+                    summary.nuggets += x.nuggets.len();
+                    let list: Vec<serde_json::Value> = x
+                        .nuggets
+                        .iter()
+                        .map(|n| serde_json::json!({"text": n.text, "importance": n.importance, "p_vital": n.p_vital}))
+                        .collect();
+                    // Rubric files and attached records carry what the rubric format knows.
+                    let plain: Vec<serde_json::Value> = x
+                        .nuggets
+                        .iter()
+                        .map(|n| serde_json::json!({"text": n.text, "importance": n.importance}))
+                        .collect();
+                    if let Some(d) = &opts.rubric_dir {
+                        let name = id.clone().unwrap_or_else(|| format!("line-{line}"));
+                        let file = d.join(format!("{}.json", sanitize(&name)));
+                        let rubric = serde_json::json!({"id": name, "query": task.query, "nuggets": plain});
+                        let text = serde_json::to_string_pretty(&rubric).unwrap_or_default();
+                        std::fs::write(&file, text + "\n").map_err(|e| Error::io(&file, e))?;
+                    }
+                    if opts.attach {
+                        record.insert("nuggets".into(), serde_json::Value::Array(plain));
+                        serde_json::Value::Object(record)
+                    } else {
+                        serde_json::json!({"line": line, "id": id, "query": task.query, "nuggets": list,
+                            "windows": x.windows, "merged": x.merged, "seconds": per_query})
+                    }
+                }
+                Err(e) => {
+                    summary.errors += 1;
+                    serde_json::json!({"line": line, "id": id, "error": {"kind": e.kind(), "message": e.to_string()}})
+                }
+            };
+            writeln!(out, "{v}").map_err(|e| Error::io("output", e))?;
+        }
+        if let Err(e) = output.write_all(&out).and_then(|_| output.flush()) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                break;
+            }
+            return Err(Error::io("output", e));
+        }
+        summary.elapsed = start.elapsed();
+        progress(&summary);
+        if eof {
+            break;
+        }
+    }
+    summary.elapsed = start.elapsed();
+    Ok(summary)
+}
+
+/// One extraction input line: the record as given, and the task read from it.
+fn parse_extract_record(line: &str, location: &str) -> Result<ExtractInput> {
+    let v: serde_json::Value = serde_json::from_str(line)
+        .map_err(|e| Error::Parse { location: format!("{location}, column {}", e.column()), reason: e.to_string() })?;
+    let serde_json::Value::Object(map) = v else {
+        return Err(Error::Parse { location: location.into(), reason: "a record must be a JSON object".into() });
+    };
+    let query = match map.get("query") {
+        Some(serde_json::Value::String(q)) if !q.trim().is_empty() => q.clone(),
+        Some(serde_json::Value::String(_)) => return Err(Error::field(location, "query", "is empty")),
+        Some(_) => return Err(Error::field(location, "query", "must be a string")),
+        None => return Err(Error::field(location, "query", "is missing")),
+    };
+    let passages = match map.get("passages") {
+        None | Some(serde_json::Value::Null) => Vec::new(),
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .enumerate()
+            .map(|(i, p)| match p {
+                serde_json::Value::String(s) => Ok(s.clone()),
+                serde_json::Value::Object(o) => {
+                    o.get("text").or_else(|| o.get("segment")).and_then(|t| t.as_str()).map(str::to_string).ok_or_else(
+                        || Error::field(location, format!("passages[{i}]"), "an object needs a `text` string"),
+                    )
+                }
+                _ => Err(Error::field(location, format!("passages[{i}]"), "must be a string")),
+            })
+            .collect::<Result<_>>()?,
+        Some(_) => return Err(Error::field(location, "passages", "must be a list of strings")),
+    };
+    Ok((map, ExtractTask { query, passages }))
+}
+
+/// A file name made of the id's letters, digits, `-`, `_` and `.`.
+fn sanitize(name: &str) -> String {
+    name.chars().map(|c| if c.is_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' }).collect()
 }
 
 /// Benchmark numbers of scored mode next to raw prefill speed.
@@ -284,14 +470,6 @@ pub fn bench(judge: &Judge, tasks: &[Task], batch_records: usize, prefill_tokens
     })
 }
 
-/// The key a record is known by in an output file: its id, else its line number.
-pub fn record_key(id: Option<&str>, line: usize) -> String {
-    match id {
-        Some(id) => format!("id:{id}"),
-        None => format!("line:{line}"),
-    }
-}
-
 /// What an existing output file already holds.
 #[derive(Debug, Clone, Default)]
 pub struct ResumeState {
@@ -319,8 +497,7 @@ pub fn prepare_resume(path: &std::path::Path) -> Result<ResumeState> {
             break;
         };
         let line = &data[start..start + nl];
-        let parsed: Option<serde_json::Value> = serde_json::from_slice(line).ok();
-        let Some(v) = parsed.filter(|v| v.get("line").and_then(|l| l.as_u64()).is_some()) else {
+        let Some(key) = output_key(line) else {
             if line.iter().all(u8::is_ascii_whitespace) {
                 start += nl + 1;
                 good_end = start;
@@ -328,9 +505,7 @@ pub fn prepare_resume(path: &std::path::Path) -> Result<ResumeState> {
             }
             break;
         };
-        let id = v.get("id").and_then(|i| i.as_str()).map(str::to_string);
-        let line_no = v.get("line").and_then(|l| l.as_u64()).unwrap_or(0) as usize;
-        state.done.insert(record_key(id.as_deref(), line_no));
+        state.done.insert(key);
         state.kept += 1;
         start += nl + 1;
         good_end = start;

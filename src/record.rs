@@ -125,7 +125,7 @@ pub fn parse_record(line: &str, location: &str, rubric: Option<&Rubric>, policy:
 }
 
 /// One nugget's verdict as written out.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VerdictRecord {
     /// Nugget text.
     pub nugget: String,
@@ -142,7 +142,7 @@ pub struct VerdictRecord {
 }
 
 /// The error part of an error record.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorInfo {
     /// Machine-readable kind.
     pub kind: String,
@@ -150,8 +150,8 @@ pub struct ErrorInfo {
     pub message: String,
 }
 
-/// One output line.
-#[derive(Debug, Clone, Serialize)]
+/// One output line, as `gavel verify` writes it and [`read_outputs`] reads it back.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OutputRecord {
     /// 1-based input line.
     pub line: usize,
@@ -171,10 +171,10 @@ pub struct OutputRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gold: Option<Label>,
     /// Per-nugget verdicts.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub verdicts: Vec<VerdictRecord>,
     /// The judged text was cut to fit the context (`--truncate`).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,
     /// Present when the record failed.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -198,6 +198,39 @@ impl OutputRecord {
     }
 }
 
+impl OutputRecord {
+    /// The key this record is known by (see [`record_key`]).
+    pub fn key(&self) -> String {
+        record_key(self.id.as_deref(), self.line)
+    }
+}
+
+/// The key a record is known by in an output file: its id, else its line number.
+pub fn record_key(id: Option<&str>, line: usize) -> String {
+    match id {
+        Some(id) => format!("id:{id}"),
+        None => format!("line:{line}"),
+    }
+}
+
+/// The key of one output line (see [`record_key`]), when it is an output record.
+pub fn output_key(line: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Key {
+        line: usize,
+        id: Option<String>,
+    }
+    let k: Key = serde_json::from_slice(line).ok()?;
+    Some(record_key(k.id.as_deref(), k.line))
+}
+
+/// Read an output file (written by verify or eval) into a map from [`record_key`] to record;
+/// lines that do not parse are skipped (their records then count as missing).
+pub fn read_outputs(path: &std::path::Path) -> Result<std::collections::HashMap<String, OutputRecord>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    Ok(text.lines().filter_map(|line| serde_json::from_str::<OutputRecord>(line).ok()).map(|r| (r.key(), r)).collect())
+}
+
 /// Best-effort id of a line that failed to parse, so error records can still be matched.
 pub fn salvage_id(line: &str) -> Option<String> {
     let v: serde_json::Value = serde_json::from_str(line).ok()?;
@@ -205,6 +238,56 @@ pub fn salvage_id(line: &str) -> Option<String> {
         serde_json::Value::String(s) => Some(s.clone()),
         other => Some(other.to_string()),
     }
+}
+
+/// Which half of a labeled file a record belongs to, so that fitting and scoring never see the
+/// same query/article: records are split by a hash of the query, or, without a query, of the
+/// first nugget (REALSumm's nuggets are its article's content units).
+pub fn part_of(task: &Task) -> Part {
+    if split_hash(task).is_multiple_of(2) {
+        Part::A
+    } else {
+        Part::B
+    }
+}
+
+/// A half of a labeled file (see [`part_of`]): fit on one, score the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Part {
+    /// The first half.
+    A,
+    /// The second half.
+    B,
+}
+
+impl std::fmt::Display for Part {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Part::A => "a",
+            Part::B => "b",
+        })
+    }
+}
+
+/// Which of `k` cross-validation folds a record falls in: by the same query/article key as
+/// [`part_of`] (other bits of its hash), so a fold never shares a query with the others.
+pub fn fold_of(task: &Task, k: usize) -> usize {
+    ((split_hash(task) >> 1) % k.max(1) as u64) as usize
+}
+
+fn split_hash(task: &Task) -> u64 {
+    let key = match task.query.as_deref() {
+        Some(q) if !q.trim().is_empty() => q.to_string(),
+        _ => task.nuggets.first().map(|n| n.text.clone()).unwrap_or_else(|| task.answer.clone()),
+    };
+    // FNV-1a: stable across platforms and releases.
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in key.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
 }
 
 impl std::str::FromStr for ShortForm {

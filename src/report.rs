@@ -1,10 +1,17 @@
 //! Evaluation reports people can look at: a Markdown summary for terminals and pull requests,
-//! and one self-contained HTML file (inline CSS and SVG charts, no network fetches).
+//! one self-contained HTML file (inline CSS and SVG charts, no network fetches), and the same
+//! numbers as JSON for machines.
 
 use std::fmt::Write as _;
 
-use crate::eval::{Agreement, Calibration, EvalReport, Grades};
-use crate::rubric::Label;
+use crate::eval::EvalReport;
+use crate::label::{Grades, Label};
+use crate::metrics::{Agreement, Calibration};
+
+/// The report as pretty-printed JSON (`metrics.json`).
+pub fn to_json(r: &EvalReport) -> String {
+    serde_json::to_string_pretty(r).unwrap_or_default()
+}
 
 fn pct(x: f64) -> String {
     format!("{:.3}", x)
@@ -19,7 +26,7 @@ fn short_label(l: Label) -> &'static str {
 }
 
 /// The bootstrap intervals as one sentence.
-fn intervals_line(iv: &crate::eval::Intervals) -> String {
+fn intervals_line(iv: &crate::metrics::Intervals) -> String {
     format!(
         "95% bootstrap intervals ({} resamples of records), macro-F1: gavel [{:.3}, {:.3}], lexical [{:.3}, {:.3}], \
          gavel - lexical [{:+.3}, {:+.3}]",
@@ -34,7 +41,7 @@ fn intervals_line(iv: &crate::eval::Intervals) -> String {
 }
 
 /// The raw model's calibration, next to a calibrated one.
-fn uncalibrated_note(raw: &crate::eval::Calibration) -> String {
+fn uncalibrated_note(raw: &Calibration) -> String {
     format!("uncalibrated model: ECE {:.3}, Brier {:.3}", raw.ece, raw.brier)
 }
 

@@ -7,81 +7,9 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-
-/// A verdict label. The 2-grade mode folds `PartialSupport` into `NotSupport`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
-#[serde(rename_all = "snake_case")]
-pub enum Label {
-    /// Absent, contradicted, or needs outside knowledge.
-    NotSupport,
-    /// Some essential part present, another missing or hedged.
-    PartialSupport,
-    /// All essential facts present or clearly paraphrased.
-    Support,
-}
-
-impl Label {
-    /// The three labels in the order used for probability vectors: support, partial, not.
-    pub const ALL: [Label; 3] = [Label::Support, Label::PartialSupport, Label::NotSupport];
-
-    /// Credit of the label: 1, 0.5, 0.
-    pub fn value(self) -> f64 {
-        match self {
-            Label::Support => 1.0,
-            Label::PartialSupport => 0.5,
-            Label::NotSupport => 0.0,
-        }
-    }
-
-    /// The label two cuts on a score give: support from `support` up, partial support from
-    /// `partial` up, not_support below.
-    pub fn by_cuts(score: f64, partial: f64, support: f64) -> Label {
-        if score >= support {
-            Label::Support
-        } else if score >= partial {
-            Label::PartialSupport
-        } else {
-            Label::NotSupport
-        }
-    }
-
-    /// Index into [`Label::ALL`].
-    pub fn index(self) -> usize {
-        match self {
-            Label::Support => 0,
-            Label::PartialSupport => 1,
-            Label::NotSupport => 2,
-        }
-    }
-
-    /// The wire name (`support`, `partial_support`, `not_support`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Label::Support => "support",
-            Label::PartialSupport => "partial_support",
-            Label::NotSupport => "not_support",
-        }
-    }
-
-    /// Parse a label, accepting the wire names and common synonyms used by datasets
-    /// (`correct`/`incorrect`, `present`/`absent`, `partial`).
-    pub fn parse(s: &str) -> Option<Label> {
-        match s.trim().to_ascii_lowercase().replace([' ', '-'], "_").as_str() {
-            "support" | "supported" | "correct" | "present" | "yes" | "true" => Some(Label::Support),
-            "partial_support" | "partial" | "partially_supported" | "partly" => Some(Label::PartialSupport),
-            "not_support" | "not_supported" | "incorrect" | "absent" | "no" | "false" | "refute" | "irrelevant" => {
-                Some(Label::NotSupport)
-            }
-            _ => None,
-        }
-    }
-}
-
-impl std::fmt::Display for Label {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::label::Label;
+use crate::lexical::contains_answer;
+pub use crate::lexical::{exact_match, normalize_answer};
 
 /// AutoNuggetizer importance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -391,34 +319,6 @@ impl Rubric {
     }
 }
 
-/// SQuAD-style answer normalisation: lower case, drop punctuation and the articles a/an/the,
-/// collapse white space. Unicode letters are kept; accents are folded (é -> e).
-pub fn normalize_answer(s: &str) -> String {
-    use unicode_normalization::UnicodeNormalization;
-    let lowered: String = s
-        .nfkd()
-        .filter(|c| !unicode_normalization::char::is_combining_mark(*c))
-        .flat_map(char::to_lowercase)
-        .map(|c| if c.is_alphanumeric() || c.is_whitespace() { c } else { ' ' })
-        .collect();
-    lowered.split_whitespace().filter(|w| !matches!(*w, "a" | "an" | "the")).collect::<Vec<_>>().join(" ")
-}
-
-/// Whether the normalised `text` equals one of the normalised `answers`.
-pub fn exact_match(answers: &[String], text: &str) -> bool {
-    let t = normalize_answer(text);
-    answers.iter().any(|a| normalize_answer(a) == t)
-}
-
-/// Whether the normalised `needle_norm` occurs in `haystack_norm` as whole words.
-pub(crate) fn contains_words(haystack_norm: &str, needle_norm: &str) -> bool {
-    if needle_norm.is_empty() {
-        return false;
-    }
-    let padded = format!(" {haystack_norm} ");
-    padded.contains(&format!(" {needle_norm} "))
-}
-
 fn numbers_in(text: &str) -> impl Iterator<Item = f64> + '_ {
     static NUM: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
     let re = NUM.get_or_init(|| Regex::new(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+").expect("static regex"));
@@ -450,11 +350,7 @@ impl Check {
             }
             Check::Contains { answers, fallback_llm } => {
                 let t = normalize_answer(text);
-                // An exact match counts, also when both normalise to nothing ("a" vs "A").
-                let hit = answers.iter().any(|a| {
-                    let g = normalize_answer(a);
-                    g == t || contains_words(&t, &g)
-                });
+                let hit = answers.iter().any(|a| contains_answer(&t, &normalize_answer(a)));
                 if !hit && *fallback_llm {
                     CheckOutcome::NeedsModel
                 } else {
@@ -490,14 +386,6 @@ mod tests {
     fn parse(json: &str) -> Result<Nugget> {
         let raw: RawNugget = serde_json::from_str(json).unwrap();
         raw.validate("test.json", "nuggets[0]")
-    }
-
-    #[test]
-    fn normalisation_is_squad_style() {
-        assert_eq!(normalize_answer("The  Eiffel-Tower!"), "eiffel tower");
-        assert_eq!(normalize_answer("Wilhelm Röntgen"), "wilhelm rontgen");
-        assert_eq!(normalize_answer("an apple, a pear"), "apple pear");
-        assert_eq!(normalize_answer("  "), "");
     }
 
     #[test]

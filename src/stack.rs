@@ -6,8 +6,11 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::eval::Grades;
-use crate::rubric::{normalize_answer, Label};
+use crate::aggregate::{NuggetLp, RawScore};
+use crate::label::{Grades, Label};
+use crate::lexical::{contains_answer, content_words, normalize_answer, share_found};
+use crate::metrics::agreement;
+use crate::record::Task;
 
 /// Which features a stack uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,7 +31,7 @@ pub struct FeatureInput<'a> {
     /// log P(support words), log P(partial words), log P(not words) over the vocabulary.
     pub logprobs: Option<[f64; 3]>,
     /// The nugget's token log-probabilities after the passage, when the backend read them.
-    pub nugget_lp: Option<crate::aggregate::NuggetLp>,
+    pub nugget_lp: Option<NuggetLp>,
     /// Nugget text.
     pub nugget: &'a str,
     /// Judged text.
@@ -37,12 +40,19 @@ pub struct FeatureInput<'a> {
     pub gold_answers: &'a [String],
 }
 
-fn content_words(s: &str) -> Vec<String> {
-    normalize_answer(s)
-        .split(' ')
-        .filter(|w| !w.is_empty() && !crate::eval::is_stopword(w))
-        .map(str::to_string)
-        .collect()
+impl<'a> FeatureInput<'a> {
+    /// The features of nugget `nugget` of `task` with the model's raw read of it: the one place
+    /// that decides what a stack sees, whether the verdict was just judged or read back from a
+    /// verdicts file.
+    pub fn of(task: &'a Task, nugget: usize, raw: &RawScore) -> Self {
+        FeatureInput {
+            logprobs: Some(raw.logprobs),
+            nugget_lp: raw.nugget_lp,
+            nugget: &task.nuggets[nugget].text,
+            answer: &task.answer,
+            gold_answers: &task.gold_answers,
+        }
+    }
 }
 
 /// Feature names, in order, for a feature set.
@@ -74,8 +84,7 @@ pub fn named_features(x: &FeatureInput<'_>) -> Vec<(&'static str, f64)> {
     let ans_norm = normalize_answer(x.answer);
     let ans: Vec<&str> = ans_norm.split(' ').filter(|w| !w.is_empty()).collect();
     let ans_set: HashSet<&str> = ans.iter().copied().collect();
-    let present = nug.iter().filter(|w| ans_set.contains(w.as_str())).count();
-    let overlap = if nug.is_empty() { 0.0 } else { present as f64 / nug.len() as f64 };
+    let (present, overlap) = share_found(&nug, &ans_set);
     let ans_bigrams: HashSet<(&str, &str)> = ans.windows(2).map(|w| (w[0], w[1])).collect();
     let all_nug_norm = normalize_answer(x.nugget);
     let all_nug: Vec<&str> = all_nug_norm.split(' ').filter(|w| !w.is_empty()).collect();
@@ -85,30 +94,18 @@ pub fn named_features(x: &FeatureInput<'_>) -> Vec<(&'static str, f64)> {
     } else {
         nb.iter().filter(|b| ans_bigrams.contains(b)).count() as f64 / nb.len() as f64
     };
-    let overlap_all = if all_nug.is_empty() {
-        0.0
-    } else {
-        all_nug.iter().filter(|w| ans_set.contains(*w)).count() as f64 / all_nug.len() as f64
-    };
+    let overlap_all = share_found(&all_nug, &ans_set).1;
     let (em, contains, gold_overlap) = if x.gold_answers.is_empty() {
         (0.0, 0.0, 0.0)
     } else {
         let golds: Vec<String> = x.gold_answers.iter().map(|g| normalize_answer(g)).collect();
         let em = golds.contains(&ans_norm);
-        let contains = golds.iter().any(|g| crate::rubric::contains_words(&ans_norm, g));
+        let contains = golds.iter().any(|g| contains_answer(&ans_norm, g));
         // The best share of one gold answer's words found in the answer ("Wilhelm Röntgen" for
         // "Wilhelm Conrad Röntgen": 2/3).
         let gold_overlap = golds
             .iter()
-            .map(|g| {
-                let words: Vec<&str> = g.split(' ').filter(|w| !w.is_empty()).collect();
-                let found = words.iter().filter(|w| ans_set.contains(*w)).count();
-                if words.is_empty() {
-                    0.0
-                } else {
-                    found as f64 / words.len() as f64
-                }
-            })
+            .map(|g| share_found(&g.split(' ').filter(|w| !w.is_empty()).collect::<Vec<_>>(), &ans_set).1)
             .fold(0.0, f64::max);
         (f64::from(u8::from(em)), f64::from(u8::from(contains)), gold_overlap)
     };
@@ -144,6 +141,16 @@ pub fn named_features(x: &FeatureInput<'_>) -> Vec<(&'static str, f64)> {
 pub fn features_named(names: &[impl AsRef<str>], x: &FeatureInput<'_>) -> Vec<f64> {
     let all = named_features(x);
     names.iter().map(|n| all.iter().find(|(k, _)| *k == n.as_ref()).map_or(f64::NAN, |(_, v)| *v)).collect()
+}
+
+/// The features of `set`, in [`feature_names`] order, out of a vector of all of them
+/// ([`FeatureSet::All`] order).
+pub fn select(set: FeatureSet, all: &[f64]) -> Vec<f64> {
+    let names = feature_names(FeatureSet::All);
+    feature_names(set)
+        .iter()
+        .map(|n| names.iter().position(|k| k == n).and_then(|i| all.get(i)).copied().unwrap_or(f64::NAN))
+        .collect()
 }
 
 /// Compute the feature vector of a feature set, in [`feature_names`] order.
@@ -183,23 +190,14 @@ pub struct Stack {
 
 /// Each file's grading (indexed by file): 3-grade when its gold has a partial label.
 fn file_gradings(files: &[usize], golds: &[Label]) -> Vec<Grades> {
-    let mut g = vec![Grades::Two; files.iter().copied().max().map_or(0, |m| m + 1)];
-    for (&f, &l) in files.iter().zip(golds) {
-        if l == Label::PartialSupport {
-            g[f] = Grades::Three;
-        }
-    }
-    g
+    let n = files.iter().copied().max().map_or(0, |m| m + 1);
+    (0..n).map(|f| Grades::of_golds(files.iter().zip(golds).filter(|(&g, _)| g == f).map(|(_, &l)| l))).collect()
 }
 
 /// Mean over the files that have pairs of each file's macro-F1 on its own grading.
 fn mean_file_macro_f1(pairs: &[Vec<(Label, Label)>], grading: &[Grades]) -> Option<f64> {
-    let f1: Vec<f64> = pairs
-        .iter()
-        .zip(grading)
-        .filter(|(v, _)| !v.is_empty())
-        .map(|(v, &g)| crate::eval::agreement(v, g).macro_f1)
-        .collect();
+    let f1: Vec<f64> =
+        pairs.iter().zip(grading).filter(|(v, _)| !v.is_empty()).map(|(v, &g)| agreement(v, g).macro_f1).collect();
     (!f1.is_empty()).then(|| f1.iter().sum::<f64>() / f1.len() as f64)
 }
 
@@ -268,10 +266,8 @@ impl Stack {
         l2: f64,
     ) -> Stack {
         let labels: Vec<Label> = if two_grade { vec![Label::Support, Label::NotSupport] } else { Label::ALL.to_vec() };
-        let golds: Vec<Label> = golds
-            .iter()
-            .map(|&g| if two_grade && g == Label::PartialSupport { Label::NotSupport } else { g })
-            .collect();
+        let grades = if two_grade { Grades::Two } else { Grades::Three };
+        let golds: Vec<Label> = golds.iter().map(|&g| grades.fold(g)).collect();
         let d = xs.first().map_or(0, Vec::len);
         let mut mean = vec![0.0; d];
         let mut std = vec![0.0; d];
@@ -589,7 +585,7 @@ mod tests {
         let s = Stack::fit_ordinal(FeatureSet::NoModel, &xs, &golds, &w, &files, 1e-3);
         let o = s.ordinal.expect("ordinal");
         assert!(o.partial < o.support && o.slope > 0.0, "{o:?}");
-        let label = |x: f64| crate::aggregate::LabelProbs::from_array(s.predict(&[x, 3.0])).argmax();
+        let label = |x: f64| crate::label::LabelProbs::from_array(s.predict(&[x, 3.0])).argmax();
         assert_eq!((label(0.1), label(0.55), label(0.9)), (Label::NotSupport, Label::PartialSupport, Label::Support));
         let p = s.predict(&[0.55, 3.0]);
         assert!(p.iter().all(|v| (0.0..=1.0).contains(v)) && (p.iter().sum::<f64>() - 1.0).abs() < 1e-9, "{p:?}");
@@ -616,7 +612,7 @@ mod tests {
         assert_eq!(s.ordinal.is_some(), c.ordinal > c.multinomial, "{c:?}");
         // Either head learns this problem well on held-out folds.
         assert!(c.multinomial.max(c.ordinal) > 0.9, "{c:?}");
-        let label = |x: f64| crate::aggregate::LabelProbs::from_array(s.predict(&[x, 3.0])).argmax();
+        let label = |x: f64| crate::label::LabelProbs::from_array(s.predict(&[x, 3.0])).argmax();
         assert_eq!((label(0.1), label(0.55), label(0.9)), (Label::NotSupport, Label::PartialSupport, Label::Support));
     }
 
@@ -630,7 +626,7 @@ mod tests {
         let correct = xs
             .iter()
             .zip(&golds)
-            .filter(|(x, g)| crate::aggregate::LabelProbs::from_array(s.predict(x)).argmax() == **g)
+            .filter(|(x, g)| crate::label::LabelProbs::from_array(s.predict(x)).argmax() == **g)
             .count();
         assert!(correct >= 190, "{correct}/200");
         let p = s.predict(&xs[0]);

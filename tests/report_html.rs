@@ -3,7 +3,8 @@
 
 use std::process::Command;
 
-use gavel::eval::{build_report, EvalInput, LexicalThresholds, NuggetItem, ShortItem};
+use gavel::eval::{build_report, EvalInput, NuggetItem, ShortItem};
+use gavel::lexical::LexicalThresholds;
 use gavel::Label::{NotSupport as N, PartialSupport as P, Support as S};
 
 fn sample_report() -> String {

@@ -92,7 +92,7 @@ fn backend() -> Result<&'static LlamaBackend> {
             LlamaBackend::init().map_err(|e| e.to_string())
         })
         .as_ref()
-        .map_err(|e| Error::Backend(format!("llama.cpp init: {e}")))
+        .map_err(|e| Error::Llama { op: "init", reason: e.to_string() })
 }
 
 struct TokGroup {
@@ -183,8 +183,8 @@ impl EmbeddedBackend {
         let worker = std::thread::Builder::new()
             .name("gavel-engine".into())
             .spawn(move || engine_thread(worker_model, worker_cfg, n_threads, rx, ready_tx, worker_usage))
-            .map_err(|e| Error::Backend(format!("cannot start engine thread: {e}")))?;
-        ready_rx.recv().map_err(|_| Error::Backend("engine thread exited during start".into()))??;
+            .map_err(|e| Error::Internal(format!("cannot start engine thread: {e}")))?;
+        ready_rx.recv().map_err(|_| Error::Internal("engine thread exited during start".into()))??;
         Ok(EmbeddedBackend {
             model,
             config,
@@ -230,7 +230,7 @@ impl EmbeddedBackend {
     }
 
     fn resolve_labels(&self, choices: &[Vec<String>]) -> Result<Arc<Vec<Vec<LlamaToken>>>> {
-        let mut cache = self.label_tokens.lock().map_err(|_| Error::Backend("label cache poisoned".into()))?;
+        let mut cache = self.label_tokens.lock().map_err(|_| Error::Internal("label cache poisoned".into()))?;
         if let Some(t) = cache.get(choices) {
             return Ok(Arc::clone(t));
         }
@@ -244,9 +244,12 @@ impl EmbeddedBackend {
                 };
                 match seen.get(&first) {
                     Some(&j) if j != i => {
-                        return Err(Error::Backend(format!(
-                            "label words `{form}` and another label's word start with the same token; pick words with different first tokens"
-                        )))
+                        return Err(Error::Template {
+                            name: "labels.toml".into(),
+                            reason: format!(
+                                "label words `{form}` and another label's word start with the same token; pick words with different first tokens"
+                            ),
+                        })
                     }
                     Some(_) => {}
                     None => {
@@ -256,7 +259,10 @@ impl EmbeddedBackend {
                 }
             }
             if toks.is_empty() {
-                return Err(Error::Backend(format!("label choice {i} has no word that tokenizes")));
+                return Err(Error::Template {
+                    name: "labels.toml".into(),
+                    reason: format!("label choice {i} has no word that tokenizes"),
+                });
             }
             out.push(toks);
         }
@@ -266,12 +272,12 @@ impl EmbeddedBackend {
     }
 
     fn send(&self, job: Job) -> Result<()> {
-        let guard = self.jobs.lock().map_err(|_| Error::Backend("job queue poisoned".into()))?;
+        let guard = self.jobs.lock().map_err(|_| Error::Internal("job queue poisoned".into()))?;
         guard
             .as_ref()
-            .ok_or_else(|| Error::Backend("engine stopped".into()))?
+            .ok_or_else(|| Error::Internal("engine stopped".into()))?
             .send(job)
-            .map_err(|_| Error::Backend("engine thread has stopped".into()))
+            .map_err(|_| Error::Internal("engine thread has stopped".into()))
     }
 }
 
@@ -335,10 +341,10 @@ impl Backend for EmbeddedBackend {
                     .iter()
                     .map(|m| LlamaChatMessage::new(m.role.clone(), m.content.clone()))
                     .collect::<std::result::Result<Vec<_>, _>>()
-                    .map_err(|e| Error::Backend(format!("chat message: {e}")))?;
+                    .map_err(|e| Error::Llama { op: "chat message", reason: e.to_string() })?;
                 self.model
                     .apply_chat_template(tmpl, &chat, true)
-                    .map_err(|e| Error::Backend(format!("chat template: {e}")))
+                    .map_err(|e| Error::Llama { op: "chat template", reason: e.to_string() })
             }
             ChatFormat::Jinja(t) => {
                 let piece = |tok: LlamaToken| {
@@ -370,9 +376,7 @@ impl Backend for EmbeddedBackend {
     }
 
     fn score(&self, groups: &[PromptGroup], choices: &[Vec<String>]) -> Vec<Vec<Result<LabelScore>>> {
-        let fail_all = |e: &Error| {
-            groups.iter().map(|g| g.suffixes.iter().map(|_| Err(Error::Backend(e.to_string()))).collect()).collect()
-        };
+        let fail_all = |e: &Error| groups.iter().map(|g| g.suffixes.iter().map(|_| Err(e.clone())).collect()).collect();
         let labels = match self.resolve_labels(choices) {
             Ok(l) => l,
             Err(e) => return fail_all(&e),
@@ -381,20 +385,18 @@ impl Backend for EmbeddedBackend {
         if let Err(e) = self.send(Job::Score { groups: self.tok_groups(groups), labels, reply }) {
             return fail_all(&e);
         }
-        rx.recv().unwrap_or_else(|_| fail_all(&Error::Backend("engine thread died".into())))
+        rx.recv().unwrap_or_else(|_| fail_all(&Error::Internal("engine thread died".into())))
     }
 
     fn generate(&self, groups: &[PromptGroup], grammar: Option<&str>, max_tokens: usize) -> Vec<Vec<Result<String>>> {
-        let fail_all = |e: &Error| {
-            groups.iter().map(|g| g.suffixes.iter().map(|_| Err(Error::Backend(e.to_string()))).collect()).collect()
-        };
+        let fail_all = |e: &Error| groups.iter().map(|g| g.suffixes.iter().map(|_| Err(e.clone())).collect()).collect();
         let (reply, rx) = mpsc::channel();
         let job =
             Job::Generate { groups: self.tok_groups(groups), grammar: grammar.map(str::to_string), max_tokens, reply };
         if let Err(e) = self.send(job) {
             return fail_all(&e);
         }
-        rx.recv().unwrap_or_else(|_| fail_all(&Error::Backend("engine thread died".into())))
+        rx.recv().unwrap_or_else(|_| fail_all(&Error::Internal("engine thread died".into())))
     }
 
     fn reads_spans(&self) -> bool {
@@ -413,7 +415,7 @@ impl Backend for EmbeddedBackend {
         }
         let (reply, rx) = mpsc::channel();
         self.send(Job::Prefill { tokens, reply })?;
-        let elapsed = rx.recv().map_err(|_| Error::Backend("engine thread died".into()))??;
+        let elapsed = rx.recv().map_err(|_| Error::Internal("engine thread died".into()))??;
         Ok((n, elapsed))
     }
 }
@@ -473,7 +475,7 @@ fn engine_thread(
     let ctx = match model.new_context(be, params) {
         Ok(c) => c,
         Err(e) => {
-            let _ = ready.send(Err(Error::Backend(format!("cannot create context: {e}"))));
+            let _ = ready.send(Err(Error::Llama { op: "context", reason: e.to_string() }));
             return;
         }
     };
@@ -532,7 +534,8 @@ impl Engine<'_> {
             for (s, suffix) in group.suffixes.iter().enumerate() {
                 let need = p + suffix.len();
                 if suffix.is_empty() {
-                    errors[g][s] = Some(Error::Backend("empty prompt".into()));
+                    errors[g][s] =
+                        Some(Error::Template { name: "judge".into(), reason: "the rendered prompt is empty".into() });
                     continue;
                 }
                 if need + skip > self.n_ctx {
@@ -665,8 +668,10 @@ impl Engine<'_> {
                 n_tokens += chunk.cells;
             }
             let result = match add_failed {
-                Some(e) => Err(Error::Backend(format!("batch: {e}"))),
-                None => self.ctx.decode(&mut self.batch).map_err(|e| Error::Backend(format!("decode: {e}"))),
+                Some(e) => Err(Error::Llama { op: "batch", reason: e.to_string() }),
+                None => {
+                    self.ctx.decode(&mut self.batch).map_err(|e| Error::Llama { op: "decode", reason: e.to_string() })
+                }
             };
             match result {
                 Ok(()) => {
@@ -684,7 +689,7 @@ impl Engine<'_> {
                 }
                 Err(e) => {
                     for (g, s, _, _) in outputs {
-                        errors[g][s] = Some(Error::Backend(e.to_string()));
+                        errors[g][s] = Some(e.clone());
                     }
                 }
             }
@@ -699,7 +704,7 @@ impl Engine<'_> {
                     .map(|(s, e)| match (s, e) {
                         (_, Some(e)) => Err(e),
                         (Some(s), None) => Ok(s),
-                        (None, None) => Err(Error::Backend("prompt was not evaluated".into())),
+                        (None, None) => Err(Error::Internal("prompt was not evaluated".into())),
                     })
                     .collect()
             })
@@ -718,9 +723,9 @@ impl Engine<'_> {
                 let is_last = c + 1 == n_slices && i + 1 == slice.len();
                 self.batch
                     .add(t, (pos0 + c * cap + i) as i32, &[seq], is_last)
-                    .map_err(|e| Error::Backend(format!("batch: {e}")))?;
+                    .map_err(|e| Error::Llama { op: "batch", reason: e.to_string() })?;
             }
-            self.ctx.decode(&mut self.batch).map_err(|e| Error::Backend(format!("decode: {e}")))?;
+            self.ctx.decode(&mut self.batch).map_err(|e| Error::Llama { op: "decode", reason: e.to_string() })?;
             last = self.batch.n_tokens() - 1;
         }
         Ok(last)
@@ -740,7 +745,7 @@ impl Engine<'_> {
             for (s, suffix) in group.suffixes.iter().enumerate() {
                 let need = p + suffix.len() + max_tokens;
                 if suffix.is_empty() {
-                    out[g][s] = Some(Err(Error::Backend("generation needs a non-empty suffix".into())));
+                    out[g][s] = Some(Err(Error::Internal("generation needs a non-empty suffix".into())));
                     continue;
                 }
                 if need > self.n_ctx {
@@ -787,7 +792,7 @@ impl Engine<'_> {
         }
         out.into_iter()
             .map(|row| {
-                row.into_iter().map(|r| r.unwrap_or_else(|| Err(Error::Backend("not generated".into())))).collect()
+                row.into_iter().map(|r| r.unwrap_or_else(|| Err(Error::Internal("not generated".into())))).collect()
             })
             .collect()
     }
@@ -801,7 +806,7 @@ impl Engine<'_> {
         max_tokens: usize,
     ) -> Vec<Result<(String, usize)>> {
         let n: usize = wave.iter().map(|(_, ss)| ss.len()).sum();
-        let fail = |e: Error| (0..n).map(|_| Err(Error::Backend(e.to_string()))).collect::<Vec<_>>();
+        let fail = |e: Error| (0..n).map(|_| Err(e.clone())).collect::<Vec<_>>();
         self.ctx.clear_kv_cache();
         self.head.clear();
         let mut samplers = Vec::with_capacity(n);
@@ -809,7 +814,7 @@ impl Engine<'_> {
             match grammar {
                 Some(g) => match LlamaSampler::grammar(self.model, g, "root") {
                     Ok(s) => samplers.push(Some(s)),
-                    Err(e) => return fail(Error::Backend(format!("grammar: {e}"))),
+                    Err(e) => return fail(Error::Llama { op: "grammar", reason: e.to_string() }),
                 },
                 None => samplers.push(None),
             }
@@ -825,14 +830,14 @@ impl Engine<'_> {
             let ids: Vec<i32> = (seq..seq + ss.len()).map(|k| k as i32).collect();
             for (i, &t) in group.prefix.iter().enumerate() {
                 if let Err(e) = self.batch.add(t, i as i32, &ids, false) {
-                    return fail(Error::Backend(format!("batch: {e}")));
+                    return fail(Error::Llama { op: "batch", reason: e.to_string() });
                 }
             }
             for (k, &s) in ss.iter().enumerate() {
                 let suffix = &group.suffixes[s];
                 for (i, &t) in suffix.iter().enumerate() {
                     if let Err(e) = self.batch.add(t, (p + i) as i32, &[ids[k]], i + 1 == suffix.len()) {
-                        return fail(Error::Backend(format!("batch: {e}")));
+                        return fail(Error::Llama { op: "batch", reason: e.to_string() });
                     }
                 }
                 pos[seq + k] = p + suffix.len();
@@ -841,7 +846,7 @@ impl Engine<'_> {
             seq += ss.len();
         }
         if let Err(e) = self.ctx.decode(&mut self.batch) {
-            return fail(Error::Backend(format!("decode: {e}")));
+            return fail(Error::Llama { op: "decode", reason: e.to_string() });
         }
         let vocab = self.model.vocab();
         let mut bytes: Vec<Vec<u8>> = vec![Vec::new(); n];
@@ -871,13 +876,13 @@ impl Engine<'_> {
             self.batch.clear();
             for (k, tok) in next {
                 if let Err(e) = self.batch.add(tok, pos[k] as i32, &[k as i32], true) {
-                    return fail(Error::Backend(format!("batch: {e}")));
+                    return fail(Error::Llama { op: "batch", reason: e.to_string() });
                 }
                 idx[k] = self.batch.n_tokens() - 1;
                 pos[k] += 1;
             }
             if let Err(e) = self.ctx.decode(&mut self.batch) {
-                return fail(Error::Backend(format!("decode: {e}")));
+                return fail(Error::Llama { op: "decode", reason: e.to_string() });
             }
         }
         (0..n).map(|k| Ok((String::from_utf8_lossy(&bytes[k]).into_owned(), generated[k]))).collect()

@@ -116,11 +116,18 @@ fn root_of(base: &str) -> &str {
     b.strip_suffix("/v1").unwrap_or(b)
 }
 
+/// What a completion reply is said to come from in errors (the server is one of --base-url).
+const COMPLETIONS: &str = "/v1/completions";
+
+fn remote(url: &str, status: Option<u16>, reason: String) -> Error {
+    Error::Remote { url: url.to_string(), status, reason }
+}
+
 impl RemoteBackend {
     /// Reach the server, learn the model name, chat template and context size.
     pub fn connect(cfg: RemoteConfig) -> Result<Self> {
         if cfg.base_urls.is_empty() {
-            return Err(Error::Backend("--base-url is required with --backend openai".into()));
+            return Err(Error::field("--backend openai", "--base-url", "is required"));
         }
         let agent = ureq::AgentBuilder::new().timeout(cfg.timeout).build();
         let mut me = RemoteBackend {
@@ -138,9 +145,12 @@ impl RemoteBackend {
             cfg,
         };
         let base = me.cfg.base_urls[0].trim_end_matches('/').to_string();
-        let models = me
-            .request_at(&format!("{base}/models"), None)
-            .map_err(|e| Error::Backend(format!("cannot reach the OpenAI-compatible server at {base}: {e}")))?;
+        let models = me.request_at(&format!("{base}/models"), None).map_err(|e| match e {
+            Error::Remote { url, status, reason } => {
+                Error::Remote { url, status, reason: format!("cannot reach the OpenAI-compatible server: {reason}") }
+            }
+            other => other,
+        })?;
         let first = models.pointer("/data/0");
         me.model_name = match &me.cfg.model_name {
             Some(n) => n.clone(),
@@ -184,7 +194,7 @@ impl RemoteBackend {
     /// GET (body `None`) or POST JSON, with retries and backoff.
     fn request_at(&self, url: &str, body: Option<&Value>) -> Result<Value> {
         let mut delay = Duration::from_millis(200);
-        let mut last = String::new();
+        let mut last: (Option<u16>, String) = (None, String::new());
         for attempt in 0..=self.cfg.retries {
             if attempt > 0 {
                 std::thread::sleep(delay);
@@ -203,21 +213,21 @@ impl RemoteBackend {
             };
             match res {
                 Ok(r) => {
-                    let text = r.into_string().map_err(|e| Error::Backend(format!("{url}: reading reply: {e}")))?;
+                    let text = r.into_string().map_err(|e| remote(url, None, format!("reading reply: {e}")))?;
                     return serde_json::from_str(&text)
-                        .map_err(|e| Error::Backend(format!("{url}: reply is not JSON ({e}): {}", clip(&text))));
+                        .map_err(|e| remote(url, None, format!("reply is not JSON ({e}): {}", clip(&text))));
                 }
                 Err(ureq::Error::Status(code, r)) => {
                     let text = r.into_string().unwrap_or_default();
-                    last = format!("HTTP {code}: {}", clip(&text));
+                    last = (Some(code), clip(&text));
                     if code != 429 && code < 500 {
                         break;
                     }
                 }
-                Err(ureq::Error::Transport(t)) => last = t.to_string(),
+                Err(ureq::Error::Transport(t)) => last = (None, t.to_string()),
             }
         }
-        Err(Error::Backend(format!("{url}: {last}")))
+        Err(remote(url, last.0, last.1))
     }
 
     fn post(&self, path: &str, body: &Value) -> Result<Value> {
@@ -240,7 +250,7 @@ impl RemoteBackend {
         let toks = v
             .get("tokens")
             .and_then(Value::as_array)
-            .ok_or_else(|| Error::Backend(format!("{root}/tokenize: no `tokens` in reply")))?;
+            .ok_or_else(|| remote(&format!("{root}/tokenize"), None, "no `tokens` in reply".into()))?;
         toks.iter()
             .map(|t| match t {
                 Value::Number(n) => n.as_i64().map(|id| (id, None)),
@@ -258,7 +268,7 @@ impl RemoteBackend {
                 _ => None,
             })
             .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| Error::Backend(format!("{root}/tokenize: unexpected token shape")))
+            .ok_or_else(|| remote(&format!("{root}/tokenize"), None, "unexpected token shape".into()))
     }
 
     fn tokens(&self, text: &str, add_special: bool) -> Result<Vec<i64>> {
@@ -315,21 +325,18 @@ impl RemoteBackend {
             let suffixes = g.suffixes.iter().map(|s| add(s, prefix.is_none())).collect();
             plan.push((prefix, suffixes));
         }
-        let tokenized: Vec<Result<Vec<i64>>> = self
-            .parallel(owned.len(), |i| self.tokens(&owned[i].0, owned[i].1).map_err(|e| e.to_string()))
-            .into_iter()
-            .map(|r| r.map_err(Error::Backend))
-            .collect();
+        let tokenized: Vec<Result<Vec<i64>>> =
+            self.parallel(owned.len(), |i| self.tokens(&owned[i].0, owned[i].1)).into_iter().collect();
         plan.into_iter()
             .map(|(prefix, suffixes)| {
                 suffixes
                     .into_iter()
                     .map(|s| {
                         let mut ids = match prefix {
-                            Some(p) => tokenized[p].as_ref().map_err(|e| Error::Backend(e.to_string()))?.clone(),
+                            Some(p) => tokenized[p].as_ref().map_err(Error::clone)?.clone(),
                             None => Vec::new(),
                         };
-                        ids.extend(tokenized[s].as_ref().map_err(|e| Error::Backend(e.to_string()))?);
+                        ids.extend(tokenized[s].as_ref().map_err(Error::clone)?);
                         Ok(Prompt::Ids(ids))
                     })
                     .collect()
@@ -394,7 +401,7 @@ impl RemoteBackend {
         let mut results = self
             .parallel(flat.len(), |i| match flat[i] {
                 Ok(p) => f(p),
-                Err(e) => Err(Error::Backend(e.to_string())),
+                Err(e) => Err(e.clone()),
             })
             .into_iter();
         groups
@@ -493,9 +500,10 @@ impl Backend for RemoteBackend {
 
     fn format_chat(&self, messages: &[Message]) -> Result<String> {
         let Some(t) = &self.chat_template else {
-            return Err(Error::Backend(
-                "the server does not publish its chat template (/props); pass --chat-template FILE with the model's Jinja template".into(),
-            ));
+            return Err(Error::Template {
+                name: "chat template".into(),
+                reason: "the server does not publish its chat template (/props); pass --chat-template FILE with the model's Jinja template".into(),
+            });
         };
         let rendered = super::llama::render_jinja_chat(t, messages, &self.bos, &self.eos)?;
         // The server adds the BOS when it tokenizes; a template that writes it must not double
@@ -521,19 +529,14 @@ impl Backend for RemoteBackend {
     fn score(&self, groups: &[PromptGroup], choices: &[Vec<String>]) -> Vec<Vec<Result<LabelScore>>> {
         let labels = match self.resolve_labels(choices) {
             Ok(l) => l,
-            Err(e) => {
-                let msg = e.to_string();
-                return groups
-                    .iter()
-                    .map(|g| g.suffixes.iter().map(|_| Err(Error::Backend(msg.clone()))).collect())
-                    .collect();
-            }
+            Err(e) => return groups.iter().map(|g| g.suffixes.iter().map(|_| Err(e.clone())).collect()).collect(),
         };
         let k = self.cfg.top_logprobs;
         self.flat(groups, |p| {
             let v = self.completion(p, json!({ "max_tokens": 1, "logprobs": k, "n_probs": k }))?;
-            let alts = first_token_alternatives(&v)
-                .ok_or_else(|| Error::Backend(format!("reply has no log-probabilities: {}", clip(&v.to_string()))))?;
+            let alts = first_token_alternatives(&v).ok_or_else(|| {
+                remote(COMPLETIONS, None, format!("reply has no log-probabilities: {}", clip(&v.to_string())))
+            })?;
             Ok(label_score_from(&alts, &labels))
         })
     }
@@ -550,7 +553,7 @@ impl Backend for RemoteBackend {
                 .or_else(|| v.get("content"))
                 .and_then(Value::as_str)
                 .map(str::to_string)
-                .ok_or_else(|| Error::Backend(format!("reply has no text: {}", clip(&v.to_string()))))
+                .ok_or_else(|| remote(COMPLETIONS, None, format!("reply has no text: {}", clip(&v.to_string()))))
         })
     }
 

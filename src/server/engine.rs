@@ -76,7 +76,7 @@ pub(crate) fn start(
     let handle = std::thread::Builder::new()
         .name("gavel-serve-engine".into())
         .spawn(move || run(&judge, rx, batch_records.max(1), &m))
-        .map_err(|e| Error::Backend(format!("cannot start the server's engine thread: {e}")))?;
+        .map_err(|e| Error::Internal(format!("cannot start the server's engine thread: {e}")))?;
     Ok((Queue { tx, metrics }, handle))
 }
 
@@ -149,5 +149,5 @@ fn judge_jobs(judge: &Judge, jobs: Vec<Job>, metrics: &Metrics) {
 }
 
 fn failed(n: usize, why: &str) -> Vec<Result<Judgement>> {
-    (0..n).map(|_| Err(Error::Backend(why.to_string()))).collect()
+    (0..n).map(|_| Err(Error::Internal(why.to_string()))).collect()
 }

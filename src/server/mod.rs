@@ -278,7 +278,7 @@ impl Server {
         // the engine thread sees the queue close once it has answered what is left in it.
         runtime.shutdown_timeout(Duration::from_secs(5));
         if engine.join().is_err() {
-            return Err(Error::Backend("the engine thread panicked".into()));
+            return Err(Error::Internal("the engine thread panicked".into()));
         }
         served.map_err(|e| Error::io("serving HTTP", e))
     }
@@ -417,7 +417,7 @@ impl App {
                     Some((t, r)) => Outcome::Judged(t, r),
                     None => Outcome::Invalid {
                         id: None,
-                        error: Error::Backend("the engine returned too few results".into()),
+                        error: Error::Internal("the engine returned too few results".into()),
                     },
                 },
             })

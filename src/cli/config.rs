@@ -1,0 +1,134 @@
+//! From flags to the library's configs: the backend, the judge (templates, mode, cache,
+//! calibration) and the rubric.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use gavel::backend::{Backend, EmbeddedBackend, EmbeddedConfig, RemoteBackend, RemoteConfig};
+use gavel::cache::{model_key, VerdictCache};
+use gavel::calibrate::{CalibrationSpec, Calibrator};
+use gavel::judge::{Judge, JudgeConfig};
+use gavel::prompt::{JudgeMode, PromptSet};
+use gavel::rubric::Rubric;
+use gavel::{model_store, Error};
+
+use super::{BackendKind, DecideArgs, ModelArgs, RecordArgs, ScoreArgs};
+
+/// The backend the flags ask for; a flag of the other backend is refused, not ignored.
+pub fn load_backend(m: &ModelArgs) -> Result<Arc<dyn Backend>, Error> {
+    let remote_only = [
+        (!m.base_url.is_empty(), "--base-url"),
+        (m.model_name.is_some(), "--model-name"),
+        (m.chat_template.is_some(), "--chat-template"),
+    ];
+    let embedded_only = [(m.threads.is_some(), "--threads")];
+    let (wrong, other) = match m.backend {
+        BackendKind::Embedded => (&remote_only[..], "--backend openai"),
+        BackendKind::Openai => (&embedded_only[..], "--backend embedded"),
+    };
+    if let Some((_, flag)) = wrong.iter().find(|(set, _)| *set) {
+        return Err(Error::field("command line", *flag, format!("applies to {other} only")));
+    }
+    if m.backend == BackendKind::Openai {
+        let mut cfg = RemoteConfig::new("");
+        cfg.base_urls = m.base_url.iter().map(|u| u.trim().to_string()).filter(|u| !u.is_empty()).collect();
+        if cfg.base_urls.is_empty() {
+            return Err(Error::field(
+                "--backend openai",
+                "--base-url",
+                "give the server's URL, e.g. http://127.0.0.1:8080/v1",
+            ));
+        }
+        cfg.model_name = m.model_name.clone();
+        cfg.api_key = std::env::var(&m.openai_key_env).ok().filter(|k| !k.trim().is_empty());
+        cfg.in_flight = m.in_flight.max(1);
+        cfg.timeout = std::time::Duration::from_secs(m.request_timeout.max(1));
+        cfg.retries = m.retries;
+        cfg.top_logprobs = m.top_logprobs.max(1);
+        cfg.n_ctx = m.n_ctx.map(|n| n as usize);
+        cfg.model_file = m.model.clone();
+        cfg.chat_template = match &m.chat_template {
+            Some(p) => Some(std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?),
+            None => None,
+        };
+        return Ok(Arc::new(RemoteBackend::connect(cfg)?));
+    }
+    let path = match &m.model {
+        Some(p) => p.clone(),
+        None => model_store::ensure_default_model()?,
+    };
+    let cfg = EmbeddedConfig::new(path)
+        .with_n_ctx(m.n_ctx.unwrap_or(EmbeddedConfig::new("").n_ctx))
+        .with_threads(m.threads)
+        .with_wave_tokens(m.wave_tokens)
+        .with_n_seq_max(m.seqs);
+    Ok(Arc::new(EmbeddedBackend::load(cfg)?))
+}
+
+pub fn prompt_set(dir: &Option<PathBuf>) -> Result<PromptSet, Error> {
+    match dir {
+        Some(dir) => PromptSet::with_overrides(dir),
+        None => Ok(PromptSet::builtin()),
+    }
+}
+
+/// What a judge is built from, besides the model.
+pub struct JudgeSpec<'a> {
+    pub score: &'a ScoreArgs,
+    pub mode: JudgeMode,
+    pub two_grade: bool,
+    pub cache: bool,
+    pub calibration: CalibrationSpec,
+}
+
+impl<'a> JudgeSpec<'a> {
+    pub fn new(score: &'a ScoreArgs, decide: &DecideArgs, cache: bool) -> Self {
+        JudgeSpec {
+            score,
+            mode: decide.mode.into(),
+            two_grade: decide.two_grade,
+            cache,
+            calibration: decide.calibration.clone(),
+        }
+    }
+
+    /// Raw scored-mode reads, uncalibrated: what calibration fits on.
+    pub fn raw(score: &'a ScoreArgs, cache: bool) -> Self {
+        JudgeSpec { score, mode: JudgeMode::Scored, two_grade: false, cache, calibration: CalibrationSpec::None }
+    }
+}
+
+pub fn build_judge(j: &JudgeSpec<'_>, m: &ModelArgs) -> Result<Judge, Error> {
+    let prompts = prompt_set(&j.score.prompts)?;
+    let cfg = JudgeConfig::default()
+        .with_mode(j.mode)
+        .with_two_grade(j.two_grade)
+        .with_truncate(j.score.truncate)
+        .with_likelihood(!j.score.no_likelihood);
+    let backend = load_backend(m)?;
+    let fingerprint = model_key(&backend.info().model)?;
+    let mut judge = Judge::new(backend, prompts, cfg);
+    if j.cache {
+        let path = VerdictCache::default_path();
+        match VerdictCache::open(&path) {
+            Ok(c) => judge = judge.with_cache(Arc::new(c), fingerprint.clone()),
+            Err(e) => tracing::warn!("{e}; running without the verdict cache"),
+        }
+    }
+    let calibrator = Calibrator::resolve(&j.calibration, &fingerprint, judge.prompts().version())?;
+    if let Some(c) = &calibrator {
+        if c.prompts != judge.prompts().version() {
+            tracing::warn!(
+                "calibration was fitted with templates {} but these are {}",
+                c.prompts,
+                judge.prompts().version()
+            );
+        }
+        eprintln!("gavel: calibration: {}", c.describe());
+    }
+    Ok(judge.with_calibrator(calibrator))
+}
+
+pub fn load_rubric(r: &RecordArgs) -> Result<Option<Rubric>, Error> {
+    r.rubric.as_ref().map(Rubric::load).transpose()
+}

@@ -1,0 +1,583 @@
+//! The `gavel` binary's flags (clap derive), and how they map onto the library's configs.
+//! Defaults come from the library's `Default`s; a subcommand takes only the flag groups it
+//! honours, so clap refuses any other flag with a message.
+
+pub mod config;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use gavel::backend::{EmbeddedConfig, RemoteConfig};
+use gavel::calibrate::CalibrationSpec;
+use gavel::extract::ExtractConfig;
+use gavel::label::Grades;
+use gavel::pipeline::{ExtractOptions, VerifyOptions};
+use gavel::prompt::JudgeMode;
+use gavel::record::{Part, ShortForm};
+use gavel::server::ServeConfig;
+use gavel::stack::FeatureSet;
+
+const AFTER_HELP: &str = "\
+Examples:
+  gavel verify --input examples/longform.jsonl
+  gavel verify --input answers.jsonl --rubric rubrics/research-answer.toml --output verdicts.jsonl
+  cat examples/shortform.jsonl | gavel verify --short-form hybrid
+  gavel render --input examples/longform.jsonl --line 1
+  gavel bench --input data.jsonl --records 200
+
+Exit codes: 0 all records verified; 1 some records failed (error records were written);
+2 the run could not start (bad flags, model, rubric or template).";
+
+/// Rubric-based verifier for search-augmented LLM answers, with an embedded llama.cpp judge.
+#[derive(Parser)]
+#[command(name = "gavel", version, about, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// Log more (-v info, -vv debug, including llama.cpp's own logs).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Verify answers: JSON Lines in, one JSON line of verdicts and scores out per record.
+    #[command(after_help = AFTER_HELP)]
+    Verify(VerifyArgs),
+    /// Print the exact prompts the model would see for a record (no model run).
+    Render(RenderArgs),
+    /// Measure scored-mode throughput against raw prefill speed on the same backend.
+    Bench(BenchArgs),
+    /// Run the verifier over a labeled file and report agreement with the gold labels
+    /// (Markdown on stdout; report.md, report.html, metrics.json and verdicts.jsonl in --out).
+    Eval(EvalArgs),
+    /// Fit a calibration for the current model on a labeled file (contextual calibration and
+    /// macro-F1 thresholds); verify, eval and serve apply it automatically.
+    Calibrate(CalibrateArgs),
+    /// Extract nugget rubrics from queries (and retrieved passages): JSON Lines in
+    /// (`query`, optional `passages`), one line of nuggets per query out.
+    Extract(ExtractArgs),
+    /// Fetch (once) and print the path of the embedded default model.
+    FetchModel,
+    /// Serve rewards over HTTP for RL trainers (OpenRLHF, verl, TRL); see docs/serve.md.
+    Serve(ServeArgs),
+    /// Validate rubric files and print a summary of each.
+    Check {
+        /// Rubric files (.json or .toml).
+        #[arg(required = true)]
+        rubrics: Vec<PathBuf>,
+    },
+}
+
+const REMOTE: &str = "Remote backend (--backend openai)";
+
+/// Where the model runs.
+#[derive(ValueEnum, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// llama.cpp in this process.
+    Embedded,
+    /// An OpenAI-compatible server (vLLM, SGLang, llama-server).
+    Openai,
+}
+
+#[derive(Args, Clone)]
+pub struct ModelArgs {
+    /// Where the model runs: `embedded` (llama.cpp in this process) or `openai` (an
+    /// OpenAI-compatible server: vLLM, SGLang, llama-server; see --base-url).
+    #[arg(long, value_enum, default_value_t = BackendKind::Embedded)]
+    pub backend: BackendKind,
+    /// GGUF model file [default: the embedded default model, SmolLM2-135M-Instruct Q4_1, fetched
+    /// once]. With --backend openai: the file the server serves, if you have it here (its
+    /// calibration and cache entries then apply).
+    #[arg(long, short = 'm')]
+    pub model: Option<PathBuf>,
+    /// Context size in tokens; prompts longer than this fail (see --truncate)
+    /// [default: 8192 embedded; the server's with --backend openai].
+    #[arg(long)]
+    pub n_ctx: Option<u32>,
+    /// Decode threads [default: number of cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Most prompt tokens packed into one decode.
+    #[arg(long, default_value_t = EmbeddedConfig::new("").wave_tokens)]
+    pub wave_tokens: usize,
+    /// Most prompts (sequences) in one decode.
+    #[arg(long, default_value_t = EmbeddedConfig::new("").n_seq_max)]
+    pub seqs: u32,
+    /// Server base URL ending in /v1; repeat (or comma-separate) to spread
+    /// requests round-robin over several servers.
+    #[arg(long, value_delimiter = ',', help_heading = REMOTE)]
+    pub base_url: Vec<String>,
+    /// Model name sent in requests [default: the first of /v1/models].
+    #[arg(long, help_heading = REMOTE)]
+    pub model_name: Option<String>,
+    /// Environment variable holding the server's API key (sent as a Bearer token).
+    #[arg(long, default_value = "OPENAI_API_KEY", help_heading = REMOTE)]
+    pub openai_key_env: String,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = RemoteConfig::new("").in_flight, help_heading = REMOTE)]
+    pub in_flight: usize,
+    /// Per-request timeout in seconds.
+    #[arg(long, default_value_t = RemoteConfig::new("").timeout.as_secs(), help_heading = REMOTE)]
+    pub request_timeout: u64,
+    /// Retries (with backoff) on 429, 5xx, timeouts and connection errors.
+    #[arg(long, default_value_t = RemoteConfig::new("").retries, help_heading = REMOTE)]
+    pub retries: u32,
+    /// The model's Jinja chat template [default: the server's, from /props].
+    #[arg(long, help_heading = REMOTE)]
+    pub chat_template: Option<PathBuf>,
+    /// Alternatives asked for in top_logprobs (vLLM allows 20 by default).
+    #[arg(long, default_value_t = RemoteConfig::new("").top_logprobs, help_heading = REMOTE)]
+    pub top_logprobs: usize,
+}
+
+/// How the model's raw reads are made: what every subcommand that runs the judge takes.
+#[derive(Args, Clone)]
+pub struct ScoreArgs {
+    /// Scored mode without reading the nugget's likelihood and its content-free baseline (PMI):
+    /// about 30% more verdicts/s; a stacked calibration then reads those features as missing.
+    #[arg(long)]
+    pub no_likelihood: bool,
+    /// Cut judged texts that do not fit the context (reported as `"truncated": true`)
+    /// instead of writing an error record.
+    #[arg(long)]
+    pub truncate: bool,
+    /// Folder of template files overriding the built-in ones (same names as `prompts/`).
+    #[arg(long)]
+    pub prompts: Option<PathBuf>,
+}
+
+/// Judge mode, as a flag.
+#[derive(ValueEnum, Clone, Copy, PartialEq, Eq)]
+pub enum ModeArg {
+    /// Label-token probabilities, one forward pass.
+    Scored,
+    /// Grammar-constrained rationale, quote and label.
+    Reasoned,
+}
+
+impl From<ModeArg> for JudgeMode {
+    fn from(m: ModeArg) -> Self {
+        match m {
+            ModeArg::Scored => JudgeMode::Scored,
+            ModeArg::Reasoned => JudgeMode::Reasoned,
+        }
+    }
+}
+
+/// How verdicts are decided.
+#[derive(Args, Clone)]
+pub struct DecideArgs {
+    /// Judge mode: `scored` (label-token probabilities, one forward pass) or `reasoned`
+    /// (grammar-constrained rationale, quote and label).
+    #[arg(long, value_enum, default_value_t = ModeArg::Scored)]
+    pub mode: ModeArg,
+    /// 2-grade verdicts: fold partial_support into not_support.
+    #[arg(long)]
+    pub two_grade: bool,
+    /// Calibration: `auto` (the file fitted by `gavel calibrate` for this model, if any),
+    /// `none`, or a path to a calibration file.
+    #[arg(long, default_value = "auto")]
+    pub calibration: CalibrationSpec,
+}
+
+/// Short-form policy, as a flag.
+#[derive(ValueEnum, Clone, Copy, PartialEq, Eq)]
+pub enum ShortFormArg {
+    /// Exact match, then containment of a gold answer, then the model when both miss.
+    Hybrid,
+    /// The paper's exact match + verifier.
+    EmLlm,
+    /// Exact match only.
+    Em,
+    /// The model only.
+    Llm,
+}
+
+impl From<ShortFormArg> for ShortForm {
+    fn from(s: ShortFormArg) -> Self {
+        match s {
+            ShortFormArg::Hybrid => ShortForm::Hybrid,
+            ShortFormArg::EmLlm => ShortForm::EmLlm,
+            ShortFormArg::Em => ShortForm::Em,
+            ShortFormArg::Llm => ShortForm::Llm,
+        }
+    }
+}
+
+/// How input records become tasks.
+#[derive(Args, Clone)]
+pub struct RecordArgs {
+    /// Rubric file applied to every record (replaces the records' own nuggets).
+    #[arg(long)]
+    pub rubric: Option<PathBuf>,
+    /// Short-form records (`gold_answers`): `hybrid` (exact match, then containment of a gold
+    /// answer, then the model when both miss), `em-llm` (the paper's EM + verifier), `em`, `llm`.
+    #[arg(long, value_enum, default_value_t = ShortFormArg::Hybrid)]
+    pub short_form: ShortFormArg,
+}
+
+/// The verdict cache, for the subcommands where it is off by default.
+#[derive(Args, Clone)]
+pub struct CacheArgs {
+    /// Cache raw model outputs on disk ($GAVEL_HOME/cache/verdicts.redb), keyed by model file,
+    /// mode and exact prompt; re-runs of the same work are instant.
+    #[arg(long)]
+    pub cache: bool,
+}
+
+/// A half of a labeled file, as a flag.
+#[derive(ValueEnum, Clone, Copy, PartialEq, Eq)]
+pub enum PartArg {
+    /// The first half.
+    A,
+    /// The second half.
+    B,
+}
+
+impl From<PartArg> for Part {
+    fn from(p: PartArg) -> Self {
+        match p {
+            PartArg::A => Part::A,
+            PartArg::B => Part::B,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct ExtractArgs {
+    /// Input JSON Lines file (`query`, optional `passages: [str]`, optional `id`); `-` or absent
+    /// reads stdin.
+    #[arg(long, short = 'i')]
+    pub input: Option<PathBuf>,
+    /// Output JSON Lines file; absent writes stdout.
+    #[arg(long, short = 'o')]
+    pub output: Option<PathBuf>,
+    /// Write the input records with a `nuggets` field added (pipe into `gavel verify`), instead
+    /// of one line of nuggets per query.
+    #[arg(long)]
+    pub attach: bool,
+    /// Also write one rubric file per query (`<id>.json`, the format of `rubrics/`) here.
+    #[arg(long)]
+    pub rubric_dir: Option<PathBuf>,
+    /// Most nuggets per query.
+    #[arg(long, default_value_t = ExtractConfig::default().max_nuggets)]
+    pub max_nuggets: usize,
+    /// Fewest items the model must write per window (duplicates are merged afterwards).
+    #[arg(long, default_value_t = ExtractConfig::default().min_nuggets)]
+    pub min_nuggets: usize,
+    /// Most words per nugget.
+    #[arg(long, default_value_t = ExtractConfig::default().max_words)]
+    pub max_words: usize,
+    /// Passages per window; the list is updated after each window.
+    #[arg(long, default_value_t = ExtractConfig::default().window)]
+    pub window: usize,
+    /// Most characters of one passage shown to the model.
+    #[arg(long, default_value_t = ExtractConfig::default().passage_chars)]
+    pub passage_chars: usize,
+    /// Merge nuggets whose word sets overlap at least this much (1 = exact duplicates only).
+    #[arg(long, default_value_t = ExtractConfig::default().dedup_threshold)]
+    pub dedup: f64,
+    /// Token budget of one generated list (a list cut by it keeps its complete items).
+    #[arg(long, default_value_t = ExtractConfig::default().max_tokens)]
+    pub max_tokens: usize,
+    /// Queries processed together (their windows are generated in parallel).
+    #[arg(long, default_value_t = ExtractOptions::default().batch)]
+    pub batch: usize,
+    /// Folder of template files overriding the built-in ones (same names as `prompts/`).
+    #[arg(long)]
+    pub prompts: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+impl ExtractArgs {
+    /// The extraction settings.
+    pub fn config(&self) -> ExtractConfig {
+        ExtractConfig {
+            max_nuggets: self.max_nuggets,
+            min_nuggets: self.min_nuggets,
+            max_words: self.max_words,
+            window: self.window,
+            passage_chars: self.passage_chars,
+            dedup_threshold: self.dedup,
+            max_tokens: self.max_tokens,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// Input JSON Lines file; `-` or absent reads stdin.
+    #[arg(long, short = 'i')]
+    pub input: Option<PathBuf>,
+    /// Output JSON Lines file; absent writes stdout. Lines are flushed as each batch completes.
+    #[arg(long, short = 'o')]
+    pub output: Option<PathBuf>,
+    /// Records judged together; their prompts share decode calls.
+    #[arg(long, default_value_t = VerifyOptions::default().batch_records)]
+    pub batch: usize,
+    /// Print the prompts of the first record instead of running the model.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Skip the records already in --output (by id, else line) and append the rest: continues
+    /// a run that was killed or interrupted; an incomplete last line is redone.
+    #[arg(long)]
+    pub resume: bool,
+    #[command(flatten)]
+    pub score: ScoreArgs,
+    #[command(flatten)]
+    pub decide: DecideArgs,
+    #[command(flatten)]
+    pub records: RecordArgs,
+    #[command(flatten)]
+    pub cache: CacheArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+#[derive(Args)]
+pub struct RenderArgs {
+    /// Input JSON Lines file.
+    #[arg(long, short = 'i')]
+    pub input: PathBuf,
+    /// 1-based line to render.
+    #[arg(long, default_value_t = 1)]
+    pub line: usize,
+    /// Judge mode whose prompts to print.
+    #[arg(long, value_enum, default_value_t = ModeArg::Scored)]
+    pub mode: ModeArg,
+    /// Folder of template files overriding the built-in ones (same names as `prompts/`).
+    #[arg(long)]
+    pub prompts: Option<PathBuf>,
+    #[command(flatten)]
+    pub records: RecordArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// Labeled JSON Lines file (long-form nuggets with `gold`, or short-form with `gold`); the
+    /// model judges every short-form answer, so EM, model and hybrid can be compared.
+    #[arg(long, short = 'i')]
+    pub input: PathBuf,
+    /// Folder for verdicts.jsonl, report.md, report.html and metrics.json.
+    #[arg(long, short = 'o')]
+    pub out: PathBuf,
+    /// Continue a killed run: keep the verdicts already in --out.
+    #[arg(long)]
+    pub resume: bool,
+    /// Do not use the verdict cache (on by default for eval).
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Records judged together.
+    #[arg(long, default_value_t = VerifyOptions::default().batch_records)]
+    pub batch: usize,
+    /// Report on one half of the file only (`a` or `b`, split by query/article).
+    #[arg(long, value_enum)]
+    pub part: Option<PartArg>,
+    /// Do not run the model: re-decide from the raw model outputs in this verdicts file
+    /// (written by an earlier eval, or verify), under --calibration. Instant.
+    #[arg(long)]
+    pub from: Option<PathBuf>,
+    #[command(flatten)]
+    pub score: ScoreArgs,
+    #[command(flatten)]
+    pub decide: DecideArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+/// The stacked judge's features, as a flag.
+#[derive(ValueEnum, Clone, Copy, PartialEq, Eq)]
+pub enum StackArg {
+    /// Label votes, the nugget's likelihood/PMI and the lexical features.
+    All,
+    /// The likelihood and lexical features.
+    Likelihood,
+    /// The lexical features only (the ablation).
+    NoModel,
+    /// No stack: contextual calibration and thresholds.
+    None,
+}
+
+impl StackArg {
+    /// The feature set, `None` for no stack.
+    pub fn features(self) -> Option<FeatureSet> {
+        match self {
+            StackArg::All => Some(FeatureSet::All),
+            StackArg::Likelihood => Some(FeatureSet::Likelihood),
+            StackArg::NoModel => Some(FeatureSet::NoModel),
+            StackArg::None => None,
+        }
+    }
+}
+
+/// Grading to optimise, as a flag.
+#[derive(ValueEnum, Clone, Copy, PartialEq, Eq)]
+pub enum GradesArg {
+    /// 3-grade when the file has partial_support gold, else 2-grade.
+    Auto,
+    /// support / not_support.
+    #[value(name = "2")]
+    Two,
+    /// support / partial_support / not_support.
+    #[value(name = "3")]
+    Three,
+}
+
+impl GradesArg {
+    /// The grading, `None` for auto.
+    pub fn grades(self) -> Option<Grades> {
+        match self {
+            GradesArg::Auto => None,
+            GradesArg::Two => Some(Grades::Two),
+            GradesArg::Three => Some(Grades::Three),
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct CalibrateArgs {
+    /// Labeled JSON Lines file to fit on (never score the same records with the result); repeat
+    /// to fit on several files together.
+    #[arg(long, short = 'i', required = true)]
+    pub input: Vec<PathBuf>,
+    /// Where to write the calibration [default: $GAVEL_HOME/calibration/<model fingerprint>.json,
+    /// which `--calibration auto` picks up].
+    #[arg(long, short = 'o')]
+    pub output: Option<PathBuf>,
+    /// Records judged together.
+    #[arg(long, default_value_t = VerifyOptions::default().batch_records)]
+    pub batch: usize,
+    /// Use only one half of the file (`a` or `b`, split by query/article); fit on one half and
+    /// score the other with `gavel eval --part`.
+    #[arg(long, value_enum)]
+    pub part: Option<PartArg>,
+    /// Fit the stacked judge over model and lexical features (`all`: label votes and the
+    /// nugget's likelihood/PMI), over the likelihood and lexical features (`likelihood`), over
+    /// the lexical features only (`no-model`, the ablation), or not at all (`none`: contextual
+    /// calibration and thresholds).
+    #[arg(long, value_enum, default_value_t = StackArg::All)]
+    pub stack: StackArg,
+    /// Also write every labeled verdict's features (all of them, model and lexical) with its gold
+    /// label to this CSV file, for your own analysis.
+    #[arg(long)]
+    pub features_out: Option<PathBuf>,
+    /// Grading to optimise: `auto` (3-grade when the file has partial_support gold), `2`, `3`.
+    #[arg(long, value_enum, default_value_t = GradesArg::Auto)]
+    pub grades: GradesArg,
+    /// Read the raw model outputs for the labeled records from this verdicts file (written by
+    /// an earlier eval or verify of the same --input) instead of running the model on them;
+    /// with several --input, one --from per input, in the same order.
+    #[arg(long)]
+    pub from: Vec<PathBuf>,
+    #[command(flatten)]
+    pub score: ScoreArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Input JSON Lines file.
+    #[arg(long, short = 'i')]
+    pub input: PathBuf,
+    /// Records from the start of the file.
+    #[arg(long, default_value_t = 200)]
+    pub records: usize,
+    /// Records per judge call.
+    #[arg(long, default_value_t = VerifyOptions::default().batch_records)]
+    pub batch: usize,
+    /// Length of the raw prefill measured for comparison, in tokens.
+    #[arg(long, default_value_t = 2048)]
+    pub prefill_tokens: usize,
+    #[command(flatten)]
+    pub score: ScoreArgs,
+    #[command(flatten)]
+    pub decide: DecideArgs,
+    #[command(flatten)]
+    pub records_args: RecordArgs,
+    #[command(flatten)]
+    pub cache: CacheArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free one (the address is printed on stderr).
+    #[arg(long, default_value_t = ServeConfig::default().addr)]
+    pub addr: String,
+    /// Requests that may wait for the model; one more is answered 503 with Retry-After.
+    #[arg(long, default_value_t = ServeConfig::default().queue)]
+    pub queue: usize,
+    /// Records judged together per model call, taken from all waiting requests.
+    #[arg(long, default_value_t = ServeConfig::default().batch_records)]
+    pub batch: usize,
+    /// Largest request body in MiB (413 above).
+    #[arg(long, default_value_t = ServeConfig::default().max_body_bytes >> 20)]
+    pub max_body_mb: usize,
+    /// Most records (queries) in one request (413 above).
+    #[arg(long, default_value_t = ServeConfig::default().max_request_records)]
+    pub max_request_records: usize,
+    /// Seconds a request may wait for its verdicts (504 after).
+    #[arg(long, default_value_t = ServeConfig::default().timeout.as_secs())]
+    pub timeout: u64,
+    /// Name of an environment variable holding the API key; requests then need
+    /// `Authorization: Bearer <key>` (GET /health stays open).
+    #[arg(long)]
+    pub api_key_env: Option<String>,
+    /// Folder of rubric files (.json, .toml) that labels select with {"rubric": "<id>"}.
+    #[arg(long)]
+    pub rubrics: Option<PathBuf>,
+    #[command(flatten)]
+    pub score: ScoreArgs,
+    #[command(flatten)]
+    pub decide: DecideArgs,
+    #[command(flatten)]
+    pub records: RecordArgs,
+    #[command(flatten)]
+    pub cache: CacheArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[test]
+    fn every_subcommand_parses_its_flags_without_clashes() {
+        // Flattened argument groups share one namespace; a clash shows as a parse error.
+        for args in [
+            &["gavel", "verify", "--input", "x.jsonl", "--cache", "--short-form", "em-llm"][..],
+            &["gavel", "serve", "--addr", "127.0.0.1:0", "--api-key-env", "K", "--openai-key-env", "O"],
+            &["gavel", "eval", "--input", "x.jsonl", "--out", "d", "--part", "b", "--calibration", "none"],
+            &["gavel", "calibrate", "--input", "x.jsonl", "--grades", "3", "--stack", "no-model"],
+            &["gavel", "bench", "--input", "x.jsonl", "--backend", "openai", "--base-url", "http://h/v1"],
+            &["gavel", "extract", "--input", "x.jsonl", "--attach"],
+            &["gavel", "render", "--input", "x.jsonl", "--mode", "reasoned"],
+        ] {
+            if let Err(e) = super::Cli::try_parse_from(args) {
+                panic!("{args:?}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn flags_a_subcommand_does_not_honour_are_refused() {
+        for args in [
+            &["gavel", "eval", "--input", "x", "--out", "d", "--rubric", "r.toml"][..],
+            &["gavel", "eval", "--input", "x", "--out", "d", "--short-form", "em"],
+            &["gavel", "calibrate", "--input", "x", "--calibration", "none"],
+            &["gavel", "calibrate", "--input", "x", "--two-grade"],
+            &["gavel", "eval", "--input", "x", "--out", "d", "--part", "c"],
+            &["gavel", "calibrate", "--input", "x", "--grades", "4"],
+            &["gavel", "verify", "--backend", "vllm"],
+        ] {
+            assert!(super::Cli::try_parse_from(args).is_err(), "{args:?} was accepted");
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! Labeled files: reading them (a record that does not parse is kept with its line, never
+//! dropped), their halves, the labeled verdicts that a judge run or an earlier verdicts file
+//! gives for fitting a calibration, and the model's label prior on content-free answers.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use crate::calibrate::{LabeledVerdict, CONTENT_FREE_ANSWERS};
+use crate::error::{Error, Result};
+use crate::judge::Judge;
+use crate::record::{parse_record, part_of, record_key, OutputRecord, Part, ShortForm, Task};
+use crate::rubric::Nugget;
+
+/// The records of a labeled file.
+#[derive(Debug, Clone, Default)]
+pub struct Labeled {
+    /// Records with their 1-based line numbers.
+    pub tasks: Vec<(usize, Task)>,
+    /// (line, message) of the records that did not parse.
+    pub failures: Vec<(usize, String)>,
+}
+
+/// Read a labeled file; with `part`, keep that half's records only (parse failures are kept
+/// whatever their half). Short-form records are read for the model to judge every one of them.
+pub fn read_labeled(path: &Path, part: Option<Part>) -> Result<Labeled> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let name = path.display().to_string();
+    let mut labeled = Labeled::default();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match parse_record(line, &format!("{name}:{}", i + 1), None, ShortForm::Llm) {
+            Ok(t) if part.is_none_or(|p| part_of(&t) == p) => labeled.tasks.push((i + 1, t)),
+            Ok(_) => {}
+            Err(e) => labeled.failures.push((i + 1, e.to_string())),
+        }
+    }
+    Ok(labeled)
+}
+
+/// Labeled verdicts gathered for a fit, and the records that gave none.
+#[derive(Debug, Clone, Default)]
+pub struct Collected {
+    /// The model's labeled verdicts.
+    pub verdicts: Vec<LabeledVerdict>,
+    /// (file, line, why) of the records that were not judged or have no output.
+    pub failed: Vec<(usize, usize, String)>,
+}
+
+impl Collected {
+    fn add(&mut self, task: &Task, file: usize, nugget: usize, raw: &crate::aggregate::RawScore) {
+        if let Some(v) = LabeledVerdict::new(task, nugget, file, raw) {
+            self.verdicts.push(v);
+        }
+    }
+}
+
+/// Judge labeled records (`files[i]` is the file of `tasks[i]`) in batches of `batch` and keep
+/// the model's raw reads; `progress(done, total)` is called after each batch.
+pub fn judge_labeled(
+    judge: &Judge,
+    tasks: &[(usize, Task)],
+    files: &[usize],
+    batch: usize,
+    mut progress: impl FnMut(usize, usize),
+) -> Collected {
+    let mut out = Collected::default();
+    let batch = batch.max(1);
+    for (k, chunk) in tasks.chunks(batch).enumerate() {
+        let records: Vec<Task> = chunk.iter().map(|(_, t)| t.clone()).collect();
+        for (b, ((line, task), r)) in chunk.iter().zip(judge.judge(&records)).enumerate() {
+            let file = files[k * batch + b];
+            match r {
+                Ok(j) => {
+                    for (i, v) in j.verdicts.iter().enumerate() {
+                        if let Some(raw) = &v.raw {
+                            out.add(task, file, i, raw);
+                        }
+                    }
+                }
+                Err(e) => out.failed.push((file, *line, e.to_string())),
+            }
+        }
+        progress(((k + 1) * batch).min(tasks.len()), tasks.len());
+    }
+    out
+}
+
+/// The labeled verdicts of records already judged: their raw reads in `outputs[file]`, verdicts
+/// files written by an earlier `eval` or `verify` of the same labeled files. No model run.
+pub fn from_outputs(tasks: &[(usize, Task)], files: &[usize], outputs: &[HashMap<String, OutputRecord>]) -> Collected {
+    let mut out = Collected::default();
+    for ((line, task), &file) in tasks.iter().zip(files) {
+        let Some(record) = outputs.get(file).and_then(|o| o.get(&record_key(task.id.as_deref(), *line))) else {
+            out.failed.push((file, *line, "no output record".into()));
+            continue;
+        };
+        if let Some(e) = &record.error {
+            out.failed.push((file, *line, e.message.clone()));
+            continue;
+        }
+        for (i, v) in record.verdicts.iter().enumerate().take(task.nuggets.len()) {
+            if let Some(raw) = &v.verdict.raw {
+                out.add(task, file, i, raw);
+            }
+        }
+    }
+    out
+}
+
+/// The model's mean label distribution when content-free answers ("N/A", "", "[MASK]") are
+/// judged against a sample of the records' own nuggets: the prior that contextual calibration
+/// divides out. Uniform when nothing could be judged.
+pub fn content_free_prior(judge: &Judge, tasks: &[(usize, Task)]) -> [f64; 3] {
+    let mut sample: Vec<Nugget> = Vec::new();
+    let mut seen = HashSet::new();
+    for (_, t) in tasks {
+        for n in &t.nuggets {
+            if n.needs_model() && seen.insert(n.text.clone()) && sample.len() < 48 {
+                sample.push(Nugget::new(n.text.clone()));
+            }
+        }
+    }
+    let cf_tasks: Vec<Task> = CONTENT_FREE_ANSWERS.iter().map(|a| Task::new(None, *a, sample.clone())).collect();
+    let mut cf = [0.0; 3];
+    let mut n = 0.0;
+    for j in judge.judge(&cf_tasks).into_iter().flatten() {
+        for v in j.verdicts {
+            if let Some(raw) = v.raw {
+                let p = raw.probs.to_array();
+                for k in 0..3 {
+                    cf[k] += p[k];
+                }
+                n += 1.0;
+            }
+        }
+    }
+    if n > 0.0 {
+        [cf[0] / n, cf[1] / n, cf[2] / n]
+    } else {
+        [1.0 / 3.0; 3]
+    }
+}
