@@ -165,3 +165,37 @@ impl Error {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_is_listed_and_documented() {
+        let one_of_each = [
+            Error::field("l", "f", "r"),
+            Error::Parse { location: "l".into(), reason: "r".into() },
+            Error::Template { name: "n".into(), reason: "r".into() },
+            Error::TooLong { tokens: 2, n_ctx: 1 },
+            Error::ModelFetch { reason: "r".into() },
+            Error::ModelLoad { path: "p".into(), reason: "r".into() },
+            Error::Llama { op: "decode", reason: "r".into() },
+            Error::Remote { url: "u".into(), status: Some(503), reason: "r".into() },
+            Error::Cache { path: "p".into(), reason: "r".into() },
+            Error::Internal("r".into()),
+            Error::Output { output: "o".into(), reason: "r".into() },
+            Error::io("p", std::io::Error::other("r")),
+        ];
+        let kinds: Vec<&str> = one_of_each.iter().map(Error::kind).collect();
+        assert_eq!(kinds, Error::KINDS);
+        let readme = include_str!("../README.md");
+        for k in Error::KINDS {
+            assert!(readme.contains(&format!("`{k}`")), "README does not document the error kind `{k}`");
+        }
+        // The kind survives being said of a nugget and being copied to every prompt of a group.
+        let e = Error::Remote { url: "http://h/v1".into(), status: Some(500), reason: "boom".into() };
+        assert_eq!(e.clone().in_nugget(3).kind(), "remote");
+        assert_eq!(e.in_nugget(3).to_string(), "http://h/v1: HTTP 500: nugget 3: boom");
+        assert_eq!(Error::Output { output: "x".into(), reason: "r".into() }.in_nugget(1).kind(), "output");
+    }
+}

@@ -118,9 +118,13 @@ fn reasoned_mode_output_always_parses() {
         let j = r.expect("reasoned output parses under the grammar");
         for v in &j.verdicts {
             assert!(v.rationale.as_deref().is_some_and(|r| !r.is_empty()), "{v:?}");
-            assert!(v.probs.is_none());
-            assert!(matches!(v.label, Label::Support | Label::PartialSupport | Label::NotSupport));
+            assert!(v.probs.is_none() && v.raw.is_none(), "{v:?}");
+            // The verdict is the parsed label, credited as the label is, and the model's.
+            assert_eq!(v.score, v.label.value(), "{v:?}");
+            assert_eq!(v.by, gavel::aggregate::DecidedBy::Llm);
         }
+        let mean = j.verdicts.iter().map(|v| v.label.value()).sum::<f64>() / j.verdicts.len() as f64;
+        assert!((j.scores.all_score - mean).abs() < 1e-12, "{:?}", j.scores);
     }
 }
 
