@@ -109,7 +109,10 @@ impl Calibrator {
     /// The calibration shipped with gavel for the embedded default model and the built-in
     /// templates (`calibration/default.json`), if any.
     pub fn shipped() -> Option<Calibrator> {
-        serde_json::from_str::<Option<Calibrator>>(include_str!("../calibration/default.json")).ok().flatten()
+        serde_json::from_str::<Option<Calibrator>>(include_str!("../calibration/default.json"))
+            .ok()
+            .flatten()
+            .filter(|c| c.validate("calibration/default.json").is_ok())
     }
 
     /// Where the calibration of a model fingerprint is kept.
@@ -117,11 +120,30 @@ impl Calibrator {
         crate::model_store::gavel_home().join("calibration").join(format!("{fingerprint}.json"))
     }
 
-    /// Load from a file.
+    /// Load from a file, checked (see [`Calibrator::validate`]).
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        serde_json::from_str(&text)
-            .map_err(|e| Error::Parse { location: path.display().to_string(), reason: e.to_string() })
+        let c: Calibrator = serde_json::from_str(&text)
+            .map_err(|e| Error::Parse { location: path.display().to_string(), reason: e.to_string() })?;
+        c.validate(&path.display().to_string())?;
+        Ok(c)
+    }
+
+    /// Check what a file may get wrong: finite, positive priors and biases, and stacks whose
+    /// arrays fit together. `location` names the file in the error.
+    pub fn validate(&self, location: &str) -> Result<()> {
+        if self.content_free.iter().any(|p| !(p.is_finite() && *p >= 0.0)) {
+            return Err(Error::field(location, "content_free", "needs three finite probabilities"));
+        }
+        if self.bias.iter().any(|b| !b.is_finite()) {
+            return Err(Error::field(location, "bias", "needs three finite numbers"));
+        }
+        for (name, stack) in [("stack", &self.stack), ("short_stack", &self.short_stack)] {
+            if let Some(Err((field, why))) = stack.as_ref().map(Stack::validate) {
+                return Err(Error::field(location, format!("{name}.{field}"), why));
+            }
+        }
+        Ok(())
     }
 
     /// Save to a file (creating folders).
@@ -245,6 +267,9 @@ pub struct LabeledVerdict {
     pub features: Vec<f64>,
 }
 
+/// Fewest labeled verdicts a fit accepts.
+pub const MIN_LABELED: usize = 10;
+
 /// Folds of the cross-validation that chooses a long-form stack's head.
 pub const CV_FOLDS: usize = 4;
 
@@ -300,6 +325,27 @@ pub struct FitReport {
 pub fn fit(items: &[LabeledVerdict], opts: &FitOptions) -> Result<(Calibrator, FitReport)> {
     if items.is_empty() {
         return Err(Error::field(opts.fitted_on.clone(), "gold", "no labeled verdict to fit on"));
+    }
+    // A fit on a handful of verdicts, or on one gold label, learns nothing but would be applied
+    // to every later run (`--calibration auto`): refuse it.
+    if items.len() < MIN_LABELED {
+        return Err(Error::field(
+            opts.fitted_on.clone(),
+            "gold",
+            format!("{} labeled verdicts; a fit needs at least {MIN_LABELED}", items.len()),
+        ));
+    }
+    for (what, short) in [("long-form", false), ("short-form", true)] {
+        let golds: std::collections::BTreeSet<Label> =
+            items.iter().filter(|i| i.short == short).map(|i| Grades::Two.fold(i.gold)).collect();
+        let n = items.iter().filter(|i| i.short == short).count();
+        if n > 0 && golds.len() < 2 {
+            return Err(Error::field(
+                opts.fitted_on.clone(),
+                "gold",
+                format!("every {what} verdict ({n}) has the same gold label; a fit needs both supported and unsupported ones"),
+            ));
+        }
     }
     let golds: Vec<Label> = items.iter().map(|i| i.gold).collect();
     let grades = opts.grades.unwrap_or_else(|| Grades::of_golds(golds.iter().copied()));
@@ -420,5 +466,21 @@ mod tests {
         let path = dir.path().join("c.json");
         c.save(&path).unwrap();
         assert_eq!(Calibrator::load(&path).unwrap(), c);
+    }
+
+    #[test]
+    fn a_broken_calibration_file_is_refused_naming_the_field() {
+        let mut c = Calibrator::shipped().expect("the shipped calibration loads and validates");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.json");
+        c.stack.as_mut().unwrap().mean.pop();
+        c.save(&path).unwrap();
+        let e = Calibrator::load(&path).unwrap_err().to_string();
+        assert!(e.contains("stack.mean") && e.contains("values for"), "{e}");
+        let mut c = Calibrator::shipped().unwrap();
+        c.short_stack.as_mut().unwrap().weights[0].push(1.0);
+        c.save(&path).unwrap();
+        let e = Calibrator::load(&path).unwrap_err().to_string();
+        assert!(e.contains("short_stack.weights"), "{e}");
     }
 }

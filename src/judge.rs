@@ -129,6 +129,15 @@ impl Judge {
         self
     }
 
+    /// Check what would otherwise fail every record: in scored mode, that each label's words
+    /// start with a token of their own in this model.
+    pub fn check(&self) -> Result<()> {
+        match self.config.mode {
+            JudgeMode::Scored => self.backend.check_labels(&self.prompts.labels().as_choices()),
+            JudgeMode::Reasoned => Ok(()),
+        }
+    }
+
     /// The calibration in use.
     pub fn calibrator(&self) -> Option<&Calibrator> {
         self.calibrator.as_ref()

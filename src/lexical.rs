@@ -23,9 +23,11 @@ pub fn normalize_answer(s: &str) -> String {
 }
 
 /// Whether the normalised `text` equals one of the normalised `answers`.
+/// A gold answer that normalises to nothing ("." or "the") matches nothing: otherwise an empty
+/// answer would be rewarded.
 pub fn exact_match(answers: &[String], text: &str) -> bool {
     let t = normalize_answer(text);
-    answers.iter().any(|a| normalize_answer(a) == t)
+    answers.iter().map(|a| normalize_answer(a)).any(|a| !a.is_empty() && a == t)
 }
 
 /// Whether the normalised `needle_norm` occurs in `haystack_norm` as whole words.
@@ -37,10 +39,10 @@ pub fn contains_words(haystack_norm: &str, needle_norm: &str) -> bool {
     padded.contains(&format!(" {needle_norm} "))
 }
 
-/// Whether a gold answer (normalised) is contained in a text (normalised) as whole words; an
-/// exact match counts, also when both normalise to nothing ("a" vs "A").
+/// Whether a gold answer (normalised) is contained in a text (normalised) as whole words. A gold
+/// answer that normalises to nothing is contained in nothing (an empty answer earns no credit).
 pub fn contains_answer(text_norm: &str, gold_norm: &str) -> bool {
-    gold_norm == text_norm || contains_words(text_norm, gold_norm)
+    !gold_norm.is_empty() && (gold_norm == text_norm || contains_words(text_norm, gold_norm))
 }
 
 const STOPWORDS: &[&str] = &[
@@ -129,6 +131,10 @@ mod tests {
         assert_eq!(normalize_answer("an apple, a pear"), "apple pear");
         assert_eq!(normalize_answer("  "), "");
         assert!(contains_answer("he won in 2015", "2015") && !contains_answer("he won in 20155", "2015"));
+        // Gold answers that normalise to nothing never match, so an empty answer earns nothing.
+        assert!(!contains_answer("", "") && !contains_answer("anything", ""));
+        let golds = ["Canberra".to_string(), ".".to_string()];
+        assert!(!exact_match(&golds, "") && !exact_match(&golds, "The") && exact_match(&golds, "canberra!"));
     }
 
     #[test]

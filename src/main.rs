@@ -32,6 +32,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("GAVEL_LOG").unwrap_or_else(|_| filter.into()))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match run(cli.command) {
         Ok(code) => code,
@@ -132,6 +133,7 @@ fn verify(args: cli::VerifyArgs) -> Result<ExitCode, Error> {
     if args.resume && args.output.is_none() {
         return Err(Error::field("command line", "--resume", "needs --output FILE to resume into"));
     }
+    refuse_overwrite(args.input.as_deref(), args.output.as_deref(), "--output")?;
     let judge = build_judge(&spec, &args.model)?;
     let opts = VerifyOptions { input_name, rubric, short_form, batch_records: args.batch, skip: Default::default() };
     let summary = run_verify(&judge, input, total, args.output.as_deref(), args.resume, opts)?;
@@ -168,7 +170,7 @@ fn run_verify(
     };
     let bar = progress_bar(total, "records");
     if let Some(bar) = &bar {
-        bar.set_position(opts.skip.len() as u64);
+        bar.set_position(opts.skip.values().sum::<usize>() as u64);
         bar.reset_eta();
     }
     let summary = pipeline::verify_stream(judge, input, &mut output, &opts, |s| {
@@ -291,8 +293,31 @@ fn serve(args: cli::ServeArgs) -> Result<ExitCode, Error> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Writing `output` must not destroy `input`: refuse when they are the same file.
+fn refuse_overwrite(input: Option<&Path>, output: Option<&Path>, flag: &str) -> Result<(), Error> {
+    let (Some(i), Some(o)) = (input, output) else { return Ok(()) };
+    let same = match (std::fs::canonicalize(i), std::fs::canonicalize(o)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if same {
+        return Err(Error::field(
+            "command line",
+            flag,
+            format!("{} is the input; writing it would destroy it", o.display()),
+        ));
+    }
+    Ok(())
+}
+
 fn eval(args: cli::EvalArgs) -> Result<ExitCode, Error> {
     std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
+    for name in ["verdicts.jsonl", "report.md", "report.html", "metrics.json"] {
+        refuse_overwrite(Some(&args.input), Some(&args.out.join(name)), "--out")?;
+        if name != "verdicts.jsonl" {
+            refuse_overwrite(args.from.as_deref(), Some(&args.out.join(name)), "--out")?;
+        }
+    }
     let mut setup = Vec::new();
     let mut rescore = None;
     let verdicts_path = match &args.from {

@@ -24,8 +24,10 @@ pub struct VerifyOptions {
     pub short_form: ShortForm,
     /// Records judged together (their model work shares decodes).
     pub batch_records: usize,
-    /// Keys (see [`record_key`]) of records already in the output: skipped, not written again.
-    pub skip: std::collections::HashSet<String>,
+    /// Keys (see [`record_key`]) of records already in the output, with how many records of
+    /// each key are done: that many input records of the key are skipped, not written again (a
+    /// key shared by several records, a duplicate id, is redone for the records not yet done).
+    pub skip: std::collections::HashMap<String, usize>,
 }
 
 impl Default for VerifyOptions {
@@ -56,12 +58,8 @@ pub struct Summary {
     /// Records skipped because the output already had them (`--resume`).
     pub skipped: usize,
     /// Wall time.
-    #[serde(serialize_with = "secs")]
+    #[serde(with = "crate::backend::secs")]
     pub elapsed: Duration,
-}
-
-fn secs<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
-    s.serialize_f64(d.as_secs_f64())
 }
 
 impl Summary {
@@ -125,6 +123,7 @@ pub fn verify_stream<R: BufRead, W: Write>(
 ) -> Result<Summary> {
     let start = Instant::now();
     let mut summary = Summary::default();
+    let mut skip = opts.skip.clone();
     let mut line_no = 0usize;
     let mut buf = Vec::new();
     let batch = opts.batch_records.max(1);
@@ -141,7 +140,7 @@ pub fn verify_stream<R: BufRead, W: Write>(
             line_no += 1;
             let location = format!("{}:{line_no}", opts.input_name);
             let text = match std::str::from_utf8(&buf) {
-                Ok(t) => t.trim(),
+                Ok(t) => t.trim().trim_start_matches('\u{feff}'),
                 Err(e) => {
                     let error = Error::Parse { location, reason: format!("invalid UTF-8: {e}") };
                     items.push(Item::Failed { line: line_no, id: None, error });
@@ -151,7 +150,8 @@ pub fn verify_stream<R: BufRead, W: Write>(
             if text.is_empty() {
                 continue;
             }
-            if !opts.skip.is_empty() && opts.skip.contains(&record_key(salvage_id(text).as_deref(), line_no)) {
+            if let Some(n) = skip.get_mut(&record_key(salvage_id(text).as_deref(), line_no)).filter(|n| **n > 0) {
+                *n -= 1;
                 summary.skipped += 1;
                 continue;
             }
@@ -239,7 +239,7 @@ pub struct ExtractSummary {
     /// Lines that failed (error records written).
     pub errors: usize,
     /// Wall time.
-    #[serde(serialize_with = "secs")]
+    #[serde(with = "crate::backend::secs")]
     pub elapsed: Duration,
 }
 
@@ -318,14 +318,18 @@ pub fn extract_stream<R: BufRead, W: Write>(
                         .iter()
                         .map(|n| serde_json::json!({"text": n.text, "importance": n.importance}))
                         .collect();
-                    if let Some(d) = &opts.rubric_dir {
+                    let written = opts.rubric_dir.as_ref().map(|d| {
                         let name = id.clone().unwrap_or_else(|| format!("line-{line}"));
-                        let file = d.join(format!("{}.json", sanitize(&name)));
+                        let file = d.join(format!("{}.json", file_stem(&name)));
                         let rubric = serde_json::json!({"id": name, "query": task.query, "nuggets": plain});
                         let text = serde_json::to_string_pretty(&rubric).unwrap_or_default();
-                        std::fs::write(&file, text + "\n").map_err(|e| Error::io(&file, e))?;
-                    }
-                    if opts.attach {
+                        std::fs::write(&file, text + "\n").map_err(|e| Error::io(&file, e))
+                    });
+                    if let Some(Err(e)) = written {
+                        // One query's file failing (a full disk, a bad name) is that line's error.
+                        summary.errors += 1;
+                        serde_json::json!({"line": line, "id": id, "error": {"kind": e.kind(), "message": e.to_string()}})
+                    } else if opts.attach {
                         record.insert("nuggets".into(), serde_json::Value::Array(plain));
                         serde_json::Value::Object(record)
                     } else {
@@ -389,9 +393,18 @@ fn parse_extract_record(line: &str, location: &str) -> Result<ExtractInput> {
     Ok((map, ExtractTask { query, passages }))
 }
 
-/// A file name made of the id's letters, digits, `-`, `_` and `.`.
-fn sanitize(name: &str) -> String {
-    name.chars().map(|c| if c.is_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' }).collect()
+/// A file name for an id: its letters, digits, `-`, `_` and `.`, others as `_`; an id longer than
+/// file systems allow keeps its first 80 characters and a hash of the whole, so names stay apart.
+fn file_stem(id: &str) -> String {
+    let clean: String =
+        id.chars().map(|c| if c.is_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' }).collect();
+    if clean.len() <= 120 && !clean.starts_with('.') {
+        return clean;
+    }
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(id.as_bytes());
+    let head: String = clean.trim_start_matches('.').chars().take(80).collect();
+    format!("{head}-{}", hash.iter().take(8).map(|b| format!("{b:02x}")).collect::<String>())
 }
 
 /// Benchmark numbers of scored mode next to raw prefill speed.
@@ -473,8 +486,8 @@ pub fn bench(judge: &Judge, tasks: &[Task], batch_records: usize, prefill_tokens
 /// What an existing output file already holds.
 #[derive(Debug, Clone, Default)]
 pub struct ResumeState {
-    /// Keys of the complete records.
-    pub done: std::collections::HashSet<String>,
+    /// Keys of the complete records, with how many records of each key are done.
+    pub done: std::collections::HashMap<String, usize>,
     /// Complete records kept.
     pub kept: usize,
     /// Bytes of an incomplete last line that were cut off (to be redone).
@@ -482,7 +495,9 @@ pub struct ResumeState {
 }
 
 /// Scan `path` for complete output records and cut off an incomplete last line (a run killed
-/// mid-write), so that appending continues cleanly. A missing file is an empty state.
+/// mid-write), so that appending continues cleanly. A missing file is an empty state. A complete
+/// line in the middle that is not an output record is an error naming it: cutting there would
+/// lose every record after it.
 pub fn prepare_resume(path: &std::path::Path) -> Result<ResumeState> {
     let data = match std::fs::read(path) {
         Ok(d) => d,
@@ -503,9 +518,15 @@ pub fn prepare_resume(path: &std::path::Path) -> Result<ResumeState> {
                 good_end = start;
                 continue;
             }
-            break;
+            let n = data[..start].iter().filter(|&&b| b == b'\n').count() + 1;
+            return Err(Error::Parse {
+                location: format!("{}:{n}", path.display()),
+                reason: "not an output record; --resume stops rather than drop the records after it (fix or \
+                         remove this line)"
+                    .into(),
+            });
         };
-        state.done.insert(key);
+        *state.done.entry(key).or_default() += 1;
         state.kept += 1;
         start += nl + 1;
         good_end = start;
@@ -529,7 +550,7 @@ mod tests {
         std::fs::write(&p, "{\"line\":1,\"id\":\"a\"}\n{\"line\":2}\n{\"line\":3,\"id\":\"c\",\"sco").unwrap();
         let s = prepare_resume(&p).unwrap();
         assert_eq!(s.kept, 2);
-        assert!(s.done.contains("id:a") && s.done.contains("line:2") && !s.done.contains("id:c"));
+        assert!(s.done.contains_key("id:a") && s.done.contains_key("line:2") && !s.done.contains_key("id:c"));
         assert_eq!(s.dropped_bytes, "{\"line\":3,\"id\":\"c\",\"sco".len() as u64);
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "{\"line\":1,\"id\":\"a\"}\n{\"line\":2}\n");
         // A complete-looking last line without its newline is redone too.
@@ -537,5 +558,26 @@ mod tests {
         let s = prepare_resume(&p).unwrap();
         assert_eq!((s.kept, s.dropped_bytes), (1, 10));
         assert_eq!(prepare_resume(&dir.path().join("none")).unwrap().kept, 0);
+        // An unreadable line in the middle is an error, and nothing is cut.
+        let body = "{\"line\":1}\ngarbage\n{\"line\":3}\n";
+        std::fs::write(&p, body).unwrap();
+        let e = prepare_resume(&p).unwrap_err().to_string();
+        assert!(e.contains("out.jsonl:2") && e.contains("not an output record"), "{e}");
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), body);
+        // Duplicate ids are counted, not merged.
+        std::fs::write(&p, "{\"line\":1,\"id\":\"x\"}\n{\"line\":2,\"id\":\"x\"}\n").unwrap();
+        assert_eq!(prepare_resume(&p).unwrap().done.get("id:x"), Some(&2));
+    }
+
+    #[test]
+    fn rubric_file_names_stay_short_distinct_and_safe() {
+        assert_eq!(file_stem("q-12_a.b"), "q-12_a.b");
+        assert_eq!(file_stem("a/b c"), "a_b_c");
+        let long_a = "x".repeat(300);
+        let long_b = format!("{}y", "x".repeat(299));
+        let (a, b) = (file_stem(&long_a), file_stem(&long_b));
+        assert!(a.len() <= 100 && b.len() <= 100, "{a} {b}");
+        assert_ne!(a, b);
+        assert!(!file_stem("..").starts_with('.'));
     }
 }

@@ -121,6 +121,9 @@ impl std::fmt::Debug for PromptSet {
     }
 }
 
+/// Instructions one template render may execute; the built-in templates use a few hundred.
+const TEMPLATE_FUEL: u64 = 1_000_000;
+
 impl PromptSet {
     /// The templates compiled into the binary.
     pub fn builtin() -> Self {
@@ -140,7 +143,12 @@ impl PromptSet {
                 let text = std::fs::read_to_string(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
                 *slot = text;
             } else if name.ends_with(".jinja") || name.ends_with(".gbnf") || name.ends_with(".toml") {
-                tracing::warn!("{}: not a known template name, ignored", entry.path().display());
+                // A misspelt override would silently leave the built-in template in use.
+                let known: Vec<&str> = BUILTIN.iter().map(|(k, _)| *k).collect();
+                return Err(Error::Template {
+                    name,
+                    reason: format!("not a template name gavel knows (known: {})", known.join(", ")),
+                });
             }
         }
         Self::from_files(files)
@@ -150,6 +158,8 @@ impl PromptSet {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_keep_trailing_newline(false);
+        // A template that loops without end runs out of fuel and fails instead of hanging.
+        env.set_fuel(Some(TEMPLATE_FUEL));
         for (name, text) in &files {
             if name.ends_with(".jinja") {
                 env.add_template_owned(name.clone(), text.clone())

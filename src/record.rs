@@ -88,6 +88,8 @@ struct RawRecord {
 
 /// Parse one JSON Lines record. `rubric`, when given, supplies the nuggets of every record.
 pub fn parse_record(line: &str, location: &str, rubric: Option<&Rubric>, policy: ShortForm) -> Result<Task> {
+    // A file saved with a byte-order mark carries it on its first line.
+    let line = line.strip_prefix('\u{feff}').unwrap_or(line);
     let raw: RawRecord = serde_json::from_str(line)
         .map_err(|e| Error::Parse { location: format!("{location}, column {}", e.column()), reason: e.to_string() })?;
     let id = raw.id.map(|v| match v {
@@ -350,6 +352,18 @@ mod tests {
         assert!(e.to_string().contains("in.jsonl:5"), "{e}");
         let e = parse_record("{not json", "in.jsonl:6", None, ShortForm::Hybrid).unwrap_err().to_string();
         assert!(e.contains("in.jsonl:6"), "{e}");
+        let e = parse_record(
+            r#"{"answer":"a","nuggets":[{"text":"x","wieght":2}]}"#,
+            "in.jsonl:7",
+            None,
+            ShortForm::Hybrid,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("in.jsonl:7") && e.contains("`wieght`"), "{e}");
+        // A byte-order mark before the first record is not an error.
+        let t = parse_record("\u{feff}{\"answer\":\"a\",\"nuggets\":[\"x\"]}", "in.jsonl:1", None, ShortForm::Hybrid);
+        assert!(t.is_ok(), "{t:?}");
     }
 
     #[test]

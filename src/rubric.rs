@@ -144,8 +144,7 @@ fn default_weight(importance: Importance) -> f64 {
 }
 
 /// The on-disk / on-wire shape of a nugget before validation. A bare string is a nugget too.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 pub enum RawNugget {
     /// `"text"` alone.
     Text(String),
@@ -153,9 +152,48 @@ pub enum RawNugget {
     Full(Box<RawNuggetFields>),
 }
 
+/// A nugget is read as a string or an object; a wrong field says which field and why (an
+/// untagged enum would only say that no variant matched).
+impl<'de> Deserialize<'de> for RawNugget {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::String(s) => Ok(RawNugget::Text(s)),
+            serde_json::Value::Object(map) => {
+                let mut fields = RawNuggetFields::default();
+                for (key, value) in map {
+                    let bad = |e: serde_json::Error| D::Error::custom(format!("nugget field `{key}`: {e}"));
+                    let v = value;
+                    match key.as_str() {
+                        "text" => fields.text = serde_json::from_value(v).map_err(bad)?,
+                        "importance" => fields.importance = serde_json::from_value(v).map_err(bad)?,
+                        "weight" => fields.weight = serde_json::from_value(v).map_err(bad)?,
+                        "kind" => fields.kind = serde_json::from_value(v).map_err(bad)?,
+                        "answers" => fields.answers = serde_json::from_value(v).map_err(bad)?,
+                        "fallback_llm" => fields.fallback_llm = serde_json::from_value(v).map_err(bad)?,
+                        "pattern" => fields.pattern = serde_json::from_value(v).map_err(bad)?,
+                        "value" => fields.value = serde_json::from_value(v).map_err(bad)?,
+                        "tolerance" => fields.tolerance = serde_json::from_value(v).map_err(bad)?,
+                        "gold" => fields.gold = serde_json::from_value(v).map_err(bad)?,
+                        // Accepted and ignored so dataset records pass through.
+                        "id" | "assignment" => {}
+                        other => {
+                            return Err(D::Error::custom(format!(
+                                "unknown nugget field `{other}` (known: text, importance, weight, kind, answers, \
+                                 fallback_llm, pattern, value, tolerance, gold)"
+                            )))
+                        }
+                    }
+                }
+                Ok(RawNugget::Full(Box::new(fields)))
+            }
+            other => Err(D::Error::custom(format!("a nugget must be a string or an object, not {other}"))),
+        }
+    }
+}
+
 /// Fields of [`RawNugget::Full`].
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default)]
 pub struct RawNuggetFields {
     text: Option<String>,
     importance: Option<String>,
@@ -167,10 +205,6 @@ pub struct RawNuggetFields {
     value: Option<f64>,
     tolerance: Option<f64>,
     gold: Option<String>,
-    // Accepted and ignored so dataset records pass through: ids, AutoNuggetizer's `assignment`.
-    #[serde(default)]
-    #[allow(dead_code)]
-    id: Option<serde_json::Value>,
 }
 
 impl RawNugget {
@@ -205,7 +239,9 @@ impl RawNugget {
             },
         };
         let weight = match raw.weight {
-            Some(w) if !w.is_finite() => return Err(err("weight", "must be a finite number".into())),
+            Some(w) if !(w.is_finite() && w.abs() <= MAX_WEIGHT) => {
+                return Err(err("weight", format!("must be a number between -{MAX_WEIGHT:e} and {MAX_WEIGHT:e}")))
+            }
             Some(w) => w,
             None => default_weight(importance),
         };
@@ -229,6 +265,9 @@ impl RawNugget {
             }
             "numeric" => {
                 let value = raw.value.ok_or_else(|| err("value", "is required for kind `numeric`".into()))?;
+                if !value.is_finite() {
+                    return Err(err("value", "must be a finite number".into()));
+                }
                 let tolerance = raw.tolerance.unwrap_or(0.0);
                 if !(tolerance >= 0.0 && tolerance.is_finite()) {
                     return Err(err("tolerance", "must be a finite number >= 0".into()));
@@ -276,18 +315,26 @@ impl Rubric {
     pub fn load(path: impl AsRef<Path>) -> Result<Rubric> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
         let location = path.display().to_string();
         let is_toml = path.extension().and_then(|e| e.to_str()) == Some("toml");
         let raw: RawRubric = if is_toml {
-            toml::from_str(&text).map_err(|e| Error::Parse { location: location.clone(), reason: e.to_string() })?
+            toml::from_str(text).map_err(|e| Error::Parse { location: location.clone(), reason: e.to_string() })?
         } else {
-            serde_json::from_str(&text).map_err(|e| Error::Parse {
+            serde_json::from_str(text).map_err(|e| Error::Parse {
                 location: format!("{location}:{}:{}", e.line(), e.column()),
                 reason: e.to_string(),
             })?
         };
         let id = raw.id.unwrap_or_else(|| path.file_stem().and_then(|s| s.to_str()).unwrap_or("rubric").to_string());
         Rubric::from_parts(id, raw.description, raw.query, raw.nuggets, &location)
+    }
+
+    #[cfg(test)]
+    fn load_toml_str(text: &str) -> Result<Rubric> {
+        let raw: RawRubric =
+            toml::from_str(text).map_err(|e| Error::Parse { location: "t.toml".into(), reason: e.to_string() })?;
+        Rubric::from_parts("t".into(), raw.description, raw.query, raw.nuggets, "t.toml")
     }
 
     /// Parse a rubric from JSON text; `location` is used in error messages.
@@ -319,10 +366,31 @@ impl Rubric {
     }
 }
 
+/// Largest weight a nugget may carry: sums of weights stay finite.
+pub const MAX_WEIGHT: f64 = 1e9;
+
+/// The numbers a text states. A minus sign counts only where it starts a number ("-3", "(-3"),
+/// not between two ("1927-1928" is 1927 and 1928); commas only group thousands ("1,234,567"),
+/// so "1,2,3" is 1, 2 and 3; digits inside a word ("v2") are not a number.
 fn numbers_in(text: &str) -> impl Iterator<Item = f64> + '_ {
     static NUM: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
-    let re = NUM.get_or_init(|| Regex::new(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+").expect("static regex"));
-    re.find_iter(text).filter_map(|m| m.as_str().replace(',', "").parse::<f64>().ok())
+    let re = NUM.get_or_init(|| {
+        Regex::new(r"(?:^|[^\w.])(-?)(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)").expect("static regex")
+    });
+    // Overlapping starts ("1927-1928": the second number begins at the hyphen) need a scan from
+    // each match's end, so collect matches by hand.
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some(c) = re.captures_at(text, at) {
+        let whole = c.get(0).expect("match");
+        let sign = c.get(1).map_or("", |m| m.as_str());
+        let digits = c.get(2).expect("digits");
+        if let Ok(v) = format!("{sign}{}", digits.as_str().replace(',', "")).parse::<f64>() {
+            out.push(v);
+        }
+        at = digits.end().max(whole.start() + 1);
+    }
+    out.into_iter()
 }
 
 /// Result of a deterministic check.
@@ -435,14 +503,41 @@ mod tests {
         assert!(cascade.needs_model());
         assert_eq!(cascade.check.evaluate("Wilhelm Röntgen"), CheckOutcome::Decided(Label::Support));
         assert_eq!(cascade.check.evaluate("Roentgen"), CheckOutcome::NeedsModel);
-        // Answers that normalise to nothing still match exactly.
-        assert_eq!(cascade.check.evaluate("a"), CheckOutcome::Decided(Label::Support));
+        // An answer that normalises to nothing ("A") matches nothing, so "a" goes to the model
+        // and an empty answer is never contained.
+        assert_eq!(cascade.check.evaluate("a"), CheckOutcome::NeedsModel);
+        let c2 = parse(r#"{"kind":"contains","answers":["Canberra", "."]}"#).unwrap();
+        assert_eq!(c2.check.evaluate(""), CheckOutcome::Decided(Label::NotSupport));
         let r = parse(r#"{"kind":"regex","pattern":"(?i)\\b19\\d\\d\\b"}"#).unwrap();
         assert_eq!(r.check.evaluate("in 1901"), CheckOutcome::Decided(Label::Support));
         assert_eq!(r.check.evaluate("in 2001"), CheckOutcome::Decided(Label::NotSupport));
         let n = parse(r#"{"kind":"numeric","value":1234.5,"tolerance":0.5}"#).unwrap();
         assert_eq!(n.check.evaluate("about 1,234.9 units"), CheckOutcome::Decided(Label::Support));
         assert_eq!(n.check.evaluate("about 1,236 units"), CheckOutcome::Decided(Label::NotSupport));
+        // Ranges, lists and signs read as people read them.
+        let nums = |t: &str| numbers_in(t).collect::<Vec<f64>>();
+        assert_eq!(nums("the war of 1927-1928"), vec![1927.0, 1928.0]);
+        assert_eq!(nums("items 1,2,3 and 1,234,567"), vec![1.0, 2.0, 3.0, 1234567.0]);
+        assert_eq!(nums("it fell to -3.5 (-2) or .5"), vec![-3.5, -2.0, 0.5]);
+        assert_eq!(nums("COVID-19 in v2"), vec![19.0]);
+        let year = parse(r#"{"kind":"numeric","value":-1928}"#).unwrap();
+        assert_eq!(year.check.evaluate("from 1927-1928"), CheckOutcome::Decided(Label::NotSupport));
+        // A number that is not finite is refused (TOML can write `inf`), as are huge weights.
+        let e = Rubric::load_toml_str("[[nuggets]]\nkind = \"numeric\"\nvalue = inf\n").unwrap_err().to_string();
+        assert!(e.contains("nuggets[0].value"), "{e}");
+        let e = parse(r#"{"text":"x","weight":1e308}"#).unwrap_err().to_string();
+        assert!(e.contains("weight"), "{e}");
+    }
+
+    #[test]
+    fn wrong_nugget_fields_are_named() {
+        let e = serde_json::from_str::<RawNugget>(r#"{"txt":"x"}"#).unwrap_err().to_string();
+        assert!(e.contains("unknown nugget field `txt`"), "{e}");
+        let e = serde_json::from_str::<RawNugget>(r#"{"text":"x","weight":"heavy"}"#).unwrap_err().to_string();
+        assert!(e.contains("nugget field `weight`") && e.contains("invalid type"), "{e}");
+        let e = serde_json::from_str::<RawNugget>("5").unwrap_err().to_string();
+        assert!(e.contains("string or an object"), "{e}");
+        assert!(serde_json::from_str::<RawNugget>(r#"{"text":"x","id":7,"assignment":"support"}"#).is_ok());
     }
 
     #[test]

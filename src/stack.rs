@@ -488,6 +488,52 @@ impl Stack {
         l[0] - l.last().copied().unwrap_or(0.0)
     }
 
+    /// Check a stack read from a file: arrays of matching lengths, finite numbers, known
+    /// features. `Err` names the field and what is wrong (a hand-edited or truncated file would
+    /// otherwise panic or give NaN verdicts).
+    pub fn validate(&self) -> std::result::Result<(), (String, String)> {
+        let d = self.names.len();
+        let bad = |field: &str, why: String| Err((field.to_string(), why));
+        if d == 0 {
+            return bad("names", "is empty".into());
+        }
+        let known = feature_names(FeatureSet::All);
+        if let Some(n) = self.names.iter().find(|n| !known.contains(&n.as_str())) {
+            return bad("names", format!("`{n}` is not a feature gavel computes"));
+        }
+        for (field, v) in [("mean", &self.mean), ("std", &self.std)] {
+            if v.len() != d {
+                return bad(field, format!("has {} values for {d} features", v.len()));
+            }
+            if v.iter().any(|x| !x.is_finite()) {
+                return bad(field, "holds a number that is not finite".into());
+            }
+        }
+        if self.std.iter().any(|&x| x <= 0.0) {
+            return bad("std", "holds a value that is not positive".into());
+        }
+        if self.labels.len() < 2 || self.labels.len() > 3 {
+            return bad("labels", format!("has {} labels; a stack has 2 or 3", self.labels.len()));
+        }
+        // An ordinal stack keeps two-label weights (one support score) whatever its labels.
+        let rows = if self.ordinal.is_some() { 2 } else { self.labels.len() };
+        if self.weights.len() != rows {
+            return bad("weights", format!("has {} rows; {rows} expected", self.weights.len()));
+        }
+        if let Some(row) = self.weights.iter().find(|r| r.len() != d + 1) {
+            return bad("weights", format!("has a row of {} values; {d} features need {}", row.len(), d + 1));
+        }
+        if self.weights.iter().flatten().any(|x| !x.is_finite()) {
+            return bad("weights", "holds a number that is not finite".into());
+        }
+        if let Some(o) = &self.ordinal {
+            if !(o.partial.is_finite() && o.support.is_finite() && o.slope.is_finite() && o.partial <= o.support) {
+                return bad("ordinal", "needs finite cuts with partial <= support and a finite slope".into());
+            }
+        }
+        Ok(())
+    }
+
     /// Label distribution in [`Label::ALL`] order.
     pub fn predict(&self, x: &[f64]) -> [f64; 3] {
         if let Some(o) = &self.ordinal {

@@ -51,6 +51,21 @@ impl Drop for LlamaServer {
     }
 }
 
+impl LlamaServer {
+    /// Own `child`: killed on drop, and, because a `static` is never dropped, also by a small
+    /// watchdog when this test process exits however it exits (no orphaned server after the
+    /// suite, also when a test fails).
+    fn own(child: Child, url: String) -> Self {
+        let watchdog = format!(
+            "while kill -0 {} 2>/dev/null; do sleep 1; done; kill {} 2>/dev/null",
+            std::process::id(),
+            child.id()
+        );
+        let _ = Command::new("sh").args(["-c", &watchdog]).stdin(Stdio::null()).stdout(Stdio::null()).spawn();
+        LlamaServer { child, url }
+    }
+}
+
 /// One llama-server for the whole test binary: 4 slots of 8192 tokens.
 fn server() -> &'static str {
     static S: OnceLock<LlamaServer> = OnceLock::new();
@@ -65,7 +80,7 @@ fn server() -> &'static str {
             .stderr(Stdio::null())
             .spawn()
             .expect("start llama-server");
-        let s = LlamaServer { child, url: format!("http://127.0.0.1:{port}/v1") };
+        let s = LlamaServer::own(child, format!("http://127.0.0.1:{port}/v1"));
         let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(2)).build();
         let start = Instant::now();
         loop {
@@ -195,13 +210,14 @@ fn a_server_that_stays_down_gives_error_records_not_a_crash() {
     // A live connection whose server then disappears: start a second llama-server and kill it.
     let port = free_port();
     let model = gavel::model_store::ensure_default_model().unwrap();
-    let mut child = Command::new(llama_server_binary())
+    let child = Command::new(llama_server_binary())
         .args(["-m", model.to_str().unwrap(), "--host", "127.0.0.1", "--port", &port.to_string(), "-np", "1"])
         .args(["-c", "4096", "--no-webui"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let mut second = LlamaServer::own(child, String::new());
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let start = Instant::now();
     let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(2)).build();
@@ -212,8 +228,8 @@ fn a_server_that_stays_down_gives_error_records_not_a_crash() {
     let mut c = cfg;
     c.base_urls = vec![format!("http://{addr}/v1")];
     let b = Arc::new(RemoteBackend::connect(c).unwrap());
-    let _ = child.kill();
-    let _ = child.wait();
+    let _ = second.child.kill();
+    let _ = second.child.wait();
     let judge = Judge::new(b, PromptSet::builtin(), JudgeConfig::default());
     let results = judge.judge(&tasks()[..1]);
     let err = results[0].as_ref().expect_err("a dead server must give an error record").to_string();

@@ -157,6 +157,27 @@ enum ChatFormat {
     Plain,
 }
 
+/// Smallest context a judge prompt fits in (llama.cpp itself aborts below about 64).
+pub const MIN_N_CTX: u32 = 256;
+
+/// A GGUF file starts with the bytes `GGUF`; anything else is not one, whatever its name.
+fn check_gguf(path: &Path) -> Result<()> {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    let read = std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic));
+    match read {
+        Ok(()) if &magic == b"GGUF" => Ok(()),
+        Ok(()) => Err(Error::ModelLoad {
+            path: path.to_path_buf(),
+            reason: format!(
+                "not a GGUF model file (it starts with {:?}, not \"GGUF\")",
+                String::from_utf8_lossy(&magic)
+            ),
+        }),
+        Err(e) => Err(Error::ModelLoad { path: path.to_path_buf(), reason: format!("not a GGUF model file: {e}") }),
+    }
+}
+
 impl EmbeddedBackend {
     /// Load the model and start the engine thread.
     pub fn load(config: EmbeddedConfig) -> Result<Self> {
@@ -165,8 +186,18 @@ impl EmbeddedBackend {
         if !path.is_file() {
             return Err(Error::ModelLoad { path: path.clone(), reason: "no such file".into() });
         }
-        let model = LlamaModel::load_from_file(be, path, &LlamaModelParams::default())
-            .map_err(|e| Error::ModelLoad { path: path.clone(), reason: e.to_string() })?;
+        if config.n_ctx < MIN_N_CTX {
+            return Err(Error::field(
+                "command line",
+                "--n-ctx",
+                format!("{} tokens is too small; the context needs at least {MIN_N_CTX}", config.n_ctx),
+            ));
+        }
+        check_gguf(path)?;
+        let model = LlamaModel::load_from_file(be, path, &LlamaModelParams::default()).map_err(|e| Error::ModelLoad {
+            path: path.clone(),
+            reason: format!("llama.cpp could not load it ({e}): the file is truncated, or a GGUF this llama.cpp does not support"),
+        })?;
         let model = Arc::new(model);
         let n_threads = config
             .n_threads
@@ -339,7 +370,9 @@ impl Backend for EmbeddedBackend {
             ChatFormat::Builtin(tmpl) => {
                 let chat = messages
                     .iter()
-                    .map(|m| LlamaChatMessage::new(m.role.clone(), m.content.clone()))
+                    // A NUL inside real text (seen in scraped pages) cannot cross into C; a space
+                    // keeps the text judged instead of failing the record.
+                    .map(|m| LlamaChatMessage::new(m.role.clone(), m.content.replace('\0', " ")))
                     .collect::<std::result::Result<Vec<_>, _>>()
                     .map_err(|e| Error::Llama { op: "chat message", reason: e.to_string() })?;
                 self.model
@@ -401,6 +434,10 @@ impl Backend for EmbeddedBackend {
 
     fn reads_spans(&self) -> bool {
         true
+    }
+
+    fn check_labels(&self, choices: &[Vec<String>]) -> Result<()> {
+        self.resolve_labels(choices).map(|_| ())
     }
 
     fn usage(&self) -> Usage {

@@ -98,7 +98,9 @@ pub struct Usage {
     pub elapsed: Duration,
 }
 
-mod secs {
+/// Serialises a `Duration` as seconds (`#[serde(with = "secs")]`), for every summary gavel writes.
+pub mod secs {
+    /// Seconds as a float.
     pub fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_f64(d.as_secs_f64())
     }
@@ -132,6 +134,13 @@ pub trait Backend: Send + Sync {
 
     /// Tokens and model time consumed since the backend was created.
     fn usage(&self) -> Usage;
+
+    /// Check that each of `choices` (label words) starts with a token of its own in this model,
+    /// so a bad label file fails at start, not on every record.
+    fn check_labels(&self, choices: &[Vec<String>]) -> Result<()> {
+        let _ = choices;
+        Ok(())
+    }
 
     /// Evaluate `text` as one sequence and return (tokens, time): the raw prefill speed that
     /// benchmarks compare against.

@@ -557,6 +557,10 @@ impl Backend for RemoteBackend {
         })
     }
 
+    fn check_labels(&self, choices: &[Vec<String>]) -> Result<()> {
+        self.resolve_labels(choices).map(|_| ())
+    }
+
     fn usage(&self) -> Usage {
         self.usage.lock().map(|u| *u).unwrap_or_default()
     }

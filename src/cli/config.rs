@@ -108,6 +108,7 @@ pub fn build_judge(j: &JudgeSpec<'_>, m: &ModelArgs) -> Result<Judge, Error> {
     let backend = load_backend(m)?;
     let fingerprint = model_key(&backend.info().model)?;
     let mut judge = Judge::new(backend, prompts, cfg);
+    judge.check()?;
     if j.cache {
         let path = VerdictCache::default_path();
         match VerdictCache::open(&path) {

@@ -1,0 +1,172 @@
+//! Bad input, run through the binary as a user would meet it: each case gives a clear error
+//! naming the file, line or field, exits as documented, loses no data and never panics.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn gavel() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_gavel"))
+}
+
+fn text(o: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&o.stdout).to_string(), String::from_utf8_lossy(&o.stderr).to_string())
+}
+
+/// Records judged without the model: every nugget an exact-match check.
+fn deterministic(id: &str, answer: &str) -> String {
+    serde_json::json!({"id": id, "answer": answer,
+        "nuggets": [{"text": "The answer is Paris", "kind": "exact_match", "answers": ["Paris"]}]})
+    .to_string()
+}
+
+fn p(dir: &Path, name: &str) -> String {
+    dir.join(name).to_string_lossy().to_string()
+}
+
+#[test]
+fn output_equal_to_input_is_refused_and_the_input_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = p(dir.path(), "in.jsonl");
+    let body = deterministic("a", "Paris") + "\n";
+    std::fs::write(&input, &body).unwrap();
+    let o = gavel().args(["verify", "--input", &input, "--output", &input]).output().unwrap();
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("--output") && err.contains("is the input"), "{err}");
+    assert_eq!(std::fs::read_to_string(&input).unwrap(), body);
+    // eval writes verdicts.jsonl into --out: a labeled file there is not overwritten either.
+    let labeled = p(dir.path(), "verdicts.jsonl");
+    std::fs::write(&labeled, &body).unwrap();
+    let o = gavel().args(["eval", "--input", &labeled, "--out", &dir.path().to_string_lossy()]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o).1);
+    assert_eq!(std::fs::read_to_string(&labeled).unwrap(), body);
+}
+
+#[test]
+fn a_tiny_context_and_a_foreign_model_fail_cleanly_before_any_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = p(dir.path(), "in.jsonl");
+    std::fs::write(&input, deterministic("a", "Paris") + "\n").unwrap();
+    let o = gavel().args(["verify", "--input", &input, "--n-ctx", "64"]).output().unwrap();
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(out.is_empty(), "stdout must stay clean JSONL: {out}");
+    assert!(err.contains("--n-ctx") && err.contains("at least"), "{err}");
+    let fake = p(dir.path(), "model.gguf");
+    std::fs::write(&fake, "<html>not a model</html>").unwrap();
+    let o = gavel().args(["verify", "--input", &input, "--model", &fake]).output().unwrap();
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("not a GGUF") && err.contains("model.gguf"), "{err}");
+    // A truncated GGUF: the right magic, then nothing.
+    std::fs::write(&fake, b"GGUF\x03\x00").unwrap();
+    let o = gavel().args(["verify", "--input", &input, "--model", &fake]).output().unwrap();
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("truncated"), "{err}");
+}
+
+#[test]
+fn broken_calibration_templates_and_labels_stop_the_run_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = p(dir.path(), "in.jsonl");
+    std::fs::write(&input, deterministic("a", "Paris") + "\n").unwrap();
+    // A calibration whose arrays do not fit together.
+    let mut cal: serde_json::Value = serde_json::from_str(include_str!("../calibration/default.json")).unwrap();
+    cal["stack"]["std"].as_array_mut().unwrap().truncate(2);
+    let cal_path = p(dir.path(), "cal.json");
+    std::fs::write(&cal_path, cal.to_string()).unwrap();
+    let o = gavel().args(["verify", "--input", &input, "--calibration", &cal_path]).output().unwrap();
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("stack.std") && err.contains("cal.json"), "{err}");
+    // A misspelt template override.
+    let prompts = dir.path().join("prompts");
+    std::fs::create_dir(&prompts).unwrap();
+    std::fs::write(prompts.join("judge.sytem.jinja"), "x").unwrap();
+    let o = gavel().args(["verify", "--input", &input, "--prompts", &prompts.to_string_lossy()]).output().unwrap();
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("judge.sytem.jinja") && err.contains("judge.system.jinja"), "{err}");
+    // The same word for every label: refused at start (exit 2), not on every record (exit 1).
+    std::fs::remove_file(prompts.join("judge.sytem.jinja")).unwrap();
+    std::fs::write(
+        prompts.join("labels.toml"),
+        "support = [\"yes\"]\npartial_support = [\"yes\"]\nnot_support = [\"yes\"]\n",
+    )
+    .unwrap();
+    let o = gavel().args(["verify", "--input", &input, "--prompts", &prompts.to_string_lossy()]).output().unwrap();
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("labels.toml") && err.contains("same token"), "{err}");
+}
+
+#[test]
+fn resume_with_duplicate_ids_redoes_exactly_the_records_not_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = p(dir.path(), "in.jsonl");
+    let out = p(dir.path(), "out.jsonl");
+    // Two records share id "x"; a BOM starts the file; CRLF ends the lines.
+    let body = format!(
+        "\u{feff}{}\r\n{}\r\n{}\r\n",
+        deterministic("x", "Paris"),
+        deterministic("x", "Lyon"),
+        deterministic("y", "paris")
+    );
+    std::fs::write(&input, &body).unwrap();
+    let o = gavel().args(["verify", "--input", &input, "--output", &out]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    let full = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(full.lines().count(), 3, "{full}");
+    // As if killed after the first record: resume must add lines 2 and 3, not skip line 2.
+    std::fs::write(&out, full.lines().next().unwrap().to_string() + "\n").unwrap();
+    let o = gavel().args(["verify", "--input", &input, "--output", &out, "--resume"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), full);
+    // An unreadable line in the middle of the output: a clear error, nothing dropped.
+    let damaged = full.replacen('\n', "\nnot json\n", 1);
+    std::fs::write(&out, &damaged).unwrap();
+    let o = gavel().args(["verify", "--input", &input, "--output", &out, "--resume"]).output().unwrap();
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("out.jsonl:2"), "{err}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), damaged);
+}
+
+#[test]
+fn a_nul_byte_in_real_text_is_judged_not_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = p(dir.path(), "in.jsonl");
+    let rec = serde_json::json!({"id": "nul", "answer": "The claim\u{0} holds: Paris is in France.\u{7}",
+        "nuggets": ["Paris is in France"]});
+    std::fs::write(&input, rec.to_string() + "\n").unwrap();
+    let o = gavel().args(["verify", "--input", &input, "--calibration", "none"]).output().unwrap();
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(v.get("error").is_none() && v["verdicts"][0]["by"] == "llm", "{out}");
+}
+
+#[test]
+fn a_degenerate_calibration_fit_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let labeled = p(dir.path(), "l.jsonl");
+    let verdicts = p(dir.path(), "v.jsonl");
+    let recs: Vec<String> = (0..2)
+        .map(|i| {
+            serde_json::json!({"id": format!("r{i}"), "answer": "Paris is in France.",
+                "nuggets": [{"text": "Paris is in France", "gold": "support"}]})
+            .to_string()
+        })
+        .collect();
+    std::fs::write(&labeled, recs.join("\n") + "\n").unwrap();
+    let o =
+        gavel().args(["verify", "--input", &labeled, "--output", &verdicts, "--calibration", "none"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    let out = p(dir.path(), "cal.json");
+    let o = gavel().args(["calibrate", "--input", &labeled, "--from", &verdicts, "-o", &out]).output().unwrap();
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("labeled verdicts") && err.contains("at least"), "{err}");
+    assert!(!Path::new(&out).exists());
+}
