@@ -301,9 +301,11 @@ fn svg_reliability(c: &Calibration) -> String {
     }
     let _ = write!(
         s,
-        "<text x=\"{pad}\" y=\"{}\" class=\"axis\">confidence (0 to 1); bars: accuracy, dots: mean confidence</text>\
+        "<text x=\"{pad}\" y=\"{}\" class=\"axis\">confidence, 0 to 1</text>\
+         <text x=\"{pad}\" y=\"{}\" class=\"axis\">bars: accuracy; dots: mean confidence</text>\
          <text x=\"{pad}\" y=\"20\" class=\"axis\">ECE {:.3}, Brier {:.3}</text></svg>",
-        h - 8.0,
+        h - 20.0,
+        h - 6.0,
         c.ece,
         c.brier
     );
@@ -447,7 +449,10 @@ pub fn to_html(r: &EvalReport) -> String {
         out.push_str("</ul>");
     }
     out.push_str(
-        "<script>document.documentElement.dataset.charts = String(document.querySelectorAll('svg.chart').length);</script></body></html>\n",
+        "<script>document.documentElement.dataset.charts = String(document.querySelectorAll('svg.chart').length);\
+         document.documentElement.dataset.clipped = String([...document.querySelectorAll('svg.chart text')].filter(t => \
+         { const b = t.getBBox(), w = t.ownerSVGElement.width.baseVal.value; return b.x < 0 || b.x + b.width > w; }).length);\
+         </script></body></html>\n",
     );
     out
 }

@@ -84,6 +84,8 @@ fn html_report_renders_in_headless_chromium() {
     assert!(out.status.success(), "chromium failed: {log}");
     // The inline script ran and counted the charts: confusion, reliability, histogram, short-form
     // confusion and short-form reliability.
+    // No chart label runs past its chart's edge (measured by the browser's own layout).
+    assert!(dom.contains("data-clipped=\"0\""), "a chart label is cut off: {}", &dom[..dom.len().min(400)]);
     assert!(
         dom.contains("data-charts=\"5\""),
         "charts not counted in the rendered DOM: {}",
