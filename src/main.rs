@@ -4,13 +4,14 @@
 mod cli;
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, IsTerminal, Write};
+use std::io::{BufRead, BufWriter, IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
 use cli::config::{build_judge, load_backend, load_rubric, prompt_set, JudgeSpec};
+use cli::io::{open_input, progress_bar, refuse_overwrite};
 use cli::{Cli, Command, ScoreArgs};
 use gavel::cache::{model_fingerprint, model_key};
 use gavel::calibrate::{self, Calibrator, FitOptions};
@@ -81,46 +82,13 @@ fn run(command: Command) -> Result<ExitCode, Error> {
     }
 }
 
-/// Reader, display name, number of non-blank lines when known.
-type Input = (Box<dyn BufRead>, String, Option<u64>);
-
-fn open_input(path: Option<&Path>) -> Result<Input, Error> {
-    match path {
-        None => Ok((Box::new(BufReader::new(std::io::stdin())), "stdin".into(), None)),
-        Some(p) if p.as_os_str() == "-" => Ok((Box::new(BufReader::new(std::io::stdin())), "stdin".into(), None)),
-        Some(p) => {
-            let f = File::open(p).map_err(|e| Error::io(p, e))?;
-            let lines = BufReader::new(File::open(p).map_err(|e| Error::io(p, e))?)
-                .lines()
-                .map_while(Result::ok)
-                .filter(|l| !l.trim().is_empty())
-                .count() as u64;
-            Ok((Box::new(BufReader::new(f)), p.display().to_string(), Some(lines)))
-        }
-    }
-}
-
-/// A progress bar on stderr when it is a terminal: `total` items (a spinner when unknown).
-fn progress_bar(total: Option<u64>, unit: &str) -> Option<indicatif::ProgressBar> {
-    std::io::stderr().is_terminal().then(|| {
-        let bar = total.map(indicatif::ProgressBar::new).unwrap_or_else(indicatif::ProgressBar::new_spinner);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(&format!(
-                "{{bar:30}} {{pos}}/{{len}} {unit}  {{per_sec}}  eta {{eta}}  {{msg}}"
-            ))
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        bar
-    })
-}
-
 fn verify(args: cli::VerifyArgs) -> Result<ExitCode, Error> {
-    let rubric = load_rubric(&args.records)?;
-    let short_form: ShortForm = args.records.short_form.into();
+    let rubric = load_rubric(&args.run.records)?;
+    let short_form: ShortForm = args.run.records.short_form.into();
     let (input, input_name, total) = open_input(args.input.as_deref())?;
-    let spec = JudgeSpec::new(&args.score, &args.decide, args.cache.cache);
+    let spec = JudgeSpec::new(&args.run.score, &args.run.decide, args.run.cache.cache);
     if args.dry_run {
-        let judge = build_judge(&spec, &args.model)?;
+        let judge = build_judge(&spec, &args.run.model)?;
         let first = input.lines().enumerate().find(|(_, l)| l.as_ref().map_or(true, |l| !l.trim().is_empty()));
         let Some((i, line)) = first else {
             return Ok(ExitCode::SUCCESS);
@@ -134,7 +102,7 @@ fn verify(args: cli::VerifyArgs) -> Result<ExitCode, Error> {
         return Err(Error::field("command line", "--resume", "needs --output FILE to resume into"));
     }
     refuse_overwrite(args.input.as_deref(), args.output.as_deref(), "--output")?;
-    let judge = build_judge(&spec, &args.model)?;
+    let judge = build_judge(&spec, &args.run.model)?;
     let opts = VerifyOptions { input_name, rubric, short_form, batch_records: args.batch, skip: Default::default() };
     let summary = run_verify(&judge, input, total, args.output.as_deref(), args.resume, opts)?;
     Ok(if summary.errors > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
@@ -230,10 +198,10 @@ fn render(args: cli::RenderArgs) -> Result<ExitCode, Error> {
 }
 
 fn bench(args: cli::BenchArgs) -> Result<ExitCode, Error> {
-    let rubric = load_rubric(&args.records_args)?;
+    let rubric = load_rubric(&args.run.records)?;
     let text = std::fs::read_to_string(&args.input).map_err(|e| Error::io(&args.input, e))?;
     let name = args.input.display().to_string();
-    let short_form: ShortForm = args.records_args.short_form.into();
+    let short_form: ShortForm = args.run.records.short_form.into();
     let tasks: Vec<gavel::Task> = text
         .lines()
         .enumerate()
@@ -241,7 +209,7 @@ fn bench(args: cli::BenchArgs) -> Result<ExitCode, Error> {
         .take(args.records)
         .map(|(i, l)| parse_record(l, &format!("{name}:{}", i + 1), rubric.as_ref(), short_form))
         .collect::<Result<_, _>>()?;
-    let judge = build_judge(&JudgeSpec::new(&args.score, &args.decide, args.cache.cache), &args.model)?;
+    let judge = build_judge(&JudgeSpec::new(&args.run.score, &args.run.decide, args.run.cache.cache), &args.run.model)?;
     let info = judge.backend().info();
     eprintln!("gavel bench: {} records of {name}, model {}, {} threads", tasks.len(), info.model, info.n_threads);
     let r = pipeline::bench(&judge, &tasks, args.batch, args.prefill_tokens)?;
@@ -281,33 +249,19 @@ fn serve(args: cli::ServeArgs) -> Result<ExitCode, Error> {
         .with_max_request_records(args.max_request_records)
         .with_timeout(std::time::Duration::from_secs(args.timeout))
         .with_api_key(api_key)
-        .with_short_form(args.records.short_form.into())
-        .with_rubric(load_rubric(&args.records)?)
+        .with_short_form(args.run.records.short_form.into())
+        .with_rubric(load_rubric(&args.run.records)?)
         .with_rubrics(rubrics);
-    let judge = Arc::new(build_judge(&JudgeSpec::new(&args.score, &args.decide, args.cache.cache), &args.model)?);
+    let judge = Arc::new(build_judge(
+        &JudgeSpec::new(&args.run.score, &args.run.decide, args.run.cache.cache),
+        &args.run.model,
+    )?);
     let server = gavel::server::Server::bind(judge, config)?;
     let stop = server.shutdown_signal()?;
     eprintln!("gavel serve: listening on http://{}", server.local_addr()?);
     server.run(stop)?;
     eprintln!("gavel serve: stopped");
     Ok(ExitCode::SUCCESS)
-}
-
-/// Writing `output` must not destroy `input`: refuse when they are the same file.
-fn refuse_overwrite(input: Option<&Path>, output: Option<&Path>, flag: &str) -> Result<(), Error> {
-    let (Some(i), Some(o)) = (input, output) else { return Ok(()) };
-    let same = match (std::fs::canonicalize(i), std::fs::canonicalize(o)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    };
-    if same {
-        return Err(Error::field(
-            "command line",
-            flag,
-            format!("{} is the input; writing it would destroy it", o.display()),
-        ));
-    }
-    Ok(())
 }
 
 fn eval(args: cli::EvalArgs) -> Result<ExitCode, Error> {

@@ -3,6 +3,7 @@
 //! honours, so clap refuses any other flag with a message.
 
 pub mod config;
+pub mod io;
 
 use std::path::PathBuf;
 
@@ -226,6 +227,21 @@ pub struct CacheArgs {
     pub cache: bool,
 }
 
+/// Everything a command that judges records with the model takes: verify, bench and serve.
+#[derive(Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub score: ScoreArgs,
+    #[command(flatten)]
+    pub decide: DecideArgs,
+    #[command(flatten)]
+    pub records: RecordArgs,
+    #[command(flatten)]
+    pub cache: CacheArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
 /// A half of a labeled file, as a flag.
 #[derive(ValueEnum, Clone, Copy, PartialEq, Eq)]
 pub enum PartArg {
@@ -325,15 +341,7 @@ pub struct VerifyArgs {
     #[arg(long)]
     pub resume: bool,
     #[command(flatten)]
-    pub score: ScoreArgs,
-    #[command(flatten)]
-    pub decide: DecideArgs,
-    #[command(flatten)]
-    pub records: RecordArgs,
-    #[command(flatten)]
-    pub cache: CacheArgs,
-    #[command(flatten)]
-    pub model: ModelArgs,
+    pub run: RunArgs,
 }
 
 #[derive(Args)]
@@ -494,15 +502,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 2048)]
     pub prefill_tokens: usize,
     #[command(flatten)]
-    pub score: ScoreArgs,
-    #[command(flatten)]
-    pub decide: DecideArgs,
-    #[command(flatten)]
-    pub records_args: RecordArgs,
-    #[command(flatten)]
-    pub cache: CacheArgs,
-    #[command(flatten)]
-    pub model: ModelArgs,
+    pub run: RunArgs,
 }
 
 #[derive(Args)]
@@ -533,15 +533,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub rubrics: Option<PathBuf>,
     #[command(flatten)]
-    pub score: ScoreArgs,
-    #[command(flatten)]
-    pub decide: DecideArgs,
-    #[command(flatten)]
-    pub records: RecordArgs,
-    #[command(flatten)]
-    pub cache: CacheArgs,
-    #[command(flatten)]
-    pub model: ModelArgs,
+    pub run: RunArgs,
 }
 
 #[cfg(test)]
