@@ -170,3 +170,46 @@ fn a_degenerate_calibration_fit_is_refused() {
     assert!(err.contains("labeled verdicts") && err.contains("at least"), "{err}");
     assert!(!Path::new(&out).exists());
 }
+
+/// A one-nugget record the model judges.
+fn judged(id: &str) -> String {
+    serde_json::json!({"id": id, "answer": "Paris is the capital of France.", "nuggets": ["Paris is in France"]}).to_string()
+}
+
+#[test]
+fn an_unreadable_or_busy_verdict_cache_is_skipped_and_said() {
+    let model = gavel::model_store::ensure_default_model().expect("default model (run `make model`)");
+    let home = tempfile::tempdir().unwrap();
+    let input = p(home.path(), "in.jsonl");
+    std::fs::write(&input, judged("a") + "\n").unwrap();
+    let run = || {
+        gavel()
+            .env("GAVEL_HOME", home.path())
+            .args(["verify", "--cache", "--calibration", "none", "--input", &input, "--model", &model.to_string_lossy()])
+            .output()
+            .unwrap()
+    };
+    // A cache file that is not a database (truncated, overwritten): the run goes on without it.
+    let cache = home.path().join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    std::fs::write(cache.join("verdicts.redb"), b"this is not a redb file").unwrap();
+    let o = run();
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("running without the verdict cache"), "{err}");
+    assert!(out.contains("\"by\":\"llm\""), "{out}");
+    // A cache another process holds open: this run skips it and says so.
+    std::fs::remove_file(cache.join("verdicts.redb")).unwrap();
+    let held = gavel::cache::VerdictCache::open(cache.join("verdicts.redb")).unwrap();
+    let o = run();
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("running without the verdict cache"), "{err}");
+    assert!(out.contains("\"by\":\"llm\""), "{out}");
+    drop(held);
+    // Free again: the run uses it and stores the verdict.
+    let o = run();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    assert!(!text(&o).1.contains("without the verdict cache"), "{}", text(&o).1);
+    assert!(gavel::cache::VerdictCache::open(cache.join("verdicts.redb")).unwrap().len().unwrap() >= 1);
+}
