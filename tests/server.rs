@@ -379,7 +379,7 @@ fn overload_gets_503_with_retry_after() {
 #[test]
 fn api_key_guards_everything_but_health() {
     let s = start(ServeConfig::default().with_api_key(Some("s3cret".into())));
-    let body = r#"{"query": ["a"], "labels": ["a"]}"#;
+    let body = r#"{"query": ["Paris"], "labels": ["Paris"]}"#;
     let r = request(s.addr, "POST", "/get_reward", Some(body), None);
     assert_eq!(r.status, 401);
     assert_eq!(r.json()["error"]["kind"], "unauthorized");
@@ -432,4 +432,19 @@ fn sigterm_finishes_the_request_in_flight_and_exits_0() {
     assert!(rest.contains("gavel serve: stopped"), "{rest}");
     // Nothing listens any more.
     assert!(TcpStream::connect(addr).is_err());
+}
+
+#[test]
+fn an_empty_answer_earns_nothing_against_gold_that_normalises_to_nothing() {
+    let s = start(ServeConfig::default());
+    // Gold answers "." and "a" normalise to nothing; they used to match an empty or article-only
+    // answer and pay 1.0.
+    let body = json!({"query": ["", "The"], "labels": ["[\"Canberra\", \".\"]", "[\"Canberra\", \"a\"]"]});
+    let r = post(s.addr, "/get_reward", &body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let rewards = r.json()["rewards"].as_array().unwrap().clone();
+    assert_eq!(rewards.len(), 2);
+    for v in rewards {
+        assert!(v.as_f64().unwrap() < 0.5, "{}", r.body);
+    }
 }
