@@ -73,37 +73,51 @@ fn supported_nuggets_score_higher_than_absent_ones() {
     assert_eq!(wins, cases.len(), "supported nugget ranked higher in {wins} of {} cases", cases.len());
 }
 
-/// Labels must match exactly. Probabilities differ slightly (up to 0.016 seen) between a decode
-/// that holds one answer and one that holds six: the batch shape changes ggml's kernels and the
-/// KV layout; the cause is not pinned down further yet, so the bound is loose on purpose.
+/// The raw reads of a judgement, bit for bit: label probabilities, log-probabilities and the
+/// nugget likelihood summary (with its PMI) of every model verdict.
+fn raw_bits(j: &gavel::Judgement) -> Vec<String> {
+    j.verdicts.iter().map(|v| format!("{:?}", v.raw.map(|r| (r.probs.to_array(), r.logprobs, r.nugget_lp)))).collect()
+}
+
+/// Batch invariance: a record's raw outputs are bit-identical whether it is judged alone, in a
+/// batch of 32, or in a shuffled batch (so its cells sit elsewhere in the shared KV cache and its
+/// decode holds other prompts). 40 records of different lengths, with likelihood and PMI reads.
 #[test]
-fn batching_many_answers_gives_the_same_verdicts_as_one_at_a_time() {
+fn verdicts_are_bit_identical_alone_batched_and_shuffled() {
     let judge = common::judge(JudgeConfig::default());
-    let tasks: Vec<Task> = (0..6)
+    let facts = [
+        "The Eiffel Tower is in Paris",
+        "It was completed in 1889",
+        "The tower is made of wood",
+        "Gustave Eiffel's company built it",
+    ];
+    let tasks: Vec<Task> = (0..40)
         .map(|i| {
-            let answer =
-                format!("{PASSAGE} Record number {i} adds that {} people visited it last year.", 1000 * (i + 1));
-            task(
-                &answer,
-                &[
-                    "The Eiffel Tower is in Paris",
-                    "The tower was designed by Gustave Eiffel",
-                    "Nobody visits the tower",
-                ],
-            )
+            let extra = " It is visited by many people every year.".repeat(i % 7);
+            let answer = format!("{PASSAGE}{extra} Record {i} adds that {} people came in {}.", 1000 * (i + 1), 1990 + i);
+            let n = 1 + i % facts.len();
+            let mut t = task(&answer, &facts[..n]);
+            if i % 3 == 0 {
+                t.query = Some(format!("What is known about the tower (question {i})?"));
+            }
+            t
         })
         .collect();
-    let together = judge.judge(&tasks);
-    for (t, batched) in tasks.iter().zip(together) {
-        let alone = judge.judge(std::slice::from_ref(t)).pop().unwrap().unwrap();
-        let batched = batched.unwrap();
-        for (a, b) in alone.verdicts.iter().zip(&batched.verdicts) {
-            assert_eq!(a.label, b.label);
-            let (pa, pb) = (a.probs.unwrap().to_array(), b.probs.unwrap().to_array());
-            for k in 0..3 {
-                assert!((pa[k] - pb[k]).abs() < 0.05, "alone {pa:?} vs batched {pb:?}");
-            }
-        }
+    let alone: Vec<Vec<String>> =
+        tasks.iter().map(|t| raw_bits(&judge.judge(std::slice::from_ref(t)).pop().unwrap().unwrap())).collect();
+    let batched: Vec<Vec<String>> =
+        tasks.chunks(32).flat_map(|c| judge.judge(c)).map(|r| raw_bits(&r.unwrap())).collect();
+    // A fixed shuffle: every 7th record, wrapping.
+    let order: Vec<usize> = (0..40).map(|k| (k * 7) % 40).collect();
+    let shuffled_tasks: Vec<Task> = order.iter().map(|&i| tasks[i].clone()).collect();
+    let shuffled: Vec<Vec<String>> =
+        shuffled_tasks.chunks(32).flat_map(|c| judge.judge(c)).map(|r| raw_bits(&r.unwrap())).collect();
+    for i in 0..40 {
+        assert!(alone[i].iter().all(|v| v.contains("Some")), "record {i} has model reads: {:?}", alone[i]);
+        assert_eq!(alone[i], batched[i], "record {i}: alone vs in a batch of 32");
+    }
+    for (k, &i) in order.iter().enumerate() {
+        assert_eq!(alone[i], shuffled[k], "record {i}: alone vs shuffled");
     }
 }
 

@@ -44,7 +44,19 @@ pub struct EmbeddedConfig {
     /// Most tokens packed into one decode of prompts; a single prompt longer than this still runs
     /// alone (up to `n_ctx`).
     pub wave_tokens: usize,
+    /// Batch-invariant scoring (default): a prompt's raw outputs are bit-identical whatever else
+    /// shares its decode. llama.cpp's CPU attention switches to a tiled kernel for physical
+    /// batches of [`FA_TILE_Q`] or more query tokens, and to a thread-split kernel for one-token
+    /// batches over 512 or more cells; both sum in an order that depends on where a sequence's
+    /// cells sit in the shared cache. Invariant mode keeps physical batches between 2 and
+    /// `FA_TILE_Q - 1` tokens, so every token takes the one kernel whose sums follow the
+    /// sequence's own cells only.
+    pub batch_invariant: bool,
 }
+
+/// Query tokens from which llama.cpp's CPU flash attention takes its tiled kernel
+/// (`GGML_FA_TILE_Q` in ggml-cpu).
+pub const FA_TILE_Q: u32 = 64;
 
 impl EmbeddedConfig {
     /// Defaults for `model_path`.
@@ -56,7 +68,14 @@ impl EmbeddedConfig {
             n_seq_max: 64,
             n_ubatch: 512,
             wave_tokens: 2048,
+            batch_invariant: true,
         }
+    }
+
+    /// Batch-invariant scoring on or off (see [`EmbeddedConfig::batch_invariant`]).
+    pub fn with_batch_invariant(mut self, yes: bool) -> Self {
+        self.batch_invariant = yes;
+        self
     }
 
     /// Set the context size.
@@ -475,6 +494,9 @@ struct Engine<'m> {
     n_ctx: usize,
     n_seq_max: usize,
     wave_tokens: usize,
+    /// Physical batch size when scoring is batch-invariant (a decode is padded so that its
+    /// last physical batch never holds a single token); `None` otherwise.
+    invariant_ubatch: Option<usize>,
     usage: Arc<Mutex<Usage>>,
     /// Tokens held in the KV cache under [`Engine::head_seq`] at positions 0.., shared by every
     /// prompt of a scoring call (the system prompt, demonstrations, ...): evaluated once and
@@ -499,12 +521,14 @@ fn engine_thread(
     };
     let n_ctx = cfg.n_ctx.max(64);
     // One sequence more than the prompts of a decode: the last holds the shared head.
-    let n_seq_max = cfg.n_seq_max.clamp(1, 255);
+    let n_seq_max = cfg.n_seq_max.clamp(1, 254);
+    let n_ubatch = if cfg.batch_invariant { cfg.n_ubatch.clamp(2, FA_TILE_Q - 1) } else { cfg.n_ubatch };
+    // Two sequences more than the prompts of a decode: the shared head, and the padding token.
     let params = LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new(n_ctx))
         .with_n_batch(n_ctx)
-        .with_n_ubatch(cfg.n_ubatch.min(n_ctx))
-        .with_n_seq_max(n_seq_max + 1)
+        .with_n_ubatch(n_ubatch.min(n_ctx))
+        .with_n_seq_max(n_seq_max + 2)
         .with_kv_unified(true)
         .with_flash_attention_policy(llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED)
         .with_n_threads(n_threads as i32)
@@ -519,9 +543,11 @@ fn engine_thread(
     let mut engine = Engine {
         model: &model,
         ctx,
-        batch: LlamaBatch::new(n_ctx as usize, n_seq_max as i32),
-        n_ctx: n_ctx as usize,
+        batch: LlamaBatch::new(n_ctx as usize + 1, n_seq_max as i32),
+        // One cell stays free for the padding token.
+        n_ctx: n_ctx as usize - usize::from(cfg.batch_invariant),
         n_seq_max: n_seq_max as usize,
+        invariant_ubatch: cfg.batch_invariant.then_some(n_ubatch as usize),
         wave_tokens: cfg.wave_tokens.clamp(1, n_ctx as usize),
         usage,
         head: Vec::new(),
@@ -617,6 +643,18 @@ impl Engine<'_> {
         self.n_seq_max as i32
     }
 
+    /// In invariant mode, a decode whose tokens would leave a one-token physical batch at its
+    /// end gets one padding token (its own sequence, no output) so that none does.
+    fn pad_batch(&mut self) -> Result<()> {
+        let Some(ub) = self.invariant_ubatch else { return Ok(()) };
+        if self.batch.n_tokens() as usize % ub == 1 {
+            self.batch
+                .add(self.model.vocab().bos(), 0, &[self.n_seq_max as i32 + 1], false)
+                .map_err(|e| Error::Llama { op: "batch", reason: e.to_string() })?;
+        }
+        Ok(())
+    }
+
     /// Put the longest token prefix that every prompt group with a prefix shares in the cache,
     /// under [`Engine::head_seq`], unless it is there already; its length (0: nothing shared, the
     /// cache cleared). The head depends only on this call's groups, so a call computes the same
@@ -706,9 +744,9 @@ impl Engine<'_> {
             }
             let result = match add_failed {
                 Some(e) => Err(Error::Llama { op: "batch", reason: e.to_string() }),
-                None => {
+                None => self.pad_batch().and_then(|()| {
                     self.ctx.decode(&mut self.batch).map_err(|e| Error::Llama { op: "decode", reason: e.to_string() })
-                }
+                }),
             };
             match result {
                 Ok(()) => {
@@ -762,6 +800,7 @@ impl Engine<'_> {
                     .add(t, (pos0 + c * cap + i) as i32, &[seq], is_last)
                     .map_err(|e| Error::Llama { op: "batch", reason: e.to_string() })?;
             }
+            self.pad_batch()?;
             self.ctx.decode(&mut self.batch).map_err(|e| Error::Llama { op: "decode", reason: e.to_string() })?;
             last = self.batch.n_tokens() - 1;
         }
