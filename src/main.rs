@@ -340,8 +340,9 @@ struct ServeArgs {
     /// Address to listen on; port 0 picks a free one (the address is printed on stderr).
     #[arg(long, default_value = "127.0.0.1:8000")]
     addr: String,
-    /// Requests that may wait for the model; one more is answered 503 with Retry-After.
-    #[arg(long, default_value_t = 1024)]
+    /// Requests that may wait for the model (an OpenRLHF burst is rollout_batch x n_samples
+    /// requests); one more is answered 503 with Retry-After.
+    #[arg(long, default_value_t = gavel::server::DEFAULT_QUEUE)]
     queue: usize,
     /// Records judged together per model call, taken from all waiting requests.
     #[arg(long, default_value_t = 64)]
