@@ -88,39 +88,52 @@ fn captured_trainer_requests_get_the_expected_replies() {
     let em = start(ServeConfig::default().with_short_form(ShortForm::Em));
     let all = fixtures();
     assert!(all.len() >= 10, "fixtures: {}", all.len());
-    for (name, f) in &all {
-        let addr = match f["server"]["short_form"].as_str() {
-            Some("em") => em.addr,
-            None => hybrid.addr,
-            Some(other) => panic!("{name}: server.short_form {other}"),
-        };
-        let path = f["endpoint"].as_str().unwrap();
-        let (status, v) = post(addr, path, &f["request"]);
-        let want = &f["expect"];
-        assert_eq!(Some(u64::from(status)), want["status"].as_u64(), "{name}: {v}");
-        if let Some(m) = want["message_contains"].as_str() {
-            let msg = v["error"]["message"].as_str().unwrap_or_default();
-            assert!(msg.contains(m), "{name}: {v}");
-            continue;
-        }
-        match path {
-            "/get_reward" => {
-                assert!(v.get("errors").is_none(), "{name}: {v}");
-                if !want["rewards"].is_null() {
-                    check_series(name, "rewards", &v["rewards"], &want["rewards"]);
-                }
-                if !want["model_verdicts"].is_null() {
-                    check_series(name, "model_verdicts", &v["extra_logs"]["model_verdicts"], &want["model_verdicts"]);
-                }
-                assert_eq!(v["scores"], v["rewards"], "{name}");
+    // Every fixture is checked (a failure is reported with its file name, the others still run).
+    let failed: Vec<&str> = all
+        .iter()
+        .filter(|(name, f)| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check_fixture(name, f, hybrid.addr, em.addr)))
+                .is_err()
+        })
+        .map(|(name, _)| name.as_str())
+        .collect();
+    assert!(failed.is_empty(), "fixtures that failed: {failed:?}");
+}
+
+fn check_fixture(name: &str, f: &Value, hybrid: SocketAddr, em: SocketAddr) {
+    let addr = match f["server"]["short_form"].as_str() {
+        Some("em") => em,
+        None => hybrid,
+        Some(other) => panic!("{name}: server.short_form {other}"),
+    };
+    let path = f["endpoint"].as_str().unwrap();
+    let (status, v) = post(addr, path, &f["request"]);
+    let want = &f["expect"];
+    assert_eq!(Some(u64::from(status)), want["status"].as_u64(), "{name}: {v}");
+    if let Some(m) = want["message_contains"].as_str() {
+        let msg = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(msg.contains(m), "{name}: {v}");
+        return;
+    }
+    match path {
+        "/get_reward" => {
+            let errors: Vec<&Value> = v["errors"].as_array().map(|e| e.iter().map(|e| &e["index"]).collect()).unwrap_or_default();
+            let want_errors: Vec<&Value> = want["errors"].as_array().map(|e| e.iter().collect()).unwrap_or_default();
+            assert_eq!(errors, want_errors, "{name}: {v}");
+            if !want["rewards"].is_null() {
+                check_series(name, "rewards", &v["rewards"], &want["rewards"]);
             }
-            "/slime" => {
-                assert_eq!(v["reward"].as_f64(), want["reward"].as_f64(), "{name}: {v}");
-                assert_eq!(v["model_verdicts"].as_f64(), want["model_verdicts"].as_f64(), "{name}: {v}");
-                assert!(v["soft_reward"].is_number(), "{name}: {v}");
+            if !want["model_verdicts"].is_null() {
+                check_series(name, "model_verdicts", &v["extra_logs"]["model_verdicts"], &want["model_verdicts"]);
             }
-            other => panic!("{name}: endpoint {other}"),
+            assert_eq!(v["scores"], v["rewards"], "{name}");
         }
+        "/slime" => {
+            assert_eq!(v["reward"].as_f64(), want["reward"].as_f64(), "{name}: {v}");
+            assert_eq!(v["model_verdicts"].as_f64(), want["model_verdicts"].as_f64(), "{name}: {v}");
+            assert!(v["soft_reward"].is_number(), "{name}: {v}");
+        }
+        other => panic!("{name}: endpoint {other}"),
     }
 }
 
