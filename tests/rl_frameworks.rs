@@ -117,7 +117,8 @@ fn check_fixture(name: &str, f: &Value, hybrid: SocketAddr, em: SocketAddr) {
     }
     match path {
         "/get_reward" => {
-            let errors: Vec<&Value> = v["errors"].as_array().map(|e| e.iter().map(|e| &e["index"]).collect()).unwrap_or_default();
+            let errors: Vec<&Value> =
+                v["errors"].as_array().map(|e| e.iter().map(|e| &e["index"]).collect()).unwrap_or_default();
             let want_errors: Vec<&Value> = want["errors"].as_array().map(|e| e.iter().collect()).unwrap_or_default();
             assert_eq!(errors, want_errors, "{name}: {v}");
             if !want["rewards"].is_null() {

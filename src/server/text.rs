@@ -56,8 +56,7 @@ pub fn strip_end_tokens(mut text: &str) -> &str {
 /// Where a special token that ends `text` starts.
 fn trailing_special(text: &str) -> Option<usize> {
     for (open, close) in [("<|", "|>"), ("<｜", "｜>")] {
-        if text.ends_with(close) {
-            let body = &text[..text.len() - close.len()];
+        if let Some(body) = text.strip_suffix(close) {
             if let Some(at) = body.rfind(open) {
                 if special_at(&text[at..]) == Some(text.len() - at) {
                     return Some(at);
