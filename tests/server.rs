@@ -433,3 +433,41 @@ fn sigterm_finishes_the_request_in_flight_and_exits_0() {
     // Nothing listens any more.
     assert!(TcpStream::connect(addr).is_err());
 }
+
+#[test]
+fn a_request_that_cannot_be_judged_in_time_gets_504_at_once_and_costs_no_model_time() {
+    fn record(tag: &str) -> Value {
+        json!({"query": "Where is the tower?", "answer": format!("{PASSAGE} ({tag})"),
+            "nuggets": ["The Eiffel Tower is in Paris", "It was completed in 1889", "It is made of wood",
+                        "It is in Rome", "It was designed by Gustave Eiffel"]})
+    }
+    fn one(tag: &str) -> Value {
+        json!({ "records": [record(tag)] })
+    }
+    // How long one record takes here, warm.
+    let probe = start(ServeConfig::default());
+    assert_eq!(post(probe.addr, "/v1/verify", &one("probe 1")).status, 200);
+    let t0 = Instant::now();
+    assert_eq!(post(probe.addr, "/v1/verify", &one("probe 2")).status, 200);
+    let h = t0.elapsed();
+    drop(probe);
+    // One record per call; an eight-record request queued behind a one-record one would end
+    // after about 9h, past the 3h timeout, so the engine refuses it when it reaches it (at
+    // about h) instead of judging it for a client that will have gone. The margins absorb
+    // other tests running at the same time.
+    let s = start(ServeConfig::default().with_batch_records(1).with_timeout(h * 3));
+    assert_eq!(post(s.addr, "/v1/verify", &one("warm")).status, 200);
+    let addr = s.addr;
+    let busy = std::thread::spawn(move || post(addr, "/v1/verify", &one("busy")));
+    wait_health(s.addr, |h| h["in_flight"] == 1 && h["queue_requests"] == 0);
+    let records_before = metric(s.addr, "gavel_records_total");
+    let late = json!({ "records": (0..8).map(|i| record(&format!("late {i}"))).collect::<Vec<_>>() });
+    let late = request(s.addr, "POST", "/v1/verify", Some(&late.to_string()), None);
+    assert_eq!(late.status, 504, "{}", late.body);
+    let msg = late.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(msg.contains("would not be ready"), "told by the engine, not by the handler's timeout: {msg}");
+    assert_eq!(busy.join().unwrap().status, 200);
+    // Only the busy record was judged meanwhile, none of the late ones.
+    assert_eq!(metric(s.addr, "gavel_records_total") - records_before, 1.0);
+    assert!(metric(s.addr, "gavel_request_timeouts_total") >= 1.0);
+}

@@ -451,8 +451,8 @@ impl App {
             .collect())
     }
 
-    async fn wait(&self, tasks: Vec<Task>) -> std::result::Result<engine::Reply, ApiError> {
-        let rx = match self.queue.submit(tasks) {
+    async fn wait(&self, tasks: Vec<Task>) -> std::result::Result<engine::Judged, ApiError> {
+        let rx = match self.queue.submit(tasks, Instant::now() + self.timeout) {
             Ok(rx) => rx,
             Err(engine::Rejected::Full) => {
                 self.metrics.rejected_full();
@@ -471,7 +471,19 @@ impl App {
             }
         };
         match tokio::time::timeout(self.timeout, rx).await {
-            Ok(Ok(reply)) => Ok(reply),
+            Ok(Ok(engine::Reply::Judged(judged))) => Ok(judged),
+            Ok(Ok(engine::Reply::Expired)) => {
+                self.metrics.timed_out();
+                Err(ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "timeout",
+                    format!(
+                        "the verdicts would not be ready within {:.0} s (--timeout): the requests queued ahead of \
+                         this one take longer; retry",
+                        self.timeout.as_secs_f64()
+                    ),
+                ))
+            }
             Ok(Err(_)) => {
                 Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the engine dropped the request"))
             }
