@@ -3,7 +3,7 @@
 //! reply channel. It is a plain thread, so model work never blocks the async runtime.
 //!
 //! A request whose client has gone, or whose deadline would pass before the call that takes it
-//! ends (estimated from the last call's time per record), is not judged: past capacity, model
+//! ends (estimated from the last call, see [`estimate`]), is not judged: past capacity, model
 //! time goes to requests someone still waits for, and the late ones learn at once.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -105,8 +105,8 @@ fn run(judge: &Judge, rx: Receiver<Job>, batch_records: usize, metrics: &Metrics
     };
     // A request that would push the batch past the cap waits for the next call, first in line.
     let mut held: Option<Job> = None;
-    // Model time per record in the last call: the estimate of how long the next call takes.
-    let mut per_record = Duration::ZERO;
+    // The last model call's time and records: what the next call is estimated from.
+    let mut last = (Duration::ZERO, 1usize);
     loop {
         let first = match held.take() {
             Some(j) => j,
@@ -137,7 +137,7 @@ fn run(judge: &Judge, rx: Receiver<Job>, batch_records: usize, metrics: &Metrics
         // does one whose deadline passes before this call would end.
         jobs.retain(|j| !j.reply.is_closed());
         let records: usize = jobs.iter().map(|j| j.tasks.len()).sum();
-        let ends = Instant::now() + per_record.saturating_mul(u32::try_from(records).unwrap_or(u32::MAX));
+        let ends = Instant::now() + estimate(last, records);
         let (jobs, late): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| j.deadline >= ends);
         for j in late {
             let _ = j.reply.send(Reply::Expired);
@@ -148,7 +148,19 @@ fn run(judge: &Judge, rx: Receiver<Job>, batch_records: usize, metrics: &Metrics
         let records: usize = jobs.iter().map(|j| j.tasks.len()).sum();
         let start = Instant::now();
         judge_jobs(judge, jobs, metrics);
-        per_record = start.elapsed() / records.max(1) as u32;
+        last = (start.elapsed(), records.max(1));
+    }
+}
+
+/// How long a call over `records` records will take, from the last call: never more than the
+/// last call took (a batch costs less than its records one by one, so scaling a small call up
+/// would overestimate and refuse requests that would have made it), less in proportion when
+/// this call has fewer records.
+fn estimate((took, records_then): (Duration, usize), records: usize) -> Duration {
+    if records >= records_then {
+        took
+    } else {
+        took.mul_f64(records as f64 / records_then as f64)
     }
 }
 
@@ -180,4 +192,19 @@ fn judge_jobs(judge: &Judge, jobs: Vec<Job>, metrics: &Metrics) {
 
 fn failed(n: usize, why: &str) -> Vec<Result<Judgement>> {
     (0..n).map(|_| Err(Error::Backend(why.to_string()))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_estimate_never_exceeds_the_last_call() {
+        let s = Duration::from_secs;
+        // One slow small call must not make a full batch look hopeless.
+        assert_eq!(estimate((s(5), 1), 64), s(5));
+        assert_eq!(estimate((s(30), 64), 64), s(30));
+        assert_eq!(estimate((s(30), 64), 16), Duration::from_millis(7500));
+        assert_eq!(estimate((Duration::ZERO, 1), 10), Duration::ZERO);
+    }
 }
