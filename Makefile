@@ -1,7 +1,8 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   build, fetch the default model, verify the shipped examples
 #   make test   build, fetch the default model and llama-server (for the remote-backend
-#               tests), run every test against the real model
+#               tests), run every test against the real model, then the Python clients'
+#               tests (pytest, installed with pip when missing) against the built server
 CARGO ?= cargo
 
 .PHONY: demo test prereqs model bench llama-server
@@ -12,6 +13,10 @@ demo: prereqs
 test: prereqs model llama-server
 	@./scripts/install-prereqs.sh chromium
 	GAVEL_LLAMA_SERVER="$${GAVEL_LLAMA_SERVER:-$$(./scripts/build-llama-server.sh)}" $(CARGO) test --release
+	@# The Python reward clients (clients/python) against the gavel binary just built.
+	@python3 -m pytest --version >/dev/null 2>&1 || python3 -m pip install --quiet pytest \
+		|| python3 -m pip install --quiet --break-system-packages pytest
+	cd clients/python && python3 -m pytest -q
 
 prereqs:
 	@./scripts/install-prereqs.sh

@@ -173,7 +173,8 @@ fn a_degenerate_calibration_fit_is_refused() {
 
 /// A one-nugget record the model judges.
 fn judged(id: &str) -> String {
-    serde_json::json!({"id": id, "answer": "Paris is the capital of France.", "nuggets": ["Paris is in France"]}).to_string()
+    serde_json::json!({"id": id, "answer": "Paris is the capital of France.", "nuggets": ["Paris is in France"]})
+        .to_string()
 }
 
 #[test]
@@ -185,7 +186,16 @@ fn an_unreadable_or_busy_verdict_cache_is_skipped_and_said() {
     let run = || {
         gavel()
             .env("GAVEL_HOME", home.path())
-            .args(["verify", "--cache", "--calibration", "none", "--input", &input, "--model", &model.to_string_lossy()])
+            .args([
+                "verify",
+                "--cache",
+                "--calibration",
+                "none",
+                "--input",
+                &input,
+                "--model",
+                &model.to_string_lossy(),
+            ])
             .output()
             .unwrap()
     };

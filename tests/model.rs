@@ -94,7 +94,8 @@ fn verdicts_are_bit_identical_alone_batched_and_shuffled() {
     let tasks: Vec<Task> = (0..40)
         .map(|i| {
             let extra = " It is visited by many people every year.".repeat(i % 7);
-            let answer = format!("{PASSAGE}{extra} Record {i} adds that {} people came in {}.", 1000 * (i + 1), 1990 + i);
+            let answer =
+                format!("{PASSAGE}{extra} Record {i} adds that {} people came in {}.", 1000 * (i + 1), 1990 + i);
             let n = 1 + i % facts.len();
             let mut t = task(&answer, &facts[..n]);
             if i % 3 == 0 {

@@ -448,3 +448,44 @@ fn an_empty_answer_earns_nothing_against_gold_that_normalises_to_nothing() {
         assert!(v.as_f64().unwrap() < 0.5, "{}", r.body);
     }
 }
+
+#[test]
+fn a_request_that_cannot_be_judged_in_time_gets_504_at_once_and_costs_no_model_time() {
+    fn record(tag: &str) -> Value {
+        json!({"query": "Where is the tower?", "answer": format!("{PASSAGE} ({tag})"),
+            "nuggets": ["The Eiffel Tower is in Paris", "It was completed in 1889", "It is made of wood",
+                        "It is in Rome", "It was designed by Gustave Eiffel"]})
+    }
+    fn one(tag: &str) -> Value {
+        json!({ "records": [record(tag)] })
+    }
+    // How long one record takes here, warm (the faster of two calls).
+    let probe = start(ServeConfig::default());
+    assert_eq!(post(probe.addr, "/v1/verify", &one("probe 0")).status, 200);
+    let h = (1..3)
+        .map(|i| {
+            let t0 = Instant::now();
+            assert_eq!(post(probe.addr, "/v1/verify", &one(&format!("probe {i}"))).status, 200);
+            t0.elapsed()
+        })
+        .min()
+        .unwrap();
+    drop(probe);
+    // One record per call and a timeout of 1.5 calls: a request queued behind a busy call is
+    // reached after about one call, with half a call left, and the next call (estimated from the
+    // busy one) would end after two. The engine must not judge it for a client that will have gone: it answers 504 at
+    // once (or, if the machine slowed down, the handler's own timeout does first).
+    let s = start(ServeConfig::default().with_batch_records(1).with_timeout(h.mul_f64(1.5)));
+    let addr = s.addr;
+    let busy = std::thread::spawn(move || post(addr, "/v1/verify", &one("busy")));
+    wait_health(s.addr, |h| h["in_flight"] == 1 && h["queue_requests"] == 0);
+    let records_before = metric(s.addr, "gavel_records_total");
+    let late = request(s.addr, "POST", "/v1/verify", Some(&one("late").to_string()), None);
+    assert_eq!(late.status, 504, "{}", late.body);
+    // The busy call is judged either way (answered 504 if this machine slowed down past the timeout).
+    let busy = busy.join().unwrap();
+    assert!(busy.status == 200 || busy.status == 504, "{}", busy.body);
+    // Only the busy record was judged meanwhile, not the late one.
+    assert_eq!(metric(s.addr, "gavel_records_total") - records_before, 1.0);
+    assert!(metric(s.addr, "gavel_request_timeouts_total") >= 1.0);
+}

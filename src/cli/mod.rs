@@ -515,7 +515,8 @@ pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free one (the address is printed on stderr).
     #[arg(long, default_value_t = ServeConfig::default().addr)]
     pub addr: String,
-    /// Requests that may wait for the model; one more is answered 503 with Retry-After.
+    /// Requests that may wait for the model (an OpenRLHF burst is rollout_batch x n_samples
+    /// requests); one more is answered 503 with Retry-After.
     #[arg(long, default_value_t = ServeConfig::default().queue)]
     pub queue: usize,
     /// Records judged together per model call, taken from all waiting requests.

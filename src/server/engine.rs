@@ -1,13 +1,17 @@
 //! The engine thread: takes every request waiting in the queue (up to a cap of records), judges
 //! all their records in one batched [`Judge::judge`] call, and answers each request on its own
 //! reply channel. It is a plain thread, so model work never blocks the async runtime.
+//!
+//! A request whose client has gone, or whose deadline would pass before the call that takes it
+//! ends (estimated from the last call, see [`estimate`]), is not judged: past capacity, model
+//! time goes to requests someone still waits for, and the late ones learn at once.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -16,13 +20,22 @@ use crate::error::{Error, Result};
 use crate::judge::{Judge, Judgement};
 use crate::record::Task;
 
-/// What the engine sends back: the request's tasks (moved back, not copied) and one result each.
-pub(crate) type Reply = (Vec<Task>, Vec<Result<Judgement>>);
+/// A request's tasks (moved back, not copied) and one result each.
+pub(crate) type Judged = (Vec<Task>, Vec<Result<Judgement>>);
 
-/// One request's records and the channel its answer goes to.
+/// What the engine sends back.
+pub(crate) enum Reply {
+    /// The request was judged.
+    Judged(Judged),
+    /// Its deadline would pass before the model call that would take it ends; not judged.
+    Expired,
+}
+
+/// One request's records, the channel its answer goes to, and when its client stops waiting.
 pub(crate) struct Job {
     tasks: Vec<Task>,
     reply: oneshot::Sender<Reply>,
+    deadline: Instant,
 }
 
 /// Why a request could not be queued.
@@ -41,14 +54,19 @@ pub(crate) struct Queue {
 }
 
 impl Queue {
-    /// Queue `tasks` without waiting; the receiver yields the reply once they are judged.
-    pub(crate) fn submit(&self, tasks: Vec<Task>) -> std::result::Result<oneshot::Receiver<Reply>, Rejected> {
+    /// Queue `tasks` without waiting; the receiver yields the reply once they are judged, or
+    /// [`Reply::Expired`] when they could not be by `deadline`.
+    pub(crate) fn submit(
+        &self,
+        tasks: Vec<Task>,
+        deadline: Instant,
+    ) -> std::result::Result<oneshot::Receiver<Reply>, Rejected> {
         let n = tasks.len() as i64;
         let (reply, rx) = oneshot::channel();
         // Count before sending so the engine's decrement can never run first.
         self.metrics.queued_requests.fetch_add(1, Ordering::Relaxed);
         self.metrics.queued_records.fetch_add(n, Ordering::Relaxed);
-        match self.tx.try_send(Job { tasks, reply }) {
+        match self.tx.try_send(Job { tasks, reply, deadline }) {
             Ok(()) => Ok(rx),
             Err(e) => {
                 self.metrics.queued_requests.fetch_sub(1, Ordering::Relaxed);
@@ -87,6 +105,8 @@ fn run(judge: &Judge, rx: Receiver<Job>, batch_records: usize, metrics: &Metrics
     };
     // A request that would push the batch past the cap waits for the next call, first in line.
     let mut held: Option<Job> = None;
+    // The last model call's time and records: what the next call is estimated from.
+    let mut last = (Duration::ZERO, 1usize);
     loop {
         let first = match held.take() {
             Some(j) => j,
@@ -113,12 +133,34 @@ fn run(judge: &Judge, rx: Receiver<Job>, batch_records: usize, metrics: &Metrics
         for j in &jobs {
             taken(j);
         }
-        // A client that gave up (timeout, closed connection) costs no model time.
+        // A client that gave up (timeout, closed connection) costs no model time, and neither
+        // does one whose deadline passes before this call would end.
         jobs.retain(|j| !j.reply.is_closed());
+        let records: usize = jobs.iter().map(|j| j.tasks.len()).sum();
+        let ends = Instant::now() + estimate(last, records);
+        let (jobs, late): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| j.deadline >= ends);
+        for j in late {
+            let _ = j.reply.send(Reply::Expired);
+        }
         if jobs.is_empty() {
             continue;
         }
+        let records: usize = jobs.iter().map(|j| j.tasks.len()).sum();
+        let start = Instant::now();
         judge_jobs(judge, jobs, metrics);
+        last = (start.elapsed(), records.max(1));
+    }
+}
+
+/// How long a call over `records` records will take, from the last call: never more than the
+/// last call took (a batch costs less than its records one by one, so scaling a small call up
+/// would overestimate and refuse requests that would have made it), less in proportion when
+/// this call has fewer records.
+fn estimate((took, records_then): (Duration, usize), records: usize) -> Duration {
+    if records >= records_then {
+        took
+    } else {
+        took.mul_f64(records as f64 / records_then as f64)
     }
 }
 
@@ -144,10 +186,25 @@ fn judge_jobs(judge: &Judge, jobs: Vec<Job>, metrics: &Metrics) {
         let t: Vec<Task> = tasks.by_ref().take(n).collect();
         let r: Vec<Result<Judgement>> = results.by_ref().take(n).collect();
         // The receiver may have timed out meanwhile; nothing to do then.
-        let _ = reply.send((t, r));
+        let _ = reply.send(Reply::Judged((t, r)));
     }
 }
 
 fn failed(n: usize, why: &str) -> Vec<Result<Judgement>> {
     (0..n).map(|_| Err(Error::Internal(why.to_string()))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_estimate_never_exceeds_the_last_call() {
+        let s = Duration::from_secs;
+        // One slow small call must not make a full batch look hopeless.
+        assert_eq!(estimate((s(5), 1), 64), s(5));
+        assert_eq!(estimate((s(30), 64), 64), s(30));
+        assert_eq!(estimate((s(30), 64), 16), Duration::from_millis(7500));
+        assert_eq!(estimate((Duration::ZERO, 1), 10), Duration::ZERO);
+    }
 }

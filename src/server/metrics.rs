@@ -20,6 +20,7 @@ const LATENCY_BUCKETS: [f64; 16] =
 pub(crate) fn endpoint_label(path: &str) -> &'static str {
     match path {
         "/get_reward" => "/get_reward",
+        "/slime" => "/slime",
         "/v1/verify" => "/v1/verify",
         "/health" => "/health",
         "/metrics" => "/metrics",

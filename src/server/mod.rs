@@ -11,11 +11,12 @@
 //! Nothing blocking runs on the async runtime: model work is on the engine thread, and parsing
 //! or serialising a large body goes to tokio's blocking pool. Endpoints: `POST /get_reward`
 //! (OpenRLHF's remote reward model, see [`wire`] for how a label becomes a rubric),
-//! `POST /v1/verify` (the records and output records of `gavel verify`), `GET /health`,
+//! `POST /slime` (slime's `--rm-type remote_rm`), `POST /v1/verify` (the records and output records of `gavel verify`), `GET /health`,
 //! `GET /metrics` (Prometheus text). `docs/serve.md` has the trainer set-up.
 
 mod engine;
 pub mod metrics;
+pub mod text;
 pub mod wire;
 
 use std::collections::BTreeMap;
@@ -43,13 +44,20 @@ use crate::rubric::Rubric;
 pub use metrics::Metrics;
 pub use wire::{LabelRules, Outcome, Refused};
 
+/// Requests that may wait by default: OpenRLHF's rollout_batch 1024 x n_samples 16.
+pub const DEFAULT_QUEUE: usize = 16384;
+
 /// Settings of the server.
 #[derive(Clone)]
 pub struct ServeConfig {
     /// Address to listen on; port 0 picks a free port (see [`Server::local_addr`]).
     pub addr: String,
-    /// Requests that may wait for the engine; one more gets 503 with `Retry-After`.
+    /// Requests that may wait for the engine; one more gets 503 with `Retry-After`. OpenRLHF
+    /// (>= 0.9.1) sends rollout_batch x n_samples one-sample requests at once and gives up on a
+    /// sample after 5 tries 1 s apart, so a burst must be queued, not turned away.
     pub queue: usize,
+    /// Connections the listening socket holds before they are accepted (a burst connects at once).
+    pub backlog: u32,
     /// Records the engine aims to judge per call (a larger request goes alone).
     pub batch_records: usize,
     /// Largest request body in bytes; a larger one gets 413.
@@ -76,7 +84,8 @@ impl Default for ServeConfig {
     fn default() -> Self {
         ServeConfig {
             addr: "127.0.0.1:8000".into(),
-            queue: 1024,
+            queue: DEFAULT_QUEUE,
+            backlog: 4096,
             batch_records: 64,
             max_body_bytes: 32 << 20,
             max_request_records: 8192,
@@ -208,7 +217,7 @@ impl Server {
             .build()
             .map_err(|e| Error::io("the async runtime", e))?;
         let listener = runtime
-            .block_on(tokio::net::TcpListener::bind(&config.addr))
+            .block_on(listen(&config.addr, config.backlog))
             .map_err(|e| Error::io(format!("--addr {}", config.addr), e))?;
         let metrics = Arc::new(Metrics::default());
         let model = judge.backend().info().model;
@@ -284,9 +293,27 @@ impl Server {
     }
 }
 
+/// Bind `addr` with a listen backlog of `backlog` connections (tokio's default is 1024, less
+/// than one OpenRLHF burst of new connections).
+async fn listen(addr: &str, backlog: u32) -> std::io::Result<tokio::net::TcpListener> {
+    let mut last = None;
+    for a in tokio::net::lookup_host(addr).await? {
+        let socket = if a.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        #[cfg(unix)]
+        socket.set_reuseaddr(true)?;
+        match socket.bind(a).and_then(|()| socket.listen(backlog)) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last
+        .unwrap_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "the address resolves to nothing")))
+}
+
 fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/get_reward", post(get_reward))
+        .route("/slime", post(slime))
         .route("/v1/verify", post(verify))
         .route("/health", get(health))
         .route("/metrics", get(metrics_text))
@@ -424,8 +451,8 @@ impl App {
             .collect())
     }
 
-    async fn wait(&self, tasks: Vec<Task>) -> std::result::Result<engine::Reply, ApiError> {
-        let rx = match self.queue.submit(tasks) {
+    async fn wait(&self, tasks: Vec<Task>) -> std::result::Result<engine::Judged, ApiError> {
+        let rx = match self.queue.submit(tasks, Instant::now() + self.timeout) {
             Ok(rx) => rx,
             Err(engine::Rejected::Full) => {
                 self.metrics.rejected_full();
@@ -444,7 +471,19 @@ impl App {
             }
         };
         match tokio::time::timeout(self.timeout, rx).await {
-            Ok(Ok(reply)) => Ok(reply),
+            Ok(Ok(engine::Reply::Judged(judged))) => Ok(judged),
+            Ok(Ok(engine::Reply::Expired)) => {
+                self.metrics.timed_out();
+                Err(ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "timeout",
+                    format!(
+                        "the verdicts would not be ready within {:.0} s (--timeout): the requests queued ahead of \
+                         this one take longer; retry",
+                        self.timeout.as_secs_f64()
+                    ),
+                ))
+            }
             Ok(Err(_)) => {
                 Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the engine dropped the request"))
             }
@@ -528,6 +567,36 @@ async fn get_reward(State(app): State<Arc<App>>, body: std::result::Result<Bytes
     run.await.unwrap_or_else(IntoResponse::into_response)
 }
 
+async fn slime(State(app): State<Arc<App>>, body: std::result::Result<Bytes, BytesRejection>) -> Response {
+    let _busy = InFlight::new(&app.metrics);
+    let run = async {
+        let body = body?;
+        let small = body.len() <= INLINE_BYTES;
+        let a = Arc::clone(&app);
+        let item = cpu(small, move || wire::parse_slime_request(&body, &a.rules)).await??;
+        let outcome = app.judge(vec![(None, item)]).await?.pop().ok_or_else(|| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the engine returned no result")
+        })?;
+        // An item the server could not judge is an error status, never a silent reward of 0.
+        match wire::slime_response(outcome) {
+            Ok(reply) => Ok::<_, ApiError>(json(StatusCode::OK, &reply)),
+            Err(e) => Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, item_kind(&e.kind), e.message)),
+        }
+    };
+    run.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The error kinds of items, as `&'static str` for the error body.
+fn item_kind(kind: &str) -> &'static str {
+    match kind {
+        "invalid_field" => "invalid_field",
+        "parse" => "parse",
+        "backend" => "backend",
+        "too_long" => "too_long",
+        _ => "item_error",
+    }
+}
+
 async fn verify(State(app): State<Arc<App>>, body: std::result::Result<Bytes, BytesRejection>) -> Response {
     let _busy = InFlight::new(&app.metrics);
     let run = async {
@@ -573,7 +642,7 @@ async fn not_found(req: Request) -> Response {
         StatusCode::NOT_FOUND,
         "not_found",
         format!(
-            "no route {} {}; the routes are POST /get_reward, POST /v1/verify, GET /health, GET /metrics",
+            "no route {} {}; the routes are POST /get_reward, POST /slime, POST /v1/verify, GET /health, GET /metrics",
             req.method(),
             req.uri().path()
         ),

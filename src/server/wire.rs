@@ -28,6 +28,8 @@ use crate::pipeline::output_record;
 use crate::record::{parse_record, salvage_id, OutputRecord, ShortForm, Task};
 use crate::rubric::Rubric;
 
+use super::text;
+
 /// Why a whole request is refused.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Refused {
@@ -165,6 +167,17 @@ pub fn parse_reward_request(
             "field `labels` is missing: give one label per query (gold answers, nuggets or a rubric id), or start the server with --rubric",
         ));
     }
+    // OpenRLHF sends "" for every label when the trainer has no label key: refuse the request
+    // (the trainer stops at once) rather than answer a reward of 0 for every sample.
+    if rules.default_rubric.is_none()
+        && !query.is_empty()
+        && labels.as_ref().is_some_and(|l| l.iter().all(is_empty_label))
+    {
+        return Err(bad(
+            "every label is empty and the server has no --rubric: give the trainer the dataset's label column \
+             (OpenRLHF >= 0.10.2: --data.label_key; older: --label_key), or start the server with --rubric FILE",
+        ));
+    }
     let mut labels = labels.map(Vec::into_iter);
     Ok(query
         .iter()
@@ -174,10 +187,91 @@ pub fn parse_reward_request(
             let label = labels.as_mut().and_then(Iterator::next).unwrap_or(Value::Null);
             let location = format!("labels[{i}]");
             let mut record = label_record(label, &location, rules)?;
-            record.insert("answer".into(), Value::String(response_text(q, prompt).to_string()));
+            let answer = response_text(q, prompt).map_err(|why| Error::field(format!("query[{i}]"), "prompts", why))?;
+            record.insert("answer".into(), Value::String(answer.to_string()));
             rules.task(record, &location)
         })
         .collect())
+}
+
+fn is_empty_label(label: &Value) -> bool {
+    match label {
+        Value::Null => true,
+        Value::String(s) => s.trim().is_empty(),
+        _ => false,
+    }
+}
+
+/// Parse a slime remote reward body (`--rm-type remote_rm`): `{"prompt", "response", "label"}`,
+/// where `prompt` is a string or a list of chat messages and `label` anything a `/get_reward`
+/// label may be. The question the judge sees is the label's `query`, else the content of the
+/// prompt's last user message (a chat-templated string prompt is never used as the question).
+pub fn parse_slime_request(body: &[u8], rules: &LabelRules) -> std::result::Result<RewardItem, Refused> {
+    let mut body = parse_body(body)?;
+    let response = match body.remove("response") {
+        Some(Value::String(s)) => s,
+        None | Some(Value::Null) => return Err(bad("field `response` is missing (the generated text)")),
+        Some(other) => return Err(bad(format!("field `response` must be a string, not {}", json_type(&other)))),
+    };
+    let question = match body.remove("prompt") {
+        Some(Value::Array(messages)) => last_user_content(&messages),
+        _ => None,
+    };
+    let label = body.remove("label").unwrap_or(Value::Null);
+    if is_empty_label(&label) && rules.default_rubric.is_none() {
+        return Err(bad(
+            "field `label` is empty and the server has no --rubric: give slime the dataset's label column \
+             (--label-key), or start the server with --rubric FILE",
+        ));
+    }
+    Ok((|| {
+        let mut record = label_record(label, "label", rules)?;
+        if let Some(q) = question.filter(|_| !record.contains_key("query")) {
+            record.insert("query".into(), Value::String(q));
+        }
+        let (answer, _) =
+            text::response_text(&response, None).map_err(|why| Error::field("response", "response", why))?;
+        record.insert("answer".into(), Value::String(answer.to_string()));
+        rules.task(record, "label")
+    })())
+}
+
+/// The text of the last `{"role": "user"}` message (string content, or the text parts of a
+/// list of content parts).
+fn last_user_content(messages: &[Value]) -> Option<String> {
+    messages.iter().rev().find(|m| m.get("role").and_then(Value::as_str) == Some("user")).and_then(|m| {
+        match m.get("content")? {
+            Value::String(s) => Some(s.clone()),
+            Value::Array(parts) => {
+                let text: Vec<&str> = parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect();
+                (!text.is_empty()).then(|| text.join("\n"))
+            }
+            _ => None,
+        }
+        .filter(|s| !s.trim().is_empty())
+    })
+}
+
+/// The slime reply: one reward (pick it with slime's `--reward-key reward`) and gavel's other
+/// scores next to it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlimeResponse {
+    /// 1/0 for short-form, `weighted_reward` for long-form.
+    pub reward: f64,
+    /// `soft_reward`, `all_score`, `strict_all_score`, `model_verdicts`.
+    #[serde(flatten)]
+    pub extra: BTreeMap<&'static str, f64>,
+}
+
+/// The slime reply of a judged item, or the item's error.
+pub fn slime_response(outcome: Outcome) -> std::result::Result<SlimeResponse, ItemError> {
+    let mut r = reward_response(vec![outcome]);
+    if let Some(e) = r.errors.pop() {
+        return Err(e);
+    }
+    let extra =
+        r.extra_logs.into_iter().filter(|(k, _)| *k != "error").filter_map(|(k, v)| Some((k, *v.first()?))).collect();
+    Ok(SlimeResponse { reward: r.rewards.first().copied().unwrap_or_default(), extra })
 }
 
 /// The record fields a label stands for (everything but `answer`).
@@ -205,18 +299,31 @@ fn label_record(label: Value, location: &str, rules: &LabelRules) -> Result<Map<
                 };
             }
             if t.starts_with('[') {
-                if let Ok(list) = serde_json::from_str::<Vec<String>>(t) {
-                    return Ok(gold(list.into_iter().map(Value::String).collect()));
+                if let Ok(list) = serde_json::from_str::<Vec<Value>>(t) {
+                    if let Some(answers) = scalars(&list) {
+                        return Ok(gold(answers));
+                    }
                 }
             }
             Ok(gold(vec![Value::String(s)]))
         }
-        Value::Array(items) if items.iter().all(Value::is_string) => Ok(gold(items)),
-        Value::Array(_) => {
-            Err(Error::field(location, "gold_answers", "an array label must hold strings (gold answers)"))
-        }
+        Value::Array(items) => scalars(&items).map(gold).ok_or_else(|| {
+            Error::field(location, "gold_answers", "an array label must hold strings or numbers (gold answers)")
+        }),
         other @ (Value::Number(_) | Value::Bool(_)) => Ok(gold(vec![Value::String(other.to_string())])),
     }
+}
+
+/// Gold answers from a JSON array of strings, numbers or booleans (`[0, 1]`, `["2015", 2014]`).
+fn scalars(items: &[Value]) -> Option<Vec<Value>> {
+    items
+        .iter()
+        .map(|v| match v {
+            Value::String(s) => Some(Value::String(s.clone())),
+            Value::Number(_) | Value::Bool(_) => Some(Value::String(v.to_string())),
+            _ => None,
+        })
+        .collect()
 }
 
 fn default_label(location: &str, rules: &LabelRules) -> Result<Map<String, Value>> {
@@ -227,40 +334,10 @@ fn default_label(location: &str, rules: &LabelRules) -> Result<Map<String, Value
     }
 }
 
-/// End-of-turn and padding tokens that trainers leave in decoded text.
-const END_MARKERS: [&str; 11] = [
-    "<|im_end|>",
-    "<|endoftext|>",
-    "<|eot_id|>",
-    "<|end_of_text|>",
-    "<|end|>",
-    "<end_of_turn>",
-    "<eos>",
-    "<pad>",
-    "</s>",
-    "<|end▁of▁sentence|>",
-    "<｜end▁of▁sentence｜>",
-];
-
-/// The judged text: `query` after `prompt` (OpenRLHF sends prompt + response; left padding may
-/// come before the prompt), with trailing end-of-turn and padding tokens and white space cut.
-pub fn response_text<'a>(query: &'a str, prompt: Option<&str>) -> &'a str {
-    let mut text = match prompt.filter(|p| !p.is_empty()) {
-        Some(p) => match query.find(p) {
-            Some(at) => &query[at + p.len()..],
-            None => query,
-        },
-        None => query,
-    };
-    loop {
-        let trimmed = text.trim_end();
-        let cut = END_MARKERS.iter().find_map(|m| trimmed.strip_suffix(m)).unwrap_or(trimmed);
-        if cut.len() == text.len() {
-            break;
-        }
-        text = cut;
-    }
-    text.trim_start()
+/// The judged text: `query` after `prompt` (OpenRLHF sends prompt + response; see
+/// [`text::response_text`] for decode differences, left-cut prompts and end tokens).
+pub fn response_text<'a>(query: &'a str, prompt: Option<&str>) -> std::result::Result<&'a str, String> {
+    text::response_text(query, prompt).map(|(t, _)| t)
 }
 
 /// One item of a request after the engine: judged, or refused before it got there.
@@ -459,13 +536,13 @@ mod tests {
                 "<|im_start|>user\nQ?<|im_end|>\n<|im_start|>assistant\n Paris<|im_end|><|endoftext|><|endoftext|>",
                 Some("<|im_start|>user\nQ?<|im_end|>\n<|im_start|>assistant\n")
             ),
-            "Paris"
+            Ok("Paris")
         );
         // Left padding before the prompt.
-        assert_eq!(response_text("<pad><pad>P: x</s>", Some("P:")), "x");
-        // A prompt that is not in the query leaves the whole query.
-        assert_eq!(response_text("abc", Some("zzz")), "abc");
-        assert_eq!(response_text("  abc  ", None), "abc");
+        assert_eq!(response_text("<pad><pad>P: x</s>", Some("P:")), Ok("x"));
+        // A prompt that is not in the query is an error, not the whole query judged.
+        assert!(response_text("abc", Some("zzz")).is_err());
+        assert_eq!(response_text("  abc  ", None), Ok("abc"));
     }
 
     #[test]

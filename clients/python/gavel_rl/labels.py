@@ -1,0 +1,92 @@
+"""Turning what trainers hold (verl's ground_truth, TRL's dataset columns, chat messages) into
+gavel labels and judged text."""
+
+import json
+
+
+def plain(value):
+    """numpy arrays and scalars (verl stores ground truths in numpy) as plain Python values."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        try:
+            return value.item()
+        except (TypeError, ValueError):
+            return value
+    return value
+
+
+def is_empty(label):
+    label = plain(label)
+    return label is None or (isinstance(label, str) and not label.strip())
+
+
+def label_value(label, question=None):
+    """A gavel label (JSON-able) from a ground truth: a string (a gold answer, or JSON text of a
+    list or object), a number, a list of gold answers, or a dict of gavel label fields. `None`
+    stays `None` (the server then applies its --rubric, or refuses). `question`, when given,
+    is added as the label's `query` unless the label has one."""
+    gt = plain(label)
+    if isinstance(gt, str):
+        t = gt.strip()
+        if t[:1] in ("{", "["):
+            try:
+                gt = json.loads(t)
+            except ValueError:
+                pass
+    if gt is None or (isinstance(gt, str) and not gt.strip()):
+        return None
+    if isinstance(gt, dict):
+        out = {k: plain(v) for k, v in gt.items()}
+    elif isinstance(gt, (list, tuple)):
+        out = {"gold_answers": [str(plain(a)) for a in gt if plain(a) is not None]}
+    elif isinstance(gt, bool):
+        out = {"gold_answers": [json.dumps(gt)]}
+    else:
+        out = {"gold_answers": [str(gt)]}
+    if question and "query" not in out:
+        out["query"] = question
+    return out
+
+
+def content_text(content):
+    """The text of a message's content: a string, or the text parts of a list of parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [p.get("text", "") if isinstance(p, dict) else str(p) for p in content]
+        return "\n".join(p for p in parts if p)
+    return ""
+
+
+def completion_text(completion):
+    """The judged text of a completion: a string as it is; for a conversational completion (a
+    list of messages, possibly with tool calls and tool results), the content of the last
+    assistant message that has text. A message without `content`, or with `content: None` (a
+    pure tool call), is skipped; no text at all gives ""."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, dict):
+        completion = [completion]
+    if isinstance(completion, list):
+        for m in reversed(completion):
+            if isinstance(m, dict) and m.get("role", "assistant") == "assistant":
+                text = content_text(m.get("content"))
+                if text.strip():
+                    return text
+        return ""
+    return "" if completion is None else str(completion)
+
+
+def question_of(prompt):
+    """The question in a prompt: the last user message of a conversational prompt, or a plain
+    string prompt as it is."""
+    if isinstance(prompt, str):
+        return prompt.strip() or None
+    if isinstance(prompt, list):
+        for m in reversed(prompt):
+            if isinstance(m, dict) and m.get("role") == "user":
+                text = content_text(m.get("content")).strip()
+                if text:
+                    return text
+    return None

@@ -1,0 +1,134 @@
+"""gavel_rl.verl against a running `gavel serve`, with the call shapes of verl's reward loop."""
+
+import asyncio
+import importlib.util
+import sys
+import time
+import types
+
+import pytest
+
+from conftest import REPO, fixture, post
+from gavel_rl import GavelError
+from gavel_rl import verl as gv
+
+CALLS = fixture("verl-v0.7.0-reward-loop-calls.json")["calls"]
+
+
+@pytest.mark.parametrize("call", CALLS, ids=[str(i) for i in range(len(CALLS))])
+def test_reward_loop_calls(gavel_env, call):
+    want = call["expect"]
+    if want.get("raises"):
+        # None and "" are no label: never gold "None" or an item error turned into 0.0.
+        with pytest.raises(GavelError):
+            gv.compute_score(**call["kwargs"])
+        return
+    r = gv.compute_score(**call["kwargs"])
+    assert r["score"] == want["score"] and r["acc"] == want["acc"], r
+    assert r["gavel_error"] == 0.0
+
+
+def test_async_variant_is_awaited_and_agrees(gavel_env):
+    kwargs = CALLS[0]["kwargs"]
+    assert asyncio.iscoroutinefunction(gv.compute_score_async)
+    got = asyncio.run(gv.compute_score_async(**kwargs))
+    assert got == gv.compute_score(**kwargs)
+    many = asyncio.run(_gather(kwargs, 6))
+    assert all(m["score"] == 1.0 for m in many)
+
+
+async def _gather(kwargs, n):
+    return await asyncio.gather(*(gv.compute_score_async(**kwargs) for _ in range(n)))
+
+
+def test_every_result_has_the_same_keys_and_a_configured_error_value(gavel_env, monkeypatch):
+    bad = '{"nuggets": [{"text": "x", "kind": "magic"}]}'
+    with pytest.raises(GavelError, match="kind"):
+        gv.compute_score_batch(["gavel"] * 2, ["Canberra", "x"], ["Canberra", bad], [None, None])
+    monkeypatch.setenv("GAVEL_ON_ERROR", "-1")
+    out = gv.compute_score_batch(["gavel"] * 2, ["Canberra", "x"], ["Canberra", bad], [None, None])
+    assert [o["score"] for o in out] == [1.0, -1.0]
+    assert [o["gavel_error"] for o in out] == [0.0, 1.0]
+    assert out[0].keys() == out[1].keys()
+    assert "acc" in out[0]
+
+
+def test_batches_go_in_chunks_and_413_splits(proxy, gavel_env, monkeypatch):
+    monkeypatch.setenv("GAVEL_URL", proxy.url)
+    monkeypatch.setenv("GAVEL_CHUNK", "4")
+    n = 10
+    out = gv.compute_score_batch(["gavel"] * n, [str(i) for i in range(n)], list(range(n)), None, extra=1)
+    assert [o["score"] for o in out] == [1.0] * n
+    assert sorted(len(b["query"]) for b in proxy.bodies) == [2, 4, 4]
+    # A server that takes fewer records per request than the chunk: halves until it fits.
+    proxy.bodies.clear()
+    proxy.max_records = 1
+    out = gv.compute_score_batch(["gavel"] * 3, ["a", "b", "c"], ["a", "b", "c"], None)
+    assert [o["score"] for o in out] == [1.0] * 3
+    assert [len(b["query"]) for b in proxy.bodies if len(b["query"]) == 1].count(1) == 3
+
+
+def test_transient_failures_are_retried(proxy, gavel_env, monkeypatch):
+    monkeypatch.setenv("GAVEL_URL", proxy.url)
+    proxy.script = [503, 504, "reset", 502, 429]
+    r = gv.compute_score("gavel", "Canberra", "Canberra", None)
+    assert r["score"] == 1.0
+    assert len(proxy.bodies) == 6
+
+
+def test_the_deadline_bounds_the_retries(proxy, gavel_env, monkeypatch):
+    monkeypatch.setenv("GAVEL_URL", proxy.url)
+    monkeypatch.setenv("GAVEL_TIMEOUT", "3")
+    proxy.script = [503] * 100
+    start = time.monotonic()
+    with pytest.raises(GavelError, match="deadline"):
+        gv.compute_score("gavel", "Canberra", "Canberra", None)
+    assert time.monotonic() - start < 4.5
+    # A 400 is not retried: it will not get better.
+    proxy.script = [400]
+    with pytest.raises(GavelError, match="400"):
+        gv.compute_score("gavel", "Canberra", "Canberra", None)
+
+
+def test_other_data_sources_go_to_verls_default_scorer(gavel_env, monkeypatch, proxy):
+    calls = []
+
+    def default_compute_score(data_source, solution_str, ground_truth, extra_info=None, **kw):
+        calls.append(data_source)
+        return 0.25
+
+    mod = types.ModuleType("verl.utils.reward_score")
+    mod.default_compute_score = default_compute_score
+    for name in ("verl", "verl.utils"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setitem(sys.modules, "verl.utils.reward_score", mod)
+    monkeypatch.setenv("GAVEL_URL", proxy.url)
+    monkeypatch.setenv("GAVEL_DATA_SOURCES", "gavel*,nq")
+    out = gv.compute_score_batch(["openai/gsm8k", "gavel/x", "nq"], ["4", "a", "b"], ["4", "a", "b"], None)
+    assert [o["score"] for o in out] == [0.25, 1.0, 1.0]
+    assert calls == ["openai/gsm8k"]
+    assert [len(b["query"]) for b in proxy.bodies] == [2]
+    assert out[0].keys() == out[1].keys()
+
+
+def test_url_is_read_at_call_time_and_the_file_shim_works(proxy, gavel_env, monkeypatch):
+    spec = importlib.util.spec_from_file_location("gavel_verl_file", REPO / "clients" / "gavel_verl.py")
+    shim = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shim)
+    monkeypatch.setenv("GAVEL_URL", proxy.url)
+    assert shim.compute_score("gavel", "Canberra", "Canberra")["score"] == 1.0
+    assert len(proxy.bodies) == 1
+
+
+def test_prime_gets_a_float(gavel_env):
+    assert gv.compute_score_scalar("gavel", "Canberra", "Canberra", None) == 1.0
+
+
+def test_long_form_reward_is_the_servers(gavel_env, server):
+    label = {"query": "Where is the Eiffel Tower?", "nuggets": ["The Eiffel Tower is in Paris"]}
+    answer = "The Eiffel Tower stands in Paris, France."
+    r = gv.compute_score("gavel", answer, label, None)
+    direct = post(server, {"query": [answer], "labels": [label]})
+    assert r["score"] == direct["rewards"][0]
+    assert r["acc"] == r["score"]
+    assert r["soft_reward"] == direct["extra_logs"]["soft_reward"][0]
