@@ -84,7 +84,9 @@ fn raw_bits(j: &gavel::Judgement) -> Vec<String> {
 /// decode holds other prompts). 40 records of different lengths, with likelihood and PMI reads.
 #[test]
 fn verdicts_are_bit_identical_alone_batched_and_shuffled() {
-    let judge = common::judge(JudgeConfig::default());
+    let path = gavel::model_store::ensure_default_model().expect("default model (run `make model`)");
+    let backend = EmbeddedBackend::load(EmbeddedConfig::new(path).with_batch_invariant(true)).expect("load");
+    let judge = gavel::Judge::new(std::sync::Arc::new(backend), gavel::PromptSet::builtin(), JudgeConfig::default());
     let facts = [
         "The Eiffel Tower is in Paris",
         "It was completed in 1889",

@@ -21,7 +21,7 @@ pub fn load_backend(m: &ModelArgs) -> Result<Arc<dyn Backend>, Error> {
         (m.model_name.is_some(), "--model-name"),
         (m.chat_template.is_some(), "--chat-template"),
     ];
-    let embedded_only = [(m.threads.is_some(), "--threads"), (m.no_batch_invariance, "--no-batch-invariance")];
+    let embedded_only = [(m.threads.is_some(), "--threads"), (m.batch_invariant, "--batch-invariant")];
     let (wrong, other) = match m.backend {
         BackendKind::Embedded => (&remote_only[..], "--backend openai"),
         BackendKind::Openai => (&embedded_only[..], "--backend embedded"),
@@ -62,7 +62,7 @@ pub fn load_backend(m: &ModelArgs) -> Result<Arc<dyn Backend>, Error> {
         .with_threads(m.threads)
         .with_wave_tokens(m.wave_tokens)
         .with_n_seq_max(m.seqs)
-        .with_batch_invariant(!m.no_batch_invariance);
+        .with_batch_invariant(m.batch_invariant);
     Ok(Arc::new(EmbeddedBackend::load(cfg)?))
 }
 
