@@ -188,7 +188,7 @@ impl Judge {
             if !missing.is_empty() {
                 let suffixes = missing.iter().map(|&i| g.suffixes[i].clone()).collect();
                 let spans = missing.iter().map(|&i| g.span(i)).collect();
-                misses.push(PromptGroup { prefix: g.prefix.clone(), suffixes, spans });
+                misses.push(PromptGroup { prefix: g.prefix.clone(), suffixes, spans, baseline: g.baseline });
                 miss_at.push((gi, missing));
             }
             out.push(row);
@@ -335,7 +335,12 @@ impl Judge {
                 continue;
             };
             let gi = *group_of.entry(base.prefix.clone()).or_insert_with(|| {
-                groups.push(PromptGroup { prefix: base.prefix.clone(), suffixes: Vec::new(), spans: Vec::new() });
+                groups.push(PromptGroup {
+                    prefix: base.prefix.clone(),
+                    suffixes: Vec::new(),
+                    spans: Vec::new(),
+                    baseline: true,
+                });
                 groups.len() - 1
             });
             let row = (0..p.nuggets.len())

@@ -225,6 +225,21 @@ fn bench(args: cli::BenchArgs) -> Result<ExitCode, Error> {
         r.prefill_tokens, r.prefill_tokens_per_sec
     );
     println!("ratio              {:.1}% of raw prefill speed", r.ratio * 100.0);
+    let per = |n: usize| n as f64 / r.verdicts.max(1) as f64;
+    let b = r.budget;
+    println!(
+        "tokens per verdict {:.1} = head {:.1} + answer prefix {:.1} + nugget suffix {:.1} + baseline {:.1}",
+        per(b.head + b.prefix + b.suffix + b.baseline),
+        per(b.head),
+        per(b.prefix),
+        per(b.suffix),
+        per(b.baseline)
+    );
+    println!(
+        "nugget's own text  {:.1} tokens per verdict; suffix + baseline exceed it by {:.1}",
+        per(r.nugget_tokens),
+        per(b.suffix + b.baseline) - per(r.nugget_tokens)
+    );
     println!("{}", serde_json::to_string(&r).unwrap_or_default());
     Ok(ExitCode::SUCCESS)
 }

@@ -430,6 +430,12 @@ pub struct BenchReport {
     pub prefill_tokens_per_sec: f64,
     /// `prompt_tokens_per_sec / prefill_tokens_per_sec`.
     pub ratio: f64,
+    /// The unique prompt tokens by part (head, per-answer prefix, per-nugget suffix, baseline),
+    /// where the backend tells.
+    pub budget: crate::backend::TokenBudget,
+    /// Tokens of the model-judged nuggets' own text (each tokenized alone): what a verdict
+    /// cannot do without.
+    pub nugget_tokens: usize,
 }
 
 /// Score `tasks` in batches of `batch_records` and measure a single raw prefill of about
@@ -448,7 +454,21 @@ pub fn bench(judge: &Judge, tasks: &[Task], batch_records: usize, prefill_tokens
         }
     }
     let seconds = start.elapsed().as_secs_f64();
-    let prompt_tokens = backend.usage().prompt_tokens - before.prompt_tokens;
+    let after = backend.usage();
+    let prompt_tokens = after.prompt_tokens - before.prompt_tokens;
+    let (a, b) = (after.budget, before.budget);
+    let budget = crate::backend::TokenBudget {
+        head: a.head - b.head,
+        prefix: a.prefix - b.prefix,
+        suffix: a.suffix - b.suffix,
+        baseline: a.baseline - b.baseline,
+    };
+    let mut nugget_tokens = 0;
+    for t in tasks {
+        for n in t.nuggets.iter().filter(|n| n.needs_model()) {
+            nugget_tokens += backend.count_tokens(&n.text)?;
+        }
+    }
 
     // Raw prefill: the records' own text, one sequence, about `prefill_tokens` long.
     let mut text = String::new();
@@ -480,6 +500,8 @@ pub fn bench(judge: &Judge, tasks: &[Task], batch_records: usize, prefill_tokens
         prefill_tokens: n,
         prefill_tokens_per_sec: prefill_tps,
         ratio: tps / prefill_tps,
+        budget,
+        nugget_tokens,
     })
 }
 

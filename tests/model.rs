@@ -298,3 +298,32 @@ the Pacific. Answer: no<|im_end|>\n<|im_start|>user\nPassage:\n";
         assert_eq!(x[0].as_ref().unwrap().probs, y[0].as_ref().unwrap().probs, "whatever ran before: same numbers");
     }
 }
+
+/// The token budget accounts for every unique prompt token of a scoring call, by part: the
+/// baseline (PMI) prompts apart, and none of them without the likelihood read.
+#[test]
+fn the_token_budget_accounts_for_every_prompt_token_by_part() {
+    let path = gavel::model_store::ensure_default_model().expect("default model (run `make model`)");
+    let backend = std::sync::Arc::new(EmbeddedBackend::load(EmbeddedConfig::new(path)).expect("load"));
+    let tasks = vec![
+        task(PASSAGE, &["The Eiffel Tower was completed in 1889", "The tower is in Rome"]),
+        task("Canberra is the capital of Australia.", &["Sydney is the capital of Australia"]),
+    ];
+    for likelihood in [true, false] {
+        let judge = gavel::Judge::new(
+            backend.clone(),
+            gavel::PromptSet::builtin(),
+            JudgeConfig::default().with_likelihood(likelihood),
+        );
+        let before = backend.usage();
+        for r in judge.judge(&tasks) {
+            r.unwrap();
+        }
+        let after = backend.usage();
+        let (a, b) = (after.budget, before.budget);
+        let parts = [a.head - b.head, a.prefix - b.prefix, a.suffix - b.suffix, a.baseline - b.baseline];
+        assert_eq!(parts.iter().sum::<usize>(), after.prompt_tokens - before.prompt_tokens, "{parts:?}");
+        assert!(parts[1] > 0 && parts[2] > 0, "answers and nuggets cost tokens: {parts:?}");
+        assert_eq!(parts[3] > 0, likelihood, "baseline tokens only with the likelihood read: {parts:?}");
+    }
+}

@@ -120,6 +120,8 @@ struct TokGroup {
     /// Per suffix, the token range of its item span (start >= 1, so the token predicting the
     /// first item token is in the suffix too); empty for none.
     spans: Vec<Option<(usize, usize)>>,
+    /// A content-free baseline group (counted apart in the token budget).
+    baseline: bool,
 }
 
 impl TokGroup {
@@ -274,7 +276,7 @@ impl EmbeddedBackend {
                         (start < end).then_some((start, end))
                     })
                     .collect();
-                TokGroup { prefix, suffixes, spans }
+                TokGroup { prefix, suffixes, spans, baseline: g.baseline }
             })
             .collect()
     }
@@ -584,6 +586,12 @@ impl Engine<'_> {
         }
     }
 
+    fn add_budget(&self, f: impl FnOnce(&mut super::TokenBudget)) {
+        if let Ok(mut u) = self.usage.lock() {
+            f(&mut u.budget);
+        }
+    }
+
     /// Chunks of suffixes packed into decodes. `head` prefix tokens of every group with a prefix
     /// are already in the cache (shared, see [`Engine::hold_head`]): they take no new cells, and
     /// each decode leaves room for them.
@@ -682,6 +690,7 @@ impl Engine<'_> {
                 return 0;
             }
             self.add_usage(len, 0, start.elapsed());
+            self.add_budget(|b| b.head += len);
             self.head = head.to_vec();
         }
         len
@@ -741,6 +750,16 @@ impl Engine<'_> {
                     outputs.push((chunk.group, s, self.batch.n_tokens() - 1, span_at));
                 }
                 n_tokens += chunk.cells;
+                let own = p - skip;
+                let suffixes: usize = chunk.suffixes.iter().map(|&s| group.suffixes[s].len()).sum();
+                self.add_budget(|b| {
+                    if group.baseline {
+                        b.baseline += own + suffixes;
+                    } else {
+                        b.prefix += own;
+                        b.suffix += suffixes;
+                    }
+                });
             }
             let result = match add_failed {
                 Some(e) => Err(Error::Llama { op: "batch", reason: e.to_string() }),

@@ -25,6 +25,9 @@ pub struct PromptGroup {
     /// Per suffix, the byte range of the item (nugget) text in it, when scoring should also read
     /// the item's likelihood ([`LabelScore::span_logprobs`]); empty for none.
     pub spans: Vec<Option<(usize, usize)>>,
+    /// A content-free baseline group (the PMI's reference prompts): its tokens count as
+    /// [`TokenBudget::baseline`] in [`Usage`].
+    pub baseline: bool,
 }
 
 impl PromptGroup {
@@ -46,12 +49,12 @@ impl PromptGroup {
             .zip(&items)
             .map(|(s, item)| if item.is_empty() { None } else { s.find(item).map(|a| (a, a + item.len())) })
             .collect();
-        Ok(PromptGroup { prefix, suffixes, spans })
+        Ok(PromptGroup { prefix, suffixes, spans, baseline: false })
     }
 
     /// A group without item spans.
     pub fn new(prefix: impl Into<String>, suffixes: Vec<String>) -> PromptGroup {
-        PromptGroup { prefix: prefix.into(), suffixes, spans: Vec::new() }
+        PromptGroup { prefix: prefix.into(), suffixes, spans: Vec::new(), baseline: false }
     }
 
     /// The item span of suffix `i`, if any.
@@ -86,11 +89,27 @@ pub struct BackendInfo {
     pub n_threads: usize,
 }
 
+/// Unique prompt tokens of scoring, by the part of the prompt they belong to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct TokenBudget {
+    /// The head every prompt of a call shares (chat header, system prompt, instructions),
+    /// evaluated once per call at most.
+    pub head: usize,
+    /// The rest of each answer's prefix (query, answer), once per answer.
+    pub prefix: usize,
+    /// Each nugget's own suffix (statement, question, cue), once per verdict.
+    pub suffix: usize,
+    /// The content-free baseline prompts of the PMI (prefix and suffix).
+    pub baseline: usize,
+}
+
 /// Tokens processed and time taken, for throughput reports.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Usage {
     /// Unique prompt tokens evaluated (a shared prefix counts once).
     pub prompt_tokens: usize,
+    /// Scoring's prompt tokens by part (embedded backend; zero where a backend does not tell).
+    pub budget: TokenBudget,
     /// Tokens generated.
     pub generated_tokens: usize,
     /// Time spent in the model.
