@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""Peer benchmark: gavel against the plain llama-server scoring loop a user would write.
+
+The loop: one /completion request per (answer, nugget), cache_prompt on (the answer prefix is
+reused for the answer's consecutive nuggets), n_predict 1, n_probs 50, a user turn of two fixed
+demonstrations + "Passage: {answer}\\nStatement: {nugget}\\nDoes the passage support the
+statement? Answer:", yes/no read from the first token. Then `gavel verify` (default
+configuration, or the flags given after --) judges the same records. Both run in this process's
+run, one after the other, on the same machine; the script prints both rates and their ratio.
+
+    scripts/peer-bench.py --input realsumm.jsonl --records 200 [--threads 2] [-- --batch-invariant]
+
+The llama-server is the one `make test` builds ($GAVEL_LLAMA_SERVER, else
+scripts/build-llama-server.sh prints its path); the model is gavel's default (`gavel fetch-model`).
+Standard library only.
+"""
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMOS = (
+    "Passage: The Eiffel Tower was completed in 1889 in Paris.\n"
+    "Statement: The Eiffel Tower is in Paris.\n"
+    "Does the passage support the statement? Answer: yes\n\n"
+    "Passage: Canberra is the capital of Australia.\n"
+    "Statement: Sydney is the capital of Australia.\n"
+    "Does the passage support the statement? Answer: no\n\n"
+)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def post(url, body):
+    req = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=600) as r:
+        return json.load(r)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--input", required=True)
+    ap.add_argument("--records", type=int, default=200)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--gavel", default=os.path.join(ROOT, "target", "release", "gavel"))
+    ap.add_argument("gavel_flags", nargs="*", help="extra flags for gavel verify (after --)")
+    args = ap.parse_args()
+
+    records = []
+    with open(args.input, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                records.append(json.loads(line))
+            if len(records) == args.records:
+                break
+    pairs = [(r["answer"], n if isinstance(n, str) else n["text"]) for r in records for n in r.get("nuggets", [])]
+    subset = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"gavel-peer-{os.getpid()}.jsonl")
+    with open(subset, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+
+    server_bin = os.environ.get("GAVEL_LLAMA_SERVER") or subprocess.check_output(
+        [os.path.join(ROOT, "scripts", "build-llama-server.sh")], text=True
+    ).strip()
+    model = subprocess.check_output([args.gavel, "fetch-model"], text=True).strip()
+    port = free_port()
+    server = subprocess.Popen(
+        [server_bin, "-m", model, "--host", "127.0.0.1", "--port", str(port), "-np", "1", "-c", "8192",
+         "-t", str(args.threads), "--no-webui"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(600):
+            try:
+                urllib.request.urlopen(base + "/health", timeout=2)
+                break
+            except Exception:
+                time.sleep(0.2)
+        else:
+            sys.exit("llama-server did not come up")
+        yes = 0
+        t0 = time.time()
+        for answer, nugget in pairs:
+            prompt = (
+                "<|im_start|>user\n" + DEMOS + f"Passage: {answer}\nStatement: {nugget}\n"
+                "Does the passage support the statement? Answer:<|im_end|>\n<|im_start|>assistant\n"
+            )
+            r = post(base + "/completion", {"prompt": prompt, "n_predict": 1, "n_probs": 50, "cache_prompt": True,
+                                            "temperature": 0})
+            probs = r.get("completion_probabilities", [{}])[0]
+            alts = probs.get("top_logprobs") or probs.get("probs") or []
+            p = {}
+            for a in alts:
+                tok = (a.get("token") or a.get("tok_str") or "").strip().lower()
+                v = a.get("logprob", a.get("prob"))
+                if tok in ("yes", "no") and tok not in p:
+                    p[tok] = v
+            yes += int(p.get("yes", -1e9) > p.get("no", -1e9))
+        loop_s = time.time() - t0
+    finally:
+        server.terminate()
+        server.wait()
+
+    t0 = time.time()
+    out = subprocess.run([args.gavel, "verify", "--input", subset, "--threads", str(args.threads)] + args.gavel_flags,
+                         capture_output=True, text=True)
+    gavel_s = time.time() - t0
+    os.unlink(subset)
+    if out.returncode not in (0, 1):
+        sys.exit(out.stderr)
+    verdicts = sum(len(json.loads(l).get("verdicts", [])) for l in out.stdout.splitlines() if l.strip())
+    loop_rate = len(pairs) / loop_s
+    gavel_rate = verdicts / gavel_s
+    print(f"records {len(records)}, verdicts {len(pairs)} (gavel wrote {verdicts}), threads {args.threads}")
+    print(f"llama-server loop  {loop_rate:.2f} verdicts/s ({loop_s:.1f} s, {yes} judged yes)")
+    print(f"gavel verify       {gavel_rate:.2f} verdicts/s ({gavel_s:.1f} s, model load included)")
+    print(f"ratio              {gavel_rate / loop_rate:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
