@@ -260,7 +260,7 @@ impl RawNugget {
             "contains" => Check::Contains { answers: answers(kind)?, fallback_llm: raw.fallback_llm.unwrap_or(false) },
             "regex" => {
                 let pattern = raw.pattern.ok_or_else(|| err("pattern", "is required for kind `regex`".into()))?;
-                let compiled = Regex::new(&pattern).map_err(|e| err("pattern", format!("invalid regex: {e}")))?;
+                let compiled = compile_pattern(&pattern).map_err(|e| err("pattern", e))?;
                 Check::Regex { pattern, compiled: Some(compiled) }
             }
             "numeric" => {
@@ -366,6 +366,25 @@ impl Rubric {
     }
 }
 
+/// Most memory one compiled pattern may take: a pattern like `\w{100}x` (Unicode classes
+/// repeated) compiles to hundreds of megabytes and seconds of work, so a few bytes of request
+/// could take a server down; such a pattern is refused instead.
+pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// Compile a nugget's pattern within [`REGEX_SIZE_LIMIT`].
+fn compile_pattern(pattern: &str) -> std::result::Result<Regex, String> {
+    regex::RegexBuilder::new(pattern).size_limit(REGEX_SIZE_LIMIT).dfa_size_limit(REGEX_SIZE_LIMIT).build().map_err(
+        |e| match e {
+            regex::Error::CompiledTooBig(_) => format!(
+                "the pattern compiles to more than {} KiB (a repeated Unicode class like \\w{{100}}?); \
+                 use a smaller repeat or an ASCII class like [a-z]",
+                REGEX_SIZE_LIMIT >> 10
+            ),
+            other => format!("invalid regex: {other}"),
+        },
+    )
+}
+
 /// Largest weight a nugget may carry: sums of weights stay finite.
 pub const MAX_WEIGHT: f64 = 1e9;
 
@@ -427,7 +446,7 @@ impl Check {
             }
             Check::Regex { pattern, compiled } => match compiled {
                 Some(re) => yes(re.is_match(text)),
-                None => yes(Regex::new(pattern).map(|re| re.is_match(text)).unwrap_or(false)),
+                None => yes(compile_pattern(pattern).map(|re| re.is_match(text)).unwrap_or(false)),
             },
             Check::Numeric { value, tolerance } => {
                 yes(numbers_in(text).any(|n| (n - value).abs() <= *tolerance + f64::EPSILON * value.abs()))
@@ -527,6 +546,17 @@ mod tests {
         assert!(e.contains("nuggets[0].value"), "{e}");
         let e = parse(r#"{"text":"x","weight":1e308}"#).unwrap_err().to_string();
         assert!(e.contains("weight"), "{e}");
+    }
+
+    #[test]
+    fn patterns_that_blow_up_are_refused_fast() {
+        let t0 = std::time::Instant::now();
+        let e = parse(r#"{"kind":"regex","pattern":"\\w{100}x"}"#).unwrap_err().to_string();
+        assert!(e.contains("nuggets[0].pattern") && e.contains("KiB"), "{e}");
+        assert!(t0.elapsed() < std::time::Duration::from_secs(2), "{:?}", t0.elapsed());
+        // Ordinary patterns still compile.
+        assert!(parse(r#"{"kind":"regex","pattern":"(?i)\\b(19|20)\\d\\d\\b"}"#).is_ok());
+        assert!(parse(r#"{"kind":"regex","pattern":"[a-z]{100}x"}"#).is_ok());
     }
 
     #[test]

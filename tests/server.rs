@@ -311,8 +311,10 @@ fn malformed_bodies_get_400_naming_the_field() {
     let r = request(s.addr, "GET", "/nope", None, None);
     assert_eq!(r.status, 404);
     assert!(r.json()["error"]["message"].as_str().unwrap().contains("/get_reward"));
-    // The server is still healthy.
-    assert_eq!(request(s.addr, "GET", "/health", None, None).json()["status"], "ok");
+    // The server is still healthy, and its open /health names the model file, not its path.
+    let h = request(s.addr, "GET", "/health", None, None).json();
+    assert_eq!(h["status"], "ok");
+    assert!(h["model"].as_str().is_some_and(|m| m.ends_with(".gguf") && !m.contains('/')), "{h}");
     assert!(metric(s.addr, "gavel_requests_total{endpoint=\"/get_reward\",status=\"400\"}") >= 7.0);
 }
 
@@ -488,4 +490,19 @@ fn a_request_that_cannot_be_judged_in_time_gets_504_at_once_and_costs_no_model_t
     // Only the busy record was judged meanwhile, not the late one.
     assert_eq!(metric(s.addr, "gavel_records_total") - records_before, 1.0);
     assert!(metric(s.addr, "gavel_request_timeouts_total") >= 1.0);
+}
+
+#[test]
+fn patterns_that_would_blow_up_are_refused_quickly_not_compiled() {
+    let s = start(ServeConfig::default());
+    let nuggets: Vec<Value> =
+        (0..150).map(|i| json!({"kind": "regex", "pattern": format!("\\w{{100}}x{i}")})).collect();
+    let body = json!({"records": [{"id": "r", "answer": "text", "nuggets": nuggets}]});
+    let t0 = Instant::now();
+    let r = post(s.addr, "/v1/verify", &body);
+    assert!(t0.elapsed() < Duration::from_secs(3), "took {:?}", t0.elapsed());
+    assert_eq!(r.status, 200, "{}", r.body);
+    let rec = &r.json()["records"][0];
+    assert_eq!(rec["error"]["kind"], "invalid_field", "{rec}");
+    assert!(rec["error"]["message"].as_str().unwrap().contains("pattern"), "{rec}");
 }

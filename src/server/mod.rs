@@ -220,7 +220,10 @@ impl Server {
             .block_on(listen(&config.addr, config.backlog))
             .map_err(|e| Error::io(format!("--addr {}", config.addr), e))?;
         let metrics = Arc::new(Metrics::default());
+        // /health is open without a key: it names the model file, not where it lives.
         let model = judge.backend().info().model;
+        let model =
+            std::path::Path::new(&model).file_name().map_or_else(|| model.clone(), |f| f.to_string_lossy().to_string());
         let (queue, engine) = engine::start(judge, config.queue, config.batch_records, Arc::clone(&metrics))?;
         let rules = LabelRules {
             default_rubric: config.rubric,
