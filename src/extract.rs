@@ -329,7 +329,13 @@ mod tests {
 
     impl Backend for NoBackend {
         fn info(&self) -> crate::backend::BackendInfo {
-            crate::backend::BackendInfo { kind: "none".into(), model: "none".into(), n_ctx: 0, n_threads: 0 }
+            crate::backend::BackendInfo {
+                kind: "none".into(),
+                model: "none".into(),
+                n_ctx: 0,
+                n_threads: 0,
+                batch_invariant: false,
+            }
         }
         fn format_chat(&self, m: &[crate::prompt::Message]) -> Result<String> {
             Ok(m.iter().map(|m| format!("{}: {}\n", m.role, m.content)).collect())

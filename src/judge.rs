@@ -150,9 +150,12 @@ impl Judge {
         let Some((cache, model)) = &self.cache else {
             return self.backend.score(groups, &choices);
         };
+        // Entries written in batch-invariant mode are exact for any batch; the others are not,
+        // so the two never answer for each other.
+        let mode = if self.backend.info().batch_invariant { "scored/batch-invariant" } else { "scored" };
         let keys: Vec<Vec<[u8; 32]>> = groups
             .iter()
-            .map(|g| g.suffixes.iter().map(|s| VerdictCache::key(model, "scored", &g.prefix, s)).collect())
+            .map(|g| g.suffixes.iter().map(|s| VerdictCache::key(model, mode, &g.prefix, s)).collect())
             .collect();
         let flat: Vec<[u8; 32]> = keys.iter().flatten().copied().collect();
         let hits = match cache.get_many(&flat) {

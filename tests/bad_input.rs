@@ -221,5 +221,15 @@ fn an_unreadable_or_busy_verdict_cache_is_skipped_and_said() {
     let o = run();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
     assert!(!text(&o).1.contains("without the verdict cache"), "{}", text(&o).1);
-    assert!(gavel::cache::VerdictCache::open(cache.join("verdicts.redb")).unwrap().len().unwrap() >= 1);
+    let stored = gavel::cache::VerdictCache::open(cache.join("verdicts.redb")).unwrap().len().unwrap();
+    assert!(stored >= 1);
+    // A batch-invariant run does not read the batch-dependent entries: it stores its own.
+    let o = gavel()
+        .env("GAVEL_HOME", home.path())
+        .args(["verify", "--cache", "--batch-invariant", "--calibration", "none", "--input", &input])
+        .args(["--model", &model.to_string_lossy()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    assert_eq!(gavel::cache::VerdictCache::open(cache.join("verdicts.redb")).unwrap().len().unwrap(), 2 * stored);
 }

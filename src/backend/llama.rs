@@ -383,6 +383,7 @@ impl Backend for EmbeddedBackend {
             model: self.config.model_path.display().to_string(),
             n_ctx: self.config.n_ctx as usize,
             n_threads: self.n_threads,
+            batch_invariant: self.config.batch_invariant,
         }
     }
 

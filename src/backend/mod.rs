@@ -87,6 +87,9 @@ pub struct BackendInfo {
     pub n_ctx: usize,
     /// Threads used for decoding.
     pub n_threads: usize,
+    /// Whether scores are bit-identical whatever shares a call (see
+    /// [`EmbeddedConfig::batch_invariant`]); cache entries of the two kinds are kept apart.
+    pub batch_invariant: bool,
 }
 
 /// Unique prompt tokens of scoring, by the part of the prompt they belong to.

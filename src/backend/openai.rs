@@ -495,6 +495,7 @@ impl Backend for RemoteBackend {
             },
             n_ctx: self.n_ctx,
             n_threads: self.cfg.in_flight,
+            batch_invariant: false,
         }
     }
 
