@@ -506,3 +506,52 @@ fn patterns_that_would_blow_up_are_refused_quickly_not_compiled() {
     assert_eq!(rec["error"]["kind"], "invalid_field", "{rec}");
     assert!(rec["error"]["message"].as_str().unwrap().contains("pattern"), "{rec}");
 }
+
+#[test]
+fn a_half_open_connection_does_not_hold_sigterm() {
+    let model = gavel::model_store::ensure_default_model().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gavel"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--timeout", "2", "--model"])
+        .arg(&model)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let addr: SocketAddr = loop {
+        line.clear();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            let _ = child.kill();
+            panic!("server exited before listening");
+        }
+        if let Some(a) = line.trim().strip_prefix("gavel serve: listening on http://") {
+            break a.parse().unwrap();
+        }
+    };
+    // One client that connects and never sends, one that sends half a request head.
+    let idle = TcpStream::connect(addr).unwrap();
+    let mut partial = TcpStream::connect(addr).unwrap();
+    write!(partial, "POST /get_reward HTTP/1.1\r\nHost: x\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    // It stops within the request timeout plus a few seconds, not never.
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t0.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("serve still running 30 s after SIGTERM with a half-open connection");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    assert_eq!(status.code(), Some(0), "stderr: {rest}");
+    assert!(rest.contains("gavel serve: stopped"), "{rest}");
+    drop((idle, partial));
+}

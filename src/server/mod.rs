@@ -283,9 +283,31 @@ impl Server {
     /// and everything queued, stop the engine thread and return.
     pub fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
         let Server { runtime, listener, app, engine } = self;
+        // Every request is answered within its timeout, so after the stop signal a connection
+        // still open past that (a client that connected and never sent a whole request) has
+        // nothing to wait for: it must not hold the shutdown forever.
+        let grace = app.timeout + SHUTDOWN_SLACK;
         let router = router(app);
-        let served =
-            runtime.block_on(async move { axum::serve(listener, router).with_graceful_shutdown(shutdown).await });
+        let served = runtime.block_on(async move {
+            let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
+            let shutdown = async move {
+                shutdown.await;
+                let _ = signalled.send(());
+            };
+            let deadline = async move {
+                match on_signal.await {
+                    Ok(()) => tokio::time::sleep(grace).await,
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                r = axum::serve(listener, router).with_graceful_shutdown(shutdown) => r,
+                () = deadline => {
+                    tracing::warn!("connections still open {grace:?} after the stop signal (clients that never sent a whole request): closed");
+                    Ok(())
+                }
+            }
+        });
         // Every handler has answered; dropping the runtime drops the last queue senders, so
         // the engine thread sees the queue close once it has answered what is left in it.
         runtime.shutdown_timeout(Duration::from_secs(5));
@@ -295,6 +317,9 @@ impl Server {
         served.map_err(|e| Error::io("serving HTTP", e))
     }
 }
+
+/// How long past the request timeout a stopping server waits for connections to close.
+const SHUTDOWN_SLACK: Duration = Duration::from_secs(5);
 
 /// Bind `addr` with a listen backlog of `backlog` connections (tokio's default is 1024, less
 /// than one OpenRLHF burst of new connections).
