@@ -451,7 +451,11 @@ fn an_empty_answer_earns_nothing_against_gold_that_normalises_to_nothing() {
     }
 }
 
+/// Timing-based (a timeout of 1.5 record-judging times): run alone, not beside the other tests
+/// of this file, whose servers would share the CPU; `make test` runs it on its own
+/// (`cargo test --release --test server -- --ignored`).
 #[test]
+#[ignore = "timing-based: make test runs it alone"]
 fn a_request_that_cannot_be_judged_in_time_gets_504_at_once_and_costs_no_model_time() {
     fn record(tag: &str) -> Value {
         json!({"query": "Where is the tower?", "answer": format!("{PASSAGE} ({tag})"),
