@@ -329,6 +329,22 @@ mod tests {
     }
 
     #[test]
+    fn a_runaway_template_runs_out_of_fuel_instead_of_hanging() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}{{ nugget }}";
+        std::fs::write(dir.path().join("judge.user.jinja"), body).unwrap();
+        let p = PromptSet::with_overrides(dir.path()).unwrap();
+        let t0 = std::time::Instant::now();
+        let e = p.render_judge(JudgeMode::Scored, &vars(None, "A", "N", &[])).unwrap_err().to_string();
+        assert!(e.contains("judge.user.jinja") && e.contains("fuel"), "{e}");
+        assert!(t0.elapsed() < std::time::Duration::from_secs(5), "{:?}", t0.elapsed());
+        // A misspelt override name is refused, naming the known ones.
+        std::fs::write(dir.path().join("judge.usr.jinja"), "x").unwrap();
+        let e = PromptSet::with_overrides(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("judge.usr.jinja") && e.contains("judge.user.jinja"), "{e}");
+    }
+
+    #[test]
     fn labels_load_and_validate() {
         let p = PromptSet::builtin();
         assert!(p.labels().support.iter().any(|w| w == "yes"));
