@@ -290,6 +290,19 @@ impl LabeledVerdict {
             features: crate::stack::features(FeatureSet::All, &FeatureInput::of(task, nugget, raw)),
         })
     }
+
+    /// One line of the features CSV (see [`features_csv_header`]); `file` names its file.
+    pub fn csv_row(&self, file: &str) -> String {
+        format!(
+            "{},{},{},{},{},{}",
+            file,
+            self.id.as_deref().unwrap_or("").replace(',', ";"),
+            self.part,
+            self.nugget,
+            self.gold.as_str(),
+            self.features.iter().map(|v| format!("{v}")).collect::<Vec<_>>().join(",")
+        )
+    }
 }
 
 /// What a fit is asked for.
@@ -403,21 +416,6 @@ pub fn fit(items: &[LabeledVerdict], opts: &FitOptions) -> Result<(Calibrator, F
 /// every stack feature.
 pub fn features_csv_header() -> String {
     format!("file,id,part,nugget,gold,{}", feature_names(FeatureSet::All).join(","))
-}
-
-impl LabeledVerdict {
-    /// One line of the features CSV (see [`features_csv_header`]); `file` names its file.
-    pub fn csv_row(&self, file: &str) -> String {
-        format!(
-            "{},{},{},{},{},{}",
-            file,
-            self.id.as_deref().unwrap_or("").replace(',', ";"),
-            self.part,
-            self.nugget,
-            self.gold.as_str(),
-            self.features.iter().map(|v| format!("{v}")).collect::<Vec<_>>().join(",")
-        )
-    }
 }
 
 #[cfg(test)]

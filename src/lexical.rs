@@ -31,7 +31,7 @@ pub fn exact_match(answers: &[String], text: &str) -> bool {
 }
 
 /// Whether the normalised `needle_norm` occurs in `haystack_norm` as whole words.
-pub fn contains_words(haystack_norm: &str, needle_norm: &str) -> bool {
+fn contains_words(haystack_norm: &str, needle_norm: &str) -> bool {
     if needle_norm.is_empty() {
         return false;
     }

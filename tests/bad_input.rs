@@ -233,3 +233,51 @@ fn an_unreadable_or_busy_verdict_cache_is_skipped_and_said() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
     assert_eq!(gavel::cache::VerdictCache::open(cache.join("verdicts.redb")).unwrap().len().unwrap(), 2 * stored);
 }
+
+#[test]
+fn a_flag_of_the_other_backend_is_refused_not_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = p(dir.path(), "in.jsonl");
+    std::fs::write(&input, deterministic("a", "Paris") + "\n").unwrap();
+    let o = gavel().args(["verify", "--input", &input, "--base-url", "http://127.0.0.1:9/v1"]).output().unwrap();
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("--base-url") && err.contains("--backend openai"), "{err}");
+    let o = gavel()
+        .args(["verify", "--input", &input, "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1"])
+        .args(["--threads", "2"])
+        .output()
+        .unwrap();
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("--threads") && err.contains("--backend embedded"), "{err}");
+}
+
+#[test]
+fn calibrate_says_which_records_it_could_not_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let labeled = p(dir.path(), "l.jsonl");
+    let verdicts = p(dir.path(), "v.jsonl");
+    let recs: Vec<String> = (0..12)
+        .map(|i| {
+            let (nugget, gold) =
+                if i % 2 == 0 { ("Paris is in France", "support") } else { ("Paris is in Spain", "not_support") };
+            serde_json::json!({"id": format!("r{i}"), "answer": format!("Paris is in France. Note {i}."),
+                "nuggets": [{"text": nugget, "gold": gold}]})
+            .to_string()
+        })
+        .collect();
+    std::fs::write(&labeled, recs.join("\n") + "\n").unwrap();
+    let o =
+        gavel().args(["verify", "--input", &labeled, "--output", &verdicts, "--calibration", "none"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    // Drop the output of the last record: the fit goes on without it and says so.
+    let kept: Vec<String> = std::fs::read_to_string(&verdicts).unwrap().lines().take(11).map(str::to_string).collect();
+    std::fs::write(&verdicts, kept.join("\n") + "\n").unwrap();
+    let out = p(dir.path(), "cal.json");
+    let o = gavel().args(["calibrate", "--input", &labeled, "--from", &verdicts, "-o", &out]).output().unwrap();
+    let (stdout, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("1 were not judged or have no output") && err.contains("l.jsonl:12"), "{err}");
+    assert!(stdout.contains("(11 verdicts"), "{stdout}");
+}

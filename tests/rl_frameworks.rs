@@ -5,37 +5,16 @@
 
 mod common;
 
+use common::start;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use gavel::record::ShortForm;
-use gavel::server::{ServeConfig, Server};
-use gavel::JudgeConfig;
+use gavel::server::ServeConfig;
 use serde_json::{json, Value};
-
-/// A server over the shared default model on a free loopback port. It stops when this value is
-/// dropped, also while a failing test unwinds.
-struct Running {
-    addr: SocketAddr,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-fn start(config: ServeConfig) -> Running {
-    let judge = Arc::new(common::judge(JudgeConfig::default()));
-    let server = Server::bind(judge, config.with_addr("127.0.0.1:0")).expect("bind");
-    let addr = server.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    std::thread::spawn(move || {
-        server
-            .run(async move {
-                let _ = stopped.await;
-            })
-            .expect("server run")
-    });
-    Running { addr, _stop: stop }
-}
 
 fn post(addr: SocketAddr, path: &str, body: &Value) -> (u16, Value) {
     let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(600)).build();

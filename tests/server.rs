@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::start;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
@@ -12,33 +14,53 @@ use std::time::{Duration, Instant};
 
 use gavel::pipeline::output_record;
 use gavel::record::{parse_record, ShortForm};
-use gavel::server::{ServeConfig, Server};
+use gavel::server::ServeConfig;
 use gavel::JudgeConfig;
 use serde_json::{json, Value};
 
 const PASSAGE: &str = "The Eiffel Tower is a wrought-iron lattice tower in Paris, France. It was \
 designed by the engineering company of Gustave Eiffel and completed in 1889.";
 
-/// A server over the shared default model on a free loopback port; it stops when the returned
-/// sender is dropped or fires.
-struct Running {
+/// A `gavel serve` process on a free loopback port (stderr piped); killed when dropped, also
+/// while a failing test unwinds.
+struct ServeProcess {
+    child: std::process::Child,
+    stderr: BufReader<std::process::ChildStderr>,
     addr: SocketAddr,
-    _stop: tokio::sync::oneshot::Sender<()>,
 }
 
-fn start(config: ServeConfig) -> Running {
-    let judge = Arc::new(common::judge(JudgeConfig::default()));
-    let server = Server::bind(judge, config.with_addr("127.0.0.1:0")).expect("bind");
-    let addr = server.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    std::thread::spawn(move || {
-        server
-            .run(async move {
-                let _ = stopped.await;
-            })
-            .expect("server run")
-    });
-    Running { addr, _stop: stop }
+impl ServeProcess {
+    /// Start it with the default model and `args`, and wait until it says where it listens.
+    fn start(args: &[&str]) -> Self {
+        let model = gavel::model_store::ensure_default_model().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gavel"))
+            .args(["serve", "--addr", "127.0.0.1:0", "--model"])
+            .arg(&model)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut p = ServeProcess { child, stderr, addr: SocketAddr::from(([127, 0, 0, 1], 0)) };
+        let mut line = String::new();
+        p.addr = loop {
+            line.clear();
+            assert!(p.stderr.read_line(&mut line).unwrap() > 0, "server exited before listening");
+            if let Some(a) = line.trim().strip_prefix("gavel serve: listening on http://") {
+                break a.parse().unwrap();
+            }
+        };
+        p
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 struct Reply {
@@ -395,31 +417,15 @@ fn api_key_guards_everything_but_health() {
 
 #[test]
 fn sigterm_finishes_the_request_in_flight_and_exits_0() {
-    let model = gavel::model_store::ensure_default_model().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gavel"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--model"])
-        .arg(&model)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    let addr: SocketAddr = loop {
-        line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "server exited before listening");
-        if let Some(a) = line.trim().strip_prefix("gavel serve: listening on http://") {
-            break a.parse().unwrap();
-        }
-    };
+    let mut p = ServeProcess::start(&[]);
+    let (addr, pid) = (p.addr, p.child.id());
     let records = json!({"records": [
         {"id": "a", "query": "Where is the tower?", "answer": PASSAGE, "nuggets": ["The Eiffel Tower is in Paris", "It is made of wood"]},
         {"id": "b", "answer": "It is Canberra.", "query": "capital of australia", "gold_answers": ["Sydney"]},
     ]});
     let client = std::thread::spawn(move || post(addr, "/v1/verify", &records));
     wait_health(addr, |h| h["in_flight"] == 1);
-    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let kill = Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
     assert!(kill.success());
     let reply = client.join().unwrap();
     assert_eq!(reply.status, 200, "{}", reply.body);
@@ -427,9 +433,9 @@ fn sigterm_finishes_the_request_in_flight_and_exits_0() {
     assert_eq!(v["summary"]["records"], 2);
     assert_eq!(v["summary"]["errors"], 0);
     assert_eq!(v["summary"]["model_verdicts"], 3);
-    let status = child.wait().unwrap();
+    let status = p.child.wait().unwrap();
     let mut rest = String::new();
-    stderr.read_to_string(&mut rest).unwrap();
+    p.stderr.read_to_string(&mut rest).unwrap();
     assert_eq!(status.code(), Some(0), "stderr: {rest}");
     assert!(rest.contains("gavel serve: stopped"), "{rest}");
     // Nothing listens any more.
@@ -513,48 +519,28 @@ fn patterns_that_would_blow_up_are_refused_quickly_not_compiled() {
 
 #[test]
 fn a_half_open_connection_does_not_hold_sigterm() {
-    let model = gavel::model_store::ensure_default_model().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gavel"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--timeout", "2", "--model"])
-        .arg(&model)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    let addr: SocketAddr = loop {
-        line.clear();
-        if stderr.read_line(&mut line).unwrap() == 0 {
-            let _ = child.kill();
-            panic!("server exited before listening");
-        }
-        if let Some(a) = line.trim().strip_prefix("gavel serve: listening on http://") {
-            break a.parse().unwrap();
-        }
-    };
+    let mut p = ServeProcess::start(&["--timeout", "2"]);
+    let (addr, pid) = (p.addr, p.child.id());
     // One client that connects and never sends, one that sends half a request head.
     let idle = TcpStream::connect(addr).unwrap();
     let mut partial = TcpStream::connect(addr).unwrap();
     write!(partial, "POST /get_reward HTTP/1.1\r\nHost: x\r\n").unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let t0 = Instant::now();
-    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert!(Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
     // It stops within the request timeout plus a few seconds, not never.
     let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
+        if let Some(s) = p.child.try_wait().unwrap() {
             break s;
         }
-        if t0.elapsed() > Duration::from_secs(30) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("serve still running 30 s after SIGTERM with a half-open connection");
-        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "serve still running 30 s after SIGTERM with a half-open connection"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     let mut rest = String::new();
-    stderr.read_to_string(&mut rest).unwrap();
+    p.stderr.read_to_string(&mut rest).unwrap();
     assert_eq!(status.code(), Some(0), "stderr: {rest}");
     assert!(rest.contains("gavel serve: stopped"), "{rest}");
     drop((idle, partial));

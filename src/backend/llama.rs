@@ -24,7 +24,7 @@ use llama_cpp_2::token::data::LlamaTokenData;
 use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::LlamaToken;
 
-use super::{Backend, BackendInfo, LabelScore, PromptGroup, Usage};
+use super::{Backend, BackendInfo, LabelScore, PromptGroup, TokenBudget, Usage};
 use crate::error::{Error, Result};
 use crate::prompt::Message;
 
@@ -579,17 +579,16 @@ struct Chunk {
 }
 
 impl Engine<'_> {
-    fn add_usage(&self, prompt_tokens: usize, generated: usize, elapsed: Duration) {
+    /// Count prompt tokens (by part, `budget`, when scoring), generated tokens and model time.
+    fn add_usage(&self, prompt_tokens: usize, generated: usize, elapsed: Duration, budget: TokenBudget) {
         if let Ok(mut u) = self.usage.lock() {
             u.prompt_tokens += prompt_tokens;
             u.generated_tokens += generated;
             u.elapsed += elapsed;
-        }
-    }
-
-    fn add_budget(&self, f: impl FnOnce(&mut super::TokenBudget)) {
-        if let Ok(mut u) = self.usage.lock() {
-            f(&mut u.budget);
+            u.budget.head += budget.head;
+            u.budget.prefix += budget.prefix;
+            u.budget.suffix += budget.suffix;
+            u.budget.baseline += budget.baseline;
         }
     }
 
@@ -690,8 +689,7 @@ impl Engine<'_> {
                 self.ctx.clear_kv_cache();
                 return 0;
             }
-            self.add_usage(len, 0, start.elapsed());
-            self.add_budget(|b| b.head += len);
+            self.add_usage(len, 0, start.elapsed(), TokenBudget { head: len, ..TokenBudget::default() });
             self.head = head.to_vec();
         }
         len
@@ -715,6 +713,7 @@ impl Engine<'_> {
             let mut outputs = Vec::new();
             let mut seq = 0i32;
             let mut n_tokens = 0usize;
+            let mut budget = TokenBudget::default();
             let mut add_failed = None;
             for chunk in &wave {
                 let group = &groups[chunk.group];
@@ -752,15 +751,13 @@ impl Engine<'_> {
                 }
                 n_tokens += chunk.cells;
                 let own = p - skip;
-                let suffixes: usize = chunk.suffixes.iter().map(|&s| group.suffixes[s].len()).sum();
-                self.add_budget(|b| {
-                    if group.baseline {
-                        b.baseline += own + suffixes;
-                    } else {
-                        b.prefix += own;
-                        b.suffix += suffixes;
-                    }
-                });
+                let suffixes = chunk.cells - own;
+                if group.baseline {
+                    budget.baseline += chunk.cells;
+                } else {
+                    budget.prefix += own;
+                    budget.suffix += suffixes;
+                }
             }
             let result = match add_failed {
                 Some(e) => Err(Error::Llama { op: "batch", reason: e.to_string() }),
@@ -788,7 +785,7 @@ impl Engine<'_> {
                     }
                 }
             }
-            self.add_usage(n_tokens, 0, start.elapsed());
+            self.add_usage(n_tokens, 0, start.elapsed(), budget);
         }
         scores
             .into_iter()
@@ -881,7 +878,7 @@ impl Engine<'_> {
                 })
                 .sum();
             let generated: usize = results.iter().map(|r| r.as_ref().map_or(0, |(_, n)| *n)).sum();
-            self.add_usage(prompt_tokens, generated, start.elapsed());
+            self.add_usage(prompt_tokens, generated, start.elapsed(), TokenBudget::default());
             for ((g, s), r) in jobs.into_iter().zip(results) {
                 out[g][s] = Some(r.map(|(text, _)| text));
             }

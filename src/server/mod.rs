@@ -580,13 +580,24 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Parse a request body with `parse`, on a blocking thread when the body is large, so that the
+/// HTTP workers (and `/health`) are not held up by a big body.
+async fn parse_body<T: Send + 'static>(
+    app: &Arc<App>,
+    body: std::result::Result<Bytes, BytesRejection>,
+    parse: impl FnOnce(&[u8], &App) -> std::result::Result<T, Refused> + Send + 'static,
+) -> std::result::Result<T, ApiError> {
+    let body = body?;
+    let small = body.len() <= INLINE_BYTES;
+    let app = Arc::clone(app);
+    Ok(cpu(small, move || parse(&body, &app)).await??)
+}
+
 async fn get_reward(State(app): State<Arc<App>>, body: std::result::Result<Bytes, BytesRejection>) -> Response {
     let _busy = InFlight::new(&app.metrics);
     let run = async {
-        let body = body?;
-        let small = body.len() <= INLINE_BYTES;
-        let a = Arc::clone(&app);
-        let items = cpu(small, move || wire::parse_reward_request(&body, &a.rules, a.max_request_records)).await??;
+        let items =
+            parse_body(&app, body, |b, a| wire::parse_reward_request(b, &a.rules, a.max_request_records)).await?;
         let outcomes = app.judge(items.into_iter().map(|t| (None, t)).collect()).await?;
         let small = outcomes.len() <= 256;
         let reply = cpu(small, move || json(StatusCode::OK, &wire::reward_response(outcomes))).await?;
@@ -598,10 +609,7 @@ async fn get_reward(State(app): State<Arc<App>>, body: std::result::Result<Bytes
 async fn slime(State(app): State<Arc<App>>, body: std::result::Result<Bytes, BytesRejection>) -> Response {
     let _busy = InFlight::new(&app.metrics);
     let run = async {
-        let body = body?;
-        let small = body.len() <= INLINE_BYTES;
-        let a = Arc::clone(&app);
-        let item = cpu(small, move || wire::parse_slime_request(&body, &a.rules)).await??;
+        let item = parse_body(&app, body, |b, a| wire::parse_slime_request(b, &a.rules)).await?;
         let outcome = app.judge(vec![(None, item)]).await?.pop().ok_or_else(|| {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the engine returned no result")
         })?;
@@ -614,24 +622,16 @@ async fn slime(State(app): State<Arc<App>>, body: std::result::Result<Bytes, Byt
     run.await.unwrap_or_else(IntoResponse::into_response)
 }
 
-/// The error kinds of items, as `&'static str` for the error body.
+/// An item error's kind, as the `&'static str` the error body takes: one of [`Error::KINDS`].
 fn item_kind(kind: &str) -> &'static str {
-    match kind {
-        "invalid_field" => "invalid_field",
-        "parse" => "parse",
-        "backend" => "backend",
-        "too_long" => "too_long",
-        _ => "item_error",
-    }
+    Error::KINDS.iter().find(|k| **k == kind).copied().unwrap_or("internal")
 }
 
 async fn verify(State(app): State<Arc<App>>, body: std::result::Result<Bytes, BytesRejection>) -> Response {
     let _busy = InFlight::new(&app.metrics);
     let run = async {
-        let body = body?;
-        let small = body.len() <= INLINE_BYTES;
-        let a = Arc::clone(&app);
-        let items = cpu(small, move || wire::parse_verify_request(&body, &a.rules, a.max_request_records)).await??;
+        let items =
+            parse_body(&app, body, |b, a| wire::parse_verify_request(b, &a.rules, a.max_request_records)).await?;
         let outcomes = app.judge(items).await?;
         let small = outcomes.len() <= 256;
         let reply = cpu(small, move || json(StatusCode::OK, &wire::verify_response(outcomes))).await?;

@@ -96,11 +96,32 @@ class _TooLarge(Exception):
     pass
 
 
-def _post_once(url, body, config, remaining):
+def _headers(config):
     headers = {"Content-Type": "application/json"}
     if config.api_key:
         headers["Authorization"] = "Bearer " + config.api_key
-    req = urllib.request.Request(url + "/get_reward", data=json.dumps(body).encode(), headers=headers)
+    return headers
+
+
+def _failed_status(url, status, message):
+    """What a non-200 reply means: raise when retrying cannot help, else the text to report."""
+    if status == 413:
+        raise _TooLarge(message)
+    if status not in TRANSIENT_STATUS:
+        raise GavelError(f"{url}/get_reward answered {status}: {message}", status=status)
+    return f"{status}: {message}"
+
+
+def _wait_before_retry(attempt, config, hint, deadline, last):
+    """The pause before the next try; raises when it would end past the deadline."""
+    wait = _backoff(attempt, config, hint)
+    if time.monotonic() + wait >= deadline:
+        raise GavelError(f"no reward within the {config.timeout:.0f} s deadline (last: {last})")
+    return wait
+
+
+def _post_once(url, body, config, remaining):
+    req = urllib.request.Request(url + "/get_reward", data=json.dumps(body).encode(), headers=_headers(config))
     with urllib.request.urlopen(req, timeout=max(1.0, remaining)) as reply:
         return json.load(reply)
 
@@ -126,22 +147,14 @@ def _post(body, config, deadline):
         try:
             return _post_once(url, body, config, remaining)
         except urllib.error.HTTPError as e:
-            message = _error_text(e)
-            if e.code == 413:
-                raise _TooLarge(message) from None
-            if e.code not in TRANSIENT_STATUS:
-                raise GavelError(f"{url}/get_reward answered {e.code}: {message}", status=e.code) from None
-            last = f"{e.code}: {message}"
+            last = _failed_status(url, e.code, _error_text(e))
             hint = _retry_after(e.headers)
         except (urllib.error.URLError, http.client.HTTPException, ConnectionError, socket.timeout, TimeoutError, OSError) as e:
             last = f"{url}: {getattr(e, 'reason', e)}"
         except ValueError as e:  # a reply that is not JSON (a proxy's error page)
             last = f"{url}: the reply is not JSON: {e}"
-        wait = _backoff(attempt, config, hint)
+        time.sleep(_wait_before_retry(attempt, config, hint, deadline, last))
         attempt += 1
-        if time.monotonic() + wait >= deadline:
-            raise GavelError(f"no reward within the {config.timeout:.0f} s deadline (last: {last})")
-        time.sleep(wait)
 
 
 def _items(reply, n):
@@ -225,9 +238,7 @@ async def _reward_chunk_async(queries, labels, config, deadline):
 async def _post_async(body, config, deadline):
     import aiohttp
 
-    headers = {"Content-Type": "application/json"}
-    if config.api_key:
-        headers["Authorization"] = "Bearer " + config.api_key
+    headers = _headers(config)
     attempt = 0
     last = "no attempt made"
     while True:
@@ -247,16 +258,9 @@ async def _post_async(body, config, deadline):
                         message = json.loads(text).get("error", {}).get("message") or text
                     except ValueError:
                         message = text
-                    if resp.status == 413:
-                        raise _TooLarge(message)
-                    if resp.status not in TRANSIENT_STATUS:
-                        raise GavelError(f"{url}/get_reward answered {resp.status}: {message}", status=resp.status)
-                    last = f"{resp.status}: {message}"
+                    last = _failed_status(url, resp.status, message)
                     hint = _retry_after(resp.headers)
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as e:
             last = f"{url}: {e!r}"
-        wait = _backoff(attempt, config, hint)
+        await asyncio.sleep(_wait_before_retry(attempt, config, hint, deadline, last))
         attempt += 1
-        if time.monotonic() + wait >= deadline:
-            raise GavelError(f"no reward within the {config.timeout:.0f} s deadline (last: {last})")
-        await asyncio.sleep(wait)
