@@ -99,6 +99,46 @@ pub struct Judge {
     config: JudgeConfig,
     cache: Option<(Arc<VerdictCache>, String)>,
     calibrator: Option<Calibrator>,
+    baselines: BaselineMemo,
+}
+
+/// Where a nugget's content-free baseline comes from: read in this call (group, suffix), or
+/// known from an earlier call.
+#[derive(Clone)]
+enum Baseline {
+    Read(usize, usize),
+    Known(Arc<[f32]>),
+}
+
+/// Content-free baseline reads kept across calls and requests: they depend only on the
+/// baseline prompt (template, query, nugget) and the model, both fixed for a judge, so a rubric
+/// judged against many answers (RL rollouts, a file of systems' summaries) pays for each once.
+/// Two generations bound the memory: when the young one is full, it becomes the old one.
+#[derive(Default)]
+struct BaselineMemo {
+    inner: std::sync::Mutex<[MemoGeneration; 2]>,
+}
+
+/// Baseline reads by (prefix, suffix) of their prompt.
+type MemoGeneration = std::collections::HashMap<(String, String), Arc<[f32]>>;
+
+impl BaselineMemo {
+    /// Entries per generation (about 100 bytes of floats each, plus the key).
+    const GENERATION: usize = 1 << 16;
+
+    fn get(&self, prefix: &str, suffix: &str) -> Option<Arc<[f32]>> {
+        let memo = self.inner.lock().ok()?;
+        let key = (prefix.to_string(), suffix.to_string());
+        memo[0].get(&key).or_else(|| memo[1].get(&key)).cloned()
+    }
+
+    fn put(&self, prefix: &str, suffix: &str, lps: &[f32]) {
+        let Ok(mut memo) = self.inner.lock() else { return };
+        if memo[0].len() >= Self::GENERATION {
+            memo[1] = std::mem::take(&mut memo[0]);
+        }
+        memo[0].insert((prefix.to_string(), suffix.to_string()), Arc::from(lps));
+    }
 }
 
 /// The passage of the baseline prompts that measure how likely a nugget is without evidence.
@@ -113,7 +153,7 @@ struct Pending {
 impl Judge {
     /// A judge over `backend` with `prompts`.
     pub fn new(backend: Arc<dyn Backend>, prompts: PromptSet, config: JudgeConfig) -> Self {
-        Judge { backend, prompts, config, cache: None, calibrator: None }
+        Judge { backend, prompts, config, cache: None, calibrator: None, baselines: BaselineMemo::default() }
     }
 
     /// Cache raw model outputs in `cache`; `model_key` identifies the model file (see
@@ -253,8 +293,8 @@ impl Judge {
 
     fn format(&self, task: &Task, answer: &str, nugget: &str) -> Result<String> {
         let vars = JudgeVars { query: task.query.as_deref(), answer, nugget, gold_answers: &task.gold_answers };
-        let messages = self.prompts.render_judge(self.config.mode, &vars)?;
-        self.backend.format_chat(&messages)
+        let prompt = self.prompts.render_judge(self.config.mode, &vars)?;
+        Ok(self.backend.format_chat(&prompt.messages)? + &prompt.reply_start)
     }
 
     fn group(&self, task: &Task, answer: &str, nuggets: &[usize]) -> Result<PromptGroup> {
@@ -309,7 +349,8 @@ impl Judge {
 
     /// Prompts that read each nugget's likelihood after a content-free passage (the baseline of
     /// its PMI): the task's prompts with the passage replaced by "N/A", each cut right after the
-    /// nugget (what follows cannot change the nugget's own tokens), identical prompts read once.
+    /// nugget (what follows cannot change the nugget's own tokens), identical prompts read once,
+    /// prompts read by an earlier call not read again.
     /// Returns the groups and, per pending task and nugget, where its baseline is.
     #[allow(clippy::type_complexity)]
     fn baseline_groups(
@@ -317,7 +358,7 @@ impl Judge {
         tasks: &[Task],
         pending: &[Pending],
         main: &[PromptGroup],
-    ) -> (Vec<PromptGroup>, Vec<Vec<Option<(usize, usize)>>>) {
+    ) -> (Vec<PromptGroup>, Vec<Vec<Option<Baseline>>>) {
         use std::collections::HashMap;
         let mut groups: Vec<PromptGroup> = Vec::new();
         let mut group_of: HashMap<String, usize> = HashMap::new();
@@ -337,25 +378,28 @@ impl Judge {
                 base_of.push(vec![None; p.nuggets.len()]);
                 continue;
             };
-            let gi = *group_of.entry(base.prefix.clone()).or_insert_with(|| {
-                groups.push(PromptGroup {
-                    prefix: base.prefix.clone(),
-                    suffixes: Vec::new(),
-                    spans: Vec::new(),
-                    baseline: true,
-                });
-                groups.len() - 1
-            });
             let row = (0..p.nuggets.len())
                 .map(|k| {
                     let (a, b) = base.span(k)?;
                     let cut = base.suffixes[k][..b].to_string();
+                    if let Some(known) = self.baselines.get(&base.prefix, &cut) {
+                        return Some(Baseline::Known(known));
+                    }
+                    let gi = *group_of.entry(base.prefix.clone()).or_insert_with(|| {
+                        groups.push(PromptGroup {
+                            prefix: base.prefix.clone(),
+                            suffixes: Vec::new(),
+                            spans: Vec::new(),
+                            baseline: true,
+                        });
+                        groups.len() - 1
+                    });
                     let si = *suffix_of.entry((gi, cut.clone())).or_insert_with(|| {
                         groups[gi].suffixes.push(cut);
                         groups[gi].spans.push(Some((a, b)));
                         groups[gi].suffixes.len() - 1
                     });
-                    Some((gi, si))
+                    Some(Baseline::Read(gi, si))
                 })
                 .collect();
             base_of.push(row);
@@ -401,9 +445,18 @@ impl Judge {
                 all.extend(base_groups);
                 let mut results = self.score_cached(&all);
                 let base_results = results.split_off(n_main.min(results.len()));
+                for (g, res) in all[n_main..].iter().zip(&base_results) {
+                    for (suffix, r) in g.suffixes.iter().zip(res) {
+                        if let Some(lps) = r.as_ref().ok().and_then(|s| s.span_logprobs.as_deref()) {
+                            self.baselines.put(&g.prefix, suffix, lps);
+                        }
+                    }
+                }
                 let base_lps = |p: usize, k: usize| -> Option<&[f32]> {
-                    let (g, s) = base_of[p][k]?;
-                    base_results.get(g)?.get(s)?.as_ref().ok()?.span_logprobs.as_deref()
+                    match base_of[p][k].as_ref()? {
+                        Baseline::Read(g, s) => base_results.get(*g)?.get(*s)?.as_ref().ok()?.span_logprobs.as_deref(),
+                        Baseline::Known(lps) => Some(lps),
+                    }
                 };
                 for (pi, (p, res)) in pending.iter().zip(results).enumerate() {
                     truncated[p.task] = p.truncated;

@@ -15,8 +15,10 @@ use crate::rubric::Label;
 const BUILTIN: &[(&str, &str)] = &[
     ("judge.system.jinja", include_str!("../prompts/judge.system.jinja")),
     ("judge.user.jinja", include_str!("../prompts/judge.user.jinja")),
+    ("judge.assistant.jinja", include_str!("../prompts/judge.assistant.jinja")),
     ("judge_reasoned.system.jinja", include_str!("../prompts/judge_reasoned.system.jinja")),
     ("judge_reasoned.user.jinja", include_str!("../prompts/judge_reasoned.user.jinja")),
+    ("judge_reasoned.assistant.jinja", include_str!("../prompts/judge_reasoned.assistant.jinja")),
     ("judge_reasoned.gbnf", include_str!("../prompts/judge_reasoned.gbnf")),
     ("labels.toml", include_str!("../prompts/labels.toml")),
     ("extract.system.jinja", include_str!("../prompts/extract.system.jinja")),
@@ -231,24 +233,30 @@ impl PromptSet {
         self.files.get("judge_reasoned.gbnf").map(String::as_str).unwrap_or_default()
     }
 
-    /// Render the judge messages for one nugget.
-    pub fn render_judge(&self, mode: JudgeMode, vars: &JudgeVars<'_>) -> Result<Vec<Message>> {
+    /// Render the judge prompt for one nugget: the system and user messages, and the start of
+    /// the assistant's reply (`<stem>.assistant.jinja`, empty for none) that the model continues.
+    pub fn render_judge(&self, mode: JudgeMode, vars: &JudgeVars<'_>) -> Result<JudgePrompt> {
         let mut messages = Vec::with_capacity(2);
         for role in ["system", "user"] {
-            let name = format!("{}.{role}.jinja", mode.stem());
-            let tmpl = self
-                .env
-                .get_template(&name)
-                .map_err(|e| Error::Template { name: name.clone(), reason: describe(&e) })?;
-            let content =
-                tmpl.render(vars).map_err(|e| Error::Template { name: name.clone(), reason: describe(&e) })?;
-            let content = content.trim().to_string();
+            let content = self.render_file(&format!("{}.{role}.jinja", mode.stem()), vars)?.trim().to_string();
             if !content.is_empty() {
                 messages.push(Message { role: role.to_string(), content });
             }
         }
-        Ok(messages)
+        // Leading white space is kept out: the chat template's assistant opener ends the line.
+        let reply_start = self.render_file(&format!("{}.assistant.jinja", mode.stem()), vars)?;
+        let reply_start = reply_start.trim_start().trim_end_matches(['\n', '\r']).to_string();
+        Ok(JudgePrompt { messages, reply_start })
     }
+}
+
+/// A rendered judge prompt: chat messages, then the text the assistant's reply starts with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JudgePrompt {
+    /// System and user messages.
+    pub messages: Vec<Message>,
+    /// Appended after the chat template's assistant opener (may be empty).
+    pub reply_start: String,
 }
 
 /// minijinja's message plus the template line, when it has one.
@@ -292,12 +300,15 @@ mod tests {
     #[test]
     fn builtin_renders_the_nugget_after_the_passage() {
         let p = PromptSet::builtin();
-        let m = p.render_judge(JudgeMode::Scored, &vars(Some("Who?"), "Marie Curie won.", "Curie won", &[])).unwrap();
+        let m = p
+            .render_judge(JudgeMode::Scored, &vars(Some("Who?"), "Marie Curie won.", "Curie won", &[]))
+            .unwrap()
+            .messages;
         assert_eq!(m.len(), 2);
         assert_eq!(m[0].role, "system");
         assert!(m[1].content.starts_with("Question: Who?\nPassage:\nMarie Curie won."), "{}", m[1].content);
         assert!(m[1].content.contains("Statement: Curie won\nDoes the passage"), "{}", m[1].content);
-        let m = p.render_judge(JudgeMode::Scored, &vars(None, "text", "n", &[])).unwrap();
+        let m = p.render_judge(JudgeMode::Scored, &vars(None, "text", "n", &[])).unwrap().messages;
         assert!(!m[1].content.contains("Question"));
     }
 
@@ -305,7 +316,7 @@ mod tests {
     fn short_form_uses_the_answer_wording() {
         let p = PromptSet::builtin();
         let gold = vec!["Paris".to_string()];
-        let m = p.render_judge(JudgeMode::Scored, &vars(Some("Capital?"), "Paris", "Paris", &gold)).unwrap();
+        let m = p.render_judge(JudgeMode::Scored, &vars(Some("Capital?"), "Paris", "Paris", &gold)).unwrap().messages;
         assert!(m[1].content.contains("Statement: The answer to the question is \"Paris\".\n"), "{}", m[1].content);
     }
 
@@ -314,7 +325,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("judge.user.jinja"), "{{ answer }} | {{ nugget }}").unwrap();
         let p = PromptSet::with_overrides(dir.path()).unwrap();
-        let m = p.render_judge(JudgeMode::Scored, &vars(None, "A", "N", &[])).unwrap();
+        let m = p.render_judge(JudgeMode::Scored, &vars(None, "A", "N", &[])).unwrap().messages;
         assert_eq!(m[1].content, "A | N");
         assert_ne!(p.version(), PromptSet::builtin().version());
 

@@ -327,3 +327,32 @@ fn the_token_budget_accounts_for_every_prompt_token_by_part() {
         assert_eq!(parts[3] > 0, likelihood, "baseline tokens only with the likelihood read: {parts:?}");
     }
 }
+
+/// A nugget's content-free baseline is read once per judge: a later call (another answer to the
+/// same rubric, an RL rollout) reuses it and pays no baseline tokens, with the same PMI inputs.
+#[test]
+fn the_content_free_baseline_is_read_once_across_calls() {
+    let path = gavel::model_store::ensure_default_model().expect("default model (run `make model`)");
+    let backend = std::sync::Arc::new(EmbeddedBackend::load(EmbeddedConfig::new(path)).expect("load"));
+    let judge = gavel::Judge::new(backend.clone(), gavel::PromptSet::builtin(), JudgeConfig::default());
+    let nuggets = ["The Eiffel Tower was completed in 1889", "The tower is in Rome"];
+    let baseline_tokens = |t: &Task| {
+        let before = backend.usage().budget.baseline;
+        let j = judge.judge(std::slice::from_ref(t)).remove(0).unwrap();
+        (j, backend.usage().budget.baseline - before)
+    };
+    let (first, paid) = baseline_tokens(&task(PASSAGE, &nuggets));
+    assert!(paid > 0, "the first call reads the baselines");
+    let (second, again) = baseline_tokens(&task("The tower stands in Paris and opened in 1889.", &nuggets));
+    assert_eq!(again, 0, "the second call reuses them");
+    for (a, b) in first.verdicts.iter().zip(&second.verdicts) {
+        let (a, b) = (a.raw.unwrap().nugget_lp.unwrap(), b.raw.unwrap().nugget_lp.unwrap());
+        // PMI = mean log P(nugget | passage) - mean log P(nugget | no passage): the baseline
+        // term is the same number in both calls.
+        let base = |n: gavel::aggregate::NuggetLp| n.mean - n.pmi_mean.unwrap();
+        assert!((base(a) - base(b)).abs() < 1e-9, "{a:?} {b:?}");
+    }
+    // A new nugget still gets its own baseline.
+    let (_, fresh) = baseline_tokens(&task(PASSAGE, &["Gustave Eiffel designed it"]));
+    assert!(fresh > 0);
+}

@@ -33,8 +33,11 @@ fn prompt_fixtures_render_as_expected() {
             nugget: &case.nugget,
             gold_answers: &case.gold_answers,
         };
-        let messages = prompts.render_judge(case.mode, &vars).unwrap();
-        let got: String = messages.iter().map(|m| format!("[{}]\n{}\n", m.role, m.content)).collect();
+        let prompt = prompts.render_judge(case.mode, &vars).unwrap();
+        let mut got: String = prompt.messages.iter().map(|m| format!("[{}]\n{}\n", m.role, m.content)).collect();
+        if !prompt.reply_start.is_empty() {
+            got.push_str(&format!("[assistant, continued by the model]\n{}\n", prompt.reply_start));
+        }
         let expected_path = path.with_extension("txt");
         if bless {
             std::fs::write(&expected_path, &got).unwrap();
