@@ -4,10 +4,15 @@
 Reads the features gavel wrote (`gavel calibrate --features-out F.csv`, one row per labeled
 verdict with every feature) and two calibration files (`gavel calibrate -o X.json`), applies
 each calibration's long-form stack to the rows of FILE in PART, and prints macro-F1 for
-calibration A, calibration B and the fixed lexical judge (support >= 0.75, partial >= 0.5), with
-95% intervals of A - lexical and A - B from resampling records (2,000 resamples, seed 0).
+calibration A, calibration B and the lexical judge, with 95% intervals of A - lexical and A - B
+from resampling groups of records (records that share a query, or an article: the CSV's `group`
+column; 2,000 resamples, seed 0).
 
-  scripts/bootstrap-f1.py F.csv FILE PART A.json B.json [--two-grade]
+  scripts/bootstrap-f1.py F.csv FILE PART A.json B.json [--two-grade] [--lexical-from N1,N2]
+
+The lexical judge has fixed thresholds (support >= 0.75, partial >= 0.5) unless --lexical-from
+names files of the CSV: then its thresholds are fitted on every row of those files (grid of 0.05,
+mean macro-F1 over the files, each on its own grading), as a user without a model would.
 
 Needs numpy. 2-grade (REALSumm): the partial probability is folded into not_support before
 choosing, as `gavel eval` does for 2-grade gold.
@@ -58,13 +63,39 @@ def predict(stack, row, two):
     return int(np.argmax(p))
 
 
+def lexical(ov, support, partial):
+    return np.where(ov >= support, 0, np.where(ov >= partial, 1, 2))
+
+
+def fit_lexical(rows_by_file):
+    """Thresholds with the best mean macro-F1 over the files, each on its own grading."""
+    data = []
+    for rows in rows_by_file:
+        g = np.array([IDX[r["gold"]] for r in rows])
+        data.append((g, np.array([float(r["overlap"]) for r in rows]), not (g == 1).any()))
+    best = (-1.0, 0.75, 0.5)
+    for s in range(1, 21):
+        for p in range(0, s + 1):
+            f = np.mean([macro_f1(g, lexical(ov, s * 0.05, p * 0.05), two) for g, ov, two in data])
+            if f > best[0] + 1e-12:
+                best = (f, s * 0.05, p * 0.05)
+    return best[1], best[2]
+
+
 def main():
-    args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    two = "--two-grade" in sys.argv
+    argv = sys.argv[1:]
+    lex_from = None
+    if "--lexical-from" in argv:
+        i = argv.index("--lexical-from")
+        lex_from = argv[i + 1].split(",")
+        del argv[i : i + 2]
+    args = [a for a in argv if not a.startswith("--")]
+    two = "--two-grade" in argv
     if len(args) != 5:
         sys.exit(__doc__)
     csv_path, file_name, part, a_path, b_path = args
-    rows = [r for r in csv.DictReader(open(csv_path)) if r["file"] == file_name and r["part"] == part]
+    every = list(csv.DictReader(open(csv_path)))
+    rows = [r for r in every if r["file"] == file_name and r["part"] == part]
     if not rows:
         sys.exit(f"no rows for file {file_name!r} part {part!r} in {csv_path}")
     a, b = (json.load(open(p))["stack"] for p in (a_path, b_path))
@@ -72,11 +103,18 @@ def main():
     pa = np.array([predict(a, r, two) for r in rows])
     pb = np.array([predict(b, r, two) for r in rows])
     ov = np.array([float(r["overlap"]) for r in rows])
-    pl = np.where(ov >= 0.75, 0, np.where(ov >= 0.5, 1, 2))
-    ids = sorted({r["id"] for r in rows})
+    cuts = (0.75, 0.5)
+    if lex_from:
+        fitting = [[r for r in every if r["file"] == n] for n in lex_from]
+        if not all(fitting):
+            sys.exit(f"--lexical-from: no rows for one of {lex_from}")
+        cuts = fit_lexical(fitting)
+    pl = lexical(ov, *cuts)
+    key = "group" if "group" in rows[0] else "id"
+    ids = sorted({r[key] for r in rows})
     by_id = {i: [] for i in ids}
     for j, r in enumerate(rows):
-        by_id[r["id"]].append(j)
+        by_id[r[key]].append(j)
     rng = np.random.default_rng(0)
     d_lex, d_b = [], []
     for _ in range(2000):
@@ -88,9 +126,10 @@ def main():
     def ci(d):
         return f"{np.mean(d):+.3f} [{np.quantile(d, 0.025):+.3f}, {np.quantile(d, 0.975):+.3f}]"
 
-    print(f"{file_name} part {part}: {len(rows)} verdicts, {len(ids)} records")
-    print(f"macro-F1  A {macro_f1(gold, pa, two):.3f}  B {macro_f1(gold, pb, two):.3f}  lexical {macro_f1(gold, pl, two):.3f}")
-    print(f"A - lexical {ci(d_lex)}   A - B {ci(d_b)}   (95% bootstrap over records)")
+    print(f"{file_name} part {part}: {len(rows)} verdicts, {len(ids)} groups ({key})")
+    lex = f"lexical (support >= {cuts[0]:.2f}, partial >= {cuts[1]:.2f}{', fitted on ' + '+'.join(lex_from) if lex_from else ', fixed'})"
+    print(f"macro-F1  A {macro_f1(gold, pa, two):.3f}  B {macro_f1(gold, pb, two):.3f}  {lex} {macro_f1(gold, pl, two):.3f}")
+    print(f"A - lexical {ci(d_lex)}   A - B {ci(d_b)}   (95% bootstrap over {key}s)")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::label::{Grades, Label};
 use crate::metrics::agreement;
 use crate::record::{fold_of, part_of, Part, Task};
-use crate::stack::{feature_names, FeatureInput, FeatureSet, HeadChoice, Stack};
+use crate::stack::{feature_names, FeatureInput, FeatureSet, Selection, Stack};
 
 /// Answers with no content, used to measure the model's label prior.
 pub const CONTENT_FREE_ANSWERS: &[&str] = &["N/A", "", "[MASK]"];
@@ -159,6 +159,7 @@ impl Calibrator {
     pub fn describe(&self) -> String {
         let kind = match self.stack.as_ref().or(self.short_stack.as_ref()) {
             Some(s) if s.features == FeatureSet::All => "stacked judge (model + lexical features)",
+            Some(s) if s.features == FeatureSet::Aligned => "stacked judge (model + aligned lexical features)",
             Some(s) if s.features == FeatureSet::Likelihood => {
                 "stacked judge (the model's nugget likelihood + lexical features)"
             }
@@ -257,6 +258,8 @@ pub struct LabeledVerdict {
     pub part: Part,
     /// The record's cross-validation fold (by query, like the halves).
     pub fold: usize,
+    /// The record's group ([`crate::record::group_of`]), for bootstrap intervals.
+    pub group: u64,
     /// A short-form verdict (fitted by its own stack).
     pub short: bool,
     /// Gold label.
@@ -284,6 +287,7 @@ impl LabeledVerdict {
             nugget,
             part: part_of(task),
             fold: fold_of(task, CV_FOLDS),
+            group: crate::record::group_of(task),
             short: task.is_short_form(),
             gold,
             probs: raw.probs.to_array(),
@@ -294,10 +298,11 @@ impl LabeledVerdict {
     /// One line of the features CSV (see [`features_csv_header`]); `file` names its file.
     pub fn csv_row(&self, file: &str) -> String {
         format!(
-            "{},{},{},{},{},{}",
+            "{},{},{},{:016x},{},{},{}",
             file,
             self.id.as_deref().unwrap_or("").replace(',', ";"),
             self.part,
+            self.group,
             self.nugget,
             self.gold.as_str(),
             self.features.iter().map(|v| format!("{v}")).collect::<Vec<_>>().join(",")
@@ -308,8 +313,9 @@ impl LabeledVerdict {
 /// What a fit is asked for.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FitOptions {
-    /// The stacked judge's features; `None` fits contextual calibration and thresholds only.
-    pub stack: Option<FeatureSet>,
+    /// The stacked judge's feature sets to choose among (see [`Stack::select_long_form`]; the
+    /// short-form stack uses the first); empty fits contextual calibration and thresholds only.
+    pub stack: Vec<FeatureSet>,
     /// Grading the thresholds optimise; `None`: 3-grade when any gold is partial support.
     pub grades: Option<Grades>,
     /// The model's mean label distribution for content-free answers.
@@ -329,8 +335,8 @@ pub struct FitOptions {
 pub struct FitReport {
     /// Grading the thresholds were chosen for.
     pub grades: Grades,
-    /// The long-form stack's head (ordinal or not) and the cross-validation that chose it.
-    pub head: Option<(bool, HeadChoice)>,
+    /// How the long-form stack's features, penalty and head were chosen.
+    pub selection: Option<Selection>,
 }
 
 /// Fit a calibration (contextual calibration, thresholds and, when asked, the stacked judges)
@@ -365,10 +371,10 @@ pub fn fit(items: &[LabeledVerdict], opts: &FitOptions) -> Result<(Calibrator, F
     let pairs: Vec<([f64; 3], Label)> = items.iter().map(|i| (i.probs, i.gold)).collect();
     let (bias, f1) = Calibrator::fit(&pairs, opts.content_free, grades);
     let n_files = items.iter().map(|i| i.file).max().map_or(0, |m| m + 1);
-    let mut head = None;
+    let mut selection = None;
     // One stack for long-form verdicts, one for short-form ones, each over its own items; each
     // input file weighs the same in a fit, however many verdicts it has.
-    let mut fit_stack = |set: FeatureSet, short: bool| -> Option<Stack> {
+    let mut fit_stack = |sets: &[FeatureSet], short: bool| -> Option<Stack> {
         let idx: Vec<usize> = (0..items.len()).filter(|&i| items[i].short == short).collect();
         if idx.is_empty() {
             return None;
@@ -378,24 +384,27 @@ pub fn fit(items: &[LabeledVerdict], opts: &FitOptions) -> Result<(Calibrator, F
             per_file[items[i].file] += 1;
         }
         let files = per_file.iter().filter(|&&c| c > 0).count().max(1) as f64;
-        let xs: Vec<Vec<f64>> = idx.iter().map(|&i| crate::stack::select(set, &items[i].features)).collect();
+        let xs_of = |set: FeatureSet| -> Vec<Vec<f64>> {
+            idx.iter().map(|&i| crate::stack::select(set, &items[i].features)).collect()
+        };
         let golds: Vec<Label> = idx.iter().map(|&i| items[i].gold).collect();
         let w: Vec<f64> =
             idx.iter().map(|&i| idx.len() as f64 / (files * per_file[items[i].file].max(1) as f64)).collect();
         Some(if short {
-            // Short-form verdicts are correct or not: 2-grade.
-            Stack::fit_weighted(set, &xs, &golds, &w, true, 1e-3)
+            // Short-form verdicts are correct or not: 2-grade, one set (the first asked for).
+            let set = sets.first()?.for_short_form();
+            Stack::fit_weighted(set, &xs_of(set), &golds, &w, true, 1e-3)
         } else {
-            // Long-form: multinomial or ordinal head, whichever cross-validates better here.
+            // Long-form: features, penalty and head chosen on held-out sources (or folds).
             let files: Vec<usize> = idx.iter().map(|&i| items[i].file).collect();
             let folds: Vec<usize> = idx.iter().map(|&i| items[i].fold).collect();
-            let (stack, choice) = Stack::fit_long_form(set, &xs, &golds, &w, &files, &folds, 1e-3);
-            head = Some((stack.ordinal.is_some(), choice));
+            let (stack, chosen) = Stack::select_long_form(sets, xs_of, &golds, &w, &files, &folds);
+            selection = Some(chosen);
             stack
         })
     };
-    let stack = opts.stack.and_then(|set| fit_stack(set, false));
-    let short_stack = opts.stack.and_then(|set| fit_stack(set, true));
+    let stack = if opts.stack.is_empty() { None } else { fit_stack(&opts.stack, false) };
+    let short_stack = if opts.stack.is_empty() { None } else { fit_stack(&opts.stack, true) };
     let c = Calibrator {
         model: opts.model.clone(),
         model_file: opts.model_file.clone(),
@@ -409,13 +418,13 @@ pub fn fit(items: &[LabeledVerdict], opts: &FitOptions) -> Result<(Calibrator, F
         stack,
         short_stack,
     };
-    Ok((c, FitReport { grades, head }))
+    Ok((c, FitReport { grades, selection }))
 }
 
 /// The header of the features CSV: where each labeled verdict came from, its gold label and
 /// every stack feature.
 pub fn features_csv_header() -> String {
-    format!("file,id,part,nugget,gold,{}", feature_names(FeatureSet::All).join(","))
+    format!("file,id,part,group,nugget,gold,{}", feature_names(FeatureSet::All).join(","))
 }
 
 #[cfg(test)]

@@ -119,6 +119,170 @@ impl LexicalThresholds {
     }
 }
 
+/// The numbers a text states. A minus sign counts only where it starts a number ("-3", "(-3"),
+/// not between two ("1927-1928" is 1927 and 1928); commas only group thousands ("1,234,567"),
+/// so "1,2,3" is 1, 2 and 3; digits inside a word ("v2") are not a number.
+pub fn numbers_in(text: &str) -> impl Iterator<Item = f64> + '_ {
+    static NUM: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let re = NUM.get_or_init(|| {
+        regex::Regex::new(r"(?:^|[^\w.])(-?)(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)").expect("static regex")
+    });
+    // Overlapping starts ("1927-1928": the second number begins at the hyphen) need a scan from
+    // each match's end, so collect matches by hand.
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some(c) = re.captures_at(text, at) {
+        let whole = c.get(0).expect("match");
+        let sign = c.get(1).map_or("", |m| m.as_str());
+        let digits = c.get(2).expect("digits");
+        if let Ok(v) = format!("{sign}{}", digits.as_str().replace(',', "")).parse::<f64>() {
+            out.push(v);
+        }
+        at = digits.end().max(whole.start() + 1);
+    }
+    out.into_iter()
+}
+
+/// Words that negate a statement (after normalisation: "didn't" becomes "didn t").
+const NEGATIONS: &[&str] = &["not", "no", "never", "none", "nor", "neither", "nobody", "nothing", "without", "t"];
+
+/// Small number words read as their digits, so "three" and "3" are the same number.
+const NUMBER_WORDS: &[(&str, f64)] = &[
+    ("one", 1.0),
+    ("two", 2.0),
+    ("three", 3.0),
+    ("four", 4.0),
+    ("five", 5.0),
+    ("six", 6.0),
+    ("seven", 7.0),
+    ("eight", 8.0),
+    ("nine", 9.0),
+    ("ten", 10.0),
+    ("eleven", 11.0),
+    ("twelve", 12.0),
+    ("twenty", 20.0),
+    ("hundred", 100.0),
+    ("thousand", 1000.0),
+    ("million", 1e6),
+    ("billion", 1e9),
+];
+
+/// How a nugget lines up with the sentences of the judged text, without a model: long evidence
+/// dilutes whole-text overlap, so the best-matching window (one or two consecutive sentences)
+/// decides, and the checks that overlap cannot see (a changed number, a negation, a missing
+/// name) are read against the text.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Alignment {
+    /// Share of the nugget's content words found in the best window.
+    pub best_overlap: f64,
+    /// Share of the nugget's word bigrams found in the best window (by bigrams).
+    pub best_bigram: f64,
+    /// Numbers the nugget states that the text nowhere states.
+    pub numbers_missing: f64,
+    /// 1 when the nugget states a number the best window lacks while the window states another
+    /// number (a changed figure), else 0.
+    pub number_conflict: f64,
+    /// 1 when exactly one of the nugget and its best window is negated, else 0.
+    pub negation_mismatch: f64,
+    /// Share of the nugget's names (capitalised words after the first) absent from the text.
+    pub names_missing: f64,
+}
+
+/// The sentences of a text: split at line ends and after `.`, `!` or `?` followed by a space.
+pub fn sentences(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    for line in text.split('\n') {
+        let mut start = 0;
+        let bytes = line.as_bytes();
+        for i in 0..bytes.len() {
+            if matches!(bytes[i], b'.' | b'!' | b'?') && bytes.get(i + 1) == Some(&b' ') {
+                out.push(&line[start..=i]);
+                start = i + 1;
+            }
+        }
+        out.push(&line[start..]);
+    }
+    out.retain(|s| !s.trim().is_empty());
+    out
+}
+
+/// The numbers of a text, with small number words counted as numbers.
+fn numbers_with_words(text_norm: &str, raw: &str) -> Vec<f64> {
+    let mut v: Vec<f64> = numbers_in(raw).collect();
+    v.extend(text_norm.split(' ').filter_map(|w| NUMBER_WORDS.iter().find(|(k, _)| *k == w).map(|(_, n)| *n)));
+    v
+}
+
+fn is_negated(words: &[&str]) -> bool {
+    words.iter().any(|w| NEGATIONS.contains(w))
+}
+
+/// Align `nugget` with the sentences of `text` (see [`Alignment`]).
+pub fn align(nugget: &str, text: &str) -> Alignment {
+    let nug_norm = normalize_answer(nugget);
+    let nug_words: Vec<&str> = nug_norm.split(' ').filter(|w| !w.is_empty()).collect();
+    let content: Vec<&str> = nug_words.iter().copied().filter(|w| !is_stopword(w)).collect();
+    let bigrams: Vec<(&str, &str)> = nug_words.windows(2).map(|w| (w[0], w[1])).collect();
+    let sents: Vec<String> = sentences(text).into_iter().map(normalize_answer).collect();
+    let raw_sents = sentences(text);
+    // Windows of one and two consecutive sentences; the best by content-word share, then bigrams.
+    let mut best = (0.0, 0.0, usize::MAX, 1usize);
+    for i in 0..sents.len() {
+        for len in 1..=2.min(sents.len() - i) {
+            let joined = sents[i..i + len].join(" ");
+            let words: Vec<&str> = joined.split(' ').filter(|w| !w.is_empty()).collect();
+            let set: HashSet<&str> = words.iter().copied().collect();
+            let overlap = share_found(&content, &set).1;
+            let pairs: HashSet<(&str, &str)> = words.windows(2).map(|w| (w[0], w[1])).collect();
+            let bigram = if bigrams.is_empty() {
+                overlap
+            } else {
+                bigrams.iter().filter(|b| pairs.contains(b)).count() as f64 / bigrams.len() as f64
+            };
+            if (overlap, bigram) > (best.0, best.1) || best.2 == usize::MAX {
+                best = (overlap, bigram, i, len);
+            }
+        }
+    }
+    let text_norm = normalize_answer(text);
+    let text_set: HashSet<&str> = text_norm.split(' ').collect();
+    let nug_numbers = numbers_with_words(&nug_norm, nugget);
+    let text_numbers = numbers_with_words(&text_norm, text);
+    let same = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(1.0);
+    let numbers_missing = nug_numbers.iter().filter(|&&n| !text_numbers.iter().any(|&t| same(n, t))).count() as f64;
+    let (negation_mismatch, number_conflict) = if best.2 == usize::MAX {
+        (0.0, 0.0)
+    } else {
+        let window_norm = sents[best.2..best.2 + best.3].join(" ");
+        let window_words: Vec<&str> = window_norm.split(' ').collect();
+        let window_raw = raw_sents[best.2..best.2 + best.3].join(" ");
+        let window_numbers = numbers_with_words(&window_norm, &window_raw);
+        let lacks = nug_numbers.iter().any(|&n| !window_numbers.iter().any(|&t| same(n, t)));
+        let other = window_numbers.iter().any(|&t| !nug_numbers.iter().any(|&n| same(n, t)));
+        (f64::from(u8::from(is_negated(&nug_words) != is_negated(&window_words))), f64::from(u8::from(lacks && other)))
+    };
+    let names: Vec<String> = nugget
+        .split_whitespace()
+        .skip(1)
+        .filter(|w| w.chars().next().is_some_and(char::is_uppercase))
+        .map(normalize_answer)
+        .filter(|w| !w.is_empty() && !is_stopword(w))
+        .collect();
+    let names_missing = if names.is_empty() {
+        0.0
+    } else {
+        names.iter().filter(|n| !n.split(' ').all(|w| text_set.contains(w))).count() as f64 / names.len() as f64
+    };
+    Alignment {
+        best_overlap: best.0,
+        best_bigram: best.1,
+        numbers_missing,
+        number_conflict,
+        negation_mismatch,
+        names_missing,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,6 +299,31 @@ mod tests {
         assert!(!contains_answer("", "") && !contains_answer("anything", ""));
         let golds = ["Canberra".to_string(), ".".to_string()];
         assert!(!exact_match(&golds, "") && !exact_match(&golds, "The") && exact_match(&golds, "canberra!"));
+    }
+
+    #[test]
+    fn alignment_reads_numbers_negations_and_the_best_sentence() {
+        let text = "The bridge opened in 1932. It carries six lanes of traffic.";
+        let kept = align("The bridge opened in 1932.", text);
+        let changed = align("The bridge opened in 1936.", text);
+        assert_eq!((kept.numbers_missing, kept.number_conflict), (0.0, 0.0));
+        assert_eq!((changed.numbers_missing, changed.number_conflict), (1.0, 1.0));
+        assert_eq!(align("The bridge carries 6 lanes.", text).numbers_missing, 0.0, "six is 6");
+        let negated = align("The bridge did not open in 1932.", text);
+        assert_eq!((kept.negation_mismatch, negated.negation_mismatch), (0.0, 1.0));
+        assert_eq!(align("The bridge didn't open in 1932.", text).negation_mismatch, 1.0);
+        // A statement found in the last sentence of a long passage: whole-text overlap is
+        // diluted, the best window is not.
+        let mut long = String::new();
+        for i in 0..60 {
+            long.push_str(&format!("Sentence {i} talks about weather, rivers and old castles. "));
+        }
+        long.push_str("Marie Curie won the Nobel Prize in Chemistry in 1911.");
+        let a = align("Marie Curie won the Nobel Prize in Chemistry in 1911.", &long);
+        assert_eq!((a.best_overlap, a.best_bigram, a.numbers_missing, a.names_missing), (1.0, 1.0, 0.0, 0.0));
+        let b = align("Pierre Curie won the Nobel Prize in Physics.", &long);
+        assert!(b.best_overlap < 1.0 && b.names_missing > 0.0, "{b:?}");
+        assert_eq!(sentences("A b. C d!\nE f"), vec!["A b.", " C d!", "E f"]);
     }
 
     #[test]

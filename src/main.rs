@@ -425,15 +425,22 @@ fn calibrate(args: cli::CalibrateArgs) -> Result<ExitCode, Error> {
         },
     };
     let (c, fit) = calibrate::fit(&collected.verdicts, &opts)?;
-    if let Some((ordinal, choice)) = fit.head {
+    if let Some(sel) = &fit.selection {
         println!(
-            "long-form stack head: {} (mean macro-F1 over files, {}-fold cross-validation on the fitting records: \
-             multinomial {:.3}, ordinal {:.3})",
-            if ordinal { "ordinal" } else { "multinomial" },
-            choice.folds,
-            choice.multinomial,
-            choice.ordinal
+            "long-form stack chosen by {} ({} held-out parts; mean macro-F1 over files, each on its own grading):",
+            if sel.by_source { "leaving each input file out in turn" } else { "folds of queries" },
+            sel.parts
         );
+        for (k, c) in sel.candidates.iter().take(6).enumerate() {
+            println!(
+                "  {} {:<16} l2 {:<6} {:<11} {:.3}",
+                if k == 0 { "*" } else { " " },
+                format!("{:?}", c.set),
+                c.l2,
+                if c.ordinal { "ordinal" } else { "multinomial" },
+                c.score
+            );
+        }
     }
     let out = args.output.clone().unwrap_or_else(|| Calibrator::path_for(&c.model));
     c.save(&out)?;

@@ -272,6 +272,12 @@ impl std::fmt::Display for Part {
     }
 }
 
+/// The record's group: records that share a query (or, without one, an article's first nugget)
+/// share it. They are not independent, so bootstrap intervals resample groups.
+pub fn group_of(task: &Task) -> u64 {
+    split_hash(task)
+}
+
 /// Which of `k` cross-validation folds a record falls in: by the same query/article key as
 /// [`part_of`] (other bits of its hash), so a fold never shares a query with the others.
 pub fn fold_of(task: &Task, k: usize) -> usize {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 pub use crate::label::Label;
-use crate::lexical::contains_answer;
+use crate::lexical::{contains_answer, numbers_in};
 pub use crate::lexical::{exact_match, normalize_answer};
 
 /// AutoNuggetizer importance.
@@ -387,30 +387,6 @@ fn compile_pattern(pattern: &str) -> std::result::Result<Regex, String> {
 
 /// Largest weight a nugget may carry: sums of weights stay finite.
 pub const MAX_WEIGHT: f64 = 1e9;
-
-/// The numbers a text states. A minus sign counts only where it starts a number ("-3", "(-3"),
-/// not between two ("1927-1928" is 1927 and 1928); commas only group thousands ("1,234,567"),
-/// so "1,2,3" is 1, 2 and 3; digits inside a word ("v2") are not a number.
-fn numbers_in(text: &str) -> impl Iterator<Item = f64> + '_ {
-    static NUM: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
-    let re = NUM.get_or_init(|| {
-        Regex::new(r"(?:^|[^\w.])(-?)(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)").expect("static regex")
-    });
-    // Overlapping starts ("1927-1928": the second number begins at the hyphen) need a scan from
-    // each match's end, so collect matches by hand.
-    let mut out = Vec::new();
-    let mut at = 0;
-    while let Some(c) = re.captures_at(text, at) {
-        let whole = c.get(0).expect("match");
-        let sign = c.get(1).map_or("", |m| m.as_str());
-        let digits = c.get(2).expect("digits");
-        if let Ok(v) = format!("{sign}{}", digits.as_str().replace(',', "")).parse::<f64>() {
-            out.push(v);
-        }
-        at = digits.end().max(whole.start() + 1);
-    }
-    out.into_iter()
-}
 
 /// Result of a deterministic check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

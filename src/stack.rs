@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::aggregate::{NuggetLp, RawScore};
 use crate::label::{Grades, Label};
-use crate::lexical::{contains_answer, content_words, normalize_answer, share_found};
+use crate::lexical::{align, contains_answer, content_words, normalize_answer, share_found};
 use crate::metrics::agreement;
 use crate::record::Task;
 
@@ -23,7 +23,49 @@ pub enum FeatureSet {
     /// The model's likelihood of the nugget (and its PMI) with the deterministic signals, without
     /// the label-token votes.
     Likelihood,
+    /// Few features, each monotone in support: whole-text and best-window overlap, bigrams,
+    /// numbers, negation and names against the best window, the nugget's length, the votes'
+    /// difference, the nugget's likelihood and PMI. Built to carry to unseen sources.
+    Aligned,
+    /// [`FeatureSet::Aligned`] without the model's reads (the ablation).
+    AlignedNoModel,
 }
+
+impl FeatureSet {
+    /// Every set, in the order `auto` tries them.
+    pub const ALL: [FeatureSet; 5] =
+        [FeatureSet::All, FeatureSet::Likelihood, FeatureSet::NoModel, FeatureSet::Aligned, FeatureSet::AlignedNoModel];
+
+    /// Whether the set reads the model.
+    pub fn uses_model(self) -> bool {
+        !matches!(self, FeatureSet::NoModel | FeatureSet::AlignedNoModel)
+    }
+
+    /// The set a short-form stack uses for this choice: the aligned sets lack the gold-answer
+    /// features short-form answers are decided by, so they map to their full counterparts.
+    pub fn for_short_form(self) -> FeatureSet {
+        match self {
+            FeatureSet::Aligned => FeatureSet::All,
+            FeatureSet::AlignedNoModel => FeatureSet::NoModel,
+            s => s,
+        }
+    }
+}
+
+/// The lexical part of [`FeatureSet::Aligned`].
+const ALIGNED_LEXICAL: [&str; 8] = [
+    "overlap",
+    "best_overlap",
+    "best_bigram",
+    "numbers_missing",
+    "number_conflict",
+    "negation_mismatch",
+    "names_missing",
+    "log_nugget_words",
+];
+
+/// The model part of [`FeatureSet::Aligned`].
+const ALIGNED_MODEL: [&str; 4] = ["yes_minus_no", "nugget_lp_mean", "pmi_mean", "pmi_low3"];
 
 /// What the features are computed from.
 #[derive(Debug, Clone, Copy)]
@@ -57,6 +99,11 @@ impl<'a> FeatureInput<'a> {
 
 /// Feature names, in order, for a feature set.
 pub fn feature_names(set: FeatureSet) -> Vec<&'static str> {
+    match set {
+        FeatureSet::Aligned => return ALIGNED_LEXICAL.iter().chain(&ALIGNED_MODEL).copied().collect(),
+        FeatureSet::AlignedNoModel => return ALIGNED_LEXICAL.to_vec(),
+        _ => {}
+    }
     let mut v = vec![
         "overlap",
         "bigram_overlap",
@@ -68,11 +115,17 @@ pub fn feature_names(set: FeatureSet) -> Vec<&'static str> {
         "contains",
         "short_form",
         "gold_overlap",
+        "best_overlap",
+        "best_bigram",
+        "numbers_missing",
+        "number_conflict",
+        "negation_mismatch",
+        "names_missing",
     ];
     if set == FeatureSet::All {
         v.extend(["lp_support", "lp_partial", "lp_not", "yes_minus_no", "partial_minus_no"]);
     }
-    if set != FeatureSet::NoModel {
+    if set.uses_model() {
         v.extend(["nugget_lp_mean", "nugget_lp_min", "nugget_lp_low3", "pmi_mean", "pmi_low3"]);
     }
     v
@@ -109,6 +162,7 @@ pub fn named_features(x: &FeatureInput<'_>) -> Vec<(&'static str, f64)> {
             .fold(0.0, f64::max);
         (f64::from(u8::from(em)), f64::from(u8::from(contains)), gold_overlap)
     };
+    let aligned = align(x.nugget, x.answer);
     let lp = x.logprobs.map_or([f64::NAN; 3], |l| l.map(|v| v.max(-30.0)));
     let (nl_mean, nl_min, nl_low3) = x.nugget_lp.map_or((f64::NAN, f64::NAN, f64::NAN), |n| (n.mean, n.min, n.low3));
     let pmi_mean = x.nugget_lp.and_then(|n| n.pmi_mean).unwrap_or(f64::NAN);
@@ -124,6 +178,12 @@ pub fn named_features(x: &FeatureInput<'_>) -> Vec<(&'static str, f64)> {
         ("contains", contains),
         ("short_form", f64::from(u8::from(!x.gold_answers.is_empty()))),
         ("gold_overlap", gold_overlap),
+        ("best_overlap", aligned.best_overlap),
+        ("best_bigram", aligned.best_bigram),
+        ("numbers_missing", aligned.numbers_missing),
+        ("number_conflict", aligned.number_conflict),
+        ("negation_mismatch", aligned.negation_mismatch),
+        ("names_missing", aligned.names_missing),
         ("lp_support", lp[0]),
         ("lp_partial", lp[1]),
         ("lp_not", lp[2]),
@@ -201,16 +261,40 @@ fn mean_file_macro_f1(pairs: &[Vec<(Label, Label)>], grading: &[Grades]) -> Opti
     (!f1.is_empty()).then(|| f1.iter().sum::<f64>() / f1.len() as f64)
 }
 
-/// Cross-validated mean macro-F1 of the two heads a long-form stack can have.
+/// One configuration a long-form stack can take, with its held-out score.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct HeadChoice {
-    /// Multinomial logistic regression (one weight vector per label).
-    pub multinomial: f64,
-    /// Ordinal: one support score, cuts for partial and support.
-    pub ordinal: f64,
-    /// Folds that had both training and held-out items.
-    pub folds: usize,
+pub struct Candidate {
+    /// Features.
+    pub set: FeatureSet,
+    /// L2 penalty.
+    pub l2: f64,
+    /// Ordinal head (one support score, two cuts) rather than multinomial.
+    pub ordinal: bool,
+    /// Mean over the held-out parts of their mean per-file macro-F1, each file on its own grading.
+    pub score: f64,
 }
+
+/// How a long-form stack was chosen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Selection {
+    /// The held-out parts were whole files (leave one source out: fitted on the others, scored
+    /// on the one left out), else folds of records (a query's records in one fold).
+    pub by_source: bool,
+    /// Held-out parts scored.
+    pub parts: usize,
+    /// Every candidate, best first.
+    pub candidates: Vec<Candidate>,
+}
+
+impl Selection {
+    /// The chosen configuration.
+    pub fn chosen(&self) -> Option<&Candidate> {
+        self.candidates.first()
+    }
+}
+
+/// L2 penalties a long-form fit chooses among, strongest first (ties go to the simpler fit).
+pub const L2_GRID: [f64; 3] = [1e-1, 1e-2, 1e-3];
 
 /// Cuts on an ordinal stack's support score: not_support below `partial`, support from
 /// `support` up, partial support between. The distribution is the cumulative-logit one,
@@ -411,60 +495,81 @@ impl Stack {
         stack
     }
 
-    /// Fit a long-form stack, choosing its head (multinomial or ordinal) by cross-validation on
-    /// the fitting data itself: `folds[i]` is item i's fold (records of one query share a fold),
-    /// each head is fitted on the other folds and scored on the held-out one by the mean over
-    /// files of macro-F1, each file on its own grading; the better head is refitted on all items.
-    /// No record outside the fitting data has a say.
-    pub fn fit_long_form(
-        set: FeatureSet,
-        xs: &[Vec<f64>],
+    /// Fit a long-form stack, choosing its features (among `sets`), L2 penalty and head
+    /// (multinomial or ordinal) on held-out data drawn from the fitting data itself: with items of
+    /// two or more files, each file is left out in turn (fitted on the others, scored on it), so
+    /// the choice is what carries to a source the fit has not seen; with one file, by `folds`
+    /// (records of one query share a fold). Scores are the mean over files of macro-F1, each file
+    /// on its own grading. The best candidate is refitted on all items. `xs_of(set)` gives every
+    /// item's features of `set`.
+    pub fn select_long_form(
+        sets: &[FeatureSet],
+        xs_of: impl Fn(FeatureSet) -> Vec<Vec<f64>>,
         golds: &[Label],
         sample_w: &[f64],
         files: &[usize],
         folds: &[usize],
-        l2: f64,
-    ) -> (Stack, HeadChoice) {
+    ) -> (Stack, Selection) {
+        use rayon::prelude::*;
         let grading = file_gradings(files, golds);
-        let two_grade = !grading.contains(&Grades::Three);
-        let fit = |ordinal: bool, idx: &[usize]| {
-            let x: Vec<Vec<f64>> = idx.iter().map(|&i| xs[i].clone()).collect();
+        let n_files = files.iter().collect::<HashSet<_>>().len();
+        let by_source = n_files >= 2;
+        let part_of: &[usize] = if by_source { files } else { folds };
+        let n_parts = part_of.iter().copied().max().map_or(0, |m| m + 1);
+        let xs: Vec<(FeatureSet, Vec<Vec<f64>>)> = sets.iter().map(|&s| (s, xs_of(s))).collect();
+        let fit = |set: FeatureSet, x: &[Vec<f64>], l2: f64, ordinal: bool, idx: &[usize]| {
+            let xi: Vec<Vec<f64>> = idx.iter().map(|&i| x[i].clone()).collect();
             let g: Vec<Label> = idx.iter().map(|&i| golds[i]).collect();
             let w: Vec<f64> = idx.iter().map(|&i| sample_w[i]).collect();
+            let f: Vec<usize> = idx.iter().map(|&i| files[i]).collect();
             if ordinal {
-                let f: Vec<usize> = idx.iter().map(|&i| files[i]).collect();
-                Stack::fit_ordinal(set, &x, &g, &w, &f, l2)
+                Stack::fit_ordinal(set, &xi, &g, &w, &f, l2)
             } else {
-                Stack::fit_weighted(set, &x, &g, &w, two_grade, l2)
+                let two_grade = !f.iter().any(|&k| grading[k] == Grades::Three);
+                Stack::fit_weighted(set, &xi, &g, &w, two_grade, l2)
             }
         };
-        // Mean over files of macro-F1 on `idx`, each file deciding on its own grading.
-        let score = |s: &Stack, idx: &[usize]| -> Option<f64> {
-            let mut pairs: Vec<Vec<(Label, Label)>> = vec![Vec::new(); grading.len()];
-            for &i in idx {
-                pairs[files[i]].push((golds[i], grading[files[i]].decide(s.predict(&xs[i]))));
+        let configs: Vec<(usize, f64, bool)> =
+            (0..xs.len()).flat_map(|k| L2_GRID.iter().flat_map(move |&l2| [false, true].map(|o| (k, l2, o)))).collect();
+        let mut candidates: Vec<Candidate> = configs
+            .par_iter()
+            .map(|&(k, l2, ordinal)| {
+                let (set, x) = (xs[k].0, &xs[k].1);
+                let (mut sum, mut used) = (0.0, 0usize);
+                for part in 0..n_parts {
+                    let (test, train): (Vec<usize>, Vec<usize>) = (0..golds.len()).partition(|&i| part_of[i] == part);
+                    if test.is_empty() || train.is_empty() {
+                        continue;
+                    }
+                    let s = fit(set, x, l2, ordinal, &train);
+                    let mut pairs: Vec<Vec<(Label, Label)>> = vec![Vec::new(); grading.len()];
+                    for &i in &test {
+                        pairs[files[i]].push((golds[i], grading[files[i]].decide(s.predict(&x[i]))));
+                    }
+                    if let Some(f1) = mean_file_macro_f1(&pairs, &grading) {
+                        sum += f1;
+                        used += 1;
+                    }
+                }
+                Candidate { set, l2, ordinal, score: if used == 0 { f64::NAN } else { sum / used as f64 } }
+            })
+            .collect();
+        let parts = (0..n_parts).filter(|&p| part_of.contains(&p) && part_of.iter().any(|&q| q != p)).count();
+        // Best first; a stable sort keeps the simpler (earlier) candidate ahead on a tie.
+        candidates.sort_by(|a, b| {
+            let key = |c: &Candidate| if c.score.is_finite() { c.score } else { f64::NEG_INFINITY };
+            key(b).total_cmp(&key(a))
+        });
+        let best = candidates.first().copied();
+        let all: Vec<usize> = (0..golds.len()).collect();
+        let stack = match best {
+            Some(c) => {
+                let k = xs.iter().position(|(s, _)| *s == c.set).unwrap_or(0);
+                fit(c.set, &xs[k].1, c.l2, c.ordinal, &all)
             }
-            mean_file_macro_f1(&pairs, &grading)
+            None => fit(sets.first().copied().unwrap_or(FeatureSet::All), &xs_of(FeatureSet::All), 1e-3, true, &all),
         };
-        let k = folds.iter().copied().max().map_or(0, |m| m + 1);
-        let mut cv = [0.0f64; 2];
-        let mut used = 0usize;
-        for fold in 0..k {
-            let (test, train): (Vec<usize>, Vec<usize>) = (0..xs.len()).partition(|&i| folds[i] == fold);
-            if test.is_empty() || train.is_empty() {
-                continue;
-            }
-            let (Some(m), Some(o)) = (score(&fit(false, &train), &test), score(&fit(true, &train), &test)) else {
-                continue;
-            };
-            cv[0] += m;
-            cv[1] += o;
-            used += 1;
-        }
-        let choice =
-            HeadChoice { multinomial: cv[0] / used.max(1) as f64, ordinal: cv[1] / used.max(1) as f64, folds: used };
-        let all: Vec<usize> = (0..xs.len()).collect();
-        (fit(choice.ordinal > choice.multinomial, &all), choice)
+        (stack, Selection { by_source, parts, candidates })
     }
 
     fn logits(&self, x: &[f64]) -> Vec<f64> {
@@ -568,10 +673,10 @@ mod tests {
         let x = voted("The Eiffel Tower is in Paris", "the eiffel tower stands in paris");
         let f = features(FeatureSet::All, &x);
         assert_eq!(f.len(), feature_names(FeatureSet::All).len());
-        assert_eq!(f[0], 1.0);
-        assert_eq!(f[3], 0.0);
-        assert_eq!(f[13], 1.0); // yes - no
-        assert!(f[15].is_nan(), "no nugget likelihood read");
+        let at = |name: &str| f[feature_names(FeatureSet::All).iter().position(|n| *n == name).unwrap()];
+        assert_eq!((at("overlap"), at("best_overlap"), at("missing_words")), (1.0, 1.0, 0.0));
+        assert_eq!(at("yes_minus_no"), 1.0);
+        assert!(at("nugget_lp_mean").is_nan(), "no nugget likelihood read");
         let g = vec!["Paris".to_string()];
         let s =
             FeatureInput { logprobs: None, nugget_lp: None, nugget: "Paris", answer: "It is Paris.", gold_answers: &g };
@@ -648,18 +753,38 @@ mod tests {
     }
 
     #[test]
-    fn long_form_stacks_choose_their_head_by_cross_validation() {
+    fn long_form_stacks_are_chosen_on_held_out_sources_or_folds() {
         let (xs, golds, files) = two_files(400);
         let folds: Vec<usize> = (0..xs.len()).map(|i| (i / 7) % 4).collect();
         let w = vec![1.0; xs.len()];
-        let (s, c) = Stack::fit_long_form(FeatureSet::NoModel, &xs, &golds, &w, &files, &folds, 1e-3);
-        assert_eq!(c.folds, 4);
-        assert!((0.0..=1.0).contains(&c.multinomial) && (0.0..=1.0).contains(&c.ordinal), "{c:?}");
-        assert_eq!(s.ordinal.is_some(), c.ordinal > c.multinomial, "{c:?}");
-        // Either head learns this problem well on held-out folds.
-        assert!(c.multinomial.max(c.ordinal) > 0.9, "{c:?}");
-        let label = |x: f64| crate::label::LabelProbs::from_array(s.predict(&[x, 3.0])).argmax();
-        assert_eq!((label(0.1), label(0.55), label(0.9)), (Label::NotSupport, Label::PartialSupport, Label::Support));
+        // Two files: each is left out in turn. The second set carries only noise.
+        let xs_of = |set: FeatureSet| match set {
+            FeatureSet::NoModel => xs.clone(),
+            _ => xs.iter().map(|x| vec![x[1], x[1] * 0.5]).collect(),
+        };
+        let sets = [FeatureSet::Aligned, FeatureSet::NoModel];
+        let (s, sel) = Stack::select_long_form(&sets, xs_of, &golds, &w, &files, &folds);
+        assert!(sel.by_source && sel.parts == 2, "{sel:?}");
+        assert_eq!(sel.candidates.len(), 2 * L2_GRID.len() * 2);
+        let best = sel.chosen().unwrap();
+        assert_eq!(best.set, FeatureSet::NoModel, "{sel:?}");
+        // Left out, the 3-grade file is judged by a fit on the 2-grade one, which never says
+        // partial: below 1 by construction, far above the noise set.
+        assert!(best.score > 0.75 && sel.candidates.last().unwrap().score < 0.5, "{sel:?}");
+        assert!(sel.candidates.windows(2).all(|w| w[0].score >= w[1].score), "best first");
+        assert_eq!((s.ordinal.is_some(), s.features), (best.ordinal, FeatureSet::NoModel));
+        // One file: by folds.
+        let one: Vec<usize> = vec![0; 400];
+        let (_, sel) = Stack::select_long_form(
+            &[FeatureSet::NoModel],
+            |_| xs[..400].to_vec(),
+            &golds[..400],
+            &w[..400],
+            &one,
+            &folds[..400],
+        );
+        assert!(!sel.by_source && sel.parts == 4, "{sel:?}");
+        assert!(sel.chosen().unwrap().score > 0.85, "{sel:?}");
     }
 
     #[test]

@@ -405,24 +405,35 @@ pub struct EvalArgs {
 /// The stacked judge's features, as a flag.
 #[derive(ValueEnum, Clone, Copy, PartialEq, Eq)]
 pub enum StackArg {
+    /// Choose among the feature sets below (and the penalty and head) by leaving each input
+    /// file out in turn (one file: by folds of queries).
+    Auto,
     /// Label votes, the nugget's likelihood/PMI and the lexical features.
     All,
     /// The likelihood and lexical features.
     Likelihood,
     /// The lexical features only (the ablation).
     NoModel,
+    /// Few monotone features: best-sentence overlap, numbers, negation, names, the votes'
+    /// difference and the nugget's likelihood/PMI.
+    Aligned,
+    /// The aligned lexical features only.
+    AlignedNoModel,
     /// No stack: contextual calibration and thresholds.
     None,
 }
 
 impl StackArg {
-    /// The feature set, `None` for no stack.
-    pub fn features(self) -> Option<FeatureSet> {
+    /// The feature sets to choose among (empty for no stack).
+    pub fn features(self) -> Vec<FeatureSet> {
         match self {
-            StackArg::All => Some(FeatureSet::All),
-            StackArg::Likelihood => Some(FeatureSet::Likelihood),
-            StackArg::NoModel => Some(FeatureSet::NoModel),
-            StackArg::None => None,
+            StackArg::Auto => FeatureSet::ALL.to_vec(),
+            StackArg::All => vec![FeatureSet::All],
+            StackArg::Likelihood => vec![FeatureSet::Likelihood],
+            StackArg::NoModel => vec![FeatureSet::NoModel],
+            StackArg::Aligned => vec![FeatureSet::Aligned],
+            StackArg::AlignedNoModel => vec![FeatureSet::AlignedNoModel],
+            StackArg::None => Vec::new(),
         }
     }
 }
@@ -468,11 +479,10 @@ pub struct CalibrateArgs {
     /// score the other with `gavel eval --part`.
     #[arg(long, value_enum)]
     pub part: Option<PartArg>,
-    /// Fit the stacked judge over model and lexical features (`all`: label votes and the
-    /// nugget's likelihood/PMI), over the likelihood and lexical features (`likelihood`), over
-    /// the lexical features only (`no-model`, the ablation), or not at all (`none`: contextual
-    /// calibration and thresholds).
-    #[arg(long, value_enum, default_value_t = StackArg::All)]
+    /// The stacked judge's features: `auto` chooses among the sets (and the L2 penalty and the
+    /// head) by leaving each input file out in turn, so the choice is what carries to a source
+    /// the fit has not seen; or one set; or `none` (contextual calibration and thresholds).
+    #[arg(long, value_enum, default_value_t = StackArg::Auto)]
     pub stack: StackArg,
     /// Also write every labeled verdict's features (all of them, model and lexical) with its gold
     /// label to this CSV file, for your own analysis.
