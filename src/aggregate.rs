@@ -34,6 +34,11 @@ pub struct RawScore {
     /// How expected the nugget's own tokens were after the passage, when the backend reads it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nugget_lp: Option<NuggetLp>,
+    /// The same after only the window of the passage that matches the nugget best (one or two
+    /// sentences, see [`crate::lexical::align`]), read for long passages, where the rest of the
+    /// text dilutes the whole-passage read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_lp: Option<NuggetLp>,
 }
 
 /// Reads log-probabilities as written: JSON has no -inf, so serde_json writes it as null.

@@ -141,6 +141,10 @@ impl BaselineMemo {
     }
 }
 
+/// Passages longer than this many words also get a read of each nugget after its best-matching
+/// window alone (see [`RawScore::window_lp`]); shorter ones are their own window.
+pub const WINDOW_MIN_WORDS: usize = 200;
+
 /// The passage of the baseline prompts that measure how likely a nugget is without evidence.
 const CONTENT_FREE_PASSAGE: &str = "N/A";
 
@@ -407,6 +411,54 @@ impl Judge {
         (groups, base_of)
     }
 
+    /// Prompts that read each nugget's likelihood after only the window of a long passage that
+    /// matches it best (one or two sentences, by content words): long evidence dilutes the
+    /// whole-passage read, the best span decides. Identical prompts are read once.
+    /// Returns the groups and, per pending task and nugget, where its read is.
+    #[allow(clippy::type_complexity)]
+    fn window_groups(
+        &self,
+        tasks: &[Task],
+        pending: &[Pending],
+        main: &[PromptGroup],
+    ) -> (Vec<PromptGroup>, Vec<Vec<Option<(usize, usize)>>>) {
+        let mut groups: Vec<PromptGroup> = Vec::new();
+        let mut index: std::collections::HashMap<(String, String), usize> = std::collections::HashMap::new();
+        let mut rows = Vec::with_capacity(pending.len());
+        for (p, g) in pending.iter().zip(main) {
+            let task = &tasks[p.task];
+            let long = task.answer.split_whitespace().count() > WINDOW_MIN_WORDS;
+            let row = (0..p.nuggets.len())
+                .map(|k| {
+                    if !long || g.span(k).is_none() {
+                        return None;
+                    }
+                    let ni = p.nuggets[k];
+                    let (a, b) = crate::lexical::align(&task.nuggets[ni].text, &task.answer).window;
+                    let window = task.answer.get(a..b)?.trim();
+                    if window.is_empty() {
+                        return None;
+                    }
+                    let w = self.group(task, window, &[ni]).ok()?;
+                    let span = w.span(0)?;
+                    let suffix = w.suffixes.into_iter().next()?;
+                    let gi = *index.entry((w.prefix.clone(), suffix.clone())).or_insert_with(|| {
+                        groups.push(PromptGroup {
+                            prefix: w.prefix,
+                            suffixes: vec![suffix],
+                            spans: vec![Some(span)],
+                            baseline: false,
+                        });
+                        groups.len() - 1
+                    });
+                    Some((gi, 0))
+                })
+                .collect();
+            rows.push(row);
+        }
+        (groups, rows)
+    }
+
     /// Judge many tasks; one result per task, in order. Model work for all of them is batched.
     pub fn judge(&self, tasks: &[Task]) -> Vec<Result<Judgement>> {
         let mut verdicts: Vec<Vec<Option<Verdict>>> = tasks.iter().map(|t| vec![None; t.nuggets.len()]).collect();
@@ -440,10 +492,14 @@ impl Judge {
                 // The content-free baselines of the nuggets' likelihoods go into the same
                 // backend call, so they share its decodes.
                 let (base_groups, base_of) = self.baseline_groups(tasks, &pending, &groups);
+                let (window_groups, window_of) = self.window_groups(tasks, &pending, &groups);
                 let n_main = groups.len();
+                let n_base = base_groups.len();
                 let mut all = groups;
                 all.extend(base_groups);
+                all.extend(window_groups);
                 let mut results = self.score_cached(&all);
+                let window_results = results.split_off((n_main + n_base).min(results.len()));
                 let base_results = results.split_off(n_main.min(results.len()));
                 for (g, res) in all[n_main..].iter().zip(&base_results) {
                     for (suffix, r) in g.suffixes.iter().zip(res) {
@@ -467,7 +523,12 @@ impl Judge {
                                 let logprobs = [s.logprobs[0], s.logprobs[1], s.logprobs[2]];
                                 let nugget_lp =
                                     s.span_logprobs.as_deref().and_then(|c| NuggetLp::new(c, base_lps(pi, k)));
-                                let read = RawScore { probs: LabelProbs::from_array(raw), logprobs, nugget_lp };
+                                let window_lp = window_of[pi][k]
+                                    .and_then(|(g, s)| window_results.get(g)?.get(s)?.as_ref().ok())
+                                    .and_then(|w| w.span_logprobs.as_deref())
+                                    .and_then(|c| NuggetLp::new(c, base_lps(pi, k)));
+                                let read =
+                                    RawScore { probs: LabelProbs::from_array(raw), logprobs, nugget_lp, window_lp };
                                 let mut v = match &self.calibrator {
                                     Some(c) => Verdict::from_probs(LabelProbs::from_array(
                                         c.verdict_probs(raw, &FeatureInput::of(&tasks[p.task], ni, &read)),

@@ -186,6 +186,8 @@ pub struct Alignment {
     pub negation_mismatch: f64,
     /// Share of the nugget's names (capitalised words after the first) absent from the text.
     pub names_missing: f64,
+    /// Byte range of the best window in the text (empty when the text has no sentence).
+    pub window: (usize, usize),
 }
 
 /// The sentences of a text: split at line ends and after `.`, `!` or `?` followed by a space.
@@ -227,8 +229,11 @@ pub fn align(nugget: &str, text: &str) -> Alignment {
     let raw_sents = sentences(text);
     // Windows of one and two consecutive sentences; the best by content-word share, then bigrams.
     let mut best = (0.0, 0.0, usize::MAX, 1usize);
-    for i in 0..sents.len() {
-        for len in 1..=2.min(sents.len() - i) {
+    // Byte offsets: every sentence is a slice of `text`.
+    let offset = |s: &str| s.as_ptr() as usize - text.as_ptr() as usize;
+    // Single sentences first: on a tie the shorter window stands.
+    for len in 1..=2 {
+        for i in 0..sents.len().saturating_sub(len - 1) {
             let joined = sents[i..i + len].join(" ");
             let words: Vec<&str> = joined.split(' ').filter(|w| !w.is_empty()).collect();
             let set: HashSet<&str> = words.iter().copied().collect();
@@ -273,7 +278,14 @@ pub fn align(nugget: &str, text: &str) -> Alignment {
     } else {
         names.iter().filter(|n| !n.split(' ').all(|w| text_set.contains(w))).count() as f64 / names.len() as f64
     };
+    let window = if best.2 == usize::MAX {
+        (0, 0)
+    } else {
+        let (first, last) = (raw_sents[best.2], raw_sents[best.2 + best.3 - 1]);
+        (offset(first) + first.len() - first.trim_start().len(), offset(last) + last.trim_end().len())
+    };
     Alignment {
+        window,
         best_overlap: best.0,
         best_bigram: best.1,
         numbers_missing,
@@ -323,6 +335,9 @@ mod tests {
         assert_eq!((a.best_overlap, a.best_bigram, a.numbers_missing, a.names_missing), (1.0, 1.0, 0.0, 0.0));
         let b = align("Pierre Curie won the Nobel Prize in Physics.", &long);
         assert!(b.best_overlap < 1.0 && b.names_missing > 0.0, "{b:?}");
+        assert_eq!(&long[a.window.0..a.window.1], "Marie Curie won the Nobel Prize in Chemistry in 1911.");
+        let w = align("It carries six lanes", text).window;
+        assert_eq!(&text[w.0..w.1], "It carries six lanes of traffic.");
         assert_eq!(sentences("A b. C d!\nE f"), vec!["A b.", " C d!", "E f"]);
     }
 

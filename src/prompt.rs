@@ -298,16 +298,15 @@ mod tests {
     }
 
     #[test]
-    fn builtin_renders_the_nugget_after_the_passage() {
+    fn builtin_renders_the_statement_last_in_the_reply() {
         let p = PromptSet::builtin();
-        let m = p
-            .render_judge(JudgeMode::Scored, &vars(Some("Who?"), "Marie Curie won.", "Curie won", &[]))
-            .unwrap()
-            .messages;
+        let j = p.render_judge(JudgeMode::Scored, &vars(Some("Who?"), "Marie Curie won.", "Curie won", &[])).unwrap();
+        let m = &j.messages;
         assert_eq!(m.len(), 2);
         assert_eq!(m[0].role, "system");
-        assert!(m[1].content.starts_with("Question: Who?\nPassage:\nMarie Curie won."), "{}", m[1].content);
-        assert!(m[1].content.contains("Statement: Curie won\nDoes the passage"), "{}", m[1].content);
+        assert!(m[0].content.contains("yes, partly or no"), "the instruction is in the shared head");
+        assert_eq!(m[1].content, "Question: Who?\nPassage:\nMarie Curie won.");
+        assert_eq!(j.reply_start, "Statement: Curie won\nAnswer:");
         let m = p.render_judge(JudgeMode::Scored, &vars(None, "text", "n", &[])).unwrap().messages;
         assert!(!m[1].content.contains("Question"));
     }
@@ -316,8 +315,12 @@ mod tests {
     fn short_form_uses_the_answer_wording() {
         let p = PromptSet::builtin();
         let gold = vec!["Paris".to_string()];
-        let m = p.render_judge(JudgeMode::Scored, &vars(Some("Capital?"), "Paris", "Paris", &gold)).unwrap().messages;
-        assert!(m[1].content.contains("Statement: The answer to the question is \"Paris\".\n"), "{}", m[1].content);
+        let j = p.render_judge(JudgeMode::Scored, &vars(Some("Capital?"), "Paris", "Paris", &gold)).unwrap();
+        assert!(
+            j.reply_start.starts_with("Statement: The answer to the question is \"Paris\".\n"),
+            "{}",
+            j.reply_start
+        );
     }
 
     #[test]
@@ -358,7 +361,7 @@ mod tests {
     #[test]
     fn labels_load_and_validate() {
         let p = PromptSet::builtin();
-        assert!(p.labels().support.iter().any(|w| w == "yes"));
+        assert!(p.labels().support.iter().any(|w| w == " yes"));
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("labels.toml"), "support=[\"y\"]\npartial_support=[]\nnot_support=[\"n\"]")
             .unwrap();

@@ -65,7 +65,8 @@ const ALIGNED_LEXICAL: [&str; 8] = [
 ];
 
 /// The model part of [`FeatureSet::Aligned`].
-const ALIGNED_MODEL: [&str; 4] = ["yes_minus_no", "nugget_lp_mean", "pmi_mean", "pmi_low3"];
+const ALIGNED_MODEL: [&str; 6] =
+    ["yes_minus_no", "nugget_lp_mean", "pmi_mean", "pmi_low3", "window_lp_mean", "window_pmi_mean"];
 
 /// What the features are computed from.
 #[derive(Debug, Clone, Copy)]
@@ -74,6 +75,9 @@ pub struct FeatureInput<'a> {
     pub logprobs: Option<[f64; 3]>,
     /// The nugget's token log-probabilities after the passage, when the backend read them.
     pub nugget_lp: Option<NuggetLp>,
+    /// The same after the passage's best window, read for long passages (else the whole-passage
+    /// read stands for it).
+    pub window_lp: Option<NuggetLp>,
     /// Nugget text.
     pub nugget: &'a str,
     /// Judged text.
@@ -90,6 +94,7 @@ impl<'a> FeatureInput<'a> {
         FeatureInput {
             logprobs: Some(raw.logprobs),
             nugget_lp: raw.nugget_lp,
+            window_lp: raw.window_lp,
             nugget: &task.nuggets[nugget].text,
             answer: &task.answer,
             gold_answers: &task.gold_answers,
@@ -126,7 +131,15 @@ pub fn feature_names(set: FeatureSet) -> Vec<&'static str> {
         v.extend(["lp_support", "lp_partial", "lp_not", "yes_minus_no", "partial_minus_no"]);
     }
     if set.uses_model() {
-        v.extend(["nugget_lp_mean", "nugget_lp_min", "nugget_lp_low3", "pmi_mean", "pmi_low3"]);
+        v.extend([
+            "nugget_lp_mean",
+            "nugget_lp_min",
+            "nugget_lp_low3",
+            "pmi_mean",
+            "pmi_low3",
+            "window_lp_mean",
+            "window_pmi_mean",
+        ]);
     }
     v
 }
@@ -167,6 +180,10 @@ pub fn named_features(x: &FeatureInput<'_>) -> Vec<(&'static str, f64)> {
     let (nl_mean, nl_min, nl_low3) = x.nugget_lp.map_or((f64::NAN, f64::NAN, f64::NAN), |n| (n.mean, n.min, n.low3));
     let pmi_mean = x.nugget_lp.and_then(|n| n.pmi_mean).unwrap_or(f64::NAN);
     let pmi_low3 = x.nugget_lp.and_then(|n| n.pmi_low3).unwrap_or(f64::NAN);
+    // A short passage is its own best window.
+    let window = x.window_lp.or(x.nugget_lp);
+    let window_lp_mean = window.map_or(f64::NAN, |n| n.mean);
+    let window_pmi_mean = window.and_then(|n| n.pmi_mean).unwrap_or(f64::NAN);
     vec![
         ("overlap", overlap),
         ("bigram_overlap", bigram),
@@ -194,6 +211,8 @@ pub fn named_features(x: &FeatureInput<'_>) -> Vec<(&'static str, f64)> {
         ("nugget_lp_low3", nl_low3),
         ("pmi_mean", pmi_mean),
         ("pmi_low3", pmi_low3),
+        ("window_lp_mean", window_lp_mean),
+        ("window_pmi_mean", window_pmi_mean),
     ]
 }
 
@@ -665,7 +684,14 @@ mod tests {
 
     /// A long-form input with label votes (yes - no = 1) and no likelihood read.
     fn voted<'a>(nugget: &'a str, answer: &'a str) -> FeatureInput<'a> {
-        FeatureInput { logprobs: Some([-1.0, -5.0, -2.0]), nugget_lp: None, nugget, answer, gold_answers: &[] }
+        FeatureInput {
+            logprobs: Some([-1.0, -5.0, -2.0]),
+            nugget_lp: None,
+            window_lp: None,
+            nugget,
+            answer,
+            gold_answers: &[],
+        }
     }
 
     #[test]
@@ -678,8 +704,14 @@ mod tests {
         assert_eq!(at("yes_minus_no"), 1.0);
         assert!(at("nugget_lp_mean").is_nan(), "no nugget likelihood read");
         let g = vec!["Paris".to_string()];
-        let s =
-            FeatureInput { logprobs: None, nugget_lp: None, nugget: "Paris", answer: "It is Paris.", gold_answers: &g };
+        let s = FeatureInput {
+            logprobs: None,
+            nugget_lp: None,
+            window_lp: None,
+            nugget: "Paris",
+            answer: "It is Paris.",
+            gold_answers: &g,
+        };
         let f = features(FeatureSet::NoModel, &s);
         assert_eq!(f.len(), feature_names(FeatureSet::NoModel).len());
         assert_eq!((f[6], f[7]), (0.0, 1.0));

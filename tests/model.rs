@@ -37,11 +37,15 @@ fn scored_mode_returns_a_distribution_for_every_nugget() {
     }
 }
 
-/// Blatant pairs: a statement copied from the passage vs an unrelated one. The default model is
-/// weak and leans to one label, so compare scores rather than thresholding them.
+/// Blatant pairs: a statement copied from the passage vs an unrelated one. The default model's
+/// label votes are near chance, so the claim is on what users get: the default configuration
+/// (the shipped calibration over votes, likelihood/PMI and lexical signals) ranks every supported
+/// nugget above its absent partner, and so does the model's own PMI alone.
 #[test]
 fn supported_nuggets_score_higher_than_absent_ones() {
-    let judge = common::judge(JudgeConfig::default());
+    let shipped = gavel::calibrate::Calibrator::shipped();
+    assert!(shipped.is_some(), "the shipped calibration loads");
+    let judge = common::judge(JudgeConfig::default()).with_calibrator(shipped);
     let cases = [
         (PASSAGE, "The Eiffel Tower was completed in 1889", "Bananas are a good source of potassium"),
         (
@@ -61,16 +65,17 @@ fn supported_nuggets_score_higher_than_absent_ones() {
         ),
     ];
     let tasks: Vec<Task> = cases.iter().map(|(p, yes, no)| task(p, &[yes, no])).collect();
-    let mut wins = 0;
+    let (mut wins, mut pmi_wins) = (0, 0);
     for (r, (_, yes, no)) in judge.judge(&tasks).into_iter().zip(cases) {
         let j = r.unwrap();
         let (s_yes, s_no) = (j.verdicts[0].score, j.verdicts[1].score);
-        eprintln!("{s_yes:.3} vs {s_no:.3}: {yes} / {no}");
-        if s_yes > s_no {
-            wins += 1;
-        }
+        let pmi = |i: usize| j.verdicts[i].raw.unwrap().nugget_lp.unwrap().pmi_mean.unwrap();
+        eprintln!("{s_yes:.3} vs {s_no:.3} (PMI {:.2} vs {:.2}): {yes} / {no}", pmi(0), pmi(1));
+        wins += usize::from(s_yes > s_no);
+        pmi_wins += usize::from(pmi(0) > pmi(1));
     }
     assert_eq!(wins, cases.len(), "supported nugget ranked higher in {wins} of {} cases", cases.len());
+    assert_eq!(pmi_wins, cases.len(), "PMI ranked the supported nugget higher in {pmi_wins} cases");
 }
 
 /// The raw reads of a judgement, bit for bit: label probabilities, log-probabilities and the
@@ -239,8 +244,10 @@ fn render_shows_the_shared_prefix_and_per_nugget_suffixes() {
     assert_eq!(prompts[0].prefix, prompts[1].prefix);
     assert!(prompts[0].prefix.contains(PASSAGE));
     assert!(prompts[0].prefix.starts_with("<|im_start|>system"), "{}", prompts[0].prefix);
-    assert!(prompts[0].suffix.starts_with("Statement: A"), "{}", prompts[0].suffix);
-    assert!(prompts[1].suffix.ends_with("<|im_start|>assistant\n"), "{:?}", prompts[1].suffix);
+    // The statement and the cue close the prompt, inside the assistant's reply.
+    assert!(prompts[0].prefix.ends_with("<|im_start|>assistant\n"), "{:?}", prompts[0].prefix);
+    assert_eq!(prompts[0].suffix, "Statement: A\nAnswer:");
+    assert_eq!(prompts[1].suffix, "Statement: B\nAnswer:");
 }
 
 /// The part of the prompt that every answer of a call shares (system prompt, instructions,
@@ -355,4 +362,25 @@ fn the_content_free_baseline_is_read_once_across_calls() {
     // A new nugget still gets its own baseline.
     let (_, fresh) = baseline_tokens(&task(PASSAGE, &["Gustave Eiffel designed it"]));
     assert!(fresh > 0);
+}
+
+/// In a long passage, each nugget is also read after its best-matching window alone: a
+/// statement made in the last sentence of 60 unrelated ones is far more expected after that
+/// window than one the passage never makes; short passages get no extra read.
+#[test]
+fn long_passages_get_a_read_after_the_nuggets_best_window() {
+    let judge = common::judge(JudgeConfig::default());
+    let mut long = String::new();
+    for i in 0..60 {
+        long.push_str(&format!("Paragraph {i} describes the weather, the rivers and the old castles of the valley. "));
+    }
+    long.push_str("Marie Curie won the Nobel Prize in Chemistry in 1911.");
+    let stated = "Marie Curie won the Nobel Prize in Chemistry in 1911";
+    let absent = "The Great Wall of China is visible from space";
+    let j = judge.judge(&[task(&long, &[stated, absent])]).remove(0).unwrap();
+    let w = |i: usize| j.verdicts[i].raw.unwrap().window_lp.expect("window read for a long passage");
+    assert!(w(0).pmi_mean.unwrap() > w(1).pmi_mean.unwrap() + 0.5, "{:?} vs {:?}", w(0), w(1));
+    assert!(w(0).mean > j.verdicts[1].raw.unwrap().nugget_lp.unwrap().mean, "{:?}", w(0));
+    let short = judge.judge(&[task(PASSAGE, &[stated])]).remove(0).unwrap();
+    assert!(short.verdicts[0].raw.unwrap().window_lp.is_none());
 }
