@@ -263,6 +263,11 @@ fn serve(args: cli::ServeArgs) -> Result<ExitCode, Error> {
         .with_max_body_bytes(args.max_body_mb << 20)
         .with_max_request_records(args.max_request_records)
         .with_timeout(std::time::Duration::from_secs(args.timeout))
+        .with_max_connections(args.max_connections)
+        .with_read_timeouts(
+            std::time::Duration::from_secs(args.header_timeout.max(1)),
+            std::time::Duration::from_secs(args.body_timeout.max(1)),
+        )
         .with_api_key(api_key)
         .with_short_form(args.run.records.short_form.into())
         .with_rubric(load_rubric(&args.run.records)?)

@@ -133,12 +133,16 @@ fn slime_gets_the_same_reward_as_openrlhf_and_the_question_from_the_messages() {
     let label = json!({"query": question, "gold_answers": ["Paris"]}).to_string();
     let (status, openrlhf) = post(s.addr, "/get_reward", &json!({"query": [response], "labels": [label]}));
     assert_eq!(status, 200, "{openrlhf}");
-    assert_eq!(slime["reward"], openrlhf["rewards"][0]);
-    assert_eq!(slime["soft_reward"], openrlhf["extra_logs"]["soft_reward"][0]);
+    // The same prompt in another decode (the first request also read the nugget's content-free
+    // baseline, the later ones reuse it): equal within batch noise, not bit for bit, outside
+    // --batch-invariant.
+    let close = |a: &Value, b: &Value| (a.as_f64().unwrap() - b.as_f64().unwrap()).abs() < 0.02;
+    assert!(close(&slime["reward"], &openrlhf["rewards"][0]), "{slime} vs {openrlhf}");
+    assert!(close(&slime["soft_reward"], &openrlhf["extra_logs"]["soft_reward"][0]), "{slime} vs {openrlhf}");
     // Content parts, as multimodal datasets write them, give the same question.
     let parts = json!([{"role": "user", "content": [{"type": "text", "text": question}]}]);
     let (_, again) = post(s.addr, "/slime", &json!({"prompt": parts, "response": response, "label": "Paris"}));
-    assert_eq!(again["soft_reward"], slime["soft_reward"]);
+    assert!(close(&again["soft_reward"], &slime["soft_reward"]), "{again} vs {slime}");
     // Wrong shapes name the field.
     let (status, v) = post(s.addr, "/slime", &json!({"prompt": "p", "label": "x"}));
     assert_eq!(status, 400, "{v}");

@@ -274,15 +274,21 @@ fn concurrent_clients_get_the_same_answers_as_one_at_a_time() {
     };
 
     // One record per judge call: every client must get exactly its own one-at-a-time answer.
+    // The first pass also reads the nuggets' content-free baselines (kept for later calls), so
+    // its decodes differ from the later passes': compare the second one-at-a-time pass.
     let s = start(ServeConfig::default().with_batch_records(1));
-    let alone: Vec<Value> = bodies
-        .iter()
-        .map(|b| {
-            let r = post(s.addr, "/get_reward", b);
-            assert_eq!(r.status, 200, "{}", r.body);
-            r.json()
-        })
-        .collect();
+    let one_at_a_time = || -> Vec<Value> {
+        bodies
+            .iter()
+            .map(|b| {
+                let r = post(s.addr, "/get_reward", b);
+                assert_eq!(r.status, 200, "{}", r.body);
+                r.json()
+            })
+            .collect()
+    };
+    let _warm = one_at_a_time();
+    let alone = one_at_a_time();
     let soft: Vec<&Value> = alone.iter().map(|a| &a["extra_logs"]["soft_reward"][0]).collect();
     assert!(
         soft.iter().enumerate().all(|(i, x)| !soft[..i].contains(x)),
@@ -544,4 +550,54 @@ fn a_half_open_connection_does_not_hold_sigterm() {
     assert_eq!(status.code(), Some(0), "stderr: {rest}");
     assert!(rest.contains("gavel serve: stopped"), "{rest}");
     drop((idle, partial));
+}
+
+/// Slow and idle clients cannot hold the server: a connection that sends no request head is
+/// closed after the header timeout, one that sends its head but withholds the body gets 408
+/// after the body timeout, and past the connection limit new connections wait until a slot
+/// frees (here, when the idle ones are closed) instead of exhausting file descriptors.
+#[test]
+fn idle_and_slow_clients_are_timed_out_and_connections_are_bounded() {
+    let server = common::start(
+        ServeConfig::default()
+            .with_max_connections(2)
+            .with_read_timeouts(Duration::from_secs(2), Duration::from_secs(2)),
+    );
+    // Closed: the read ends (or the connection is reset) before `limit`; open: it times out.
+    let closed_within = |mut s: TcpStream, limit: Duration| -> bool {
+        s.set_read_timeout(Some(limit)).unwrap();
+        let mut rest = Vec::new();
+        match s.read_to_end(&mut rest) {
+            Ok(_) => true,
+            Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+        }
+    };
+    // Two idle connections fill the limit.
+    let idle_a = TcpStream::connect(server.addr).unwrap();
+    let idle_b = TcpStream::connect(server.addr).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    // A third client's /health waits: no slot until the idle ones time out.
+    let t0 = Instant::now();
+    let mut third = TcpStream::connect(server.addr).unwrap();
+    write!(third, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    third.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut reply = String::new();
+    third.read_to_string(&mut reply).unwrap();
+    let waited = t0.elapsed();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(waited >= Duration::from_millis(1500), "answered after {waited:?}: the limit did not hold");
+    assert!(closed_within(idle_a, Duration::from_secs(5)), "idle connection not closed");
+    assert!(closed_within(idle_b, Duration::from_secs(5)), "idle connection not closed");
+    // Headers in, body withheld: 408 after the body timeout.
+    let mut slow = TcpStream::connect(server.addr).unwrap();
+    write!(
+        slow,
+        "POST /get_reward HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+    )
+    .unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut reply = String::new();
+    let _ = slow.read_to_string(&mut reply);
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    assert!(reply.contains("body_timeout"), "{reply}");
 }

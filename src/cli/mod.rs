@@ -541,6 +541,16 @@ pub struct ServeArgs {
     /// Seconds a request may wait for its verdicts (504 after).
     #[arg(long, default_value_t = ServeConfig::default().timeout.as_secs())]
     pub timeout: u64,
+    /// Open connections served at once; more wait in the listen backlog until one closes.
+    #[arg(long, default_value_t = ServeConfig::default().max_connections)]
+    pub max_connections: usize,
+    /// Seconds a client may take to send a request's headers (or to start its next request on
+    /// a kept-alive connection) before the connection is closed.
+    #[arg(long, default_value_t = ServeConfig::default().header_timeout.as_secs())]
+    pub header_timeout: u64,
+    /// Seconds a client may take to send a request's body (408 after).
+    #[arg(long, default_value_t = ServeConfig::default().body_timeout.as_secs())]
+    pub body_timeout: u64,
     /// Name of an environment variable holding the API key; requests then need
     /// `Authorization: Bearer <key>` (GET /health stays open).
     #[arg(long)]

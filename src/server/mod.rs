@@ -78,6 +78,15 @@ pub struct ServeConfig {
     pub rubrics: Vec<Rubric>,
     /// Threads of the async runtime (HTTP only; the model has its own).
     pub http_threads: usize,
+    /// Open connections served at once; past it the server accepts no more until one closes
+    /// (they wait in the backlog), so connections can never exhaust file descriptors.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers, and to start the next request
+    /// on a kept-alive connection; past it the connection is closed (slow or idle clients).
+    pub header_timeout: Duration,
+    /// How long a client may take to send a request's body once its headers are in; past it
+    /// the request gets 408.
+    pub body_timeout: Duration,
 }
 
 impl Default for ServeConfig {
@@ -96,6 +105,9 @@ impl Default for ServeConfig {
             rubric: None,
             rubrics: Vec::new(),
             http_threads: 2,
+            max_connections: 10_000,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -122,6 +134,19 @@ impl ServeConfig {
     /// Set the body size limit.
     pub fn with_max_body_bytes(mut self, bytes: usize) -> Self {
         self.max_body_bytes = bytes;
+        self
+    }
+
+    /// Set the connection limit.
+    pub fn with_max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+
+    /// Set the header and body read timeouts.
+    pub fn with_read_timeouts(mut self, header: Duration, body: Duration) -> Self {
+        self.header_timeout = header;
+        self.body_timeout = body;
         self
     }
 
@@ -205,6 +230,9 @@ struct App {
     api_key: Option<String>,
     model: String,
     started: Instant,
+    max_connections: usize,
+    header_timeout: Duration,
+    body_timeout: Duration,
 }
 
 impl Server {
@@ -241,6 +269,9 @@ impl Server {
             api_key: config.api_key,
             model,
             started: Instant::now(),
+            max_connections: config.max_connections.max(1),
+            header_timeout: config.header_timeout,
+            body_timeout: config.body_timeout,
         });
         Ok(Server { runtime, listener, app, engine })
     }
@@ -287,27 +318,9 @@ impl Server {
         // still open past that (a client that connected and never sent a whole request) has
         // nothing to wait for: it must not hold the shutdown forever.
         let grace = app.timeout + SHUTDOWN_SLACK;
+        let (limit, header_timeout) = (app.max_connections, app.header_timeout);
         let router = router(app);
-        let served = runtime.block_on(async move {
-            let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
-            let shutdown = async move {
-                shutdown.await;
-                let _ = signalled.send(());
-            };
-            let deadline = async move {
-                match on_signal.await {
-                    Ok(()) => tokio::time::sleep(grace).await,
-                    Err(_) => std::future::pending::<()>().await,
-                }
-            };
-            tokio::select! {
-                r = axum::serve(listener, router).with_graceful_shutdown(shutdown) => r,
-                () = deadline => {
-                    tracing::warn!("connections still open {grace:?} after the stop signal (clients that never sent a whole request): closed");
-                    Ok(())
-                }
-            }
-        });
+        let served = runtime.block_on(serve_connections(listener, router, limit, header_timeout, shutdown, grace));
         // Every handler has answered; dropping the runtime drops the last queue senders, so
         // the engine thread sees the queue close once it has answered what is left in it.
         runtime.shutdown_timeout(Duration::from_secs(5));
@@ -316,6 +329,63 @@ impl Server {
         }
         served.map_err(|e| Error::io("serving HTTP", e))
     }
+}
+
+/// Accept and serve HTTP/1 connections until `shutdown`, then stop accepting and let the open
+/// ones finish (at most `grace`). At most `limit` connections are open at once; each must send
+/// a request's headers within `header_timeout` (also between kept-alive requests).
+async fn serve_connections(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    limit: usize,
+    header_timeout: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let permits = Arc::new(tokio::sync::Semaphore::new(limit));
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        // Wait for a free slot before accepting: past the limit, connections wait in the backlog.
+        let permit = tokio::select! {
+            p = Arc::clone(&permits).acquire_owned() => p.map_err(|e| std::io::Error::other(e.to_string()))?,
+            () = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            a = listener.accept() => match a {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("connection closed: {e}");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(grace) => {
+            tracing::warn!("connections still open {grace:?} after the stop signal: closed");
+        }
+    }
+    Ok(())
 }
 
 /// How long past the request timeout a stopping server waits for connections to close.
@@ -533,10 +603,34 @@ async fn front(State(app): State<Arc<App>>, req: Request, next: Next) -> Respons
     let endpoint = metrics::endpoint_label(req.uri().path());
     let resp = match precheck(&app, &req) {
         Some(e) => e.into_response(),
-        None => next.run(req).await,
+        None => match read_body(&app, req).await {
+            Ok(req) => next.run(req).await,
+            Err(e) => e.into_response(),
+        },
     };
     app.metrics.request(endpoint, resp.status().as_u16(), start.elapsed());
     resp
+}
+
+/// Read the whole body within the body timeout (a client that sends its headers and then
+/// trickles or withholds the body gets 408 instead of holding the request open), bounded by
+/// the body limit (413).
+async fn read_body(app: &App, req: Request) -> Result<Request, ApiError> {
+    let (parts, body) = req.into_parts();
+    match tokio::time::timeout(app.body_timeout, axum::body::to_bytes(body, app.max_body_bytes)).await {
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!("the request body did not arrive within {:?}", app.body_timeout),
+        )),
+        Ok(Err(e)) if e.to_string().contains("length limit") => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body is larger than the limit of {} bytes (--max-body-mb)", app.max_body_bytes),
+        )),
+        Ok(Err(e)) => Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("reading the body: {e}"))),
+        Ok(Ok(bytes)) => Ok(Request::from_parts(parts, axum::body::Body::from(bytes))),
+    }
 }
 
 fn precheck(app: &App, req: &Request) -> Option<ApiError> {
