@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::label::{Grades, Label};
 use crate::metrics::agreement;
 use crate::record::{fold_of, part_of, Part, Task};
-use crate::stack::{feature_names, FeatureInput, FeatureSet, Selection, Stack};
+use crate::stack::{feature_names, CurvePoint, FeatureInput, FeatureSet, Selection, Stack};
 
 /// Answers with no content, used to measure the model's label prior.
 pub const CONTENT_FREE_ANSWERS: &[&str] = &["N/A", "", "[MASK]"];
@@ -328,6 +328,9 @@ pub struct FitOptions {
     pub prompts: String,
     /// What it was fitted on, for people.
     pub fitted_on: String,
+    /// Label counts of a learning curve of the long-form stack (empty: none; see
+    /// [`Stack::learning_curve`]).
+    pub learning_curve: Vec<usize>,
 }
 
 /// What a fit found, for people.
@@ -337,6 +340,8 @@ pub struct FitReport {
     pub grades: Grades,
     /// How the long-form stack's features, penalty and head were chosen.
     pub selection: Option<Selection>,
+    /// The long-form stack's learning curve, when asked for.
+    pub curve: Vec<CurvePoint>,
 }
 
 /// Fit a calibration (contextual calibration, thresholds and, when asked, the stacked judges)
@@ -372,6 +377,7 @@ pub fn fit(items: &[LabeledVerdict], opts: &FitOptions) -> Result<(Calibrator, F
     let (bias, f1) = Calibrator::fit(&pairs, opts.content_free, grades);
     let n_files = items.iter().map(|i| i.file).max().map_or(0, |m| m + 1);
     let mut selection = None;
+    let mut curve = Vec::new();
     // One stack for long-form verdicts, one for short-form ones, each over its own items; each
     // input file weighs the same in a fit, however many verdicts it has.
     let mut fit_stack = |sets: &[FeatureSet], short: bool| -> Option<Stack> {
@@ -399,6 +405,19 @@ pub fn fit(items: &[LabeledVerdict], opts: &FitOptions) -> Result<(Calibrator, F
             let files: Vec<usize> = idx.iter().map(|&i| items[i].file).collect();
             let folds: Vec<usize> = idx.iter().map(|&i| items[i].fold).collect();
             let (stack, chosen) = Stack::select_long_form(sets, xs_of, &golds, &w, &files, &folds);
+            if let (Some(c), false) = (chosen.chosen(), opts.learning_curve.is_empty()) {
+                let groups: Vec<u64> = idx.iter().map(|&i| items[i].group).collect();
+                curve = Stack::learning_curve(
+                    c.set,
+                    &xs_of(c.set),
+                    &golds,
+                    &files,
+                    &groups,
+                    &folds,
+                    (c.l2, c.ordinal),
+                    &opts.learning_curve,
+                );
+            }
             selection = Some(chosen);
             stack
         })
@@ -418,7 +437,7 @@ pub fn fit(items: &[LabeledVerdict], opts: &FitOptions) -> Result<(Calibrator, F
         stack,
         short_stack,
     };
-    Ok((c, FitReport { grades, selection }))
+    Ok((c, FitReport { grades, selection, curve }))
 }
 
 /// The header of the features CSV: where each labeled verdict came from, its gold label and

@@ -312,6 +312,23 @@ impl Selection {
     }
 }
 
+/// One point of a learning curve (see [`Stack::learning_curve`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CurvePoint {
+    /// Labeled verdicts asked for.
+    pub labels: usize,
+    /// Labeled verdicts the fits used on average (whole groups; capped by what there is).
+    pub used: usize,
+    /// Mean held-out macro-F1 over the fits.
+    pub mean: f64,
+    /// Lowest and highest.
+    pub min: f64,
+    /// Highest.
+    pub max: f64,
+    /// Fits that could be scored.
+    pub fits: usize,
+}
+
 /// L2 penalties a long-form fit chooses among, strongest first (ties go to the simpler fit).
 pub const L2_GRID: [f64; 3] = [1e-1, 1e-2, 1e-3];
 
@@ -591,6 +608,112 @@ impl Stack {
         (stack, Selection { by_source, parts, candidates })
     }
 
+    /// How a long-form stack's held-out macro-F1 grows with the labels it is fitted on: for each
+    /// size, stacks of the given configuration fitted on that many verdicts, drawn whole record
+    /// groups at a time (`groups[i]`) from every fold but one, scored on the held-out fold (mean
+    /// per-file macro-F1, each file on its own grading), over every fold and three draws. Each
+    /// file weighs the same in every fit. Sizes at or above what the training folds hold use all
+    /// of it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn learning_curve(
+        set: FeatureSet,
+        xs: &[Vec<f64>],
+        golds: &[Label],
+        files: &[usize],
+        groups: &[u64],
+        folds: &[usize],
+        (l2, ordinal): (f64, bool),
+        sizes: &[usize],
+    ) -> Vec<CurvePoint> {
+        use rayon::prelude::*;
+        let grading = file_gradings(files, golds);
+        let n_folds = folds.iter().copied().max().map_or(0, |m| m + 1);
+        let jobs: Vec<(usize, usize, u64)> = sizes
+            .iter()
+            .enumerate()
+            .flat_map(|(k, _)| (0..n_folds).flat_map(move |f| (0..3u64).map(move |d| (k, f, d))))
+            .collect();
+        let results: Vec<(usize, usize, Option<f64>)> = jobs
+            .par_iter()
+            .map(|&(k, fold, draw)| {
+                let (test, pool): (Vec<usize>, Vec<usize>) = (0..xs.len()).partition(|&i| folds[i] == fold);
+                // Whole groups in a seeded random order, taken until the size is reached.
+                let mut keys: Vec<u64> = pool.iter().map(|&i| groups[i]).collect::<HashSet<_>>().into_iter().collect();
+                keys.sort_unstable();
+                let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ (draw + 1).wrapping_mul(0xbf58_476d_1ce4_e5b9) ^ fold as u64;
+                let mut next = || {
+                    state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                    let mut z = state;
+                    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                    z ^ (z >> 31)
+                };
+                for i in (1..keys.len()).rev() {
+                    keys.swap(i, (next() % (i as u64 + 1)) as usize);
+                }
+                let rank: std::collections::HashMap<u64, usize> =
+                    keys.iter().enumerate().map(|(r, &g)| (g, r)).collect();
+                let mut train = pool.clone();
+                train.sort_by_key(|&i| rank[&groups[i]]);
+                let want = sizes[k];
+                if want < train.len() {
+                    // Cut at a group boundary at or past the size.
+                    let mut end = want;
+                    while end < train.len() && groups[train[end]] == groups[train[end - 1]] {
+                        end += 1;
+                    }
+                    train.truncate(end);
+                }
+                if test.is_empty() || train.is_empty() {
+                    return (k, train.len(), None);
+                }
+                let n_files = grading.len();
+                let mut per_file = vec![0usize; n_files];
+                for &i in &train {
+                    per_file[files[i]] += 1;
+                }
+                let present = per_file.iter().filter(|&&c| c > 0).count().max(1) as f64;
+                let x: Vec<Vec<f64>> = train.iter().map(|&i| xs[i].clone()).collect();
+                let g: Vec<Label> = train.iter().map(|&i| golds[i]).collect();
+                let w: Vec<f64> =
+                    train.iter().map(|&i| train.len() as f64 / (present * per_file[files[i]] as f64)).collect();
+                let f: Vec<usize> = train.iter().map(|&i| files[i]).collect();
+                if g.iter().all(|&l| Grades::Two.fold(l) == Grades::Two.fold(g[0])) {
+                    return (k, train.len(), None);
+                }
+                let stack = if ordinal {
+                    Stack::fit_ordinal(set, &x, &g, &w, &f, l2)
+                } else {
+                    let two_grade = !f.iter().any(|&j| grading[j] == Grades::Three);
+                    Stack::fit_weighted(set, &x, &g, &w, two_grade, l2)
+                };
+                let mut pairs: Vec<Vec<(Label, Label)>> = vec![Vec::new(); n_files];
+                for &i in &test {
+                    pairs[files[i]].push((golds[i], grading[files[i]].decide(stack.predict(&xs[i]))));
+                }
+                (k, train.len(), mean_file_macro_f1(&pairs, &grading))
+            })
+            .collect();
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(k, &size)| {
+                let mine: Vec<(usize, f64)> =
+                    results.iter().filter(|r| r.0 == k).filter_map(|r| r.2.map(|f| (r.1, f))).collect();
+                let scores: Vec<f64> = mine.iter().map(|m| m.1).collect();
+                let n = scores.len().max(1) as f64;
+                CurvePoint {
+                    labels: size,
+                    used: mine.iter().map(|m| m.0).sum::<usize>() / mine.len().max(1),
+                    mean: scores.iter().sum::<f64>() / n,
+                    min: scores.iter().copied().fold(f64::INFINITY, f64::min),
+                    max: scores.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                    fits: scores.len(),
+                }
+            })
+            .collect()
+    }
+
     fn logits(&self, x: &[f64]) -> Vec<f64> {
         let d = self.mean.len();
         self.weights
@@ -817,6 +940,44 @@ mod tests {
         );
         assert!(!sel.by_source && sel.parts == 4, "{sel:?}");
         assert!(sel.chosen().unwrap().score > 0.85, "{sel:?}");
+    }
+
+    #[test]
+    fn learning_curves_grow_with_the_labels_and_draw_whole_groups() {
+        let (xs, golds, files) = two_files(400);
+        // Noisy labels: a tenth flipped, so few labels fit worse than many.
+        let golds: Vec<Label> = golds
+            .iter()
+            .enumerate()
+            .map(|(i, &g)| {
+                if i % 10 == 3 {
+                    if g == Label::Support {
+                        Label::NotSupport
+                    } else {
+                        Label::Support
+                    }
+                } else {
+                    g
+                }
+            })
+            .collect();
+        let groups: Vec<u64> = (0..xs.len()).map(|i| (i / 4) as u64).collect();
+        let folds: Vec<usize> = (0..xs.len()).map(|i| (i / 4) % 4).collect();
+        let curve = Stack::learning_curve(
+            FeatureSet::NoModel,
+            &xs,
+            &golds,
+            &files,
+            &groups,
+            &folds,
+            (1e-2, true),
+            &[12, 100, usize::MAX],
+        );
+        assert_eq!(curve.len(), 3);
+        assert!(curve.iter().all(|p| p.fits == 12 && p.min <= p.mean && p.mean <= p.max), "{curve:?}");
+        // Whole groups of 4: 12 asked is 12 used; all is the 3 training folds (600).
+        assert_eq!((curve[0].used, curve[2].used), (12, 600), "{curve:?}");
+        assert!(curve[2].mean > 0.7 && curve[2].mean >= curve[0].mean, "{curve:?}");
     }
 
     #[test]

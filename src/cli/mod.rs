@@ -484,6 +484,10 @@ pub struct CalibrateArgs {
     /// the fit has not seen; or one set; or `none` (contextual calibration and thresholds).
     #[arg(long, value_enum, default_value_t = StackArg::Auto)]
     pub stack: StackArg,
+    /// Also print how the long-form stack's held-out macro-F1 grows with the number of labels
+    /// (100, 300, 1,000, all): how many labels are worth collecting.
+    #[arg(long)]
+    pub learning_curve: bool,
     /// Also write every labeled verdict's features (all of them, model and lexical) with its gold
     /// label to this CSV file, for your own analysis.
     #[arg(long)]
