@@ -433,18 +433,21 @@ fn calibrate(args: cli::CalibrateArgs) -> Result<ExitCode, Error> {
     let (c, fit) = calibrate::fit(&collected.verdicts, &opts)?;
     if let Some(sel) = &fit.selection {
         println!(
-            "long-form stack chosen by {} ({} held-out parts; mean macro-F1 over files, each on its own grading):",
-            if sel.by_source { "leaving each input file out in turn" } else { "folds of queries" },
-            sel.parts
+            "long-form stack chosen by held-out macro-F1 (mean over files, each on its own grading): {}-fold \
+             cross-validation by query{}",
+            sel.parts,
+            if sel.by_source { ", and each input file left out in turn; ranked by their mean" } else { "" }
         );
-        for (k, c) in sel.candidates.iter().take(6).enumerate() {
+        for (k, c) in sel.candidates.iter().take(8).enumerate() {
+            let source = c.by_source.map_or(String::new(), |s| format!("  left-out file {s:.3}"));
             println!(
-                "  {} {:<16} l2 {:<6} {:<11} {:.3}",
+                "  {} {:<16} l2 {:<6} {:<11} {:.3}  (folds {:.3}{source})",
                 if k == 0 { "*" } else { " " },
                 format!("{:?}", c.set),
                 c.l2,
                 if c.ordinal { "ordinal" } else { "multinomial" },
-                c.score
+                c.score,
+                c.by_folds,
             );
         }
     }

@@ -289,17 +289,22 @@ pub struct Candidate {
     pub l2: f64,
     /// Ordinal head (one support score, two cuts) rather than multinomial.
     pub ordinal: bool,
-    /// Mean over the held-out parts of their mean per-file macro-F1, each file on its own grading.
+    /// What the choice ranks by: the mean of `by_folds` and `by_source` (or `by_folds` alone).
     pub score: f64,
+    /// Mean over held-out folds of queries of their mean per-file macro-F1, each file on its own
+    /// grading: how the fit does on unseen queries of the sources it was fitted on.
+    pub by_folds: f64,
+    /// Mean over the input files, each left out in turn (fitted on the others), of its
+    /// macro-F1: how the fit carries to a source it has not seen. `None` with one file.
+    pub by_source: Option<f64>,
 }
 
 /// How a long-form stack was chosen.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Selection {
-    /// The held-out parts were whole files (leave one source out: fitted on the others, scored
-    /// on the one left out), else folds of records (a query's records in one fold).
+    /// Whole files were also left out in turn (two or more input files).
     pub by_source: bool,
-    /// Held-out parts scored.
+    /// Folds of queries scored.
     pub parts: usize,
     /// Every candidate, best first.
     pub candidates: Vec<Candidate>,
@@ -532,10 +537,11 @@ impl Stack {
     }
 
     /// Fit a long-form stack, choosing its features (among `sets`), L2 penalty and head
-    /// (multinomial or ordinal) on held-out data drawn from the fitting data itself: with items of
-    /// two or more files, each file is left out in turn (fitted on the others, scored on it), so
-    /// the choice is what carries to a source the fit has not seen; with one file, by `folds`
-    /// (records of one query share a fold). Scores are the mean over files of macro-F1, each file
+    /// (multinomial or ordinal) on held-out data drawn from the fitting data itself, two ways:
+    /// by `folds` (records of one query share a fold: unseen queries of the sources fitted on)
+    /// and, with items of two or more files, by leaving each file out in turn (fitted on the
+    /// others: a source no fit has seen). The choice ranks by the mean of the two, so a
+    /// configuration must do well on both. Scores are the mean over files of macro-F1, each file
     /// on its own grading. The best candidate is refitted on all items. `xs_of(set)` gives every
     /// item's features of `set`.
     pub fn select_long_form(
@@ -550,8 +556,6 @@ impl Stack {
         let grading = file_gradings(files, golds);
         let n_files = files.iter().collect::<HashSet<_>>().len();
         let by_source = n_files >= 2;
-        let part_of: &[usize] = if by_source { files } else { folds };
-        let n_parts = part_of.iter().copied().max().map_or(0, |m| m + 1);
         let xs: Vec<(FeatureSet, Vec<Vec<f64>>)> = sets.iter().map(|&s| (s, xs_of(s))).collect();
         let fit = |set: FeatureSet, x: &[Vec<f64>], l2: f64, ordinal: bool, idx: &[usize]| {
             let xi: Vec<Vec<f64>> = idx.iter().map(|&i| x[i].clone()).collect();
@@ -567,30 +571,47 @@ impl Stack {
         };
         let configs: Vec<(usize, f64, bool)> =
             (0..xs.len()).flat_map(|k| L2_GRID.iter().flat_map(move |&l2| [false, true].map(|o| (k, l2, o)))).collect();
+        // Mean per-file macro-F1 over held-out parts (`part_of[i]` is item i's part).
+        let held_out = |set: FeatureSet, x: &[Vec<f64>], l2: f64, ordinal: bool, part_of: &[usize]| -> f64 {
+            let n_parts = part_of.iter().copied().max().map_or(0, |m| m + 1);
+            let (mut sum, mut used) = (0.0, 0usize);
+            for part in 0..n_parts {
+                let (test, train): (Vec<usize>, Vec<usize>) = (0..golds.len()).partition(|&i| part_of[i] == part);
+                if test.is_empty() || train.is_empty() {
+                    continue;
+                }
+                let s = fit(set, x, l2, ordinal, &train);
+                let mut pairs: Vec<Vec<(Label, Label)>> = vec![Vec::new(); grading.len()];
+                for &i in &test {
+                    pairs[files[i]].push((golds[i], grading[files[i]].decide(s.predict(&x[i]))));
+                }
+                if let Some(f1) = mean_file_macro_f1(&pairs, &grading) {
+                    sum += f1;
+                    used += 1;
+                }
+            }
+            if used == 0 {
+                f64::NAN
+            } else {
+                sum / used as f64
+            }
+        };
         let mut candidates: Vec<Candidate> = configs
             .par_iter()
             .map(|&(k, l2, ordinal)| {
                 let (set, x) = (xs[k].0, &xs[k].1);
-                let (mut sum, mut used) = (0.0, 0usize);
-                for part in 0..n_parts {
-                    let (test, train): (Vec<usize>, Vec<usize>) = (0..golds.len()).partition(|&i| part_of[i] == part);
-                    if test.is_empty() || train.is_empty() {
-                        continue;
-                    }
-                    let s = fit(set, x, l2, ordinal, &train);
-                    let mut pairs: Vec<Vec<(Label, Label)>> = vec![Vec::new(); grading.len()];
-                    for &i in &test {
-                        pairs[files[i]].push((golds[i], grading[files[i]].decide(s.predict(&x[i]))));
-                    }
-                    if let Some(f1) = mean_file_macro_f1(&pairs, &grading) {
-                        sum += f1;
-                        used += 1;
-                    }
-                }
-                Candidate { set, l2, ordinal, score: if used == 0 { f64::NAN } else { sum / used as f64 } }
+                let by_folds = held_out(set, x, l2, ordinal, folds);
+                let by_source_score = by_source.then(|| held_out(set, x, l2, ordinal, files));
+                // Both count: unseen queries of the sources fitted on, and a source no fit has seen.
+                let score = match by_source_score {
+                    Some(s) => (s + by_folds) / 2.0,
+                    None => by_folds,
+                };
+                Candidate { set, l2, ordinal, score, by_folds, by_source: by_source_score }
             })
             .collect();
-        let parts = (0..n_parts).filter(|&p| part_of.contains(&p) && part_of.iter().any(|&q| q != p)).count();
+        let n_folds = folds.iter().copied().max().map_or(0, |m| m + 1);
+        let parts = (0..n_folds).filter(|&p| folds.contains(&p) && folds.iter().any(|&q| q != p)).count();
         // Best first; a stable sort keeps the simpler (earlier) candidate ahead on a tie.
         candidates.sort_by(|a, b| {
             let key = |c: &Candidate| if c.score.is_finite() { c.score } else { f64::NEG_INFINITY };
@@ -919,7 +940,8 @@ mod tests {
         };
         let sets = [FeatureSet::Aligned, FeatureSet::NoModel];
         let (s, sel) = Stack::select_long_form(&sets, xs_of, &golds, &w, &files, &folds);
-        assert!(sel.by_source && sel.parts == 2, "{sel:?}");
+        assert!(sel.by_source && sel.parts == 4, "{sel:?}");
+        assert!(sel.candidates.iter().all(|c| c.by_source.is_some() && c.by_folds.is_finite()), "{sel:?}");
         assert_eq!(sel.candidates.len(), 2 * L2_GRID.len() * 2);
         let best = sel.chosen().unwrap();
         assert_eq!(best.set, FeatureSet::NoModel, "{sel:?}");

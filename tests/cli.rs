@@ -200,10 +200,24 @@ fn calibrate_fits_long_and_short_form_stacks_from_several_files() {
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     let cal: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p("cal.json")).unwrap()).unwrap();
-    // The long-form head is chosen by cross-validation, said on stdout, and is the one saved.
+    // The long-form features, penalty and head are chosen on held-out folds, said on stdout
+    // (the chosen line starred), and the chosen stack is the one saved.
     let said = String::from_utf8_lossy(&o.stdout);
     let head = if cal["stack"].get("ordinal").is_some() { "ordinal" } else { "multinomial" };
-    assert!(said.contains(&format!("long-form stack head: {head} (")), "{said}");
+    let chosen = said.lines().find(|l| l.trim_start().starts_with('*')).unwrap_or_else(|| panic!("{said}"));
+    assert!(chosen.contains(head), "{said}");
+    assert_eq!(
+        cal["stack"]["features"].as_str().map(str::to_lowercase),
+        chosen.split_whitespace().nth(1).map(|s| {
+            // Debug names (AlignedNoModel) against the file's snake_case (aligned_no_model).
+            s.chars()
+                .enumerate()
+                .flat_map(|(i, c)| if c.is_uppercase() && i > 0 { vec!['_', c] } else { vec![c] })
+                .collect::<String>()
+                .to_lowercase()
+        }),
+        "{said}"
+    );
     assert_eq!(cal["n"], 12);
     assert!(cal["fitted_on"].as_str().unwrap().contains("long.jsonl + short.jsonl"), "{}", cal["fitted_on"]);
     assert_eq!(cal["stack"]["labels"].as_array().unwrap().len(), 3, "long-form gold has partial_support");

@@ -133,7 +133,9 @@ fn verdicts(judge: &Judge) -> Vec<(Label, Vec<f64>)> {
 
 #[test]
 fn remote_scored_mode_reproduces_the_embedded_backend() {
-    let embedded = verdicts(&common::judge(JudgeConfig::default()));
+    // The remote backend reads no nugget likelihood, so the embedded one is asked for none
+    // either: the same prompts in the same decodes, not a call with the baseline prompts too.
+    let embedded = verdicts(&common::judge(JudgeConfig::default().with_likelihood(false)));
     let judge = Judge::new(remote(|_| {}), PromptSet::builtin(), JudgeConfig::default());
     // Same prompt text on both sides.
     let t = &tasks()[0];
@@ -146,8 +148,10 @@ fn remote_scored_mode_reproduces_the_embedded_backend() {
     for (i, ((rl, rp), (el, ep))) in remote.iter().zip(&embedded).enumerate() {
         assert_eq!(rp.len(), 3, "verdict {i}: {rp:?}");
         assert!((rp.iter().sum::<f64>() - 1.0).abs() < 1e-6);
+        // Within batch noise: two engines, two decode layouts (measured between --batch 1 and
+        // --batch 20 of the embedded one alone: |dP| p90 0.041, max 0.092; docs/reliability.md).
         for (a, b) in rp.iter().zip(ep) {
-            assert!((a - b).abs() < 0.05, "verdict {i}: remote {rp:?} vs embedded {ep:?}");
+            assert!((a - b).abs() < 0.1, "verdict {i}: remote {rp:?} vs embedded {ep:?}");
         }
         let margin = {
             let mut p = ep.clone();
