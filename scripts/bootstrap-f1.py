@@ -49,6 +49,9 @@ def predict(stack, row, two):
     if o:
         sig = lambda v: 1.0 / (1.0 + math.exp(-v))
         score = logits[0] - logits[-1]
+        if two and o.get("support_two") is not None:
+            # A 2-grade support cut of its own (stacks fitted on files of both gradings).
+            return 0 if sig(o["slope"] * (score - o["support_two"])) >= 0.5 else 2
         ps = sig(o["slope"] * (score - o["support"]))
         at_least = max(sig(o["slope"] * (score - o["partial"])), ps)
         p = [ps, at_least - ps, 1.0 - at_least]

@@ -171,10 +171,11 @@ impl Calibrator {
 
     /// The calibrated distribution of one model verdict: the stack when present, else
     /// contextual calibration with thresholds.
-    pub fn verdict_probs(&self, raw_probs: [f64; 3], x: &FeatureInput<'_>) -> [f64; 3] {
+    /// `grades` is the grading decisions are made on (a stack may have cuts for each).
+    pub fn verdict_probs(&self, raw_probs: [f64; 3], x: &FeatureInput<'_>, grades: Grades) -> [f64; 3] {
         let stack = if x.gold_answers.is_empty() { &self.stack } else { &self.short_stack };
         match stack {
-            Some(s) => s.apply(x),
+            Some(s) => s.apply_for(x, grades),
             None => self.apply(raw_probs),
         }
     }

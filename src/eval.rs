@@ -340,12 +340,14 @@ pub fn rescore_outputs(
     outputs: &mut HashMap<String, OutputRecord>,
     calibrator: Option<&Calibrator>,
 ) {
+    // Decisions are made on the file's grading: 3-grade when any gold is partial support.
+    let grades = Grades::of_golds(tasks.iter().flat_map(|(_, t)| t.nuggets.iter().filter_map(|n| n.gold)));
     for (line, task) in tasks {
         let Some(out) = outputs.get_mut(&record_key(task.id.as_deref(), *line)) else { continue };
         for (i, v) in out.verdicts.iter_mut().enumerate().take(task.nuggets.len()) {
             let Some(raw) = v.verdict.raw else { continue };
             let probs = match calibrator {
-                Some(c) => c.verdict_probs(raw.probs.to_array(), &FeatureInput::of(task, i, &raw)),
+                Some(c) => c.verdict_probs(raw.probs.to_array(), &FeatureInput::of(task, i, &raw), grades),
                 None => raw.probs.to_array(),
             };
             let lp = LabelProbs::from_array(probs);

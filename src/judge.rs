@@ -11,6 +11,7 @@ use crate::backend::{Backend, LabelScore, PromptGroup};
 use crate::cache::VerdictCache;
 use crate::calibrate::Calibrator;
 use crate::error::{Error, Result};
+use crate::label::Grades;
 use crate::prompt::{JudgeMode, JudgeVars, PromptSet};
 use crate::record::Task;
 use crate::rubric::{Check, CheckOutcome, Label};
@@ -530,9 +531,11 @@ impl Judge {
                                 let read =
                                     RawScore { probs: LabelProbs::from_array(raw), logprobs, nugget_lp, window_lp };
                                 let mut v = match &self.calibrator {
-                                    Some(c) => Verdict::from_probs(LabelProbs::from_array(
-                                        c.verdict_probs(raw, &FeatureInput::of(&tasks[p.task], ni, &read)),
-                                    )),
+                                    Some(c) => Verdict::from_probs(LabelProbs::from_array(c.verdict_probs(
+                                        raw,
+                                        &FeatureInput::of(&tasks[p.task], ni, &read),
+                                        if self.config.two_grade { Grades::Two } else { Grades::Three },
+                                    ))),
                                     None => Verdict::from_probs(LabelProbs::from_array(raw)),
                                 };
                                 v.raw = Some(read);

@@ -293,7 +293,8 @@ fn eval(args: cli::EvalArgs) -> Result<ExitCode, Error> {
         }
     }
     let mut setup = Vec::new();
-    let mut rescore = None;
+    // The calibration verdicts are re-decided with, on the file's own grading.
+    let rescore: Option<Calibrator>;
     let verdicts_path = match &args.from {
         Some(from) => {
             // No model run: re-decide from the raw model outputs of an earlier eval or verify.
@@ -309,7 +310,7 @@ fn eval(args: cli::EvalArgs) -> Result<ExitCode, Error> {
                 "calibration".to_string(),
                 calibrator.as_ref().map(|c| c.describe()).unwrap_or_else(|| "none".into()),
             ));
-            rescore = Some(calibrator);
+            rescore = calibrator;
             from.clone()
         }
         None => {
@@ -325,6 +326,9 @@ fn eval(args: cli::EvalArgs) -> Result<ExitCode, Error> {
                 skip: Default::default(),
             };
             run_verify(&judge, input, total, Some(&verdicts_path), args.resume, opts)?;
+            // Re-decided below on the file's own grading (a 2-grade file uses a stack's 2-grade
+            // cut), as an eval --from of the same outputs would.
+            rescore = judge.calibrator().cloned();
             let info = judge.backend().info();
             setup = vec![
                 ("model".into(), info.model.clone()),
@@ -341,9 +345,7 @@ fn eval(args: cli::EvalArgs) -> Result<ExitCode, Error> {
     let part = args.part.map(Into::into);
     let labeled = read_labeled(&args.input, part)?;
     let mut outputs = read_outputs(&verdicts_path)?;
-    if let Some(calibrator) = &rescore {
-        gavel::eval::rescore_outputs(&labeled.tasks, &mut outputs, calibrator.as_ref());
-    }
+    gavel::eval::rescore_outputs(&labeled.tasks, &mut outputs, rescore.as_ref());
     let name = match part {
         Some(p) => format!("{} (part {p})", args.input.display()),
         None => args.input.display().to_string(),

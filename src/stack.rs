@@ -349,6 +349,11 @@ pub struct Ordinal {
     pub support: f64,
     /// Slope of the cumulative logits (fitted by likelihood).
     pub slope: f64,
+    /// The support cut of 2-grade decisions, when the fit had both 3-grade and 2-grade files:
+    /// each grading's cuts are placed on the files of that grading (a 2-grade file says nothing
+    /// about where partial support ends, a 3-grade one decides support against two neighbours).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub support_two: Option<f64>,
 }
 
 impl Ordinal {
@@ -360,9 +365,29 @@ impl Ordinal {
         [ps, at_least_partial - ps, 1.0 - at_least_partial]
     }
 
+    /// The distribution for a score when decisions are made on `grades`: with a 2-grade
+    /// support cut of its own, support against the rest at that cut (partial is then 0).
+    pub fn probs_for(&self, score: f64, grades: Grades) -> [f64; 3] {
+        match (grades, self.support_two) {
+            (Grades::Two, Some(cut)) => {
+                let ps = 1.0 / (1.0 + (-self.slope * (score - cut)).exp());
+                [ps, 0.0, 1.0 - ps]
+            }
+            _ => self.probs(score),
+        }
+    }
+
     /// The label the cuts give a score.
     pub fn label(&self, score: f64) -> Label {
         Label::by_cuts(score, self.partial, self.support)
+    }
+
+    /// The label the cuts give a score on `grades` (see [`Ordinal::probs_for`]).
+    pub fn label_for(&self, score: f64, grades: Grades) -> Label {
+        match (grades, self.support_two) {
+            (Grades::Two, Some(cut)) => Label::by_cuts(score, cut, cut),
+            (g, _) => g.fold(self.label(score)),
+        }
     }
 }
 
@@ -491,21 +516,43 @@ impl Stack {
         } else {
             (1..50).map(|q| sorted[(q * (sorted.len() - 1)) / 50]).collect()
         };
-        let objective = |o: &Ordinal| -> f64 {
-            let pairs: Vec<Vec<(Label, Label)>> =
-                per_file.iter().map(|ix| ix.iter().map(|&i| (golds[i], o.label(scores[i]))).collect()).collect();
+        // With files of both gradings, each grading's cuts are placed on its own files.
+        let any_two = grading.iter().enumerate().any(|(f, &g)| g == Grades::Two && !per_file[f].is_empty());
+        let split = any_three && any_two;
+        let objective = |o: &Ordinal, only: Option<Grades>| -> f64 {
+            let pairs: Vec<Vec<(Label, Label)>> = per_file
+                .iter()
+                .zip(&grading)
+                .map(|(ix, &g)| {
+                    if only.is_some_and(|want| want != g) {
+                        return Vec::new();
+                    }
+                    ix.iter().map(|&i| (golds[i], o.label_for(scores[i], g))).collect()
+                })
+                .collect();
             mean_file_macro_f1(&pairs, &grading).unwrap_or(0.0)
         };
-        let mut best = (f64::NEG_INFINITY, Ordinal { partial: 0.0, support: 0.0, slope: 1.0 });
+        let base = Ordinal { partial: 0.0, support: 0.0, slope: 1.0, support_two: None };
+        let mut best = (f64::NEG_INFINITY, base);
         for (a, &support) in cuts.iter().enumerate() {
             let partials: &[f64] = if any_three { &cuts[..=a] } else { std::slice::from_ref(&cuts[a]) };
             for &partial in partials {
-                let o = Ordinal { partial, support, slope: 1.0 };
-                let f = objective(&o);
+                let o = Ordinal { partial, support, ..base };
+                let f = objective(&o, split.then_some(Grades::Three));
                 if f > best.0 + 1e-12 {
                     best = (f, o);
                 }
             }
+        }
+        if split {
+            let mut top = (f64::NEG_INFINITY, best.1.support);
+            for &cut in &cuts {
+                let f = objective(&Ordinal { support_two: Some(cut), ..best.1 }, Some(Grades::Two));
+                if f > top.0 + 1e-12 {
+                    top = (f, cut);
+                }
+            }
+            best.1.support_two = Some(top.1);
         }
         // The slope by weighted likelihood (2-grade files: support against the rest).
         let log_lik = |o: &Ordinal| -> f64 {
@@ -514,7 +561,7 @@ impl Stack {
                 .zip(&grading)
                 .flat_map(|(ix, &g)| ix.iter().map(move |&i| (i, g)))
                 .map(|(i, g)| {
-                    let q = g.fold_probs(o.probs(scores[i]))[g.fold(golds[i]).index()];
+                    let q = g.fold_probs(o.probs_for(scores[i], g))[g.fold(golds[i]).index()];
                     sample_w.get(i).copied().unwrap_or(1.0) * q.max(1e-9).ln()
                 })
                 .sum()
@@ -583,7 +630,8 @@ impl Stack {
                 let s = fit(set, x, l2, ordinal, &train);
                 let mut pairs: Vec<Vec<(Label, Label)>> = vec![Vec::new(); grading.len()];
                 for &i in &test {
-                    pairs[files[i]].push((golds[i], grading[files[i]].decide(s.predict(&x[i]))));
+                    let g = grading[files[i]];
+                    pairs[files[i]].push((golds[i], g.decide(s.predict_for(&x[i], g))));
                 }
                 if let Some(f1) = mean_file_macro_f1(&pairs, &grading) {
                     sum += f1;
@@ -710,7 +758,8 @@ impl Stack {
                 };
                 let mut pairs: Vec<Vec<(Label, Label)>> = vec![Vec::new(); n_files];
                 for &i in &test {
-                    pairs[files[i]].push((golds[i], grading[files[i]].decide(stack.predict(&xs[i]))));
+                    let g = grading[files[i]];
+                    pairs[files[i]].push((golds[i], g.decide(stack.predict_for(&xs[i], g))));
                 }
                 (k, train.len(), mean_file_macro_f1(&pairs, &grading))
             })
@@ -802,6 +851,15 @@ impl Stack {
         Ok(())
     }
 
+    /// Label distribution in [`Label::ALL`] order for decisions on `grades` (an ordinal stack
+    /// may have a 2-grade support cut of its own).
+    pub fn predict_for(&self, x: &[f64], grades: Grades) -> [f64; 3] {
+        match &self.ordinal {
+            Some(o) => o.probs_for(self.score(x), grades),
+            None => self.predict(x),
+        }
+    }
+
     /// Label distribution in [`Label::ALL`] order.
     pub fn predict(&self, x: &[f64]) -> [f64; 3] {
         if let Some(o) = &self.ordinal {
@@ -819,6 +877,11 @@ impl Stack {
     /// Distribution for one verdict (features looked up by the names the stack was fitted with).
     pub fn apply(&self, x: &FeatureInput<'_>) -> [f64; 3] {
         self.predict(&features_named(&self.names, x))
+    }
+
+    /// [`Stack::apply`] for decisions on `grades` (see [`Stack::predict_for`]).
+    pub fn apply_for(&self, x: &FeatureInput<'_>, grades: Grades) -> [f64; 3] {
+        self.predict_for(&features_named(&self.names, x), grades)
     }
 }
 
@@ -916,6 +979,15 @@ mod tests {
         assert_eq!((label(0.1), label(0.55), label(0.9)), (Label::NotSupport, Label::PartialSupport, Label::Support));
         let p = s.predict(&[0.55, 3.0]);
         assert!(p.iter().all(|v| (0.0..=1.0).contains(v)) && (p.iter().sum::<f64>() - 1.0).abs() < 1e-9, "{p:?}");
+        // Files of both gradings: the 2-grade file places a support cut of its own (its
+        // not_support runs to 0.7, so the cut sits near 0.7, not at the 3-grade file's 0.7 by
+        // chance), and 2-grade decisions never say partial.
+        let two_cut = o.support_two.expect("a 2-grade support cut");
+        assert!(two_cut.is_finite());
+        let p2 = s.predict_for(&[0.55, 3.0], Grades::Two);
+        assert_eq!(p2[1], 0.0);
+        assert!(p2[2] > 0.5 && s.predict_for(&[0.9, 3.0], Grades::Two)[0] > 0.5, "{p2:?}");
+        assert_eq!(s.predict_for(&[0.55, 3.0], Grades::Three), s.predict(&[0.55, 3.0]));
         // It survives a round trip through the calibration file.
         let back: Stack = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
         assert_eq!(back.predict(&[0.55, 3.0]), p);
