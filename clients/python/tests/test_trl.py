@@ -49,6 +49,9 @@ def test_async_variant(gavel_env):
 def test_the_question_comes_from_the_column_or_the_last_user_message(gavel_env, server):
     q = "Where is the Eiffel Tower?"
     answer = "It stands in the French capital."  # the model decides: the question matters
+    # The first call also reads the nugget's content-free baseline (kept by the server); the
+    # second is the same decode as the calls compared below (bit-identical numbers).
+    post(server, {"query": [answer], "labels": [{"query": q, "gold_answers": ["Paris"]}]})
     direct = post(server, {"query": [answer], "labels": [{"query": q, "gold_answers": ["Paris"]}]})
     want = direct["extra_logs"]["soft_reward"][0]
     log = Log()

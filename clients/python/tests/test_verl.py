@@ -127,6 +127,9 @@ def test_prime_gets_a_float(gavel_env):
 def test_long_form_reward_is_the_servers(gavel_env, server):
     label = {"query": "Where is the Eiffel Tower?", "nuggets": ["The Eiffel Tower is in Paris"]}
     answer = "The Eiffel Tower stands in Paris, France."
+    # The server reads each nugget's content-free baseline once and reuses it; warm it so the
+    # two calls compared below are the same decode (bit-identical numbers).
+    post(server, {"query": [answer], "labels": [label]})
     r = gv.compute_score("gavel", answer, label, None)
     direct = post(server, {"query": [answer], "labels": [label]})
     assert r["score"] == direct["rewards"][0]
