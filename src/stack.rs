@@ -52,17 +52,9 @@ impl FeatureSet {
     }
 }
 
-/// The lexical part of [`FeatureSet::Aligned`].
-const ALIGNED_LEXICAL: [&str; 8] = [
-    "overlap",
-    "best_overlap",
-    "best_bigram",
-    "numbers_missing",
-    "number_conflict",
-    "negation_mismatch",
-    "names_missing",
-    "log_nugget_words",
-];
+/// The features of [`crate::lexical::align`]: the nugget against its best-matching sentences.
+const ALIGNMENT: [&str; 6] =
+    ["best_overlap", "best_bigram", "numbers_missing", "number_conflict", "negation_mismatch", "names_missing"];
 
 /// The model part of [`FeatureSet::Aligned`].
 const ALIGNED_MODEL: [&str; 6] =
@@ -104,10 +96,15 @@ impl<'a> FeatureInput<'a> {
 
 /// Feature names, in order, for a feature set.
 pub fn feature_names(set: FeatureSet) -> Vec<&'static str> {
-    match set {
-        FeatureSet::Aligned => return ALIGNED_LEXICAL.iter().chain(&ALIGNED_MODEL).copied().collect(),
-        FeatureSet::AlignedNoModel => return ALIGNED_LEXICAL.to_vec(),
-        _ => {}
+    if matches!(set, FeatureSet::Aligned | FeatureSet::AlignedNoModel) {
+        // Whole-text overlap, the alignment, the nugget's length; then the model's reads.
+        let mut v = vec!["overlap"];
+        v.extend(ALIGNMENT);
+        v.push("log_nugget_words");
+        if set == FeatureSet::Aligned {
+            v.extend(ALIGNED_MODEL);
+        }
+        return v;
     }
     let mut v = vec![
         "overlap",
@@ -120,13 +117,8 @@ pub fn feature_names(set: FeatureSet) -> Vec<&'static str> {
         "contains",
         "short_form",
         "gold_overlap",
-        "best_overlap",
-        "best_bigram",
-        "numbers_missing",
-        "number_conflict",
-        "negation_mismatch",
-        "names_missing",
     ];
+    v.extend(ALIGNMENT);
     if set == FeatureSet::All {
         v.extend(["lp_support", "lp_partial", "lp_not", "yes_minus_no", "partial_minus_no"]);
     }
