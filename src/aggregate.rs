@@ -128,12 +128,17 @@ pub struct Verdict {
     /// Quoted evidence from the judged text (reasoned mode).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quote: Option<String>,
+    /// When the judged text was several blocks (a record's `passages`, or an answer too long
+    /// for the context): the index of the block that decided (the one that supports the nugget
+    /// best, "sample level").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block: Option<usize>,
 }
 
 impl Verdict {
     /// A deterministic verdict.
     pub fn decided(label: Label, by: DecidedBy) -> Self {
-        Verdict { label, probs: None, score: label.value(), by, raw: None, rationale: None, quote: None }
+        Verdict { label, probs: None, score: label.value(), by, raw: None, rationale: None, quote: None, block: None }
     }
 
     /// A scored-mode model verdict from a distribution.
@@ -146,6 +151,7 @@ impl Verdict {
             raw: None,
             rationale: None,
             quote: None,
+            block: None,
         }
     }
 

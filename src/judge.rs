@@ -31,6 +31,13 @@ pub struct JudgeConfig {
     /// Scored mode: also read the nugget's likelihood and its content-free baseline (PMI), the
     /// stacked judge's strongest model signal; costs about 30% of verdicts/s on REALSumm.
     pub likelihood: bool,
+    /// Judge an answer too long for the context in blocks (merged at sample level) instead of
+    /// failing it as `too_long`.
+    pub blocks: bool,
+    /// Cut every answer longer than this many tokens into blocks, even one that fits.
+    pub block_tokens: Option<usize>,
+    /// Tokens of each block's end repeated at the start of the next.
+    pub block_overlap: usize,
 }
 
 impl Default for JudgeConfig {
@@ -41,6 +48,9 @@ impl Default for JudgeConfig {
             truncate: false,
             max_reason_tokens: 160,
             likelihood: true,
+            blocks: true,
+            block_tokens: None,
+            block_overlap: 64,
         }
     }
 }
@@ -67,6 +77,15 @@ impl JudgeConfig {
     /// Set truncation.
     pub fn with_truncate(mut self, yes: bool) -> Self {
         self.truncate = yes;
+        self
+    }
+
+    /// Set block judging: on or off, the block size (`None`: as large as the context allows)
+    /// and the overlap between blocks, in tokens.
+    pub fn with_blocks(mut self, on: bool, tokens: Option<usize>, overlap: usize) -> Self {
+        self.blocks = on;
+        self.block_tokens = tokens;
+        self.block_overlap = overlap;
         self
     }
 }
@@ -153,7 +172,14 @@ struct Pending {
     task: usize,
     nuggets: Vec<usize>,
     truncated: bool,
+    /// The block judged, when the task is judged in blocks.
+    block: Option<usize>,
+    /// The text judged: the answer, its cut, or the block.
+    text: String,
 }
+
+/// One prompt group of a task: (block, judged text, group, truncated).
+type Entry = (Option<usize>, String, PromptGroup, bool);
 
 impl Judge {
     /// A judge over `backend` with `prompts`.
@@ -296,6 +322,13 @@ impl Judge {
             .collect())
     }
 
+    /// The texts the model judges for `task`: its passages, the blocks its answer is cut into,
+    /// or the answer (cut when truncating). A verdict's `block` indexes this list.
+    pub fn judged_texts(&self, task: &Task) -> Result<Vec<String>> {
+        let nuggets: Vec<usize> = (0..task.nuggets.len()).filter(|&i| task.nuggets[i].needs_model()).collect();
+        Ok(self.fitted_groups(task, &nuggets)?.into_iter().map(|(_, text, _, _)| text).collect())
+    }
+
     fn format(&self, task: &Task, answer: &str, nugget: &str) -> Result<String> {
         let vars = JudgeVars { query: task.query.as_deref(), answer, nugget, gold_answers: &task.gold_answers };
         let prompt = self.prompts.render_judge(self.config.mode, &vars)?;
@@ -311,6 +344,67 @@ impl Judge {
             g.spans.clear();
         }
         Ok(g)
+    }
+
+    /// The prompt groups of a task: one per passage when the record brings passages; one per
+    /// block when the answer is longer than the context allows (or than `block_tokens`) and
+    /// blocks are on; else the one group of [`Judge::fitted_group`].
+    fn fitted_groups(&self, task: &Task, nuggets: &[usize]) -> Result<Vec<Entry>> {
+        if !task.passages.is_empty() {
+            return task
+                .passages
+                .iter()
+                .enumerate()
+                .map(|(i, p)| Ok((Some(i), p.clone(), self.group(task, p, nuggets)?, false)))
+                .collect();
+        }
+        // --truncate keeps its meaning: the start of the answer, cut to fit, is judged.
+        if self.config.blocks && !self.config.truncate {
+            if let Some(ranges) = self.blocks_of(task, nuggets)? {
+                return ranges
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (a, b))| {
+                        let text = task.answer[a..b].trim().to_string();
+                        let g = self.group(task, &text, nuggets)?;
+                        Ok((Some(i), text, g, false))
+                    })
+                    .collect();
+            }
+        }
+        let (g, truncated) = self.fitted_group(task, nuggets)?;
+        let text = if truncated { String::new() } else { task.answer.clone() };
+        Ok(vec![(None, text, g, truncated)])
+    }
+
+    /// Where to cut the answer into blocks, or `None` when it is judged whole: it fits the
+    /// context (and `block_tokens`, when set).
+    fn blocks_of(&self, task: &Task, nuggets: &[usize]) -> Result<Option<Vec<(usize, usize)>>> {
+        let n_ctx = self.backend.info().n_ctx;
+        let cap = self.config.block_tokens;
+        let group = self.group(task, &task.answer, nuggets)?;
+        let longest = group.suffixes.iter().map(String::len).max().unwrap_or(0);
+        // A token is at least one byte: a prompt of fewer bytes than the limit fits it.
+        let bytes = group.prefix.len() + longest;
+        if bytes <= n_ctx && cap.is_none_or(|c| task.answer.len() <= c) {
+            return Ok(None);
+        }
+        let reserve = if self.config.mode == JudgeMode::Reasoned { self.config.max_reason_tokens } else { 0 };
+        let longest = group.suffixes.iter().max_by_key(|s| s.len()).map(String::as_str).unwrap_or("");
+        let tokens = self.backend.count_tokens(&format!("{}{}", group.prefix, longest))? + reserve;
+        let answer_tokens = self.backend.count_tokens(&task.answer)?;
+        // What a block may hold: the context less the rest of the prompt, with a margin for
+        // tokens that merge differently at the block's edges.
+        let room = n_ctx.saturating_sub(tokens.saturating_sub(answer_tokens) + 16);
+        let limit = cap.map_or(room, |c| c.min(room));
+        if answer_tokens <= limit {
+            return Ok(None);
+        }
+        if limit < 32 {
+            return Err(Error::TooLong { tokens, n_ctx });
+        }
+        let count = |t: &str| self.backend.count_tokens(t).unwrap_or(t.len());
+        Ok(Some(crate::lexical::cut_blocks(&task.answer, count, limit, self.config.block_overlap.min(limit / 2))))
     }
 
     /// Build the prompt group, cutting the answer when `truncate` is on and it does not fit.
@@ -428,15 +522,16 @@ impl Judge {
         let mut rows = Vec::with_capacity(pending.len());
         for (p, g) in pending.iter().zip(main) {
             let task = &tasks[p.task];
-            let long = task.answer.split_whitespace().count() > WINDOW_MIN_WORDS;
+            let text = if p.text.is_empty() { task.answer.as_str() } else { p.text.as_str() };
+            let long = text.split_whitespace().count() > WINDOW_MIN_WORDS;
             let row = (0..p.nuggets.len())
                 .map(|k| {
                     if !long || g.span(k).is_none() {
                         return None;
                     }
                     let ni = p.nuggets[k];
-                    let (a, b) = crate::lexical::align(&task.nuggets[ni].text, &task.answer).window;
-                    let window = task.answer.get(a..b)?.trim();
+                    let (a, b) = crate::lexical::align(&task.nuggets[ni].text, text).window;
+                    let window = text.get(a..b)?.trim();
                     if window.is_empty() {
                         return None;
                     }
@@ -479,10 +574,12 @@ impl Judge {
             if need.is_empty() {
                 continue;
             }
-            match self.fitted_group(task, &need) {
-                Ok((g, truncated)) => {
-                    groups.push(g);
-                    pending.push(Pending { task: ti, nuggets: need, truncated });
+            match self.fitted_groups(task, &need) {
+                Ok(entries) => {
+                    for (block, text, g, truncated) in entries {
+                        groups.push(g);
+                        pending.push(Pending { task: ti, nuggets: need.clone(), truncated, block, text });
+                    }
                 }
                 Err(e) => failed[ti] = Some(e),
             }
@@ -533,13 +630,14 @@ impl Judge {
                                 let mut v = match &self.calibrator {
                                     Some(c) => Verdict::from_probs(LabelProbs::from_array(c.verdict_probs(
                                         raw,
-                                        &FeatureInput::of(&tasks[p.task], ni, &read),
+                                        &FeatureInput::of(&tasks[p.task], ni, &read).judging(&p.text),
                                         if self.config.two_grade { Grades::Two } else { Grades::Three },
                                     ))),
                                     None => Verdict::from_probs(LabelProbs::from_array(raw)),
                                 };
                                 v.raw = Some(read);
-                                verdicts[p.task][ni] = Some(v);
+                                v.block = p.block;
+                                keep_best(&mut verdicts[p.task][ni], v);
                             }
                             Err(e) => fail_nugget(&mut failed[p.task], ni, e),
                         }
@@ -554,7 +652,10 @@ impl Judge {
                     truncated[p.task] = p.truncated;
                     for (&ni, r) in p.nuggets.iter().zip(res) {
                         match r.and_then(|text| parse_reasoned(&text)) {
-                            Ok(v) => verdicts[p.task][ni] = Some(v),
+                            Ok(mut v) => {
+                                v.block = p.block;
+                                keep_best(&mut verdicts[p.task][ni], v);
+                            }
                             Err(e) => fail_nugget(&mut failed[p.task], ni, e),
                         }
                     }
@@ -608,6 +709,16 @@ fn decided_by(check: &Check, text: &str) -> DecidedBy {
     }
 }
 
+/// Keep the verdict that supports the nugget best (sample level over blocks): the higher
+/// probability of support, else the higher score; on a tie the earlier block stands.
+fn keep_best(slot: &mut Option<Verdict>, v: Verdict) {
+    let support = |v: &Verdict| (v.probs.map_or(0.0, |p| p.support), v.score);
+    match slot {
+        Some(old) if support(&v) <= support(old) => {}
+        _ => *slot = Some(v),
+    }
+}
+
 /// Parse reasoned-mode output (`Reasoning: ...\nQuote: "..."\nVerdict: label`).
 pub fn parse_reasoned(text: &str) -> Result<Verdict> {
     static RE: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
@@ -629,12 +740,40 @@ pub fn parse_reasoned(text: &str) -> Result<Verdict> {
         raw: None,
         rationale: Some(caps["r"].trim().to_string()),
         quote: (!quote.is_empty()).then_some(quote),
+        block: None,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_block_that_supports_a_nugget_best_decides() {
+        let verdict = |p: [f64; 3], block: usize| {
+            let mut v = Verdict::from_probs(LabelProbs::from_array(p));
+            v.block = Some(block);
+            v
+        };
+        let mut slot = None;
+        keep_best(&mut slot, verdict([0.2, 0.1, 0.7], 0));
+        keep_best(&mut slot, verdict([0.6, 0.3, 0.1], 1));
+        // A tie on support keeps the earlier block; a lower one never replaces.
+        keep_best(&mut slot, verdict([0.6, 0.0, 0.4], 2));
+        keep_best(&mut slot, verdict([0.5, 0.5, 0.0], 3));
+        let v = slot.unwrap();
+        assert_eq!((v.block, v.label), (Some(1), Label::Support));
+        assert!((v.score - (0.6 + 0.5 * 0.3)).abs() < 1e-12, "the deciding block's score: {}", v.score);
+        // Without probabilities (reasoned mode), the label's value decides.
+        let mut slot = None;
+        let mut a = Verdict::decided(Label::PartialSupport, DecidedBy::Llm);
+        a.block = Some(0);
+        let mut b = Verdict::decided(Label::NotSupport, DecidedBy::Llm);
+        b.block = Some(1);
+        keep_best(&mut slot, a);
+        keep_best(&mut slot, b);
+        assert_eq!(slot.unwrap().block, Some(0));
+    }
 
     #[test]
     fn reasoned_output_parses() {

@@ -295,6 +295,82 @@ pub fn align(nugget: &str, text: &str) -> Alignment {
     }
 }
 
+/// Cut `text` into blocks of at most `max_tokens` tokens (as `tokens_of` counts them) that
+/// begin and end at sentence boundaries, each block after the first starting with about
+/// `overlap_tokens` of the previous block's last sentences, so a statement that spans a cut is
+/// whole in one block. Every byte of the text is in some block; a single sentence longer than a
+/// block is cut inside at a word boundary. Returns byte ranges, in order.
+pub fn cut_blocks(
+    text: &str,
+    tokens_of: impl Fn(&str) -> usize,
+    max_tokens: usize,
+    overlap_tokens: usize,
+) -> Vec<(usize, usize)> {
+    let max_tokens = max_tokens.max(1);
+    // Units: sentences (their own line ends and spaces included, so units tile the text), a
+    // sentence over the budget split at word boundaries.
+    let mut bounds: Vec<usize> = vec![0];
+    let base = text.as_ptr() as usize;
+    for sent in sentences(text) {
+        // A sentence's leading white space stays with the one before it.
+        let start = sent.as_ptr() as usize - base + (sent.len() - sent.trim_start().len());
+        if start > *bounds.last().unwrap_or(&0) {
+            bounds.push(start);
+        }
+    }
+    bounds.push(text.len());
+    bounds.dedup();
+    let mut units: Vec<(usize, usize)> = Vec::new();
+    for w in bounds.windows(2) {
+        let (a, b) = (w[0], w[1]);
+        if tokens_of(&text[a..b]) <= max_tokens {
+            units.push((a, b));
+            continue;
+        }
+        // Too long for one block: pieces of whole words, each within the budget.
+        let mut start = a;
+        while start < b {
+            let mut end = b;
+            while end > start && tokens_of(&text[start..end]) > max_tokens {
+                let half = start + (end - start) / 2;
+                let mut cut = half;
+                while cut > start && !text.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                // Back to the last space, when there is one past the start.
+                let cut = text[start..cut].rfind(' ').map_or(cut, |i| start + i + 1);
+                end = if cut > start { cut } else { (start + 1..=b).find(|&i| text.is_char_boundary(i)).unwrap_or(b) };
+            }
+            units.push((start, end));
+            start = end;
+        }
+    }
+    let tokens: Vec<usize> = units.iter().map(|&(a, b)| tokens_of(&text[a..b])).collect();
+    let mut blocks = Vec::new();
+    let mut first = 0;
+    while first < units.len() {
+        let mut last = first;
+        let mut used = tokens[first];
+        while last + 1 < units.len() && used + tokens[last + 1] <= max_tokens {
+            last += 1;
+            used += tokens[last];
+        }
+        blocks.push((units[first].0, units[last].1));
+        if last + 1 >= units.len() {
+            break;
+        }
+        // The next block starts with the last sentences of this one, up to the overlap.
+        let mut next = last + 1;
+        let mut carried = 0;
+        while next > first + 1 && carried + tokens[next - 1] <= overlap_tokens {
+            next -= 1;
+            carried += tokens[next];
+        }
+        first = next;
+    }
+    blocks
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,6 +415,34 @@ mod tests {
         let w = align("It carries six lanes", text).window;
         assert_eq!(&text[w.0..w.1], "It carries six lanes of traffic.");
         assert_eq!(sentences("A b. C d!\nE f"), vec!["A b.", " C d!", "E f"]);
+    }
+
+    #[test]
+    fn blocks_cover_the_text_at_sentence_ends_within_the_budget() {
+        let words = |t: &str| t.split_whitespace().count();
+        let text: String = (0..40).map(|i| format!("Sentence number {i} has exactly seven words. ")).collect();
+        let blocks = cut_blocks(&text, words, 30, 8);
+        assert!(blocks.len() > 1);
+        // Within the budget, starting and ending at sentence boundaries.
+        for &(a, b) in &blocks {
+            assert!(words(&text[a..b]) <= 30, "{}", &text[a..b]);
+            assert!(text[a..b].starts_with("Sentence"), "{:?}", &text[a..b]);
+            assert!(text[a..b].trim_end().ends_with('.'), "{:?}", &text[a..b]);
+        }
+        // Every byte in some block, in order, with the overlap carried over.
+        assert_eq!((blocks[0].0, blocks.last().unwrap().1), (0, text.len()));
+        for w in blocks.windows(2) {
+            assert!(w[1].0 < w[0].1, "consecutive blocks overlap: {w:?}");
+            assert!(w[1].0 > w[0].0, "and move forward: {w:?}");
+            assert!(words(&text[w[1].0..w[0].1]) <= 8, "overlap within its budget");
+        }
+        // A text that fits is one block; a sentence over the budget is cut at word boundaries.
+        assert_eq!(cut_blocks("One. Two.", words, 30, 8), vec![(0, 9)]);
+        let long = "word ".repeat(50);
+        let parts = cut_blocks(&long, words, 12, 0);
+        assert!(parts.iter().all(|&(a, b)| words(&long[a..b]) <= 12), "{parts:?}");
+        assert_eq!((parts[0].0, parts.last().unwrap().1), (0, long.len()));
+        assert!(parts.windows(2).all(|w| w[0].1 == w[1].0), "no gap: {parts:?}");
     }
 
     #[test]

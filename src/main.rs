@@ -190,7 +190,14 @@ fn render(args: cli::RenderArgs) -> Result<ExitCode, Error> {
     })?;
     let location = format!("{}:{}", args.input.display(), args.line);
     let task = parse_record(line, &location, rubric.as_ref(), args.records.short_form.into())?;
-    let score = ScoreArgs { no_likelihood: false, truncate: false, prompts: args.prompts.clone() };
+    let score = ScoreArgs {
+        no_likelihood: false,
+        truncate: false,
+        no_blocks: true,
+        block_tokens: None,
+        block_overlap: 0,
+        prompts: args.prompts.clone(),
+    };
     let mut spec = JudgeSpec::raw(&score, false);
     spec.mode = args.mode.into();
     print_prompts(&build_judge(&spec, &args.model)?, &task)?;

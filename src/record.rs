@@ -39,12 +39,25 @@ pub struct Task {
     pub gold_answers: Vec<String>,
     /// Record-level gold label (short-form `correct`/`incorrect`).
     pub gold: Option<Label>,
+    /// Blocks the record brings (`passages`: retrieved passages, or an answer cut by its
+    /// producer): each nugget is judged against each, and the block that supports it best
+    /// decides. Empty: the answer is the one judged text (cut by the engine when too long).
+    pub passages: Vec<String>,
 }
 
 impl Task {
     /// A long-form task.
     pub fn new(query: Option<String>, answer: impl Into<String>, nuggets: Vec<Nugget>) -> Self {
-        Task { id: None, source: None, query, answer: answer.into(), nuggets, gold_answers: Vec::new(), gold: None }
+        Task {
+            id: None,
+            source: None,
+            query,
+            answer: answer.into(),
+            nuggets,
+            gold_answers: Vec::new(),
+            gold: None,
+            passages: Vec::new(),
+        }
     }
 
     /// A short-form task: one criterion, "the answer is one of `gold_answers`".
@@ -55,7 +68,16 @@ impl Task {
         policy: ShortForm,
     ) -> Self {
         let nugget = short_form_nugget(&gold_answers, policy);
-        Task { id: None, source: None, query, answer: answer.into(), nuggets: vec![nugget], gold_answers, gold: None }
+        Task {
+            id: None,
+            source: None,
+            query,
+            answer: answer.into(),
+            nuggets: vec![nugget],
+            gold_answers,
+            gold: None,
+            passages: Vec::new(),
+        }
     }
 
     /// Whether this is a short-form record.
@@ -84,6 +106,7 @@ struct RawRecord {
     nuggets: Option<Vec<RawNugget>>,
     gold_answers: Option<Vec<String>>,
     gold: Option<String>,
+    passages: Option<Vec<String>>,
 }
 
 /// Parse one JSON Lines record. `rubric`, when given, supplies the nuggets of every record.
@@ -96,7 +119,17 @@ pub fn parse_record(line: &str, location: &str, rubric: Option<&Rubric>, policy:
         serde_json::Value::String(s) => s,
         other => other.to_string(),
     });
-    let answer = raw.answer.ok_or_else(|| Error::field(location, "answer", "is missing"))?;
+    let passages = raw.passages.unwrap_or_default();
+    if let Some(i) = passages.iter().position(|p| p.trim().is_empty()) {
+        return Err(Error::field(location, format!("passages[{i}]"), "is empty"));
+    }
+    // With passages and no answer, the passages together are the judged text (for the lexical
+    // signals and reports).
+    let answer = match raw.answer {
+        Some(a) => a,
+        None if !passages.is_empty() => passages.join("\n\n"),
+        None => return Err(Error::field(location, "answer", "is missing (give `answer` or `passages`)")),
+    };
     let gold_answers = raw.gold_answers.unwrap_or_default();
     let gold_answers: Vec<String> = gold_answers.into_iter().filter(|a| !a.trim().is_empty()).collect();
     let nuggets = match (rubric, raw.nuggets) {
@@ -123,7 +156,7 @@ pub fn parse_record(line: &str, location: &str, rubric: Option<&Rubric>, policy:
         }
     };
     let query = raw.query.filter(|q| !q.trim().is_empty()).or_else(|| rubric.and_then(|r| r.query.clone()));
-    Ok(Task { id, source: raw.source, query, answer, nuggets, gold_answers, gold })
+    Ok(Task { id, source: raw.source, query, answer, nuggets, gold_answers, gold, passages })
 }
 
 /// One nugget's verdict as written out.

@@ -94,6 +94,17 @@ impl<'a> FeatureInput<'a> {
     }
 }
 
+impl<'a> FeatureInput<'a> {
+    /// The same verdict, judged against `text` (one block of the answer) rather than the whole
+    /// answer; an empty `text` keeps the answer.
+    pub fn judging(mut self, text: &'a str) -> Self {
+        if !text.is_empty() {
+            self.answer = text;
+        }
+        self
+    }
+}
+
 /// Feature names, in order, for a feature set.
 pub fn feature_names(set: FeatureSet) -> Vec<&'static str> {
     if matches!(set, FeatureSet::Aligned | FeatureSet::AlignedNoModel) {

@@ -151,14 +151,28 @@ fn reasoned_mode_output_always_parses() {
 }
 
 #[test]
-fn too_long_answers_give_the_documented_error_or_a_reported_truncation() {
+fn too_long_answers_are_judged_in_blocks_or_give_the_documented_error_or_a_truncation() {
     let path = gavel::model_store::ensure_default_model().unwrap();
     let small = Arc::new(EmbeddedBackend::load(EmbeddedConfig::new(path).with_n_ctx(256)).unwrap());
     let long = PASSAGE.repeat(30);
     let tasks =
         vec![task(&long, &["The Eiffel Tower was completed in 1889"]), task(PASSAGE, &["It is 330 metres tall"])];
 
-    let strict = gavel::Judge::new(small.clone(), gavel::PromptSet::builtin(), JudgeConfig::default());
+    // By default: in blocks, each within the context, the nugget's verdict from one of them.
+    let blocks = gavel::Judge::new(small.clone(), gavel::PromptSet::builtin(), JudgeConfig::default());
+    let texts = blocks.judged_texts(&tasks[0]).unwrap();
+    assert!(texts.len() > 1 && texts.iter().all(|t| small.count_tokens(t).unwrap() < 256), "{texts:?}");
+    let out = blocks.judge(&tasks);
+    let v = &out[0].as_ref().expect("judged in blocks").verdicts[0];
+    assert!(v.block.is_some_and(|b| b < texts.len()), "{v:?}");
+    assert!(out[1].as_ref().unwrap().verdicts[0].block.is_none(), "a text that fits is one block");
+
+    // --no-blocks: the documented error.
+    let strict = gavel::Judge::new(
+        small.clone(),
+        gavel::PromptSet::builtin(),
+        JudgeConfig::default().with_blocks(false, None, 64),
+    );
     let out = strict.judge(&tasks);
     match &out[0] {
         Err(Error::TooLong { tokens, n_ctx }) => assert!(*tokens > *n_ctx && *n_ctx == 256),
@@ -166,6 +180,7 @@ fn too_long_answers_give_the_documented_error_or_a_reported_truncation() {
     }
     assert!(out[1].is_ok(), "the other record is unaffected: {:?}", out[1]);
 
+    // --truncate keeps its meaning: the start, cut to fit.
     let cutting = gavel::Judge::new(small, gavel::PromptSet::builtin(), JudgeConfig::default().with_truncate(true));
     let out = cutting.judge(&tasks);
     let j = out[0].as_ref().expect("truncation fits the prompt");
@@ -383,4 +398,64 @@ fn long_passages_get_a_read_after_the_nuggets_best_window() {
     assert!(w(0).mean > j.verdicts[1].raw.unwrap().nugget_lp.unwrap().mean, "{:?}", w(0));
     let short = judge.judge(&[task(PASSAGE, &[stated])]).remove(0).unwrap();
     assert!(short.verdicts[0].raw.unwrap().window_lp.is_none());
+}
+
+/// A record with `passages`: each nugget is judged against each passage and the one that
+/// supports it best decides, named in the verdict's `block`.
+#[test]
+fn a_passages_record_is_judged_per_passage_and_the_best_decides() {
+    let shipped = gavel::calibrate::Calibrator::shipped();
+    let judge = common::judge(JudgeConfig::default()).with_calibrator(shipped);
+    let line = serde_json::json!({
+        "query": "When was the Eiffel Tower completed?",
+        "passages": [
+            "Bananas are a good source of potassium and grow in tropical climates.",
+            PASSAGE,
+            "Mount Everest is the highest mountain above sea level."
+        ],
+        "nuggets": ["The Eiffel Tower was completed in 1889"]
+    })
+    .to_string();
+    let t = gavel::record::parse_record(&line, "test", None, gavel::record::ShortForm::Hybrid).unwrap();
+    assert_eq!(judge.judged_texts(&t).unwrap().len(), 3);
+    let j = judge.judge(std::slice::from_ref(&t)).remove(0).unwrap();
+    let v = &j.verdicts[0];
+    assert_eq!(v.block, Some(1), "{v:?}");
+    assert_eq!(v.label, Label::Support, "{v:?}");
+    // An empty passage is refused, naming it.
+    let bad = serde_json::json!({"passages": ["a", " "], "nuggets": ["x"]}).to_string();
+    let e = gavel::record::parse_record(&bad, "f:3", None, gavel::record::ShortForm::Hybrid).unwrap_err().to_string();
+    assert!(e.contains("passages[1]") && e.contains("f:3"), "{e}");
+}
+
+/// A 20,000-token answer of unrelated text with one sentence that states the nugget, at the
+/// start, in the middle and at the end: judged in blocks (not `too_long`), the nugget is
+/// supported in every placement and the deciding block is one that holds the sentence.
+#[test]
+fn a_long_answer_is_judged_in_blocks_and_the_block_with_the_statement_decides() {
+    let shipped = gavel::calibrate::Calibrator::shipped();
+    let judge = common::judge(JudgeConfig::default().with_blocks(true, Some(2048), 64)).with_calibrator(shipped);
+    let filler: Vec<String> = (0..1010)
+        .map(|i| format!("Report {i} notes that the valley's rivers, forests and old castles drew many visitors."))
+        .collect();
+    let statement = "Marie Curie won the Nobel Prize in Chemistry in 1911.";
+    let tasks: Vec<Task> = [0, 505, 1010]
+        .iter()
+        .map(|&at| {
+            let mut parts = filler.clone();
+            parts.insert(at, statement.to_string());
+            task(&parts.join(" "), &["Marie Curie won the Nobel Prize in Chemistry in 1911"])
+        })
+        .collect();
+    let tokens = judge.backend().count_tokens(&tasks[0].answer).unwrap();
+    assert!(tokens >= 20_000, "the answer has {tokens} tokens");
+    for (t, j) in tasks.iter().zip(judge.judge(&tasks)) {
+        let j = j.expect("judged in blocks, not too_long");
+        let texts = judge.judged_texts(t).unwrap();
+        assert!(texts.len() >= 10, "{} blocks", texts.len());
+        let v = &j.verdicts[0];
+        let block = v.block.expect("the deciding block is named");
+        assert!(texts[block].contains(statement), "block {block} of {} decided: {v:?}", texts.len());
+        assert_eq!(v.label, Label::Support, "{v:?}");
+    }
 }

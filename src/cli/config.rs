@@ -105,6 +105,7 @@ pub fn build_judge(j: &JudgeSpec<'_>, m: &ModelArgs) -> Result<Judge, Error> {
         .with_mode(j.mode)
         .with_two_grade(j.two_grade)
         .with_truncate(j.score.truncate)
+        .with_blocks(!j.score.no_blocks, j.score.block_tokens, j.score.block_overlap)
         .with_likelihood(!j.score.no_likelihood);
     let backend = load_backend(m)?;
     let fingerprint = model_key(&backend.info().model)?;

@@ -144,10 +144,22 @@ pub struct ScoreArgs {
     /// about 30% more verdicts/s; a stacked calibration then reads those features as missing.
     #[arg(long)]
     pub no_likelihood: bool,
-    /// Cut judged texts that do not fit the context (reported as `"truncated": true`)
-    /// instead of writing an error record.
+    /// Cut judged texts that do not fit the context (reported as `"truncated": true`) and
+    /// judge only their start, instead of judging them in blocks.
     #[arg(long)]
     pub truncate: bool,
+    /// Do not judge answers too long for the context in blocks: they fail as `too_long`. By default each nugget is judged against every block and the
+    /// block that supports it best decides (its index in the verdict's `block`).
+    #[arg(long)]
+    pub no_blocks: bool,
+    /// Cut every answer longer than this many tokens into blocks, even one that fits the
+    /// context [default: as large as the context allows].
+    #[arg(long)]
+    pub block_tokens: Option<usize>,
+    /// Tokens of a block's end repeated at the start of the next, so a statement across a cut
+    /// is whole in one block.
+    #[arg(long, default_value_t = 64)]
+    pub block_overlap: usize,
     /// Folder of template files overriding the built-in ones (same names as `prompts/`).
     #[arg(long)]
     pub prompts: Option<PathBuf>,
