@@ -351,16 +351,25 @@ impl Judge {
     /// blocks are on; else the one group of [`Judge::fitted_group`].
     fn fitted_groups(&self, task: &Task, nuggets: &[usize]) -> Result<Vec<Entry>> {
         if !task.passages.is_empty() {
-            return task
-                .passages
-                .iter()
+            // Each passage, itself cut when it does not fit; blocks are numbered in order.
+            let mut texts = Vec::new();
+            for p in &task.passages {
+                match self.blocks_of(task, p, nuggets)? {
+                    Some(ranges) if self.config.blocks => {
+                        texts.extend(ranges.into_iter().map(|(a, b)| p[a..b].trim().to_string()))
+                    }
+                    _ => texts.push(p.clone()),
+                }
+            }
+            return texts
+                .into_iter()
                 .enumerate()
-                .map(|(i, p)| Ok((Some(i), p.clone(), self.group(task, p, nuggets)?, false)))
+                .map(|(i, text)| Ok((Some(i), text.clone(), self.group(task, &text, nuggets)?, false)))
                 .collect();
         }
         // --truncate keeps its meaning: the start of the answer, cut to fit, is judged.
         if self.config.blocks && !self.config.truncate {
-            if let Some(ranges) = self.blocks_of(task, nuggets)? {
+            if let Some(ranges) = self.blocks_of(task, &task.answer, nuggets)? {
                 return ranges
                     .into_iter()
                     .enumerate()
@@ -377,22 +386,22 @@ impl Judge {
         Ok(vec![(None, text, g, truncated)])
     }
 
-    /// Where to cut the answer into blocks, or `None` when it is judged whole: it fits the
-    /// context (and `block_tokens`, when set).
-    fn blocks_of(&self, task: &Task, nuggets: &[usize]) -> Result<Option<Vec<(usize, usize)>>> {
+    /// Where to cut `text` (the answer or a passage) into blocks, or `None` when it is judged
+    /// whole: it fits the context (and `block_tokens`, when set).
+    fn blocks_of(&self, task: &Task, text: &str, nuggets: &[usize]) -> Result<Option<Vec<(usize, usize)>>> {
         let n_ctx = self.backend.info().n_ctx;
         let cap = self.config.block_tokens;
-        let group = self.group(task, &task.answer, nuggets)?;
+        let group = self.group(task, text, nuggets)?;
         let longest = group.suffixes.iter().map(String::len).max().unwrap_or(0);
         // A token is at least one byte: a prompt of fewer bytes than the limit fits it.
         let bytes = group.prefix.len() + longest;
-        if bytes <= n_ctx && cap.is_none_or(|c| task.answer.len() <= c) {
+        if bytes <= n_ctx && cap.is_none_or(|c| text.len() <= c) {
             return Ok(None);
         }
         let reserve = if self.config.mode == JudgeMode::Reasoned { self.config.max_reason_tokens } else { 0 };
         let longest = group.suffixes.iter().max_by_key(|s| s.len()).map(String::as_str).unwrap_or("");
         let tokens = self.backend.count_tokens(&format!("{}{}", group.prefix, longest))? + reserve;
-        let answer_tokens = self.backend.count_tokens(&task.answer)?;
+        let answer_tokens = self.backend.count_tokens(text)?;
         // What a block may hold: the context less the rest of the prompt, with a margin for
         // tokens that merge differently at the block's edges.
         let room = n_ctx.saturating_sub(tokens.saturating_sub(answer_tokens) + 16);
@@ -404,7 +413,7 @@ impl Judge {
             return Err(Error::TooLong { tokens, n_ctx });
         }
         let count = |t: &str| self.backend.count_tokens(t).unwrap_or(t.len());
-        Ok(Some(crate::lexical::cut_blocks(&task.answer, count, limit, self.config.block_overlap.min(limit / 2))))
+        Ok(Some(crate::lexical::cut_blocks(text, count, limit, self.config.block_overlap.min(limit / 2))))
     }
 
     /// Build the prompt group, cutting the answer when `truncate` is on and it does not fit.

@@ -166,6 +166,13 @@ fn too_long_answers_are_judged_in_blocks_or_give_the_documented_error_or_a_trunc
     let v = &out[0].as_ref().expect("judged in blocks").verdicts[0];
     assert!(v.block.is_some_and(|b| b < texts.len()), "{v:?}");
     assert!(out[1].as_ref().unwrap().verdicts[0].block.is_none(), "a text that fits is one block");
+    // A passage too long for the context is cut the same way; blocks are numbered in order.
+    let mut with_passages = task("", &["The Eiffel Tower was completed in 1889"]);
+    with_passages.passages = vec![long.clone(), "Canberra is the capital of Australia.".into()];
+    let texts = blocks.judged_texts(&with_passages).unwrap();
+    assert!(texts.len() > 2 && texts.last().unwrap().starts_with("Canberra"), "{texts:?}");
+    let v = &blocks.judge(std::slice::from_ref(&with_passages)).remove(0).unwrap().verdicts[0];
+    assert!(v.block.is_some_and(|b| b < texts.len()), "{v:?}");
 
     // --no-blocks: the documented error.
     let strict = gavel::Judge::new(
