@@ -350,48 +350,51 @@ impl Judge {
     /// block when the answer is longer than the context allows (or than `block_tokens`) and
     /// blocks are on; else the one group of [`Judge::fitted_group`].
     fn fitted_groups(&self, task: &Task, nuggets: &[usize]) -> Result<Vec<Entry>> {
+        // Each prompt group is rendered once: it measures whether its text needs cutting, and is
+        // judged as it is when it does not.
+        let blocks = |text: &str, whole: PromptGroup| -> Result<Vec<(String, PromptGroup)>> {
+            match self.blocks_of(text, &whole)? {
+                Some(ranges) => ranges
+                    .into_iter()
+                    .map(|(a, b)| {
+                        let block = text[a..b].trim().to_string();
+                        let g = self.group(task, &block, nuggets)?;
+                        Ok((block, g))
+                    })
+                    .collect(),
+                None => Ok(vec![(text.to_string(), whole)]),
+            }
+        };
         if !task.passages.is_empty() {
             // Each passage, itself cut when it does not fit; blocks are numbered in order.
-            let mut texts = Vec::new();
+            let mut parts = Vec::new();
             for p in &task.passages {
-                match self.blocks_of(task, p, nuggets)? {
-                    Some(ranges) if self.config.blocks => {
-                        texts.extend(ranges.into_iter().map(|(a, b)| p[a..b].trim().to_string()))
-                    }
-                    _ => texts.push(p.clone()),
-                }
+                let whole = self.group(task, p, nuggets)?;
+                parts.extend(if self.config.blocks { blocks(p, whole)? } else { vec![(p.clone(), whole)] });
             }
-            return texts
-                .into_iter()
-                .enumerate()
-                .map(|(i, text)| Ok((Some(i), text.clone(), self.group(task, &text, nuggets)?, false)))
-                .collect();
+            return Ok(parts.into_iter().enumerate().map(|(i, (text, g))| (Some(i), text, g, false)).collect());
         }
+        let whole = self.group(task, &task.answer, nuggets)?;
         // --truncate keeps its meaning: the start of the answer, cut to fit, is judged.
         if self.config.blocks && !self.config.truncate {
-            if let Some(ranges) = self.blocks_of(task, &task.answer, nuggets)? {
-                return ranges
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, (a, b))| {
-                        let text = task.answer[a..b].trim().to_string();
-                        let g = self.group(task, &text, nuggets)?;
-                        Ok((Some(i), text, g, false))
-                    })
-                    .collect();
+            let parts = blocks(&task.answer, whole)?;
+            if parts.len() == 1 {
+                let (text, g) = parts.into_iter().next().expect("one part");
+                return Ok(vec![(None, text, g, false)]);
             }
+            return Ok(parts.into_iter().enumerate().map(|(i, (text, g))| (Some(i), text, g, false)).collect());
         }
-        let (g, truncated) = self.fitted_group(task, nuggets)?;
+        let (g, truncated) = self.fitted_group(task, nuggets, whole)?;
         let text = if truncated { String::new() } else { task.answer.clone() };
         Ok(vec![(None, text, g, truncated)])
     }
 
-    /// Where to cut `text` (the answer or a passage) into blocks, or `None` when it is judged
-    /// whole: it fits the context (and `block_tokens`, when set).
-    fn blocks_of(&self, task: &Task, text: &str, nuggets: &[usize]) -> Result<Option<Vec<(usize, usize)>>> {
+    /// Where to cut `text` (the answer or a passage), whose prompt group is `group`, into
+    /// blocks, or `None` when it is judged whole: it fits the context (and `block_tokens`, when
+    /// set).
+    fn blocks_of(&self, text: &str, group: &PromptGroup) -> Result<Option<Vec<(usize, usize)>>> {
         let n_ctx = self.backend.info().n_ctx;
         let cap = self.config.block_tokens;
-        let group = self.group(task, text, nuggets)?;
         let longest = group.suffixes.iter().map(String::len).max().unwrap_or(0);
         // A token is at least one byte: a prompt of fewer bytes than the limit fits it.
         let bytes = group.prefix.len() + longest;
@@ -417,8 +420,7 @@ impl Judge {
     }
 
     /// Build the prompt group, cutting the answer when `truncate` is on and it does not fit.
-    fn fitted_group(&self, task: &Task, nuggets: &[usize]) -> Result<(PromptGroup, bool)> {
-        let group = self.group(task, &task.answer, nuggets)?;
+    fn fitted_group(&self, task: &Task, nuggets: &[usize], group: PromptGroup) -> Result<(PromptGroup, bool)> {
         if !self.config.truncate {
             return Ok((group, false));
         }
@@ -756,6 +758,23 @@ pub fn parse_reasoned(text: &str) -> Result<Verdict> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_baseline_memo_keeps_two_generations_and_no_more() {
+        let memo = BaselineMemo::default();
+        memo.put("p", "first", &[-1.0]);
+        // One generation later it is still found (in the old one) ...
+        for i in 0..BaselineMemo::GENERATION {
+            memo.put("p", &i.to_string(), &[0.0]);
+        }
+        assert_eq!(memo.get("p", "first").as_deref(), Some(&[-1.0f32][..]));
+        // ... two generations later it is gone: memory stays bounded.
+        for i in 0..BaselineMemo::GENERATION {
+            memo.put("q", &i.to_string(), &[0.0]);
+        }
+        assert!(memo.get("p", "first").is_none());
+        assert!(memo.get("q", "0").is_some());
+    }
 
     #[test]
     fn the_block_that_supports_a_nugget_best_decides() {

@@ -199,6 +199,27 @@ pub struct Interval {
     pub hi: f64,
 }
 
+/// A small seeded generator (xorshift64*): enough for resampling and shuffles, the same on every
+/// platform, so reports and fits that draw at random are reproducible.
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator for `seed` (any value; seed 0 is the bootstrap's).
+    pub fn new(seed: u64) -> Rng {
+        // Xorshift must not start at 0; the bootstrap's historical start is seed 0's.
+        Rng(0x9E37_79B9_7F4A_7C15 ^ seed.wrapping_mul(0xBF58_476D_1CE4_E5B9))
+    }
+
+    /// A number in `0..n` (`n` > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        let s = &mut self.0;
+        *s ^= *s >> 12;
+        *s ^= *s << 25;
+        *s ^= *s >> 27;
+        (s.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as usize % n
+    }
+}
+
 /// Bootstrap intervals of macro-F1 (native grading), resampling records with replacement.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Intervals {
@@ -223,14 +244,8 @@ pub fn bootstrap(pairs: &[(usize, Label, Label, Label)], grades: Grades, resampl
     if records.len() < 2 || resamples == 0 {
         return None;
     }
-    // xorshift64*: enough for resampling, and the same on every platform.
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut next = |n: usize| {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as usize % n
-    };
+    let mut rng = Rng::new(0);
+    let mut next = |n: usize| rng.below(n);
     let (mut m, mut l, mut d) = (Vec::new(), Vec::new(), Vec::new());
     let (mut gm, mut gl) = (Vec::new(), Vec::new());
     for _ in 0..resamples {

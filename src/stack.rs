@@ -712,16 +712,9 @@ impl Stack {
                 // Whole groups in a seeded random order, taken until the size is reached.
                 let mut keys: Vec<u64> = pool.iter().map(|&i| groups[i]).collect::<HashSet<_>>().into_iter().collect();
                 keys.sort_unstable();
-                let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ (draw + 1).wrapping_mul(0xbf58_476d_1ce4_e5b9) ^ fold as u64;
-                let mut next = || {
-                    state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-                    let mut z = state;
-                    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-                    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-                    z ^ (z >> 31)
-                };
+                let mut rng = crate::metrics::Rng::new(((fold as u64) << 32) | (draw + 1));
                 for i in (1..keys.len()).rev() {
-                    keys.swap(i, (next() % (i as u64 + 1)) as usize);
+                    keys.swap(i, rng.below(i + 1));
                 }
                 let rank: std::collections::HashMap<u64, usize> =
                     keys.iter().enumerate().map(|(r, &g)| (g, r)).collect();
@@ -877,12 +870,8 @@ impl Stack {
         out
     }
 
-    /// Distribution for one verdict (features looked up by the names the stack was fitted with).
-    pub fn apply(&self, x: &FeatureInput<'_>) -> [f64; 3] {
-        self.predict(&features_named(&self.names, x))
-    }
-
-    /// [`Stack::apply`] for decisions on `grades` (see [`Stack::predict_for`]).
+    /// Distribution for one verdict decided on `grades` (features looked up by the names the
+    /// stack was fitted with; see [`Stack::predict_for`]).
     pub fn apply_for(&self, x: &FeatureInput<'_>, grades: Grades) -> [f64; 3] {
         self.predict_for(&features_named(&self.names, x), grades)
     }

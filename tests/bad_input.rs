@@ -19,6 +19,14 @@ fn deterministic(id: &str, answer: &str) -> String {
     .to_string()
 }
 
+/// Run gavel with `args`; it must refuse to start (exit 2). Returns its stderr.
+fn refused(args: &[&str]) -> String {
+    let o = gavel().args(args).output().unwrap();
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    err
+}
+
 fn p(dir: &Path, name: &str) -> String {
     dir.join(name).to_string_lossy().to_string()
 }
@@ -29,9 +37,7 @@ fn output_equal_to_input_is_refused_and_the_input_kept() {
     let input = p(dir.path(), "in.jsonl");
     let body = deterministic("a", "Paris") + "\n";
     std::fs::write(&input, &body).unwrap();
-    let o = gavel().args(["verify", "--input", &input, "--output", &input]).output().unwrap();
-    let (_, err) = text(&o);
-    assert_eq!(o.status.code(), Some(2), "{err}");
+    let err = refused(&["verify", "--input", &input, "--output", &input]);
     assert!(err.contains("--output") && err.contains("is the input"), "{err}");
     assert_eq!(std::fs::read_to_string(&input).unwrap(), body);
     // eval writes verdicts.jsonl into --out: a labeled file there is not overwritten either.
@@ -54,15 +60,11 @@ fn a_tiny_context_and_a_foreign_model_fail_cleanly_before_any_output() {
     assert!(err.contains("--n-ctx") && err.contains("at least"), "{err}");
     let fake = p(dir.path(), "model.gguf");
     std::fs::write(&fake, "<html>not a model</html>").unwrap();
-    let o = gavel().args(["verify", "--input", &input, "--model", &fake]).output().unwrap();
-    let (_, err) = text(&o);
-    assert_eq!(o.status.code(), Some(2), "{err}");
+    let err = refused(&["verify", "--input", &input, "--model", &fake]);
     assert!(err.contains("not a GGUF") && err.contains("model.gguf"), "{err}");
     // A truncated GGUF: the right magic, then nothing.
     std::fs::write(&fake, b"GGUF\x03\x00").unwrap();
-    let o = gavel().args(["verify", "--input", &input, "--model", &fake]).output().unwrap();
-    let (_, err) = text(&o);
-    assert_eq!(o.status.code(), Some(2), "{err}");
+    let err = refused(&["verify", "--input", &input, "--model", &fake]);
     assert!(err.contains("truncated"), "{err}");
 }
 
@@ -76,17 +78,13 @@ fn broken_calibration_templates_and_labels_stop_the_run_at_start() {
     cal["stack"]["std"].as_array_mut().unwrap().truncate(2);
     let cal_path = p(dir.path(), "cal.json");
     std::fs::write(&cal_path, cal.to_string()).unwrap();
-    let o = gavel().args(["verify", "--input", &input, "--calibration", &cal_path]).output().unwrap();
-    let (_, err) = text(&o);
-    assert_eq!(o.status.code(), Some(2), "{err}");
+    let err = refused(&["verify", "--input", &input, "--calibration", &cal_path]);
     assert!(err.contains("stack.std") && err.contains("cal.json"), "{err}");
     // A misspelt template override.
     let prompts = dir.path().join("prompts");
     std::fs::create_dir(&prompts).unwrap();
     std::fs::write(prompts.join("judge.sytem.jinja"), "x").unwrap();
-    let o = gavel().args(["verify", "--input", &input, "--prompts", &prompts.to_string_lossy()]).output().unwrap();
-    let (_, err) = text(&o);
-    assert_eq!(o.status.code(), Some(2), "{err}");
+    let err = refused(&["verify", "--input", &input, "--prompts", &prompts.to_string_lossy()]);
     assert!(err.contains("judge.sytem.jinja") && err.contains("judge.system.jinja"), "{err}");
     // The same word for every label: refused at start (exit 2), not on every record (exit 1).
     std::fs::remove_file(prompts.join("judge.sytem.jinja")).unwrap();
@@ -95,9 +93,7 @@ fn broken_calibration_templates_and_labels_stop_the_run_at_start() {
         "support = [\"yes\"]\npartial_support = [\"yes\"]\nnot_support = [\"yes\"]\n",
     )
     .unwrap();
-    let o = gavel().args(["verify", "--input", &input, "--prompts", &prompts.to_string_lossy()]).output().unwrap();
-    let (_, err) = text(&o);
-    assert_eq!(o.status.code(), Some(2), "{err}");
+    let err = refused(&["verify", "--input", &input, "--prompts", &prompts.to_string_lossy()]);
     assert!(err.contains("labels.toml") && err.contains("same token"), "{err}");
 }
 
@@ -126,9 +122,7 @@ fn resume_with_duplicate_ids_redoes_exactly_the_records_not_done() {
     // An unreadable line in the middle of the output: a clear error, nothing dropped.
     let damaged = full.replacen('\n', "\nnot json\n", 1);
     std::fs::write(&out, &damaged).unwrap();
-    let o = gavel().args(["verify", "--input", &input, "--output", &out, "--resume"]).output().unwrap();
-    let (_, err) = text(&o);
-    assert_eq!(o.status.code(), Some(2), "{err}");
+    let err = refused(&["verify", "--input", &input, "--output", &out, "--resume"]);
     assert!(err.contains("out.jsonl:2"), "{err}");
     assert_eq!(std::fs::read_to_string(&out).unwrap(), damaged);
 }
@@ -164,9 +158,7 @@ fn a_degenerate_calibration_fit_is_refused() {
         gavel().args(["verify", "--input", &labeled, "--output", &verdicts, "--calibration", "none"]).output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
     let out = p(dir.path(), "cal.json");
-    let o = gavel().args(["calibrate", "--input", &labeled, "--from", &verdicts, "-o", &out]).output().unwrap();
-    let (_, err) = text(&o);
-    assert_eq!(o.status.code(), Some(2), "{err}");
+    let err = refused(&["calibrate", "--input", &labeled, "--from", &verdicts, "-o", &out]);
     assert!(err.contains("labeled verdicts") && err.contains("at least"), "{err}");
     assert!(!Path::new(&out).exists());
 }
@@ -239,17 +231,19 @@ fn a_flag_of_the_other_backend_is_refused_not_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let input = p(dir.path(), "in.jsonl");
     std::fs::write(&input, deterministic("a", "Paris") + "\n").unwrap();
-    let o = gavel().args(["verify", "--input", &input, "--base-url", "http://127.0.0.1:9/v1"]).output().unwrap();
-    let (_, err) = text(&o);
-    assert_eq!(o.status.code(), Some(2), "{err}");
+    let err = refused(&["verify", "--input", &input, "--base-url", "http://127.0.0.1:9/v1"]);
     assert!(err.contains("--base-url") && err.contains("--backend openai"), "{err}");
-    let o = gavel()
-        .args(["verify", "--input", &input, "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1"])
-        .args(["--threads", "2"])
-        .output()
-        .unwrap();
-    let (_, err) = text(&o);
-    assert_eq!(o.status.code(), Some(2), "{err}");
+    let err = refused(&[
+        "verify",
+        "--input",
+        &input,
+        "--backend",
+        "openai",
+        "--base-url",
+        "http://127.0.0.1:9/v1",
+        "--threads",
+        "2",
+    ]);
     assert!(err.contains("--threads") && err.contains("--backend embedded"), "{err}");
 }
 
