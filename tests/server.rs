@@ -601,3 +601,99 @@ fn idle_and_slow_clients_are_timed_out_and_connections_are_bounded() {
     assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
     assert!(reply.contains("body_timeout"), "{reply}");
 }
+
+/// The real default model, but scoring panics on any prompt that holds `PANIC_MARK`: the one
+/// way to make the judge panic on demand (fault injection, not a stand-in for the model).
+struct PanicsOn(Arc<dyn gavel::Backend>);
+
+const PANIC_MARK: &str = "zzpanicmarkzz";
+
+impl gavel::Backend for PanicsOn {
+    fn info(&self) -> gavel::backend::BackendInfo {
+        self.0.info()
+    }
+    fn format_chat(&self, messages: &[gavel::prompt::Message]) -> gavel::Result<String> {
+        self.0.format_chat(messages)
+    }
+    fn count_tokens(&self, text: &str) -> gavel::Result<usize> {
+        self.0.count_tokens(text)
+    }
+    fn score(
+        &self,
+        groups: &[gavel::backend::PromptGroup],
+        choices: &[Vec<String>],
+    ) -> Vec<Vec<gavel::Result<gavel::backend::LabelScore>>> {
+        if groups.iter().flat_map(|g| &g.suffixes).any(|s| s.contains(PANIC_MARK)) {
+            panic!("injected fault");
+        }
+        self.0.score(groups, choices)
+    }
+    fn generate(
+        &self,
+        groups: &[gavel::backend::PromptGroup],
+        grammar: Option<&str>,
+        max_tokens: usize,
+    ) -> Vec<Vec<gavel::Result<String>>> {
+        self.0.generate(groups, grammar, max_tokens)
+    }
+    fn reads_spans(&self) -> bool {
+        self.0.reads_spans()
+    }
+    fn usage(&self) -> gavel::backend::Usage {
+        self.0.usage()
+    }
+    fn check_labels(&self, choices: &[Vec<String>]) -> gavel::Result<()> {
+        self.0.check_labels(choices)
+    }
+    fn prefill(&self, text: &str) -> gavel::Result<(usize, Duration)> {
+        self.0.prefill(text)
+    }
+}
+
+#[test]
+fn an_engine_panic_fails_that_request_only_and_the_server_keeps_serving() {
+    let judge =
+        gavel::Judge::new(Arc::new(PanicsOn(common::backend())), gavel::PromptSet::builtin(), JudgeConfig::default());
+    // Batches of up to 64 records: concurrent requests share one judge call.
+    let server = gavel::server::Server::bind(Arc::new(judge), ServeConfig::default().with_addr("127.0.0.1:0")).unwrap();
+    let addr = server.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        server
+            .run(async move {
+                let _ = stopped.await;
+            })
+            .unwrap()
+    });
+    let record = |id: &str, nugget: &str| json!({"id": id, "query": "Where is the Eiffel Tower?", "answer": PASSAGE, "nuggets": [nugget]});
+    let good = json!({"records": [record("good", "The Eiffel Tower is in Paris")]});
+    let bad = json!({"records": [record("bad", &format!("The tower is {PANIC_MARK}"))]});
+    // The two at once, many times, so that some rounds put them in the same judge call.
+    for _ in 0..5 {
+        let barrier = Arc::new(Barrier::new(2));
+        let handles: Vec<_> = [good.clone(), bad.clone()]
+            .into_iter()
+            .map(|body| {
+                let b = Arc::clone(&barrier);
+                std::thread::spawn(move || {
+                    b.wait();
+                    post(addr, "/v1/verify", &body)
+                })
+            })
+            .collect();
+        let replies: Vec<Reply> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let (g, b) = (replies[0].json(), replies[1].json());
+        assert_eq!(replies[0].status, 200, "{}", replies[0].body);
+        assert!(g["records"][0].get("error").is_none(), "a batch mate of the panic failed: {g}");
+        assert_eq!(g["records"][0]["verdicts"][0]["by"], "llm");
+        let err = b["records"][0]["error"]["message"].as_str().unwrap_or_default().to_string();
+        assert!(err.contains("panicked"), "{}: {}", replies[1].status, replies[1].body);
+    }
+    // Still serving, and healthy.
+    let again = post(addr, "/v1/verify", &good);
+    assert_eq!(again.status, 200);
+    assert_eq!(again.json()["records"][0]["verdicts"][0]["by"], "llm");
+    assert_eq!(request(addr, "GET", "/health", None, None).status, 200);
+    let _ = stop.send(());
+    thread.join().unwrap();
+}

@@ -174,10 +174,21 @@ fn judge_jobs(judge: &Judge, jobs: Vec<Job>, metrics: &Metrics) {
         replies.push(j.reply);
     }
     let start = Instant::now();
-    let results = match catch_unwind(AssertUnwindSafe(|| judge.judge(&tasks))) {
-        Ok(r) if r.len() == tasks.len() => r,
-        Ok(r) => failed(tasks.len(), &format!("the judge returned {} results for {} records", r.len(), tasks.len())),
-        Err(_) => failed(tasks.len(), "the judge panicked on this batch"),
+    let results = match guarded(judge, &tasks) {
+        Some(r) => r,
+        // One request's records made the judge panic: judge each request alone, so only the
+        // one that panics again fails and its batch mates are answered.
+        None if sizes.len() > 1 => {
+            let mut at = 0;
+            let mut all = Vec::with_capacity(tasks.len());
+            for &n in &sizes {
+                let part = &tasks[at..at + n];
+                all.extend(guarded(judge, part).unwrap_or_else(|| failed(n, "the judge panicked on this request")));
+                at += n;
+            }
+            all
+        }
+        None => failed(tasks.len(), "the judge panicked on this request"),
     };
     metrics.batch(tasks.len(), start.elapsed(), &results);
     let mut tasks = tasks.into_iter();
@@ -187,6 +198,25 @@ fn judge_jobs(judge: &Judge, jobs: Vec<Job>, metrics: &Metrics) {
         let r: Vec<Result<Judgement>> = results.by_ref().take(n).collect();
         // The receiver may have timed out meanwhile; nothing to do then.
         let _ = reply.send(Reply::Judged((t, r)));
+    }
+}
+
+/// The judge's results for `tasks`, `None` when it panicked (the panic is logged).
+fn guarded(judge: &Judge, tasks: &[Task]) -> Option<Vec<Result<Judgement>>> {
+    match catch_unwind(AssertUnwindSafe(|| judge.judge(tasks))) {
+        Ok(r) if r.len() == tasks.len() => Some(r),
+        Ok(r) => {
+            Some(failed(tasks.len(), &format!("the judge returned {} results for {} records", r.len(), tasks.len())))
+        }
+        Err(e) => {
+            let why = e.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| e.downcast_ref::<String>().cloned());
+            tracing::error!(
+                "the judge panicked on {} records: {}",
+                tasks.len(),
+                why.as_deref().unwrap_or("no message")
+            );
+            None
+        }
     }
 }
 
