@@ -136,21 +136,34 @@ impl PromptSet {
     /// Built-in templates, with any file of the same name in `dir` taking precedence.
     pub fn with_overrides(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
-        let mut files: BTreeMap<String, String> = BUILTIN.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+        let mut texts = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| Error::io(dir, e))?;
             let name = entry.file_name().to_string_lossy().to_string();
-            if let Some(slot) = files.get_mut(&name) {
+            let known = BUILTIN.iter().any(|(k, _)| *k == name);
+            if known || name.ends_with(".jinja") || name.ends_with(".gbnf") || name.ends_with(".toml") {
                 let text = std::fs::read_to_string(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
-                *slot = text;
-            } else if name.ends_with(".jinja") || name.ends_with(".gbnf") || name.ends_with(".toml") {
-                // A misspelt override would silently leave the built-in template in use.
-                let known: Vec<&str> = BUILTIN.iter().map(|(k, _)| *k).collect();
-                return Err(Error::Template {
-                    name,
-                    reason: format!("not a template name gavel knows (known: {})", known.join(", ")),
-                });
+                texts.push((name, text));
+            }
+        }
+        Self::with_texts(texts)
+    }
+
+    /// Built-in templates, with each `(name, text)` replacing the built-in file of that name.
+    pub fn with_texts(texts: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
+        let mut files: BTreeMap<String, String> = BUILTIN.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        for (name, text) in texts {
+            match files.get_mut(&name) {
+                Some(slot) => *slot = text,
+                None => {
+                    // A misspelt override would silently leave the built-in template in use.
+                    let known: Vec<&str> = BUILTIN.iter().map(|(k, _)| *k).collect();
+                    return Err(Error::Template {
+                        name,
+                        reason: format!("not a template name gavel knows (known: {})", known.join(", ")),
+                    });
+                }
             }
         }
         Self::from_files(files)

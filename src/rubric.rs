@@ -310,6 +310,25 @@ struct RawRubric {
     nuggets: Option<Vec<RawNugget>>,
 }
 
+impl RawRubric {
+    fn json(text: &str, location: &str) -> Result<RawRubric> {
+        serde_json::from_str(text).map_err(|e| Error::Parse {
+            location: format!("{location}:{}:{}", e.line(), e.column()),
+            reason: e.to_string(),
+        })
+    }
+
+    fn toml(text: &str, location: &str) -> Result<RawRubric> {
+        toml::from_str(text).map_err(|e| Error::Parse { location: location.to_string(), reason: e.to_string() })
+    }
+
+    /// The rubric, named `default_id` when the text names none.
+    fn into_rubric(self, default_id: &str, location: &str) -> Result<Rubric> {
+        let id = self.id.unwrap_or_else(|| default_id.to_string());
+        Rubric::from_parts(id, self.description, self.query, self.nuggets, location)
+    }
+}
+
 impl Rubric {
     /// Load a rubric from a `.json` or `.toml` file.
     pub fn load(path: impl AsRef<Path>) -> Result<Rubric> {
@@ -318,32 +337,19 @@ impl Rubric {
         let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
         let location = path.display().to_string();
         let is_toml = path.extension().and_then(|e| e.to_str()) == Some("toml");
-        let raw: RawRubric = if is_toml {
-            toml::from_str(text).map_err(|e| Error::Parse { location: location.clone(), reason: e.to_string() })?
-        } else {
-            serde_json::from_str(text).map_err(|e| Error::Parse {
-                location: format!("{location}:{}:{}", e.line(), e.column()),
-                reason: e.to_string(),
-            })?
-        };
-        let id = raw.id.unwrap_or_else(|| path.file_stem().and_then(|s| s.to_str()).unwrap_or("rubric").to_string());
-        Rubric::from_parts(id, raw.description, raw.query, raw.nuggets, &location)
+        let raw = if is_toml { RawRubric::toml(text, &location)? } else { RawRubric::json(text, &location)? };
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("rubric");
+        raw.into_rubric(stem, &location)
     }
 
-    #[cfg(test)]
-    fn load_toml_str(text: &str) -> Result<Rubric> {
-        let raw: RawRubric =
-            toml::from_str(text).map_err(|e| Error::Parse { location: "t.toml".into(), reason: e.to_string() })?;
-        Rubric::from_parts("t".into(), raw.description, raw.query, raw.nuggets, "t.toml")
+    /// Parse a rubric from TOML text; `location` is used in error messages.
+    pub fn from_toml(text: &str, location: &str) -> Result<Rubric> {
+        RawRubric::toml(text, location)?.into_rubric("rubric", location)
     }
 
     /// Parse a rubric from JSON text; `location` is used in error messages.
     pub fn from_json(text: &str, location: &str) -> Result<Rubric> {
-        let raw: RawRubric = serde_json::from_str(text).map_err(|e| Error::Parse {
-            location: format!("{location}:{}:{}", e.line(), e.column()),
-            reason: e.to_string(),
-        })?;
-        Rubric::from_parts(raw.id.unwrap_or_else(|| "rubric".into()), raw.description, raw.query, raw.nuggets, location)
+        RawRubric::json(text, location)?.into_rubric("rubric", location)
     }
 
     fn from_parts(
@@ -518,7 +524,7 @@ mod tests {
         let year = parse(r#"{"kind":"numeric","value":-1928}"#).unwrap();
         assert_eq!(year.check.evaluate("from 1927-1928"), CheckOutcome::Decided(Label::NotSupport));
         // A number that is not finite is refused (TOML can write `inf`), as are huge weights.
-        let e = Rubric::load_toml_str("[[nuggets]]\nkind = \"numeric\"\nvalue = inf\n").unwrap_err().to_string();
+        let e = Rubric::from_toml("[[nuggets]]\nkind = \"numeric\"\nvalue = inf\n", "t.toml").unwrap_err().to_string();
         assert!(e.contains("nuggets[0].value"), "{e}");
         let e = parse(r#"{"text":"x","weight":1e308}"#).unwrap_err().to_string();
         assert!(e.contains("weight"), "{e}");
