@@ -5,7 +5,7 @@ mod cli;
 
 use std::fs::File;
 use std::io::{BufRead, BufWriter, IsTerminal, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -118,6 +118,7 @@ fn run_verify(
     resume: bool,
     mut opts: VerifyOptions,
 ) -> Result<pipeline::Summary, Error> {
+    let output_path = output;
     let mut output: Box<dyn Write> = match output {
         Some(p) if resume => {
             let state = pipeline::prepare_resume(p)?;
@@ -146,7 +147,8 @@ fn run_verify(
             bar.set_position((s.records + s.skipped) as u64);
             bar.set_message(format!("{:.1} verdicts/s, {} errors", s.verdicts_per_sec(), s.errors));
         }
-    })?;
+    })
+    .map_err(|e| at_output(e, output_path))?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -486,22 +488,65 @@ fn calibrate(args: cli::CalibrateArgs) -> Result<ExitCode, Error> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// An error writing the output, said of the output file by name: every line before it is a
+/// complete record, so a run that can append (`--resume`) finishes it once the cause is fixed.
+fn at_output(e: Error, output: Option<&Path>) -> Error {
+    match e {
+        Error::Io { path, source } if path == Path::new("output") => {
+            let reason = match output {
+                Some(_) => {
+                    format!("{source}; the records written before it are complete: fix this and rerun with --resume")
+                }
+                None => source.to_string(),
+            };
+            let name = output.map_or_else(|| PathBuf::from("stdout"), Path::to_path_buf);
+            Error::Io { path: name, source: Arc::new(std::io::Error::new(source.kind(), reason)) }
+        }
+        e => e,
+    }
+}
+
 fn extract(args: cli::ExtractArgs) -> Result<ExitCode, Error> {
     let prompts = prompt_set(&args.prompts)?;
     let (input, input_name, total) = open_input(args.input.as_deref())?;
     let extractor = gavel::extract::Extractor::new(load_backend(&args.model)?, prompts, args.config())?;
+    refuse_overwrite(args.input.as_deref(), args.output.as_deref(), "--output")?;
+    let mut skip = 0;
     let mut out: Box<dyn Write> = match &args.output {
+        Some(p) if args.resume => {
+            let state = pipeline::prepare_extract_resume(p)?;
+            if state.kept > 0 || state.dropped_bytes > 0 {
+                eprintln!(
+                    "gavel: resuming {}: {} queries already done{}",
+                    p.display(),
+                    state.kept,
+                    if state.dropped_bytes > 0 { ", an incomplete last line removed" } else { "" }
+                );
+            }
+            skip = state.kept;
+            let f = std::fs::OpenOptions::new().create(true).append(true).open(p).map_err(|e| Error::io(p, e))?;
+            Box::new(BufWriter::new(f))
+        }
         Some(p) => Box::new(BufWriter::new(File::create(p).map_err(|e| Error::io(p, e))?)),
+        None if args.resume => {
+            return Err(Error::field("command line", "--resume", "needs --output FILE to resume into"))
+        }
         None => Box::new(BufWriter::new(std::io::stdout().lock())),
     };
-    let opts =
-        ExtractOptions { input_name, batch: args.batch, attach: args.attach, rubric_dir: args.rubric_dir.clone() };
+    let opts = ExtractOptions {
+        input_name,
+        batch: args.batch,
+        attach: args.attach,
+        rubric_dir: args.rubric_dir.clone(),
+        skip,
+    };
     let bar = progress_bar(total, "queries");
     let s = pipeline::extract_stream(&extractor, input, &mut out, &opts, |s| {
         if let Some(b) = &bar {
-            b.set_position(s.queries as u64);
+            b.set_position((skip + s.queries) as u64);
         }
-    })?;
+    })
+    .map_err(|e| at_output(e, args.output.as_deref()))?;
     if let Some(b) = bar {
         b.finish_and_clear();
     }

@@ -221,11 +221,13 @@ pub struct ExtractOptions {
     pub attach: bool,
     /// Also write one rubric file per query (`<id>.json`) here.
     pub rubric_dir: Option<std::path::PathBuf>,
+    /// Non-empty input lines already done (a resumed run): skipped, not written again.
+    pub skip: usize,
 }
 
 impl Default for ExtractOptions {
     fn default() -> Self {
-        ExtractOptions { input_name: "stdin".into(), batch: 8, attach: false, rubric_dir: None }
+        ExtractOptions { input_name: "stdin".into(), batch: 8, attach: false, rubric_dir: None, skip: 0 }
     }
 }
 
@@ -265,12 +267,15 @@ pub fn extract_stream<R: BufRead, W: Write>(
     // (line, record or error)
     let mut pending: Vec<(usize, Result<ExtractInput>)> = Vec::new();
     let mut lines = input.lines().enumerate();
+    let mut skip = opts.skip;
     loop {
         let mut eof = false;
         match lines.next() {
             Some((i, line)) => {
                 let line = line.map_err(|e| Error::io(&opts.input_name, e))?;
-                if !line.trim().is_empty() {
+                if !line.trim().is_empty() && skip > 0 {
+                    skip -= 1;
+                } else if !line.trim().is_empty() {
                     pending.push((i + 1, parse_extract_record(&line, &format!("{}:{}", opts.input_name, i + 1))));
                 }
             }
@@ -521,6 +526,19 @@ pub struct ResumeState {
 /// line in the middle that is not an output record is an error naming it: cutting there would
 /// lose every record after it.
 pub fn prepare_resume(path: &std::path::Path) -> Result<ResumeState> {
+    scan_resume(path, output_key)
+}
+
+/// [`prepare_resume`] for `gavel extract`'s output, whose lines are in input order, one per
+/// non-empty input line (an `--attach` line is the input record, so it may carry neither `line`
+/// nor `id`): every complete JSON object counts, and `kept` is how many input lines are done.
+pub fn prepare_extract_resume(path: &std::path::Path) -> Result<ResumeState> {
+    scan_resume(path, |line| {
+        serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(line).ok().map(|_| String::new())
+    })
+}
+
+fn scan_resume(path: &std::path::Path, output_key: impl Fn(&[u8]) -> Option<String>) -> Result<ResumeState> {
     let data = match std::fs::read(path) {
         Ok(d) => d,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ResumeState::default()),

@@ -275,3 +275,66 @@ fn calibrate_says_which_records_it_could_not_use() {
     assert!(err.contains("1 were not judged or have no output") && err.contains("l.jsonl:12"), "{err}");
     assert!(stdout.contains("(11 verdicts"), "{stdout}");
 }
+
+/// A small tmpfs at `dir` (root only); `None` where this user cannot mount.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, bytes: usize) -> Option<Tmpfs> {
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .is_ok_and(|o| o.status.success());
+        ok.then(|| Tmpfs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_names_the_output_keeps_complete_records_and_resume_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = p(dir.path(), "in.jsonl");
+    let body: String =
+        (0..3000).map(|i| deterministic(&format!("r{i}"), if i % 2 == 0 { "Paris" } else { "Rome" }) + "\n").collect();
+    std::fs::write(&input, &body).unwrap();
+    // A device that is always full: a clear error naming it, exit 2.
+    let o = gavel().args(["verify", "--input", &input, "--output", "/dev/full"]).output().unwrap();
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("/dev/full") && err.contains("No space left on device") && err.contains("--resume"), "{err}");
+
+    let reference = p(dir.path(), "ref.jsonl");
+    let o = gavel().args(["verify", "--input", &input, "--output", &reference, "--batch", "16"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    let whole = std::fs::read_to_string(&reference).unwrap();
+    // A real file system that fills up part way (64 KiB, the output is larger).
+    let small = dir.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    let Some(fs) = Tmpfs::mount(&small, 64 * 1024) else {
+        eprintln!("not root: the tmpfs part of this test needs mount; /dev/full was checked");
+        return;
+    };
+    let out = p(&small, "out.jsonl");
+    let o = gavel().args(["verify", "--input", &input, "--output", &out, "--batch", "16"]).output().unwrap();
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains(&out) && err.contains("No space left on device"), "{err}");
+    let partial = std::fs::read_to_string(&out).unwrap();
+    assert!(partial.len() > 1000 && partial.len() < whole.len(), "{} of {} bytes", partial.len(), whole.len());
+    // What is there is the reference's start; only a last line may be incomplete.
+    assert!(whole.starts_with(&partial));
+    // Moved to where there is room, --resume finishes it: every record once, as uninterrupted.
+    let moved = p(dir.path(), "moved.jsonl");
+    std::fs::write(&moved, &partial).unwrap();
+    drop(fs);
+    let o =
+        gavel().args(["verify", "--input", &input, "--output", &moved, "--batch", "16", "--resume"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    assert_eq!(std::fs::read_to_string(&moved).unwrap(), whole);
+}

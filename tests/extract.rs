@@ -118,3 +118,44 @@ fn bad_extract_records_become_error_records() {
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(stderr.contains("3 queries") && stderr.contains("2 errors"), "{stderr}");
 }
+
+#[test]
+fn a_killed_extraction_resumes_to_the_uninterrupted_output() {
+    let bin = env!("CARGO_BIN_EXE_gavel");
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = std::fs::read_to_string(fixture()).unwrap();
+    let queries: Vec<&str> = fixture.lines().collect();
+    // A bad line between the queries: its error line counts as done like any other.
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, format!("{}\nnot json\n\n{}\n", queries[0], queries[1])).unwrap();
+    let run = |out: &std::path::Path, resume: bool| {
+        let mut c = Command::new(bin);
+        c.args(["extract", "--attach", "--max-nuggets", "3", "--batch", "1", "--input"])
+            .arg(&input)
+            .arg("--output")
+            .arg(out);
+        if resume {
+            c.arg("--resume");
+        }
+        c.output().unwrap()
+    };
+    let reference = dir.path().join("ref.jsonl");
+    assert_eq!(run(&reference, false).status.code(), Some(1), "the bad line is an error record");
+    let whole = std::fs::read_to_string(&reference).unwrap();
+    let lines: Vec<&str> = whole.lines().collect();
+    assert_eq!(lines.len(), 3);
+    // Killed while writing the second line: the first is complete, the second half there.
+    let out = dir.path().join("out.jsonl");
+    std::fs::write(&out, format!("{}\n{}", lines[0], &lines[1][..lines[1].len() / 2])).unwrap();
+    let resumed = run(&out, true);
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(stderr.contains("1 queries already done, an incomplete last line removed"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), whole);
+    // Nothing left to do: a second resume writes nothing more.
+    run(&out, true);
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), whole);
+    // Without --output there is nothing to resume into.
+    let refused = Command::new(bin).args(["extract", "--resume", "--input"]).arg(&input).output().unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--resume"));
+}

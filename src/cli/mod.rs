@@ -293,6 +293,10 @@ pub struct ExtractArgs {
     /// Also write one rubric file per query (`<id>.json`, the format of `rubrics/`) here.
     #[arg(long)]
     pub rubric_dir: Option<PathBuf>,
+    /// Continue a killed run: keep the lines already in --output (one per non-empty input line,
+    /// in order; an incomplete last line is redone) and append the rest. Give the same input.
+    #[arg(long)]
+    pub resume: bool,
     /// Most nuggets per query.
     #[arg(long, default_value_t = ExtractConfig::default().max_nuggets)]
     pub max_nuggets: usize,
