@@ -1,33 +1,52 @@
 #!/usr/bin/env bash
-# Kill trials: run `gavel verify` and `gavel eval` on a labeled file, SIGKILL each at a random
+# Kill trials: run `gavel verify`, `gavel eval` and `gavel extract` (on EXTRACT.jsonl, query
+# records) on a labeled file, SIGKILL each at a random
 # moment, finish the run with --resume, and compare the output with an uninterrupted run, byte
 # for byte (with --batch-invariant, a resumed run must equal the uninterrupted one exactly: every
 # record once, same numbers). Prints one line per command: trials, identical, different.
 #
-#   scripts/kill-trials.sh LABELED.jsonl [TRIALS=20] [GAVEL=target/release/gavel]
+#   scripts/kill-trials.sh LABELED.jsonl [TRIALS=20] [GAVEL=target/release/gavel] \
+#       [EXTRACT=tests/fixtures/extract.jsonl] [COMMANDS="verify eval extract"]
+#
+# extract runs with --attach --batch 1 (each query generated alone, so a resumed run sees the
+# same batches) and is compared byte for byte too.
 #
 # Use a small file (a run of a few seconds): each trial runs it about twice.
 set -euo pipefail
 input=$1
 trials=${2:-20}
 gavel=${3:-target/release/gavel}
+extract_input=${4:-tests/fixtures/extract.jsonl}
+commands=${5:-verify eval extract}
+xflags=(--attach --batch 1 --max-nuggets 4)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 flags=(--batch-invariant --batch 3 --calibration none)
 
-# verify: the reference run, and its length, to place the kills inside it.
-start=$(date +%s%N)
-"$gavel" verify --input "$input" --short-form llm --output "$work/ref.jsonl" "${flags[@]}" 2>/dev/null
-ms=$(( ($(date +%s%N) - start) / 1000000 ))
-"$gavel" eval --input "$input" --out "$work/ref-eval" --no-cache "${flags[@]}" >/dev/null 2>&1 || true
+# The reference runs, and their lengths, to place the kills inside them.
+ms=0 xms=0
+if [[ " $commands " == *" verify "* || " $commands " == *" eval "* ]]; then
+  start=$(date +%s%N)
+  "$gavel" verify --input "$input" --short-form llm --output "$work/ref.jsonl" "${flags[@]}" 2>/dev/null
+  ms=$(( ($(date +%s%N) - start) / 1000000 ))
+  "$gavel" eval --input "$input" --out "$work/ref-eval" --no-cache "${flags[@]}" >/dev/null 2>&1 || true
+fi
+if [[ " $commands " == *" extract "* ]]; then
+  start=$(date +%s%N)
+  "$gavel" extract --input "$extract_input" --output "$work/ref-extract.jsonl" "${xflags[@]}" 2>/dev/null || true
+  xms=$(( ($(date +%s%N) - start) / 1000000 ))
+fi
 
 trial() { # command: verify or eval
-  local cmd=$1 same=0 diff=0 killed_early=0
+  local cmd=$1 same=0 diff=0 killed_early=0 run_ms=$ms
+  [ "$cmd" = extract ] && run_ms=$xms
   for t in $(seq 1 "$trials"); do
     local out="$work/$cmd-$t"
     rm -rf "$out" "$out.jsonl"
-    local delay_ms=$(( 300 + RANDOM % (ms > 400 ? ms - 300 : 100) ))
-    if [ "$cmd" = verify ]; then
+    local delay_ms=$(( 300 + RANDOM % (run_ms > 400 ? run_ms - 300 : 100) ))
+    if [ "$cmd" = extract ]; then
+      "$gavel" extract --input "$extract_input" --output "$out.jsonl" "${xflags[@]}" 2>/dev/null &
+    elif [ "$cmd" = verify ]; then
       "$gavel" verify --input "$input" --short-form llm --output "$out.jsonl" "${flags[@]}" 2>/dev/null &
     else
       "$gavel" eval --input "$input" --out "$out" --no-cache "${flags[@]}" >/dev/null 2>&1 &
@@ -36,15 +55,16 @@ trial() { # command: verify or eval
     sleep "$(awk "BEGIN{print $delay_ms/1000}")"
     if kill -9 "$pid" 2>/dev/null; then :; else killed_early=$((killed_early + 1)); fi
     wait "$pid" 2>/dev/null || true
-    if [ "$cmd" = verify ]; then
-      "$gavel" verify --input "$input" --short-form llm --output "$out.jsonl" --resume "${flags[@]}" 2>/dev/null
+    if [ "$cmd" = extract ]; then
+      "$gavel" extract --input "$extract_input" --output "$out.jsonl" --resume "${xflags[@]}" 2>/dev/null || true
+      cmp -s "$out.jsonl" "$work/ref-extract.jsonl" && same=$((same + 1)) || diff=$((diff + 1))
+    elif [ "$cmd" = verify ]; then
       cmp -s "$out.jsonl" "$work/ref.jsonl" && same=$((same + 1)) || diff=$((diff + 1))
     else
       "$gavel" eval --input "$input" --out "$out" --resume --no-cache "${flags[@]}" >/dev/null 2>&1 || true
       cmp -s "$out/verdicts.jsonl" "$work/ref-eval/verdicts.jsonl" && same=$((same + 1)) || diff=$((diff + 1))
     fi
   done
-  echo "$cmd: $trials trials (run ${ms} ms, killed at 0.3 s to the end; $killed_early had already finished), identical $same, different $diff"
+  echo "$cmd: $trials trials (run ${run_ms} ms, killed at 0.3 s to the end; $killed_early had already finished), identical $same, different $diff"
 }
-trial verify
-trial eval
+for c in $commands; do trial "$c"; done
