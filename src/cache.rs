@@ -60,6 +60,15 @@ fn db_err(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Cache { path: path.to_path_buf(), reason: e.to_string() }
 }
 
+/// Run a store operation; a panic inside the store (redb asserts on some damaged files, e.g. one
+/// cut short) becomes an error, so a damaged cache is skipped instead of ending the run.
+fn guarded<T>(path: &Path, op: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(op)).unwrap_or_else(|p| {
+        let why = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned());
+        Err(db_err(path, format!("the file is damaged ({})", why.as_deref().unwrap_or("the store panicked"))))
+    })
+}
+
 impl VerdictCache {
     /// Open or create the cache file.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
@@ -67,7 +76,7 @@ impl VerdictCache {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
-        let db = Database::create(&path).map_err(|e| db_err(&path, e))?;
+        let db = guarded(&path, || Database::create(&path).map_err(|e| db_err(&path, e)))?;
         Ok(VerdictCache { db, path })
     }
 
@@ -88,6 +97,10 @@ impl VerdictCache {
 
     /// Look up many keys; misses are `None`.
     pub fn get_many(&self, keys: &[[u8; 32]]) -> Result<Vec<Option<Vec<u8>>>> {
+        guarded(&self.path, || self.get_many_unguarded(keys))
+    }
+
+    fn get_many_unguarded(&self, keys: &[[u8; 32]]) -> Result<Vec<Option<Vec<u8>>>> {
         let txn = self.db.begin_read().map_err(|e| db_err(&self.path, e))?;
         let table = match txn.open_table(VERDICTS) {
             Ok(t) => t,
@@ -104,6 +117,10 @@ impl VerdictCache {
         if entries.is_empty() {
             return Ok(());
         }
+        guarded(&self.path, || self.put_many_unguarded(entries))
+    }
+
+    fn put_many_unguarded(&self, entries: &[([u8; 32], Vec<u8>)]) -> Result<()> {
         let txn = self.db.begin_write().map_err(|e| db_err(&self.path, e))?;
         {
             let mut table = txn.open_table(VERDICTS).map_err(|e| db_err(&self.path, e))?;
@@ -116,6 +133,10 @@ impl VerdictCache {
 
     /// Number of entries.
     pub fn len(&self) -> Result<u64> {
+        guarded(&self.path, || self.len_unguarded())
+    }
+
+    fn len_unguarded(&self) -> Result<u64> {
         let txn = self.db.begin_read().map_err(|e| db_err(&self.path, e))?;
         match txn.open_table(VERDICTS) {
             Ok(t) => t.len().map_err(|e| db_err(&self.path, e)),

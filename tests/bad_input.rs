@@ -338,3 +338,51 @@ fn a_full_disk_names_the_output_keeps_complete_records_and_resume_finishes() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
     assert_eq!(std::fs::read_to_string(&moved).unwrap(), whole);
 }
+
+#[test]
+fn a_verdict_cache_killed_mid_write_or_cut_short_never_changes_a_verdict() {
+    let model = gavel::model_store::ensure_default_model().expect("default model (run `make model`)");
+    let home = tempfile::tempdir().unwrap();
+    let input = p(home.path(), "in.jsonl");
+    let body: String = (0..24)
+        .map(|i| {
+            serde_json::json!({"id": format!("r{i}"), "answer": format!("Paris is the capital of France. It has {i} bridges."),
+                "nuggets": ["Paris is in France", format!("Paris has {} bridges", i + 1)]})
+            .to_string()
+                + "\n"
+        })
+        .collect();
+    std::fs::write(&input, body).unwrap();
+    let run = |cache: bool| {
+        let mut c = gavel();
+        c.env("GAVEL_HOME", home.path())
+            .args(["verify", "--batch-invariant", "--batch", "4", "--calibration", "none", "--input", &input])
+            .args(["--model", &model.to_string_lossy()])
+            .args(if cache { &["--cache"][..] } else { &[][..] });
+        c
+    };
+    let reference = run(false).output().unwrap();
+    assert_eq!(reference.status.code(), Some(0), "{}", text(&reference).1);
+    let db = home.path().join("cache").join("verdicts.redb");
+    // Killed while it writes verdicts into the cache, three times at different moments.
+    for delay_ms in [700, 1500, 2500] {
+        let mut child =
+            run(true).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        let o = run(true).output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+        assert_eq!(o.stdout, reference.stdout, "after a kill at {delay_ms} ms");
+    }
+    assert!(db.exists());
+    // Cut to half its length: the run still gives the same verdicts, with or without the cache.
+    let len = std::fs::metadata(&db).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&db).unwrap().set_len(len / 2).unwrap();
+    // (redb used to panic on such a file and end the run with exit 101.)
+    let o = run(true).output().unwrap();
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("damaged") && err.contains("running without the verdict cache"), "{err}");
+    assert_eq!(o.stdout, reference.stdout, "{err}");
+}
