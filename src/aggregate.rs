@@ -24,7 +24,7 @@ pub enum DecidedBy {
 }
 
 /// The model's raw label distribution and log-probabilities over the whole vocabulary.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RawScore {
     /// Distribution renormalised over the labels, before calibration.
     pub probs: LabelProbs,
@@ -39,6 +39,20 @@ pub struct RawScore {
     /// text dilutes the whole-passage read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window_lp: Option<NuggetLp>,
+    /// The model's final hidden states, when read (`--hidden`): what a head fitted by `gavel
+    /// calibrate --stack aligned-hidden` reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hidden: Option<HiddenRead>,
+}
+
+/// The model's final hidden states (after the output norm) for one verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HiddenRead {
+    /// At the label position (the last token of the prompt, where the label is read).
+    pub last: Vec<f32>,
+    /// The mean over the positions that read the nugget's tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nugget_mean: Option<Vec<f32>>,
 }
 
 /// Reads log-probabilities as written: JSON has no -inf, so serde_json writes it as null.

@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::aggregate::{LabelProbs, RawScore};
+use crate::aggregate::{HiddenRead, LabelProbs, RawScore};
 use crate::error::{Error, Result};
+use crate::head::{HeadCandidate, HeadData};
 use crate::label::{Grades, Label};
 use crate::metrics::agreement;
 use crate::record::{fold_of, part_of, Part, Task};
@@ -169,6 +170,11 @@ impl Calibrator {
         format!("{kind}, fitted on {} ({} verdicts, {:?}-grade)", self.fitted_on, self.n, self.grades)
     }
 
+    /// Whether its long-form stack reads the model's hidden states (a head).
+    pub fn reads_hidden(&self) -> bool {
+        self.stack.as_ref().is_some_and(|s| s.head.is_some())
+    }
+
     /// The calibrated distribution of one model verdict: the stack when present, else
     /// contextual calibration with thresholds.
     /// `grades` is the grading decisions are made on (a stack may have cuts for each).
@@ -269,6 +275,8 @@ pub struct LabeledVerdict {
     pub probs: [f64; 3],
     /// Every stack feature ([`FeatureSet::All`], in [`feature_names`] order).
     pub features: Vec<f64>,
+    /// The model's hidden states, when the verdict was judged with `--hidden`.
+    pub hidden: Option<HiddenRead>,
 }
 
 /// Fewest labeled verdicts a fit accepts.
@@ -293,6 +301,7 @@ impl LabeledVerdict {
             gold,
             probs: raw.probs.to_array(),
             features: crate::stack::features(FeatureSet::All, &FeatureInput::of(task, nugget, raw)),
+            hidden: raw.hidden.clone(),
         })
     }
 
@@ -343,6 +352,13 @@ pub struct FitReport {
     pub selection: Option<Selection>,
     /// The long-form stack's learning curve, when asked for.
     pub curve: Vec<CurvePoint>,
+    /// The hidden-state head's candidates (read, penalty, held-out AUC by folds), best first;
+    /// empty when the verdicts have no hidden states or no set asked for a head.
+    pub head: Vec<HeadCandidate>,
+    /// The head's learning curve (labels asked, used, held-out AUC), when asked for.
+    pub head_curve: Vec<(usize, usize, f64)>,
+    /// Why the head was not tried, when a set asked for it.
+    pub head_skipped: Option<String>,
 }
 
 /// Fit a calibration (contextual calibration, thresholds and, when asked, the stacked judges)
@@ -379,6 +395,7 @@ pub fn fit(items: &[LabeledVerdict], opts: &FitOptions) -> Result<(Calibrator, F
     let n_files = items.iter().map(|i| i.file).max().map_or(0, |m| m + 1);
     let mut selection = None;
     let mut curve = Vec::new();
+    let (mut head_report, mut head_curve, mut head_skipped) = (Vec::new(), Vec::new(), None);
     // One stack for long-form verdicts, one for short-form ones, each over its own items; each
     // input file weighs the same in a fit, however many verdicts it has.
     let mut fit_stack = |sets: &[FeatureSet], short: bool| -> Option<Stack> {
@@ -391,12 +408,66 @@ pub fn fit(items: &[LabeledVerdict], opts: &FitOptions) -> Result<(Calibrator, F
             per_file[items[i].file] += 1;
         }
         let files = per_file.iter().filter(|&&c| c > 0).count().max(1) as f64;
-        let xs_of = |set: FeatureSet| -> Vec<Vec<f64>> {
-            idx.iter().map(|&i| crate::stack::select(set, &items[i].features)).collect()
-        };
         let golds: Vec<Label> = idx.iter().map(|&i| items[i].gold).collect();
         let w: Vec<f64> =
             idx.iter().map(|&i| idx.len() as f64 / (files * per_file[items[i].file].max(1) as f64)).collect();
+        // A hidden-state head, when a set asks for one and every verdict has the reads: its
+        // logit for each verdict comes from a head fitted without that verdict's file (or fold,
+        // with one file), so the stack learns how far the head carries.
+        let mut sets = sets.to_vec();
+        let mut head: Option<(HeadData<'_>, HeadCandidate)> = None;
+        let mut cross = Vec::new();
+        if !short && sets.contains(&FeatureSet::AlignedHidden) {
+            let reads: Option<Vec<&HiddenRead>> = idx.iter().map(|&i| items[i].hidden.as_ref()).collect();
+            match reads {
+                None => {
+                    head_skipped = Some("the verdicts have no hidden states (judge them with --hidden)".into());
+                    sets.retain(|&s| s != FeatureSet::AlignedHidden);
+                }
+                Some(reads) => {
+                    let data = HeadData {
+                        reads,
+                        targets: golds.iter().map(|&g| crate::head::target(g)).collect(),
+                        weights: balanced(&golds, &w),
+                        folds: idx.iter().map(|&i| items[i].fold).collect(),
+                        groups: idx.iter().map(|&i| items[i].group).collect(),
+                    };
+                    head_report = data.choose();
+                    match head_report.first().copied() {
+                        Some(best) => {
+                            let units: Vec<usize> = if files > 1.0 {
+                                idx.iter().map(|&i| items[i].file).collect()
+                            } else {
+                                data.folds.clone()
+                            };
+                            cross = data.cross_logits(best.pool, best.l2, &units);
+                            if !opts.learning_curve.is_empty() {
+                                head_curve = data.learning_curve(best.pool, best.l2, &opts.learning_curve, 3);
+                            }
+                            head = Some((data, best));
+                        }
+                        None => {
+                            head_skipped = Some("no held-out fold had both supported and unsupported verdicts".into());
+                            sets.retain(|&s| s != FeatureSet::AlignedHidden);
+                        }
+                    }
+                }
+            }
+        }
+        let xs_of = |set: FeatureSet| -> Vec<Vec<f64>> {
+            idx.iter()
+                .enumerate()
+                .map(|(k, &i)| {
+                    let mut x = crate::stack::select(set, &items[i].features);
+                    if set == FeatureSet::AlignedHidden {
+                        if let Some(last) = x.last_mut() {
+                            *last = cross.get(k).copied().unwrap_or(f64::NAN);
+                        }
+                    }
+                    x
+                })
+                .collect()
+        };
         Some(if short {
             // Short-form verdicts are correct or not: 2-grade, one set (the first asked for).
             let set = sets.first()?.for_short_form();
@@ -405,7 +476,7 @@ pub fn fit(items: &[LabeledVerdict], opts: &FitOptions) -> Result<(Calibrator, F
             // Long-form: features, penalty and head chosen on held-out sources (or folds).
             let files: Vec<usize> = idx.iter().map(|&i| items[i].file).collect();
             let folds: Vec<usize> = idx.iter().map(|&i| items[i].fold).collect();
-            let (stack, chosen) = Stack::select_long_form(sets, xs_of, &golds, &w, &files, &folds);
+            let (mut stack, chosen) = Stack::select_long_form(&sets, xs_of, &golds, &w, &files, &folds);
             if let (Some(c), false) = (chosen.chosen(), opts.learning_curve.is_empty()) {
                 let groups: Vec<u64> = idx.iter().map(|&i| items[i].group).collect();
                 curve = Stack::learning_curve(
@@ -418,6 +489,9 @@ pub fn fit(items: &[LabeledVerdict], opts: &FitOptions) -> Result<(Calibrator, F
                     (c.l2, c.ordinal),
                     &opts.learning_curve,
                 );
+            }
+            if let (true, Some((data, best))) = (stack.features == FeatureSet::AlignedHidden, &head) {
+                stack.head = data.fit_all(best.pool, best.l2);
             }
             selection = Some(chosen);
             stack
@@ -438,7 +512,19 @@ pub fn fit(items: &[LabeledVerdict], opts: &FitOptions) -> Result<(Calibrator, F
         stack,
         short_stack,
     };
-    Ok((c, FitReport { grades, selection, curve }))
+    Ok((c, FitReport { grades, selection, curve, head: head_report, head_curve, head_skipped }))
+}
+
+/// Per-verdict weights `w` rescaled so that each gold label weighs the same in total (a head
+/// aims at ranking supported above unsupported, not at the prior).
+fn balanced(golds: &[Label], w: &[f64]) -> Vec<f64> {
+    let total: f64 = w.iter().sum();
+    let mut per = [0.0f64; 3];
+    for (g, x) in golds.iter().zip(w) {
+        per[g.index()] += x;
+    }
+    let present = per.iter().filter(|&&p| p > 0.0).count().max(1) as f64;
+    golds.iter().zip(w).map(|(g, x)| x * total / (present * per[g.index()].max(1e-12))).collect()
 }
 
 /// The header of the features CSV: where each labeled verdict came from, its gold label and
@@ -509,5 +595,84 @@ mod tests {
         c.save(&path).unwrap();
         let e = Calibrator::load(&path).unwrap_err().to_string();
         assert!(e.contains("short_stack.weights"), "{e}");
+    }
+
+    #[test]
+    fn a_fit_with_hidden_states_learns_a_head_that_decides_where_the_text_features_cannot() {
+        // Every verdict has the same nugget and answer (the text features say nothing); the
+        // hidden states carry the label along one direction, in two files.
+        let task = crate::record::parse_record(
+            r#"{"answer": "The tower is in Paris.", "nuggets": [{"text": "The tower is in Paris", "gold": "support"}]}"#,
+            "t:1",
+            None,
+            crate::record::ShortForm::Hybrid,
+        )
+        .unwrap();
+        let mut rng = crate::metrics::Rng::new(3);
+        let d = 16;
+        let mut item = |i: usize| {
+            let gold = if i.is_multiple_of(2) { S } else { N };
+            let mut last: Vec<f32> = (0..d).map(|_| rng.below(1000) as f32 / 1000.0 - 0.5).collect();
+            last[3] += if gold == S { 0.8 } else { -0.8 };
+            let raw = RawScore {
+                probs: LabelProbs::from_array([0.5, 0.0, 0.5]),
+                logprobs: [-1.0, -9.0, -1.0],
+                nugget_lp: None,
+                window_lp: None,
+                hidden: Some(HiddenRead { last, nugget_mean: None }),
+            };
+            let mut v = LabeledVerdict::new(&task, 0, (i / 2) % 2, &raw).unwrap();
+            v.gold = gold;
+            v.fold = (i / 4) % CV_FOLDS;
+            v.group = (i / 4) as u64;
+            (v, raw)
+        };
+        let pairs: Vec<(LabeledVerdict, RawScore)> = (0..240).map(&mut item).collect();
+        let items: Vec<LabeledVerdict> = pairs.iter().map(|(v, _)| v.clone()).collect();
+        let opts = FitOptions {
+            stack: vec![FeatureSet::AlignedHidden],
+            grades: Some(Grades::Two),
+            content_free: [0.5, 0.0, 0.5],
+            model: "m".into(),
+            model_file: "m.gguf".into(),
+            prompts: "v".into(),
+            fitted_on: "synthetic".into(),
+            learning_curve: vec![40, usize::MAX],
+        };
+        let (c, report) = fit(&items, &opts).unwrap();
+        assert!(c.reads_hidden());
+        assert!(report.head[0].auc > 0.9, "{:?}", report.head);
+        assert_eq!(report.head_curve.len(), 2);
+        // The saved file round-trips and validates; the head decides unseen verdicts.
+        let dir = tempfile::tempdir().unwrap();
+        c.save(&dir.path().join("c.json")).unwrap();
+        let c = Calibrator::load(&dir.path().join("c.json")).unwrap();
+        let correct = (1000..1100)
+            .map(&mut item)
+            .filter(|(v, raw)| {
+                let p = c.verdict_probs(raw.probs.to_array(), &FeatureInput::of(&task, 0, raw), Grades::Two);
+                (p[0] > p[2]) == (v.gold == S)
+            })
+            .count();
+        assert!(correct >= 90, "{correct} of 100");
+        // Without the reads (a run without --hidden) the head's feature reads as its mean.
+        let (_, mut raw) = item(2000);
+        raw.hidden = None;
+        let p = c.verdict_probs(raw.probs.to_array(), &FeatureInput::of(&task, 0, &raw), Grades::Two);
+        assert!(p.iter().all(|x| x.is_finite()));
+        // Verdicts without hidden states: the head is not tried, and the report says why.
+        let plain: Vec<LabeledVerdict> = items
+            .iter()
+            .cloned()
+            .map(|mut v| {
+                v.hidden = None;
+                v
+            })
+            .collect();
+        let mut o = opts.clone();
+        o.stack = vec![FeatureSet::Aligned, FeatureSet::AlignedHidden];
+        let (c, report) = fit(&plain, &o).unwrap();
+        assert!(!c.reads_hidden());
+        assert!(report.head_skipped.unwrap().contains("--hidden"));
     }
 }

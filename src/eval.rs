@@ -297,7 +297,7 @@ pub fn collect(
         }
         let source = task.source.clone().unwrap_or_else(|| name.to_string());
         let probs = |v: &Verdict| v.probs.map(LabelProbs::to_array);
-        let raw_probs = |v: &Verdict| v.raw.map(|r| r.probs.to_array());
+        let raw_probs = |v: &Verdict| v.raw.as_ref().map(|r| r.probs.to_array());
         if task.is_short_form() {
             let (Some(gold), Some(v)) = (task.gold, out.verdicts.first()) else {
                 continue;
@@ -345,9 +345,9 @@ pub fn rescore_outputs(
     for (line, task) in tasks {
         let Some(out) = outputs.get_mut(&record_key(task.id.as_deref(), *line)) else { continue };
         for (i, v) in out.verdicts.iter_mut().enumerate().take(task.nuggets.len()) {
-            let Some(raw) = v.verdict.raw else { continue };
+            let Some(raw) = v.verdict.raw.as_ref() else { continue };
             let probs = match calibrator {
-                Some(c) => c.verdict_probs(raw.probs.to_array(), &FeatureInput::of(task, i, &raw), grades),
+                Some(c) => c.verdict_probs(raw.probs.to_array(), &FeatureInput::of(task, i, raw), grades),
                 None => raw.probs.to_array(),
             };
             let lp = LabelProbs::from_array(probs);

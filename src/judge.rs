@@ -6,7 +6,7 @@ use std::sync::Arc;
 use regex::Regex;
 use serde::Serialize;
 
-use crate::aggregate::{aggregate, DecidedBy, LabelProbs, NuggetLp, RawScore, Scores, Verdict};
+use crate::aggregate::{aggregate, DecidedBy, HiddenRead, LabelProbs, NuggetLp, RawScore, Scores, Verdict};
 use crate::backend::{Backend, LabelScore, PromptGroup};
 use crate::cache::VerdictCache;
 use crate::calibrate::Calibrator;
@@ -237,6 +237,7 @@ impl Judge {
             }
         };
         let mut hits = hits.into_iter();
+        let reads_hidden = self.backend.reads_hidden();
         let mut out: Vec<Vec<Option<Result<LabelScore>>>> = Vec::with_capacity(groups.len());
         let mut misses: Vec<PromptGroup> = Vec::new();
         let mut miss_at: Vec<(usize, Vec<usize>)> = Vec::new();
@@ -247,11 +248,15 @@ impl Judge {
                 let hit = hits.next().flatten().and_then(|bytes| serde_json::from_slice::<CachedScore>(&bytes).ok());
                 // An entry stored without the nugget's likelihood does not answer a prompt that asks for it.
                 let hit = hit.filter(|c| g.span(si).is_none() || c.span_logprobs.is_some());
+                // Hidden states are not cached (a few KB each): a run that reads them reads anew.
+                let hit = hit.filter(|_| !reads_hidden);
                 match hit {
                     Some(c) => row.push(Some(Ok(LabelScore {
                         probs: c.probs,
                         logprobs: c.logprobs,
                         span_logprobs: c.span_logprobs,
+                        hidden: None,
+                        hidden_mean: None,
                     }))),
                     None => {
                         row.push(None);
@@ -636,8 +641,14 @@ impl Judge {
                                     .and_then(|(g, s)| window_results.get(g)?.get(s)?.as_ref().ok())
                                     .and_then(|w| w.span_logprobs.as_deref())
                                     .and_then(|c| NuggetLp::new(c, base_lps(pi, k)));
-                                let read =
-                                    RawScore { probs: LabelProbs::from_array(raw), logprobs, nugget_lp, window_lp };
+                                let hidden = s.hidden.map(|last| HiddenRead { last, nugget_mean: s.hidden_mean });
+                                let read = RawScore {
+                                    probs: LabelProbs::from_array(raw),
+                                    logprobs,
+                                    nugget_lp,
+                                    window_lp,
+                                    hidden,
+                                };
                                 let mut v = match &self.calibrator {
                                     Some(c) => Verdict::from_probs(LabelProbs::from_array(c.verdict_probs(
                                         raw,

@@ -57,6 +57,7 @@ pub mod calibrate;
 pub mod error;
 pub mod eval;
 pub mod extract;
+pub mod head;
 pub mod judge;
 pub mod label;
 pub mod labeled;

@@ -475,6 +475,32 @@ fn calibrate(args: cli::CalibrateArgs) -> Result<ExitCode, Error> {
             );
         }
     }
+    if let Some(why) = &fit.head_skipped {
+        println!("hidden-state head not tried: {why}");
+    }
+    if !fit.head.is_empty() {
+        println!(
+            "hidden-state head (logistic read-out of the final layer), chosen by held-out AUC of supported vs \
+             unsupported over {} folds by query:",
+            calibrate::CV_FOLDS
+        );
+        for (k, h) in fit.head.iter().enumerate() {
+            println!(
+                "  {} read {:<11} l2 {:<6} AUC {:.3}",
+                if k == 0 { "*" } else { " " },
+                h.pool.as_str(),
+                h.l2,
+                h.auc
+            );
+        }
+    }
+    if !fit.head_curve.is_empty() {
+        println!("learning curve of the head alone (held-out AUC; every fold x 3 draws of whole queries):");
+        for (asked, used, auc) in &fit.head_curve {
+            let asked = if *asked == usize::MAX { "all".to_string() } else { asked.to_string() };
+            println!("  {asked:>5} labels (used {used:>5}): AUC {auc:.3}");
+        }
+    }
     let out = args.output.clone().unwrap_or_else(|| Calibrator::path_for(&c.model));
     c.save(&out)?;
     let (cf, bias, f1) = (c.content_free, c.bias, c.fit_macro_f1);

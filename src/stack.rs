@@ -6,7 +6,8 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::aggregate::{NuggetLp, RawScore};
+use crate::aggregate::{HiddenRead, NuggetLp, RawScore};
+use crate::head::Head;
 use crate::label::{Grades, Label};
 use crate::lexical::{align, contains_answer, content_words, normalize_answer, share_found};
 use crate::metrics::agreement;
@@ -29,12 +30,21 @@ pub enum FeatureSet {
     Aligned,
     /// [`FeatureSet::Aligned`] without the model's reads (the ablation).
     AlignedNoModel,
+    /// [`FeatureSet::Aligned`] plus the support logit of a head fitted on the model's hidden
+    /// states ([`crate::head::Head`]); needs verdicts judged with `--hidden`.
+    AlignedHidden,
 }
 
 impl FeatureSet {
     /// Every set, in the order `auto` tries them.
-    pub const ALL: [FeatureSet; 5] =
-        [FeatureSet::All, FeatureSet::Likelihood, FeatureSet::NoModel, FeatureSet::Aligned, FeatureSet::AlignedNoModel];
+    pub const ALL: [FeatureSet; 6] = [
+        FeatureSet::All,
+        FeatureSet::Likelihood,
+        FeatureSet::NoModel,
+        FeatureSet::Aligned,
+        FeatureSet::AlignedNoModel,
+        FeatureSet::AlignedHidden,
+    ];
 
     /// Whether the set reads the model.
     pub fn uses_model(self) -> bool {
@@ -45,7 +55,7 @@ impl FeatureSet {
     /// features short-form answers are decided by, so they map to their full counterparts.
     pub fn for_short_form(self) -> FeatureSet {
         match self {
-            FeatureSet::Aligned => FeatureSet::All,
+            FeatureSet::Aligned | FeatureSet::AlignedHidden => FeatureSet::All,
             FeatureSet::AlignedNoModel => FeatureSet::NoModel,
             s => s,
         }
@@ -55,6 +65,9 @@ impl FeatureSet {
 /// The features of [`crate::lexical::align`]: the nugget against its best-matching sentences.
 const ALIGNMENT: [&str; 6] =
     ["best_overlap", "best_bigram", "numbers_missing", "number_conflict", "negation_mismatch", "names_missing"];
+
+/// The feature a stack with a hidden-state head reads its logit from.
+pub const HIDDEN_LOGIT: &str = "hidden_logit";
 
 /// The model part of [`FeatureSet::Aligned`].
 const ALIGNED_MODEL: [&str; 6] =
@@ -76,17 +89,20 @@ pub struct FeatureInput<'a> {
     pub answer: &'a str,
     /// Gold answers (short-form), else empty.
     pub gold_answers: &'a [String],
+    /// The model's hidden states, when read (`--hidden`).
+    pub hidden: Option<&'a HiddenRead>,
 }
 
 impl<'a> FeatureInput<'a> {
     /// The features of nugget `nugget` of `task` with the model's raw read of it: the one place
     /// that decides what a stack sees, whether the verdict was just judged or read back from a
     /// verdicts file.
-    pub fn of(task: &'a Task, nugget: usize, raw: &RawScore) -> Self {
+    pub fn of(task: &'a Task, nugget: usize, raw: &'a RawScore) -> Self {
         FeatureInput {
             logprobs: Some(raw.logprobs),
             nugget_lp: raw.nugget_lp,
             window_lp: raw.window_lp,
+            hidden: raw.hidden.as_ref(),
             nugget: &task.nuggets[nugget].text,
             answer: &task.answer,
             gold_answers: &task.gold_answers,
@@ -107,13 +123,16 @@ impl<'a> FeatureInput<'a> {
 
 /// Feature names, in order, for a feature set.
 pub fn feature_names(set: FeatureSet) -> Vec<&'static str> {
-    if matches!(set, FeatureSet::Aligned | FeatureSet::AlignedNoModel) {
+    if matches!(set, FeatureSet::Aligned | FeatureSet::AlignedNoModel | FeatureSet::AlignedHidden) {
         // Whole-text overlap, the alignment, the nugget's length; then the model's reads.
         let mut v = vec!["overlap"];
         v.extend(ALIGNMENT);
         v.push("log_nugget_words");
-        if set == FeatureSet::Aligned {
+        if set != FeatureSet::AlignedNoModel {
             v.extend(ALIGNED_MODEL);
+        }
+        if set == FeatureSet::AlignedHidden {
+            v.push(HIDDEN_LOGIT);
         }
         return v;
     }
@@ -216,6 +235,8 @@ pub fn named_features(x: &FeatureInput<'_>) -> Vec<(&'static str, f64)> {
         ("pmi_low3", pmi_low3),
         ("window_lp_mean", window_lp_mean),
         ("window_pmi_mean", window_pmi_mean),
+        // The stack that holds the head fills it in (see [`Stack::apply_for`]).
+        (HIDDEN_LOGIT, f64::NAN),
     ]
 }
 
@@ -268,6 +289,9 @@ pub struct Stack {
     /// partial support is the band between two cuts on it (see [`Stack::fit_ordinal`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ordinal: Option<Ordinal>,
+    /// The hidden-state head whose logit is the feature [`HIDDEN_LOGIT`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<Head>,
 }
 
 /// Each file's grading (indexed by file): 3-grade when its gold has a partial label.
@@ -489,6 +513,7 @@ impl Stack {
             weights: w,
             labels,
             ordinal: None,
+            head: None,
         }
     }
 
@@ -810,9 +835,16 @@ impl Stack {
         if d == 0 {
             return bad("names", "is empty".into());
         }
-        let known = feature_names(FeatureSet::All);
+        let mut known = feature_names(FeatureSet::All);
+        known.push(HIDDEN_LOGIT);
         if let Some(n) = self.names.iter().find(|n| !known.contains(&n.as_str())) {
             return bad("names", format!("`{n}` is not a feature gavel computes"));
+        }
+        match (&self.head, self.names.iter().any(|n| n == HIDDEN_LOGIT)) {
+            (Some(h), true) => h.validate()?,
+            (None, true) => return bad("head", format!("is missing: feature `{HIDDEN_LOGIT}` needs it")),
+            (Some(_), false) => return bad("head", format!("is unused: no feature `{HIDDEN_LOGIT}`")),
+            (None, false) => {}
         }
         for (field, v) in [("mean", &self.mean), ("std", &self.std)] {
             if v.len() != d {
@@ -873,7 +905,12 @@ impl Stack {
     /// Distribution for one verdict decided on `grades` (features looked up by the names the
     /// stack was fitted with; see [`Stack::predict_for`]).
     pub fn apply_for(&self, x: &FeatureInput<'_>, grades: Grades) -> [f64; 3] {
-        self.predict_for(&features_named(&self.names, x), grades)
+        let mut f = features_named(&self.names, x);
+        if let (Some(head), Some(j)) = (&self.head, self.names.iter().position(|n| n == HIDDEN_LOGIT)) {
+            // Without a read (a run without --hidden, a remote backend) it reads as the mean.
+            f[j] = x.hidden.and_then(|h| head.logit(h)).unwrap_or(f64::NAN);
+        }
+        self.predict_for(&f, grades)
     }
 }
 
@@ -890,6 +927,7 @@ mod tests {
             nugget,
             answer,
             gold_answers: &[],
+            hidden: None,
         }
     }
 
@@ -910,6 +948,7 @@ mod tests {
             nugget: "Paris",
             answer: "It is Paris.",
             gold_answers: &g,
+            hidden: None,
         };
         let f = features(FeatureSet::NoModel, &s);
         assert_eq!(f.len(), feature_names(FeatureSet::NoModel).len());

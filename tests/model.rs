@@ -69,7 +69,7 @@ fn supported_nuggets_score_higher_than_absent_ones() {
     for (r, (_, yes, no)) in judge.judge(&tasks).into_iter().zip(cases) {
         let j = r.unwrap();
         let (s_yes, s_no) = (j.verdicts[0].score, j.verdicts[1].score);
-        let pmi = |i: usize| j.verdicts[i].raw.unwrap().nugget_lp.unwrap().pmi_mean.unwrap();
+        let pmi = |i: usize| j.verdicts[i].raw.as_ref().unwrap().nugget_lp.unwrap().pmi_mean.unwrap();
         eprintln!("{s_yes:.3} vs {s_no:.3} (PMI {:.2} vs {:.2}): {yes} / {no}", pmi(0), pmi(1));
         wins += usize::from(s_yes > s_no);
         pmi_wins += usize::from(pmi(0) > pmi(1));
@@ -81,7 +81,10 @@ fn supported_nuggets_score_higher_than_absent_ones() {
 /// The raw reads of a judgement, bit for bit: label probabilities, log-probabilities and the
 /// nugget likelihood summary (with its PMI) of every model verdict.
 fn raw_bits(j: &gavel::Judgement) -> Vec<String> {
-    j.verdicts.iter().map(|v| format!("{:?}", v.raw.map(|r| (r.probs.to_array(), r.logprobs, r.nugget_lp)))).collect()
+    j.verdicts
+        .iter()
+        .map(|v| format!("{:?}", v.raw.as_ref().map(|r| (r.probs.to_array(), r.logprobs, r.nugget_lp))))
+        .collect()
 }
 
 /// Batch invariance: a record's raw outputs are bit-identical whether it is judged alone, in a
@@ -223,18 +226,21 @@ fn scored_verdicts_carry_the_nuggets_likelihood_and_its_pmi() {
     let t = task(PASSAGE, &["The Eiffel Tower was completed in 1889", "The Great Wall of China is visible from space"]);
     let j = judge.judge(std::slice::from_ref(&t)).remove(0).unwrap();
     for v in &j.verdicts {
-        let n = v.raw.and_then(|r| r.nugget_lp).expect("nugget likelihood read in scored mode");
+        let n = v.raw.as_ref().and_then(|r| r.nugget_lp).expect("nugget likelihood read in scored mode");
         assert!(n.tokens >= 4, "{n:?}");
         assert!(n.mean < 0.0 && n.min <= n.low3 && n.low3 <= n.mean, "{n:?}");
         let pmi = n.pmi_mean.expect("content-free baseline read");
         assert!(pmi.is_finite() && n.pmi_low3.is_some_and(f64::is_finite), "{n:?}");
     }
     // A statement the passage makes is far more expected after it than one it does not.
-    let pmi = |i: usize| j.verdicts[i].raw.unwrap().nugget_lp.unwrap().pmi_mean.unwrap();
+    let pmi = |i: usize| j.verdicts[i].raw.as_ref().unwrap().nugget_lp.unwrap().pmi_mean.unwrap();
     assert!(pmi(0) > pmi(1) + 0.5, "PMI stated {} vs absent {}", pmi(0), pmi(1));
     // The same nugget judged alone or with others reads the same likelihood (own sequence).
     let alone = judge.judge(&[task(PASSAGE, &["The Eiffel Tower was completed in 1889"])]).remove(0).unwrap();
-    let (a, b) = (alone.verdicts[0].raw.unwrap().nugget_lp.unwrap(), j.verdicts[0].raw.unwrap().nugget_lp.unwrap());
+    let (a, b) = (
+        alone.verdicts[0].raw.as_ref().unwrap().nugget_lp.unwrap(),
+        j.verdicts[0].raw.as_ref().unwrap().nugget_lp.unwrap(),
+    );
     assert_eq!(a.tokens, b.tokens);
     assert!((a.mean - b.mean).abs() < 0.05 && (a.pmi_mean.unwrap() - b.pmi_mean.unwrap()).abs() < 0.05, "{a:?} {b:?}");
 }
@@ -246,7 +252,7 @@ fn no_likelihood_reads_no_nugget_likelihood_and_keeps_the_label_probabilities() 
     let without =
         common::judge(JudgeConfig::default().with_likelihood(false)).judge(std::slice::from_ref(&t)).remove(0).unwrap();
     for (a, b) in with.verdicts.iter().zip(&without.verdicts) {
-        let (ra, rb) = (a.raw.unwrap(), b.raw.unwrap());
+        let (ra, rb) = (a.raw.as_ref().unwrap(), b.raw.as_ref().unwrap());
         assert!(ra.nugget_lp.is_some() && rb.nugget_lp.is_none(), "{ra:?} {rb:?}");
         // The same prompt and the same label positions: only the extra reads are gone. With the
         // likelihood, the content-free prompts share the call and so the cached head is shorter:
@@ -375,7 +381,7 @@ fn the_content_free_baseline_is_read_once_across_calls() {
     let (second, again) = baseline_tokens(&task("The tower stands in Paris and opened in 1889.", &nuggets));
     assert_eq!(again, 0, "the second call reuses them");
     for (a, b) in first.verdicts.iter().zip(&second.verdicts) {
-        let (a, b) = (a.raw.unwrap().nugget_lp.unwrap(), b.raw.unwrap().nugget_lp.unwrap());
+        let (a, b) = (a.raw.as_ref().unwrap().nugget_lp.unwrap(), b.raw.as_ref().unwrap().nugget_lp.unwrap());
         // PMI = mean log P(nugget | passage) - mean log P(nugget | no passage): the baseline
         // term is the same number in both calls.
         let base = |n: gavel::aggregate::NuggetLp| n.mean - n.pmi_mean.unwrap();
@@ -400,11 +406,11 @@ fn long_passages_get_a_read_after_the_nuggets_best_window() {
     let stated = "Marie Curie won the Nobel Prize in Chemistry in 1911";
     let absent = "The Great Wall of China is visible from space";
     let j = judge.judge(&[task(&long, &[stated, absent])]).remove(0).unwrap();
-    let w = |i: usize| j.verdicts[i].raw.unwrap().window_lp.expect("window read for a long passage");
+    let w = |i: usize| j.verdicts[i].raw.as_ref().unwrap().window_lp.expect("window read for a long passage");
     assert!(w(0).pmi_mean.unwrap() > w(1).pmi_mean.unwrap() + 0.5, "{:?} vs {:?}", w(0), w(1));
-    assert!(w(0).mean > j.verdicts[1].raw.unwrap().nugget_lp.unwrap().mean, "{:?}", w(0));
+    assert!(w(0).mean > j.verdicts[1].raw.as_ref().unwrap().nugget_lp.unwrap().mean, "{:?}", w(0));
     let short = judge.judge(&[task(PASSAGE, &[stated])]).remove(0).unwrap();
-    assert!(short.verdicts[0].raw.unwrap().window_lp.is_none());
+    assert!(short.verdicts[0].raw.as_ref().unwrap().window_lp.is_none());
 }
 
 /// A record with `passages`: each nugget is judged against each passage and the one that
@@ -465,4 +471,43 @@ fn a_long_answer_is_judged_in_blocks_and_the_block_with_the_statement_decides() 
         assert!(texts[block].contains(statement), "block {block} of {} decided: {v:?}", texts.len());
         assert_eq!(v.label, Label::Support, "{v:?}");
     }
+}
+
+#[test]
+fn hidden_reads_have_the_models_width_and_leave_the_verdict_unchanged() {
+    let path = gavel::model_store::ensure_default_model().unwrap();
+    let reading: Arc<dyn Backend> =
+        Arc::new(EmbeddedBackend::load(EmbeddedConfig::new(&path).with_hidden(true)).unwrap());
+    assert!(reading.reads_hidden() && !common::backend().reads_hidden());
+    let with = gavel::Judge::new(reading, gavel::PromptSet::builtin(), JudgeConfig::default());
+    let without = common::judge(JudgeConfig::default());
+    let tasks = vec![task(PASSAGE, &["The Eiffel Tower was completed in 1889", "The tower is in Rome"])];
+    let a = with.judge(&tasks).remove(0).unwrap();
+    let b = without.judge(&tasks).remove(0).unwrap();
+    // The width is the model's embedding size (SmolLM2-135M: 576), read from the model itself.
+    let width = a.verdicts[0].raw.as_ref().unwrap().hidden.as_ref().unwrap().last.len();
+    assert_eq!(width, 576);
+    for (x, y) in a.verdicts.iter().zip(&b.verdicts) {
+        let (rx, ry) = (x.raw.as_ref().unwrap(), y.raw.as_ref().unwrap());
+        let h = rx.hidden.as_ref().expect("read");
+        assert_eq!(h.nugget_mean.as_ref().expect("mean over the nugget").len(), width);
+        assert!(h.last.iter().chain(h.nugget_mean.as_ref().unwrap()).all(|v| v.is_finite()));
+        assert!(ry.hidden.is_none(), "not read unless asked");
+        // Reading the hidden states does not change what the model says.
+        assert_eq!(rx.probs, ry.probs);
+        assert_eq!(rx.nugget_lp, ry.nugget_lp);
+    }
+    let (h0, h1) = (&a.verdicts[0].raw.as_ref().unwrap().hidden, &a.verdicts[1].raw.as_ref().unwrap().hidden);
+    assert!(h0 != h1, "two nuggets, two reads");
+    // The same prompt again: the same read, up to the batch's rounding (the second call shares
+    // its decodes differently: the baseline is remembered).
+    let again = with.judge(&tasks).remove(0).unwrap();
+    let (x, y) = (&again.verdicts[0].raw.as_ref().unwrap().hidden.as_ref().unwrap().last, &h0.as_ref().unwrap().last);
+    let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(p, q)| f64::from(*p) * f64::from(*q)).sum::<f64>();
+    let cos = dot(x, y) / (dot(x, x) * dot(y, y)).sqrt();
+    assert!(cos > 0.999, "cosine {cos}");
+    // Written into verify's output and read back.
+    let line = serde_json::to_string(&a.verdicts[0]).unwrap();
+    let back: gavel::Verdict = serde_json::from_str(&line).unwrap();
+    assert_eq!(&back.raw.as_ref().unwrap().hidden, h0);
 }

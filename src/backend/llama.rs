@@ -52,6 +52,10 @@ pub struct EmbeddedConfig {
     /// `FA_TILE_Q - 1` tokens, so every token takes the one kernel whose sums follow the
     /// sequence's own cells only.
     pub batch_invariant: bool,
+    /// Read the model's final hidden state (after the output norm) at the label position and
+    /// its mean over the positions that read the nugget ([`LabelScore::hidden`]), for a head
+    /// fitted on them (`gavel calibrate --stack aligned-hidden`).
+    pub hidden: bool,
 }
 
 /// Query tokens from which llama.cpp's CPU flash attention takes its tiled kernel
@@ -69,7 +73,14 @@ impl EmbeddedConfig {
             n_ubatch: 512,
             wave_tokens: 2048,
             batch_invariant: false,
+            hidden: false,
         }
+    }
+
+    /// Hidden-state reads on or off (see [`EmbeddedConfig::hidden`]).
+    pub fn with_hidden(mut self, yes: bool) -> Self {
+        self.hidden = yes;
+        self
     }
 
     /// Batch-invariant scoring on or off (see [`EmbeddedConfig::batch_invariant`]).
@@ -458,6 +469,10 @@ impl Backend for EmbeddedBackend {
         true
     }
 
+    fn reads_hidden(&self) -> bool {
+        self.config.hidden
+    }
+
     fn check_labels(&self, choices: &[Vec<String>]) -> Result<()> {
         self.resolve_labels(choices).map(|_| ())
     }
@@ -501,6 +516,8 @@ struct Engine<'m> {
     /// last physical batch never holds a single token); `None` otherwise.
     invariant_ubatch: Option<usize>,
     usage: Arc<Mutex<Usage>>,
+    /// Read hidden states ([`EmbeddedConfig::hidden`]).
+    hidden: bool,
     /// Tokens held in the KV cache under [`Engine::head_seq`] at positions 0.., shared by every
     /// prompt of a scoring call (the system prompt, demonstrations, ...): evaluated once and
     /// reused by the next call when that call shares exactly the same head.
@@ -536,6 +553,12 @@ fn engine_thread(
         .with_flash_attention_policy(llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED)
         .with_n_threads(n_threads as i32)
         .with_n_threads_batch(n_threads as i32);
+    // Per-token hidden states next to the logits (no pooling: each output row is its token's).
+    let params = if cfg.hidden {
+        params.with_embeddings(true).with_pooling_type(llama_cpp_2::context::params::LlamaPoolingType::None)
+    } else {
+        params
+    };
     let ctx = match model.new_context(be, params) {
         Ok(c) => c,
         Err(e) => {
@@ -553,6 +576,7 @@ fn engine_thread(
         invariant_ubatch: cfg.batch_invariant.then_some(n_ubatch as usize),
         wave_tokens: cfg.wave_tokens.clamp(1, n_ctx as usize),
         usage,
+        hidden: cfg.hidden,
         head: Vec::new(),
     };
     let _ = ready.send(Ok(()));
@@ -775,6 +799,11 @@ impl Engine<'_> {
                                 .map(|&(i, next)| token_logprob(self.ctx.get_logits_ith(i), next) as f32)
                                 .collect();
                             score.span_logprobs = Some(lps);
+                        }
+                        if self.hidden {
+                            score.hidden = self.ctx.embeddings_ith(idx).ok().map(<[f32]>::to_vec);
+                            score.hidden_mean =
+                                mean_rows(span_at.iter().filter_map(|&(i, _)| self.ctx.embeddings_ith(i).ok()));
                         }
                         scores[g][s] = Some(score);
                     }
@@ -1015,6 +1044,22 @@ fn greedy_under(logits: &[f32], grammar: Option<&mut LlamaSampler>) -> LlamaToke
 
 /// Log-softmax over the vocabulary, then each choice's log-probability (its forms summed) and
 /// the distribution renormalised over the choices.
+/// The element-wise mean of equally long rows; `None` for none.
+fn mean_rows<'a>(rows: impl Iterator<Item = &'a [f32]>) -> Option<Vec<f32>> {
+    let mut sum: Vec<f64> = Vec::new();
+    let mut n = 0usize;
+    for r in rows {
+        if sum.is_empty() {
+            sum = vec![0.0; r.len()];
+        }
+        for (s, &v) in sum.iter_mut().zip(r) {
+            *s += f64::from(v);
+        }
+        n += 1;
+    }
+    (n > 0).then(|| sum.into_iter().map(|s| (s / n as f64) as f32).collect())
+}
+
 fn label_score(logits: &[f32], labels: &[Vec<LlamaToken>]) -> LabelScore {
     let lse = logits_lse(logits);
     let logprobs: Vec<f64> = labels
@@ -1026,7 +1071,7 @@ fn label_score(logits: &[f32], labels: &[Vec<LlamaToken>]) -> LabelScore {
         .collect();
     let z = log_sum_exp(&logprobs);
     let probs = logprobs.iter().map(|lp| (lp - z).exp()).collect();
-    LabelScore { probs, logprobs, span_logprobs: None }
+    LabelScore { probs, logprobs, span_logprobs: None, hidden: None, hidden_mean: None }
 }
 
 /// log P(`token`) under the log-softmax of `logits`.

@@ -74,6 +74,13 @@ pub struct LabelScore {
     /// everything before it (the passage above all), the model's own measure of how expected
     /// the nugget is after reading the passage. Backends that cannot read it leave `None`.
     pub span_logprobs: Option<Vec<f32>>,
+    /// The model's final hidden state at the label position, when the backend reads it
+    /// ([`Backend::reads_hidden`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hidden: Option<Vec<f32>>,
+    /// The mean of the final hidden states over the positions that read the nugget's tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hidden_mean: Option<Vec<f32>>,
 }
 
 /// What a backend is, for reports and cache keys.
@@ -151,6 +158,11 @@ pub trait Backend: Send + Sync {
     /// Whether [`Backend::score`] reads item spans ([`LabelScore::span_logprobs`]); prompts
     /// sent to a backend that does not carry no spans.
     fn reads_spans(&self) -> bool {
+        false
+    }
+
+    /// Whether [`Backend::score`] reads hidden states ([`LabelScore::hidden`]).
+    fn reads_hidden(&self) -> bool {
         false
     }
 

@@ -21,7 +21,8 @@ pub fn load_backend(m: &ModelArgs) -> Result<Arc<dyn Backend>, Error> {
         (m.model_name.is_some(), "--model-name"),
         (m.chat_template.is_some(), "--chat-template"),
     ];
-    let embedded_only = [(m.threads.is_some(), "--threads"), (m.batch_invariant, "--batch-invariant")];
+    let embedded_only =
+        [(m.threads.is_some(), "--threads"), (m.batch_invariant, "--batch-invariant"), (m.hidden, "--hidden")];
     let (wrong, other) = match m.backend {
         BackendKind::Embedded => (&remote_only[..], "--backend openai"),
         BackendKind::Openai => (&embedded_only[..], "--backend embedded"),
@@ -62,7 +63,8 @@ pub fn load_backend(m: &ModelArgs) -> Result<Arc<dyn Backend>, Error> {
         .with_threads(m.threads)
         .with_wave_tokens(m.wave_tokens)
         .with_n_seq_max(m.seqs)
-        .with_batch_invariant(m.batch_invariant);
+        .with_batch_invariant(m.batch_invariant)
+        .with_hidden(m.hidden);
     Ok(Arc::new(EmbeddedBackend::load(cfg)?))
 }
 
@@ -107,7 +109,25 @@ pub fn build_judge(j: &JudgeSpec<'_>, m: &ModelArgs) -> Result<Judge, Error> {
         .with_truncate(j.score.truncate)
         .with_blocks(!j.score.no_blocks, j.score.block_tokens, j.score.block_overlap)
         .with_likelihood(!j.score.no_likelihood);
-    let backend = load_backend(m)?;
+    // An embedded model's calibration is known before it loads: one with a hidden-state head
+    // needs the backend to read hidden states.
+    let early = match m.backend {
+        BackendKind::Embedded => {
+            let path = match &m.model {
+                Some(p) => p.clone(),
+                None => model_store::ensure_default_model()?,
+            };
+            let fingerprint = model_key(&path.to_string_lossy())?;
+            Some(Calibrator::resolve(&j.calibration, &fingerprint, prompts.version())?)
+        }
+        BackendKind::Openai => None,
+    };
+    let wants_hidden = early.iter().flatten().any(Calibrator::reads_hidden);
+    let backend = if wants_hidden && !m.hidden {
+        load_backend(&ModelArgs { hidden: true, ..m.clone() })?
+    } else {
+        load_backend(m)?
+    };
     let fingerprint = model_key(&backend.info().model)?;
     let mut judge = Judge::new(backend, prompts, cfg);
     judge.check()?;
@@ -118,7 +138,16 @@ pub fn build_judge(j: &JudgeSpec<'_>, m: &ModelArgs) -> Result<Judge, Error> {
             Err(e) => tracing::warn!("{e}; running without the verdict cache"),
         }
     }
-    let calibrator = Calibrator::resolve(&j.calibration, &fingerprint, judge.prompts().version())?;
+    let calibrator = match early {
+        Some(c) => c,
+        None => Calibrator::resolve(&j.calibration, &fingerprint, judge.prompts().version())?,
+    };
+    if let Some(c) = calibrator.as_ref().filter(|c| c.reads_hidden() && !judge.backend().reads_hidden()) {
+        tracing::warn!(
+            "calibration {} reads hidden states, which this backend does not give: its head reads as absent",
+            c.describe()
+        );
+    }
     if let Some(c) = &calibrator {
         if c.prompts != judge.prompts().version() {
             tracing::warn!(

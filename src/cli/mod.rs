@@ -110,6 +110,12 @@ pub struct ModelArgs {
     /// probabilities move slightly with its batch (docs/reliability.md).
     #[arg(long)]
     pub batch_invariant: bool,
+    /// Also read the model's final hidden state at the label position (and its mean over the
+    /// nugget's tokens) into each verdict's `raw.hidden`: what `gavel calibrate --stack
+    /// aligned-hidden` fits a head on (docs/teach.md). A calibration with such a head turns it
+    /// on by itself. Embedded backend only; a few KB per verdict in the output.
+    #[arg(long)]
+    pub hidden: bool,
     /// Server base URL ending in /v1; repeat (or comma-separate) to spread
     /// requests round-robin over several servers.
     #[arg(long, value_delimiter = ',', help_heading = REMOTE)]
@@ -435,6 +441,9 @@ pub enum StackArg {
     Aligned,
     /// The aligned lexical features only.
     AlignedNoModel,
+    /// `aligned` plus a head fitted on the model's hidden states (verdicts judged with
+    /// --hidden; `auto` tries it when every long-form verdict has them).
+    AlignedHidden,
     /// No stack: contextual calibration and thresholds.
     None,
 }
@@ -449,6 +458,7 @@ impl StackArg {
             StackArg::NoModel => vec![FeatureSet::NoModel],
             StackArg::Aligned => vec![FeatureSet::Aligned],
             StackArg::AlignedNoModel => vec![FeatureSet::AlignedNoModel],
+            StackArg::AlignedHidden => vec![FeatureSet::AlignedHidden],
             StackArg::None => Vec::new(),
         }
     }
