@@ -119,24 +119,8 @@ fn run_verify(
     mut opts: VerifyOptions,
 ) -> Result<pipeline::Summary, Error> {
     let output_path = output;
-    let mut output: Box<dyn Write> = match output {
-        Some(p) if resume => {
-            let state = pipeline::prepare_resume(p)?;
-            if state.kept > 0 || state.dropped_bytes > 0 {
-                eprintln!(
-                    "gavel: resuming {}: {} records already done{}",
-                    p.display(),
-                    state.kept,
-                    if state.dropped_bytes > 0 { ", an incomplete last line removed" } else { "" }
-                );
-            }
-            opts.skip = state.done;
-            let f = std::fs::OpenOptions::new().create(true).append(true).open(p).map_err(|e| Error::io(p, e))?;
-            Box::new(BufWriter::new(f))
-        }
-        Some(p) => Box::new(BufWriter::new(File::create(p).map_err(|e| Error::io(p, e))?)),
-        None => Box::new(BufWriter::new(std::io::stdout().lock())),
-    };
+    let (mut output, state) = open_output(output, resume, "records", pipeline::prepare_resume)?;
+    opts.skip = state.done;
     let bar = progress_bar(total, "records");
     if let Some(bar) = &bar {
         bar.set_position(opts.skip.values().sum::<usize>() as u64);
@@ -514,6 +498,34 @@ fn calibrate(args: cli::CalibrateArgs) -> Result<ExitCode, Error> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The output: stdout, a new file, or with `resume` the file after its complete lines (`scan`
+/// reads what is done: verify's record keys, extract's line count), opened to append.
+fn open_output(
+    output: Option<&Path>,
+    resume: bool,
+    what: &str,
+    scan: impl Fn(&Path) -> gavel::Result<pipeline::ResumeState>,
+) -> Result<(Box<dyn Write>, pipeline::ResumeState), Error> {
+    Ok(match output {
+        Some(p) if resume => {
+            let state = scan(p)?;
+            if state.kept > 0 || state.dropped_bytes > 0 {
+                eprintln!(
+                    "gavel: resuming {}: {} {what} already done{}",
+                    p.display(),
+                    state.kept,
+                    if state.dropped_bytes > 0 { ", an incomplete last line removed" } else { "" }
+                );
+            }
+            let f = std::fs::OpenOptions::new().create(true).append(true).open(p).map_err(|e| Error::io(p, e))?;
+            (Box::new(BufWriter::new(f)), state)
+        }
+        Some(p) => (Box::new(BufWriter::new(File::create(p).map_err(|e| Error::io(p, e))?)), Default::default()),
+        None if resume => return Err(Error::field("command line", "--resume", "needs --output FILE to resume into")),
+        None => (Box::new(BufWriter::new(std::io::stdout().lock())), Default::default()),
+    })
+}
+
 /// An error writing the output, said of the output file by name: every line before it is a
 /// complete record, so a run that can append (`--resume`) finishes it once the cause is fixed.
 fn at_output(e: Error, output: Option<&Path>) -> Error {
@@ -535,30 +547,11 @@ fn at_output(e: Error, output: Option<&Path>) -> Error {
 fn extract(args: cli::ExtractArgs) -> Result<ExitCode, Error> {
     let prompts = prompt_set(&args.prompts)?;
     let (input, input_name, total) = open_input(args.input.as_deref())?;
-    let extractor = gavel::extract::Extractor::new(load_backend(&args.model)?, prompts, args.config())?;
     refuse_overwrite(args.input.as_deref(), args.output.as_deref(), "--output")?;
-    let mut skip = 0;
-    let mut out: Box<dyn Write> = match &args.output {
-        Some(p) if args.resume => {
-            let state = pipeline::prepare_extract_resume(p)?;
-            if state.kept > 0 || state.dropped_bytes > 0 {
-                eprintln!(
-                    "gavel: resuming {}: {} queries already done{}",
-                    p.display(),
-                    state.kept,
-                    if state.dropped_bytes > 0 { ", an incomplete last line removed" } else { "" }
-                );
-            }
-            skip = state.kept;
-            let f = std::fs::OpenOptions::new().create(true).append(true).open(p).map_err(|e| Error::io(p, e))?;
-            Box::new(BufWriter::new(f))
-        }
-        Some(p) => Box::new(BufWriter::new(File::create(p).map_err(|e| Error::io(p, e))?)),
-        None if args.resume => {
-            return Err(Error::field("command line", "--resume", "needs --output FILE to resume into"))
-        }
-        None => Box::new(BufWriter::new(std::io::stdout().lock())),
-    };
+    let (mut out, state) =
+        open_output(args.output.as_deref(), args.resume, "queries", pipeline::prepare_extract_resume)?;
+    let extractor = gavel::extract::Extractor::new(load_backend(&args.model)?, prompts, args.config())?;
+    let skip = state.kept;
     let opts = ExtractOptions {
         input_name,
         batch: args.batch,
