@@ -121,6 +121,30 @@ impl NuggetLp {
     }
 }
 
+/// Where a block lies in its record (see [`Verdict::block_span`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockSpan {
+    /// The passage it was cut from; `None`: the answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passage: Option<usize>,
+    /// First byte.
+    pub start: usize,
+    /// Byte after the last.
+    pub end: usize,
+}
+
+impl BlockSpan {
+    /// The block's text in `task` (the whole answer when the span does not fit it).
+    pub fn text<'a>(span: Option<&BlockSpan>, task: &'a crate::record::Task) -> &'a str {
+        let Some(s) = span else { return &task.answer };
+        let source = match s.passage {
+            Some(p) => task.passages.get(p).map_or(task.answer.as_str(), String::as_str),
+            None => &task.answer,
+        };
+        source.get(s.start..s.end).unwrap_or(source)
+    }
+}
+
 /// The verdict for one nugget.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Verdict {
@@ -147,12 +171,27 @@ pub struct Verdict {
     /// best, "sample level").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub block: Option<usize>,
+    /// Where the deciding block lies: in passage `passage` (or in the answer, `None`), bytes
+    /// `start..end`; so that features of the judged text can be read again from the record
+    /// (`eval --from`, `calibrate --from`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_span: Option<BlockSpan>,
 }
 
 impl Verdict {
     /// A deterministic verdict.
     pub fn decided(label: Label, by: DecidedBy) -> Self {
-        Verdict { label, probs: None, score: label.value(), by, raw: None, rationale: None, quote: None, block: None }
+        Verdict {
+            label,
+            probs: None,
+            score: label.value(),
+            by,
+            raw: None,
+            rationale: None,
+            quote: None,
+            block: None,
+            block_span: None,
+        }
     }
 
     /// A scored-mode model verdict from a distribution.
@@ -166,6 +205,7 @@ impl Verdict {
             rationale: None,
             quote: None,
             block: None,
+            block_span: None,
         }
     }
 

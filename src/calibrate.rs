@@ -287,8 +287,9 @@ pub const CV_FOLDS: usize = 4;
 
 impl LabeledVerdict {
     /// The labeled verdict of nugget `nugget` of `task` (from labeled file `file`) with the
-    /// model's raw read; `None` when the nugget (or short-form record) has no gold label.
-    pub fn new(task: &Task, nugget: usize, file: usize, raw: &RawScore) -> Option<Self> {
+    /// model's raw read of it against `judged` (the answer, or the block that decided); `None`
+    /// when the nugget (or short-form record) has no gold label.
+    pub fn new(task: &Task, nugget: usize, file: usize, raw: &RawScore, judged: &str) -> Option<Self> {
         let gold = if task.is_short_form() { task.gold } else { task.nuggets.get(nugget)?.gold }?;
         Some(LabeledVerdict {
             file,
@@ -300,7 +301,7 @@ impl LabeledVerdict {
             short: task.is_short_form(),
             gold,
             probs: raw.probs.to_array(),
-            features: crate::stack::features(FeatureSet::All, &FeatureInput::of(task, nugget, raw)),
+            features: crate::stack::features(FeatureSet::All, &FeatureInput::of(task, nugget, raw).judging(judged)),
             hidden: raw.hidden.clone(),
         })
     }
@@ -621,7 +622,7 @@ mod tests {
                 window_lp: None,
                 hidden: Some(HiddenRead { last, nugget_mean: None }),
             };
-            let mut v = LabeledVerdict::new(&task, 0, (i / 2) % 2, &raw).unwrap();
+            let mut v = LabeledVerdict::new(&task, 0, (i / 2) % 2, &raw, &task.answer).unwrap();
             v.gold = gold;
             v.fold = (i / 4) % CV_FOLDS;
             v.group = (i / 4) as u64;

@@ -347,7 +347,10 @@ pub fn rescore_outputs(
         for (i, v) in out.verdicts.iter_mut().enumerate().take(task.nuggets.len()) {
             let Some(raw) = v.verdict.raw.as_ref() else { continue };
             let probs = match calibrator {
-                Some(c) => c.verdict_probs(raw.probs.to_array(), &FeatureInput::of(task, i, raw), grades),
+                Some(c) => {
+                    let judged = crate::aggregate::BlockSpan::text(v.verdict.block_span.as_ref(), task);
+                    c.verdict_probs(raw.probs.to_array(), &FeatureInput::of(task, i, raw).judging(judged), grades)
+                }
                 None => raw.probs.to_array(),
             };
             let lp = LabelProbs::from_array(probs);

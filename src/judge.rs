@@ -6,7 +6,7 @@ use std::sync::Arc;
 use regex::Regex;
 use serde::Serialize;
 
-use crate::aggregate::{aggregate, DecidedBy, HiddenRead, LabelProbs, NuggetLp, RawScore, Scores, Verdict};
+use crate::aggregate::{aggregate, BlockSpan, DecidedBy, HiddenRead, LabelProbs, NuggetLp, RawScore, Scores, Verdict};
 use crate::backend::{Backend, LabelScore, PromptGroup};
 use crate::cache::VerdictCache;
 use crate::calibrate::Calibrator;
@@ -172,14 +172,17 @@ struct Pending {
     task: usize,
     nuggets: Vec<usize>,
     truncated: bool,
-    /// The block judged, when the task is judged in blocks.
-    block: Option<usize>,
+    /// The block judged, when the task is judged in blocks, and where it lies.
+    block: Option<(usize, BlockSpan)>,
     /// The text judged: the answer, its cut, or the block.
     text: String,
 }
 
-/// One prompt group of a task: (block, judged text, group, truncated).
-type Entry = (Option<usize>, String, PromptGroup, bool);
+/// One prompt group of a task: (block and where it lies, judged text, group, truncated).
+type Entry = (Option<(usize, BlockSpan)>, String, PromptGroup, bool);
+
+/// A block of a text: where it lies, its text, its prompt group.
+type Part = (BlockSpan, String, PromptGroup);
 
 impl Judge {
     /// A judge over `backend` with `prompts`.
@@ -357,37 +360,53 @@ impl Judge {
     fn fitted_groups(&self, task: &Task, nuggets: &[usize]) -> Result<Vec<Entry>> {
         // Each prompt group is rendered once: it measures whether its text needs cutting, and is
         // judged as it is when it does not.
-        let blocks = |text: &str, whole: PromptGroup| -> Result<Vec<(String, PromptGroup)>> {
+        let blocks = |text: &str, passage: Option<usize>, whole: PromptGroup| -> Result<Vec<Part>> {
             match self.blocks_of(text, &whole)? {
                 Some(ranges) => ranges
                     .into_iter()
                     .map(|(a, b)| {
-                        let block = text[a..b].trim().to_string();
+                        // The block without the white space at its edges, and where that lies.
+                        let raw = &text[a..b];
+                        let start = a + (raw.len() - raw.trim_start().len());
+                        let end = (b - (raw.len() - raw.trim_end().len())).max(start);
+                        let block = text[start..end].to_string();
                         let g = self.group(task, &block, nuggets)?;
-                        Ok((block, g))
+                        Ok((BlockSpan { passage, start, end }, block, g))
                     })
                     .collect(),
-                None => Ok(vec![(text.to_string(), whole)]),
+                None => Ok(vec![(BlockSpan { passage, start: 0, end: text.len() }, text.to_string(), whole)]),
             }
         };
         if !task.passages.is_empty() {
             // Each passage, itself cut when it does not fit; blocks are numbered in order.
             let mut parts = Vec::new();
-            for p in &task.passages {
+            for (pi, p) in task.passages.iter().enumerate() {
                 let whole = self.group(task, p, nuggets)?;
-                parts.extend(if self.config.blocks { blocks(p, whole)? } else { vec![(p.clone(), whole)] });
+                parts.extend(if self.config.blocks {
+                    blocks(p, Some(pi), whole)?
+                } else {
+                    vec![(BlockSpan { passage: Some(pi), start: 0, end: p.len() }, p.clone(), whole)]
+                });
             }
-            return Ok(parts.into_iter().enumerate().map(|(i, (text, g))| (Some(i), text, g, false)).collect());
+            return Ok(parts
+                .into_iter()
+                .enumerate()
+                .map(|(i, (span, text, g))| (Some((i, span)), text, g, false))
+                .collect());
         }
         let whole = self.group(task, &task.answer, nuggets)?;
         // --truncate keeps its meaning: the start of the answer, cut to fit, is judged.
         if self.config.blocks && !self.config.truncate {
-            let parts = blocks(&task.answer, whole)?;
+            let parts = blocks(&task.answer, None, whole)?;
             if parts.len() == 1 {
-                let (text, g) = parts.into_iter().next().expect("one part");
+                let (_, text, g) = parts.into_iter().next().expect("one part");
                 return Ok(vec![(None, text, g, false)]);
             }
-            return Ok(parts.into_iter().enumerate().map(|(i, (text, g))| (Some(i), text, g, false)).collect());
+            return Ok(parts
+                .into_iter()
+                .enumerate()
+                .map(|(i, (span, text, g))| (Some((i, span)), text, g, false))
+                .collect());
         }
         let (g, truncated) = self.fitted_group(task, nuggets, whole)?;
         let text = if truncated { String::new() } else { task.answer.clone() };
@@ -658,7 +677,8 @@ impl Judge {
                                     None => Verdict::from_probs(LabelProbs::from_array(raw)),
                                 };
                                 v.raw = Some(read);
-                                v.block = p.block;
+                                v.block = p.block.map(|(i, _)| i);
+                                v.block_span = p.block.map(|(_, s)| s);
                                 keep_best(&mut verdicts[p.task][ni], v);
                             }
                             Err(e) => fail_nugget(&mut failed[p.task], ni, e),
@@ -675,7 +695,8 @@ impl Judge {
                     for (&ni, r) in p.nuggets.iter().zip(res) {
                         match r.and_then(|text| parse_reasoned(&text)) {
                             Ok(mut v) => {
-                                v.block = p.block;
+                                v.block = p.block.map(|(i, _)| i);
+                                v.block_span = p.block.map(|(_, s)| s);
                                 keep_best(&mut verdicts[p.task][ni], v);
                             }
                             Err(e) => fail_nugget(&mut failed[p.task], ni, e),
@@ -763,6 +784,7 @@ pub fn parse_reasoned(text: &str) -> Result<Verdict> {
         rationale: Some(caps["r"].trim().to_string()),
         quote: (!quote.is_empty()).then_some(quote),
         block: None,
+        block_span: None,
     })
 }
 

@@ -49,9 +49,13 @@ pub struct Collected {
 }
 
 impl Collected {
-    fn add(&mut self, task: &Task, file: usize, nugget: usize, raw: &crate::aggregate::RawScore) {
-        if let Some(v) = LabeledVerdict::new(task, nugget, file, raw) {
-            self.verdicts.push(v);
+    /// Verdict `v` of nugget `nugget`, when the model read it; its features come from the text
+    /// it was judged against (the deciding block, when there were blocks).
+    fn add(&mut self, task: &Task, file: usize, nugget: usize, v: &crate::aggregate::Verdict) {
+        let Some(raw) = &v.raw else { return };
+        let judged = crate::aggregate::BlockSpan::text(v.block_span.as_ref(), task);
+        if let Some(l) = LabeledVerdict::new(task, nugget, file, raw, judged) {
+            self.verdicts.push(l);
         }
     }
 }
@@ -74,9 +78,7 @@ pub fn judge_labeled(
             match r {
                 Ok(j) => {
                     for (i, v) in j.verdicts.iter().enumerate() {
-                        if let Some(raw) = &v.raw {
-                            out.add(task, file, i, raw);
-                        }
+                        out.add(task, file, i, v);
                     }
                 }
                 Err(e) => out.failed.push((file, *line, e.to_string())),
@@ -101,9 +103,7 @@ pub fn from_outputs(tasks: &[(usize, Task)], files: &[usize], outputs: &[HashMap
             continue;
         }
         for (i, v) in record.verdicts.iter().enumerate().take(task.nuggets.len()) {
-            if let Some(raw) = &v.verdict.raw {
-                out.add(task, file, i, raw);
-            }
+            out.add(task, file, i, &v.verdict);
         }
     }
     out

@@ -435,6 +435,8 @@ fn a_passages_record_is_judged_per_passage_and_the_best_decides() {
     let v = &j.verdicts[0];
     assert_eq!(v.block, Some(1), "{v:?}");
     assert_eq!(v.label, Label::Support, "{v:?}");
+    let span = v.block_span.expect("where the block lies");
+    assert_eq!((span.passage, span.start, span.end), (Some(1), 0, PASSAGE.len()));
     // An empty passage is refused, naming it.
     let bad = serde_json::json!({"passages": ["a", " "], "nuggets": ["x"]}).to_string();
     let e = gavel::record::parse_record(&bad, "f:3", None, gavel::record::ShortForm::Hybrid).unwrap_err().to_string();
@@ -469,6 +471,8 @@ fn a_long_answer_is_judged_in_blocks_and_the_block_with_the_statement_decides() 
         let v = &j.verdicts[0];
         let block = v.block.expect("the deciding block is named");
         assert!(texts[block].contains(statement), "block {block} of {} decided: {v:?}", texts.len());
+        // Where it lies is kept, so the block's text can be read again from the record.
+        assert_eq!(gavel::aggregate::BlockSpan::text(v.block_span.as_ref(), t), texts[block]);
         assert_eq!(v.label, Label::Support, "{v:?}");
     }
 }
