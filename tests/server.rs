@@ -697,3 +697,39 @@ fn an_engine_panic_fails_that_request_only_and_the_server_keeps_serving() {
     let _ = stop.send(());
     thread.join().unwrap();
 }
+
+#[test]
+fn a_client_that_disconnects_mid_request_costs_no_model_time_and_the_server_goes_on() {
+    let record = |tag: &str| {
+        json!({"records": [{"query": "Where is the tower?", "answer": format!("{PASSAGE} ({tag})"),
+            "nuggets": ["The Eiffel Tower is in Paris", "It was completed in 1889", "It is made of wood",
+                        "It is in Rome", "It was designed by Gustave Eiffel"]}]})
+    };
+    let s = start(ServeConfig::default().with_batch_records(1));
+    let addr = s.addr;
+    let busy = std::thread::spawn(move || post(addr, "/v1/verify", &record("busy")));
+    wait_health(s.addr, |h| h["in_flight"] == 1 && h["queue_requests"] == 0);
+    let before = metric(s.addr, "gavel_records_total");
+    // A whole request, queued behind the busy one; the client then goes away.
+    let body = record("gone").to_string();
+    let mut c = TcpStream::connect(s.addr).unwrap();
+    write!(
+        c,
+        "POST /v1/verify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    wait_health(s.addr, |h| h["queue_requests"] == 1);
+    // Half a request on another connection, then gone too.
+    let mut half = TcpStream::connect(s.addr).unwrap();
+    write!(half, "POST /v1/verify HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{}", body.len(), &body[..10])
+        .unwrap();
+    drop(c);
+    drop(half);
+    assert_eq!(busy.join().unwrap().status, 200);
+    // The busy record was judged; the one whose client left was not.
+    wait_health(s.addr, |h| h["queue_requests"] == 0 && h["in_flight"] == 0);
+    assert_eq!(metric(s.addr, "gavel_records_total") - before, 1.0);
+    // And the server answers the next client.
+    assert_eq!(post(s.addr, "/v1/verify", &record("next")).status, 200);
+}
