@@ -455,6 +455,11 @@ pub fn fit(items: &[LabeledVerdict], opts: &FitOptions) -> Result<(Calibrator, F
                 }
             }
         }
+        if sets.is_empty() {
+            // Only the head was asked for and it cannot be fitted: the same stack without it.
+            sets.push(FeatureSet::Aligned);
+            head_skipped = head_skipped.take().map(|why| format!("{why}; fitted `aligned` instead"));
+        }
         let xs_of = |set: FeatureSet| -> Vec<Vec<f64>> {
             idx.iter()
                 .enumerate()
@@ -675,5 +680,9 @@ mod tests {
         let (c, report) = fit(&plain, &o).unwrap();
         assert!(!c.reads_hidden());
         assert!(report.head_skipped.unwrap().contains("--hidden"));
+        // Asked for the head alone: the stack without it, and said so.
+        let (c, report) = fit(&plain, &opts).unwrap();
+        assert_eq!(c.stack.as_ref().map(|s| s.features), Some(FeatureSet::Aligned));
+        assert!(report.head_skipped.unwrap().contains("fitted `aligned` instead"));
     }
 }
