@@ -51,6 +51,11 @@ impl FeatureSet {
         !matches!(self, FeatureSet::NoModel | FeatureSet::AlignedNoModel)
     }
 
+    /// Whether the set's fit keeps each feature's effect in its known direction ([`direction`]).
+    pub fn is_monotone(self) -> bool {
+        matches!(self, FeatureSet::Aligned | FeatureSet::AlignedNoModel | FeatureSet::AlignedHidden)
+    }
+
     /// The set a short-form stack uses for this choice: the aligned sets lack the gold-answer
     /// features short-form answers are decided by, so they map to their full counterparts.
     pub fn for_short_form(self) -> FeatureSet {
@@ -68,6 +73,17 @@ const ALIGNMENT: [&str; 6] =
 
 /// The feature a stack with a hidden-state head reads its logit from.
 pub const HIDDEN_LOGIT: &str = "hidden_logit";
+
+/// Which way a feature speaks: +1 for support (more overlap, a more expected nugget), -1
+/// against (a number missing or changed, a negation, a missing name), 0 either way.
+pub fn direction(name: &str) -> f64 {
+    match name {
+        "overlap" | "best_overlap" | "best_bigram" | "bigram_overlap" | "overlap_all" | "yes_minus_no"
+        | "nugget_lp_mean" | "pmi_mean" | "pmi_low3" | "window_lp_mean" | "window_pmi_mean" | HIDDEN_LOGIT => 1.0,
+        "numbers_missing" | "number_conflict" | "negation_mismatch" | "names_missing" | "missing_words" => -1.0,
+        _ => 0.0,
+    }
+}
 
 /// The model part of [`FeatureSet::Aligned`].
 const ALIGNED_MODEL: [&str; 6] =
@@ -482,6 +498,12 @@ impl Stack {
         }
         let class_w: Vec<f64> = counts.iter().map(|&c| if c > 0.0 { total / (k as f64 * c) } else { 0.0 }).collect();
         let mut w = vec![vec![0.0; d + 1]; k];
+        let names = feature_names(set);
+        let signs: Vec<f64> = if set.is_monotone() && names.len() == d {
+            names.iter().map(|n| direction(n)).collect()
+        } else {
+            vec![0.0; d]
+        };
         let lr = 0.5;
         for _ in 0..600 {
             let mut grad = vec![vec![0.0; d + 1]; k];
@@ -502,6 +524,17 @@ impl Stack {
                 for j in 0..=d {
                     let reg = if j > 0 { l2 * w[c][j] } else { 0.0 };
                     w[c][j] -= lr * (grad[c][j] / total + reg);
+                }
+            }
+            // Monotone sets: a feature that speaks for support may not lower support against
+            // not-support (and one that speaks against it may not raise it), however the fitting
+            // data happens to fall; projected onto that constraint after each step.
+            for (j, dir) in signs.iter().enumerate() {
+                let (s, n) = (w[0][j + 1], w[k - 1][j + 1]);
+                if dir * (s - n) < 0.0 {
+                    let mid = (s + n) / 2.0;
+                    w[0][j + 1] = mid;
+                    w[k - 1][j + 1] = mid;
                 }
             }
         }
@@ -1103,6 +1136,30 @@ mod tests {
         // Whole groups of 4: 12 asked is 12 used; all is the 3 training folds (600).
         assert_eq!((curve[0].used, curve[2].used), (12, 600), "{curve:?}");
         assert!(curve[2].mean > 0.7 && curve[2].mean >= curve[0].mean, "{curve:?}");
+    }
+
+    #[test]
+    fn aligned_stacks_keep_each_feature_in_its_direction_whatever_the_data() {
+        // Fitting data where a changed number goes with support (a quirk of the sample): an
+        // aligned stack must still not let number_conflict raise support; an unconstrained set may.
+        let names = feature_names(FeatureSet::AlignedNoModel);
+        let at = |n: &str| names.iter().position(|k| *k == n).unwrap();
+        let (mut xs, mut golds) = (Vec::new(), Vec::new());
+        for i in 0..200 {
+            let support = i % 2 == 0;
+            let mut x = vec![0.5; names.len()];
+            x[at("best_overlap")] = if support { 0.9 } else { 0.3 } + (i % 7) as f64 * 0.01;
+            x[at("number_conflict")] = if support == (i % 10 != 1) { 1.0 } else { 0.0 };
+            xs.push(x);
+            golds.push(if support { Label::Support } else { Label::NotSupport });
+        }
+        let s = Stack::fit(FeatureSet::AlignedNoModel, &xs, &golds, true, 1e-3);
+        let j = at("number_conflict") + 1;
+        assert!(s.weights[0][j] - s.weights[1][j] <= 1e-12, "number_conflict raises support: {:?}", s.weights);
+        let b = at("best_overlap") + 1;
+        assert!(s.weights[0][b] - s.weights[1][b] > 0.1, "overlap still speaks for support: {:?}", s.weights);
+        assert_eq!(direction("number_conflict"), -1.0);
+        assert_eq!(direction("pmi_mean"), 1.0);
     }
 
     #[test]
