@@ -367,7 +367,8 @@ fn calibrate(args: cli::CalibrateArgs) -> Result<ExitCode, Error> {
             format!("{} --from for {} --input: give one per input, in order", args.from.len(), args.input.len()),
         ));
     }
-    let judge = build_judge(&JudgeSpec::raw(&args.score, true), &args.model)?;
+    // Fitting from stored outputs runs the model only for the content-free prior: no cache.
+    let judge = build_judge(&JudgeSpec::raw(&args.score, args.from.is_empty()), &args.model)?;
     let part = args.part.map(Into::into);
     let (mut tasks, mut files, mut unparsed) = (Vec::new(), Vec::new(), 0);
     for (f, path) in args.input.iter().enumerate() {
