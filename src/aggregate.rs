@@ -134,12 +134,13 @@ pub struct BlockSpan {
 }
 
 impl BlockSpan {
-    /// The block's text in `task` (the whole answer when the span does not fit it).
-    pub fn text<'a>(span: Option<&BlockSpan>, task: &'a crate::record::Task) -> &'a str {
-        let Some(s) = span else { return &task.answer };
+    /// The block's text in a record with this `answer` and `passages` (the whole answer when
+    /// there is no span or it does not fit).
+    pub fn text<'a>(span: Option<&BlockSpan>, answer: &'a str, passages: &'a [String]) -> &'a str {
+        let Some(s) = span else { return answer };
         let source = match s.passage {
-            Some(p) => task.passages.get(p).map_or(task.answer.as_str(), String::as_str),
-            None => &task.answer,
+            Some(p) => passages.get(p).map_or(answer, String::as_str),
+            None => answer,
         };
         source.get(s.start..s.end).unwrap_or(source)
     }

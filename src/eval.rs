@@ -348,7 +348,8 @@ pub fn rescore_outputs(
             let Some(raw) = v.verdict.raw.as_ref() else { continue };
             let probs = match calibrator {
                 Some(c) => {
-                    let judged = crate::aggregate::BlockSpan::text(v.verdict.block_span.as_ref(), task);
+                    let judged =
+                        crate::aggregate::BlockSpan::text(v.verdict.block_span.as_ref(), &task.answer, &task.passages);
                     c.verdict_probs(raw.probs.to_array(), &FeatureInput::of(task, i, raw).judging(judged), grades)
                 }
                 None => raw.probs.to_array(),

@@ -53,7 +53,7 @@ impl Collected {
     /// it was judged against (the deciding block, when there were blocks).
     fn add(&mut self, task: &Task, file: usize, nugget: usize, v: &crate::aggregate::Verdict) {
         let Some(raw) = &v.raw else { return };
-        let judged = crate::aggregate::BlockSpan::text(v.block_span.as_ref(), task);
+        let judged = crate::aggregate::BlockSpan::text(v.block_span.as_ref(), &task.answer, &task.passages);
         if let Some(l) = LabeledVerdict::new(task, nugget, file, raw, judged) {
             self.verdicts.push(l);
         }

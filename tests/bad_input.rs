@@ -386,3 +386,80 @@ fn a_verdict_cache_killed_mid_write_or_cut_short_never_changes_a_verdict() {
     assert!(err.contains("damaged") && err.contains("running without the verdict cache"), "{err}");
     assert_eq!(o.stdout, reference.stdout, "{err}");
 }
+
+/// One bad line between two good ones through `gavel verify` (every nugget a deterministic
+/// check, so no model time): the bad line gets an error record that names its line and says
+/// `what` (or, when `judged` is set, is judged like any other), the good ones are judged, the
+/// run exits 1 (0 when judged) and never panics.
+fn sandwich(bad: &[u8], what: &[&str], judged: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let mut body = (deterministic("before", "Paris") + "\n").into_bytes();
+    body.extend_from_slice(bad);
+    body.push(b'\n');
+    body.extend_from_slice((deterministic("after", "Rome") + "\n").as_bytes());
+    std::fs::write(&input, body).unwrap();
+    let o = gavel().args(["verify", "--input"]).arg(&input).output().unwrap();
+    let (out, err) = text(&o);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(o.status.code(), Some(if judged { 0 } else { 1 }), "{err}");
+    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert_eq!((lines[0]["id"].as_str(), lines[0]["correct"].as_bool()), (Some("before"), Some(true)));
+    assert_eq!((lines[2]["id"].as_str(), lines[2]["correct"].as_bool()), (Some("after"), Some(false)));
+    assert_eq!(lines[1]["line"], 2);
+    if judged {
+        assert!(lines[1]["error"].is_null(), "{}", lines[1]);
+    } else {
+        let msg = lines[1]["error"]["message"].as_str().unwrap_or_else(|| panic!("{}", lines[1])).to_string();
+        assert!(msg.contains("in.jsonl:2"), "names the line: {msg}");
+        for w in what {
+            assert!(msg.contains(w), "{w:?} not in {msg}");
+        }
+    }
+}
+
+fn exact(n: usize) -> Vec<serde_json::Value> {
+    (0..n).map(|i| serde_json::json!({"text": format!("n{i}"), "kind": "exact_match", "answers": ["Paris"]})).collect()
+}
+
+macro_rules! corpus {
+    ($($name:ident: $bad:expr, $what:expr, $judged:expr;)*) => {
+        $(
+            #[test]
+            fn $name() {
+                sandwich(&$bad, &$what, $judged);
+            }
+        )*
+    };
+}
+
+corpus! {
+    corpus_malformed_json: *br#"{"answer": "Paris", "nuggets": ["#, ["EOF"], false;
+    corpus_not_an_object: *b"[1, 2, 3]", ["object"], false;
+    corpus_number_where_a_string_belongs: serde_json::json!({"answer": 5, "nuggets": exact(1)}).to_string().into_bytes(), ["answer"], false;
+    corpus_missing_nuggets: serde_json::json!({"answer": "Paris"}).to_string().into_bytes(), ["nuggets"], false;
+    corpus_unknown_field: serde_json::json!({"answer": "Paris", "nuggets": exact(1), "nugets": []}).to_string().into_bytes(), ["nugets"], false;
+    corpus_invalid_utf8: [b"{\"answer\": \"Par".as_slice(), &[0xff, 0xfe], b"is\", \"nuggets\": []}"].concat(), ["UTF-8"], false;
+    corpus_deep_nesting: format!("{{\"answer\": \"Paris\", \"nuggets\": [], \"x\": {}{}}}", "[".repeat(100_000), "]".repeat(100_000)).into_bytes(), ["in.jsonl:2"], false;
+    corpus_bad_regex: serde_json::json!({"answer": "Paris", "nuggets": [{"text": "r", "kind": "regex", "pattern": "(unclosed"}]}).to_string().into_bytes(), ["pattern"], false;
+    corpus_catastrophic_regex: serde_json::json!({"answer": "Paris", "nuggets": [{"text": "r", "kind": "regex", "pattern": "\\w{1000}x{1000}\\w{1000}"}]}).to_string().into_bytes(), ["pattern"], false;
+    corpus_empty_answer: serde_json::json!({"id": "e", "answer": "", "nuggets": exact(1)}).to_string().into_bytes(), [], true;
+    corpus_whitespace_answer: serde_json::json!({"id": "w", "answer": " \t ", "nuggets": exact(1)}).to_string().into_bytes(), [], true;
+    corpus_ten_megabyte_line: serde_json::json!({"id": "big", "answer": "Paris ".repeat(1_800_000), "nuggets": exact(1)}).to_string().into_bytes(), [], true;
+    corpus_a_hundred_thousand_nuggets: serde_json::json!({"id": "many", "answer": "Paris", "nuggets": exact(100_000)}).to_string().into_bytes(), [], true;
+    corpus_crlf_line: [deterministic("crlf", "Paris").as_bytes(), b"\r"].concat(), [], true;
+}
+
+#[test]
+fn a_calibration_fitted_for_another_model_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = p(dir.path(), "in.jsonl");
+    std::fs::write(&input, deterministic("a", "Paris") + "\n").unwrap();
+    let mut c = gavel::calibrate::Calibrator::shipped().expect("shipped calibration");
+    c.model = "0123456789abcdef0123456789abcdef".into();
+    let cal = dir.path().join("other.json");
+    c.save(&cal).unwrap();
+    let err = refused(&["verify", "--input", &input, "--calibration", &cal.to_string_lossy()]);
+    assert!(err.contains("other.json") && err.contains("another model file"), "{err}");
+}

@@ -15,6 +15,7 @@ const LAYERS: &[&str] = &[
     "model_store",
     "aggregate",
     "record",
+    "head",
     "stack",
     "calibrate",
     "cache",

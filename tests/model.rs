@@ -472,7 +472,7 @@ fn a_long_answer_is_judged_in_blocks_and_the_block_with_the_statement_decides() 
         let block = v.block.expect("the deciding block is named");
         assert!(texts[block].contains(statement), "block {block} of {} decided: {v:?}", texts.len());
         // Where it lies is kept, so the block's text can be read again from the record.
-        assert_eq!(gavel::aggregate::BlockSpan::text(v.block_span.as_ref(), t), texts[block]);
+        assert_eq!(gavel::aggregate::BlockSpan::text(v.block_span.as_ref(), &t.answer, &t.passages), texts[block]);
         assert_eq!(v.label, Label::Support, "{v:?}");
     }
 }
