@@ -405,8 +405,8 @@ fn sandwich(bad: &[u8], what: &[&str], judged: bool) {
     assert_eq!(o.status.code(), Some(if judged { 0 } else { 1 }), "{err}");
     let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 3, "{out}");
-    assert_eq!((lines[0]["id"].as_str(), lines[0]["correct"].as_bool()), (Some("before"), Some(true)));
-    assert_eq!((lines[2]["id"].as_str(), lines[2]["correct"].as_bool()), (Some("after"), Some(false)));
+    assert_eq!((lines[0]["id"].as_str(), lines[0]["scores"]["all_score"].as_f64()), (Some("before"), Some(1.0)));
+    assert_eq!((lines[2]["id"].as_str(), lines[2]["scores"]["all_score"].as_f64()), (Some("after"), Some(0.0)));
     assert_eq!(lines[1]["line"], 2);
     if judged {
         assert!(lines[1]["error"].is_null(), "{}", lines[1]);
@@ -436,10 +436,10 @@ macro_rules! corpus {
 
 corpus! {
     corpus_malformed_json: *br#"{"answer": "Paris", "nuggets": ["#, ["EOF"], false;
-    corpus_not_an_object: *b"[1, 2, 3]", ["object"], false;
-    corpus_number_where_a_string_belongs: serde_json::json!({"answer": 5, "nuggets": exact(1)}).to_string().into_bytes(), ["answer"], false;
+    corpus_not_an_object: *b"[1, 2, 3]", ["invalid type"], false;
+    corpus_number_where_a_string_belongs: serde_json::json!({"answer": 5, "nuggets": exact(1)}).to_string().into_bytes(), ["column 11", "expected a string"], false;
     corpus_missing_nuggets: serde_json::json!({"answer": "Paris"}).to_string().into_bytes(), ["nuggets"], false;
-    corpus_unknown_field: serde_json::json!({"answer": "Paris", "nuggets": exact(1), "nugets": []}).to_string().into_bytes(), ["nugets"], false;
+    corpus_unknown_nugget_field: serde_json::json!({"answer": "Paris", "nuggets": [{"txt": "Paris"}]}).to_string().into_bytes(), ["txt"], false;
     corpus_invalid_utf8: [b"{\"answer\": \"Par".as_slice(), &[0xff, 0xfe], b"is\", \"nuggets\": []}"].concat(), ["UTF-8"], false;
     corpus_deep_nesting: format!("{{\"answer\": \"Paris\", \"nuggets\": [], \"x\": {}{}}}", "[".repeat(100_000), "]".repeat(100_000)).into_bytes(), ["in.jsonl:2"], false;
     corpus_bad_regex: serde_json::json!({"answer": "Paris", "nuggets": [{"text": "r", "kind": "regex", "pattern": "(unclosed"}]}).to_string().into_bytes(), ["pattern"], false;
