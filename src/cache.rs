@@ -64,7 +64,7 @@ fn db_err(path: &Path, e: impl std::fmt::Display) -> Error {
 /// cut short) becomes an error, so a damaged cache is skipped instead of ending the run.
 fn guarded<T>(path: &Path, op: impl FnOnce() -> Result<T>) -> Result<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(op)).unwrap_or_else(|p| {
-        let why = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned());
+        let why = crate::error::panic_message(p.as_ref());
         Err(db_err(path, format!("the file is damaged ({})", why.as_deref().unwrap_or("the store panicked"))))
     })
 }

@@ -166,6 +166,11 @@ impl Error {
     }
 }
 
+/// The message of a caught panic (`std::panic::catch_unwind`'s payload), when it has one.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> Option<String> {
+    payload.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| payload.downcast_ref::<String>().cloned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

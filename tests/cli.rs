@@ -244,3 +244,43 @@ fn calibrate_fits_long_and_short_form_stacks_from_several_files() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--from"), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// A calibration whose stack holds a hidden-state head makes `verify` read hidden states
+/// without `--hidden`, and writes them into the verdicts.
+#[test]
+fn a_calibration_with_a_head_turns_the_hidden_reads_on() {
+    use gavel::head::{Head, HiddenPool};
+    use gavel::stack::{FeatureSet, HIDDEN_LOGIT};
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = gavel::calibrate::Calibrator::shipped().expect("shipped calibration");
+    let s = c.stack.as_mut().unwrap();
+    s.features = FeatureSet::AlignedHidden;
+    s.names.push(HIDDEN_LOGIT.into());
+    s.mean.push(0.0);
+    s.std.push(1.0);
+    for row in &mut s.weights {
+        row.push(0.0);
+    }
+    let d = 576;
+    s.head = Some(Head {
+        pool: HiddenPool::Last,
+        mean: vec![0.0; d],
+        std: vec![1.0; d],
+        weights: vec![0.0; d],
+        bias: 0.0,
+        l2: 1.0,
+    });
+    let cal = dir.path().join("head.json");
+    c.save(&cal).unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, r#"{"answer": "Paris is the capital of France.", "nuggets": ["Paris is in France"]}"#)
+        .unwrap();
+    let run = |cal: &str| {
+        let o = gavel().args(["verify", "--calibration", cal, "--input"]).arg(&input).output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["verdicts"][0]["raw"]["hidden"]["last"].as_array().map(Vec::len)
+    };
+    assert_eq!(run(&cal.to_string_lossy()), Some(d));
+    assert_eq!(run("auto"), None, "the shipped calibration has no head: no reads");
+}

@@ -655,16 +655,8 @@ fn an_engine_panic_fails_that_request_only_and_the_server_keeps_serving() {
     let judge =
         gavel::Judge::new(Arc::new(PanicsOn(common::backend())), gavel::PromptSet::builtin(), JudgeConfig::default());
     // Batches of up to 64 records: concurrent requests share one judge call.
-    let server = gavel::server::Server::bind(Arc::new(judge), ServeConfig::default().with_addr("127.0.0.1:0")).unwrap();
-    let addr = server.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let thread = std::thread::spawn(move || {
-        server
-            .run(async move {
-                let _ = stopped.await;
-            })
-            .unwrap()
-    });
+    let s = common::start_with(judge, ServeConfig::default());
+    let addr = s.addr;
     let record = |id: &str, nugget: &str| json!({"id": id, "query": "Where is the Eiffel Tower?", "answer": PASSAGE, "nuggets": [nugget]});
     let good = json!({"records": [record("good", "The Eiffel Tower is in Paris")]});
     let bad = json!({"records": [record("bad", &format!("The tower is {PANIC_MARK}"))]});
@@ -694,8 +686,6 @@ fn an_engine_panic_fails_that_request_only_and_the_server_keeps_serving() {
     assert_eq!(again.status, 200);
     assert_eq!(again.json()["records"][0]["verdicts"][0]["by"], "llm");
     assert_eq!(request(addr, "GET", "/health", None, None).status, 200);
-    let _ = stop.send(());
-    thread.join().unwrap();
 }
 
 #[test]

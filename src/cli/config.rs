@@ -111,6 +111,7 @@ pub fn build_judge(j: &JudgeSpec<'_>, m: &ModelArgs) -> Result<Judge, Error> {
         .with_likelihood(!j.score.no_likelihood);
     // An embedded model's calibration is known before it loads: one with a hidden-state head
     // needs the backend to read hidden states.
+    // (The model file's fingerprint, which reads 8 MiB of it, is taken once.)
     let early = match m.backend {
         BackendKind::Embedded => {
             let path = match &m.model {
@@ -118,17 +119,21 @@ pub fn build_judge(j: &JudgeSpec<'_>, m: &ModelArgs) -> Result<Judge, Error> {
                 None => model_store::ensure_default_model()?,
             };
             let fingerprint = model_key(&path.to_string_lossy())?;
-            Some(Calibrator::resolve(&j.calibration, &fingerprint, prompts.version())?)
+            let calibrator = Calibrator::resolve(&j.calibration, &fingerprint, prompts.version())?;
+            Some((fingerprint, calibrator))
         }
         BackendKind::Openai => None,
     };
-    let wants_hidden = early.iter().flatten().any(Calibrator::reads_hidden);
+    let wants_hidden = early.as_ref().and_then(|(_, c)| c.as_ref()).is_some_and(Calibrator::reads_hidden);
     let backend = if wants_hidden && !m.hidden {
         load_backend(&ModelArgs { hidden: true, ..m.clone() })?
     } else {
         load_backend(m)?
     };
-    let fingerprint = model_key(&backend.info().model)?;
+    let (fingerprint, early) = match early {
+        Some((f, c)) => (f, Some(c)),
+        None => (model_key(&backend.info().model)?, None),
+    };
     let mut judge = Judge::new(backend, prompts, cfg);
     judge.check()?;
     if j.cache {

@@ -209,7 +209,7 @@ fn guarded(judge: &Judge, tasks: &[Task]) -> Option<Vec<Result<Judgement>>> {
             Some(failed(tasks.len(), &format!("the judge returned {} results for {} records", r.len(), tasks.len())))
         }
         Err(e) => {
-            let why = e.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| e.downcast_ref::<String>().cloned());
+            let why = crate::error::panic_message(e.as_ref());
             tracing::error!(
                 "the judge panicked on {} records: {}",
                 tasks.len(),

@@ -31,7 +31,12 @@ pub struct Running {
 
 /// Start a reward server with `config` on a free loopback port.
 pub fn start(config: ServeConfig) -> Running {
-    let judge = Arc::new(judge(JudgeConfig::default()));
+    start_with(judge(JudgeConfig::default()), config)
+}
+
+/// [`start`] with this judge.
+pub fn start_with(judge: Judge, config: ServeConfig) -> Running {
+    let judge = Arc::new(judge);
     let server = Server::bind(judge, config.with_addr("127.0.0.1:0")).expect("bind");
     let addr = server.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
