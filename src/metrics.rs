@@ -48,6 +48,43 @@ pub struct Agreement {
     pub confusion: [[usize; 3]; 3],
 }
 
+/// Macro-F1 on `grades` with each gold label weighing the same in total (a verdict of a label
+/// with n golds counts 1/n): the score a set of decisions would get if every label were equally
+/// common, whatever their shares in `pairs`. Labels with neither gold nor prediction are left out.
+pub fn balanced_macro_f1(pairs: &[(Label, Label)], grades: Grades) -> f64 {
+    let mut confusion = [[0usize; 3]; 3];
+    for &(g, p) in pairs {
+        confusion[grades.fold(g).index()][grades.fold(p).index()] += 1;
+    }
+    let weight: Vec<f64> = confusion
+        .iter()
+        .map(|row| {
+            let n: usize = row.iter().sum();
+            if n > 0 {
+                1.0 / n as f64
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let mut f1 = Vec::new();
+    for c in 0..3 {
+        let tp = confusion[c][c] as f64 * weight[c];
+        let fp: f64 = (0..3).filter(|&g| g != c).map(|g| confusion[g][c] as f64 * weight[g]).sum();
+        let fn_: f64 = (0..3).filter(|&p| p != c).map(|p| confusion[c][p] as f64 * weight[c]).sum();
+        let predicted: usize = (0..3).map(|g| confusion[g][c]).sum();
+        if confusion[c].iter().sum::<usize>() == 0 && predicted == 0 {
+            continue;
+        }
+        f1.push(if tp > 0.0 { 2.0 * tp / (2.0 * tp + fp + fn_) } else { 0.0 });
+    }
+    if f1.is_empty() {
+        0.0
+    } else {
+        f1.iter().sum::<f64>() / f1.len() as f64
+    }
+}
+
 /// Compare (gold, predicted) pairs.
 pub fn agreement(pairs: &[(Label, Label)], grades: Grades) -> Agreement {
     let mut confusion = [[0usize; 3]; 3];

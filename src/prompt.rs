@@ -288,18 +288,24 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 pub const NUGGET_SENTINEL: &str = "\u{E000}gavel-nugget\u{E000}";
 
 /// Split a fully formatted prompt, rendered with [`NUGGET_SENTINEL`] as the nugget, into the
-/// shared prefix: everything up to the line on which the nugget first appears.
+/// shared prefix: everything before the nugget that every nugget's prompt has, cut where a
+/// tokenizer would cut anyway. That is before the spaces that lead into the nugget (a space joins
+/// the next word's token in byte-pair and sentencepiece vocabularies alike), with any quote or
+/// bracket glued to the nugget left on its side: "Statement: {nugget}" shares "Statement:",
+/// `is "{nugget}"` shares up to "is". Where no space leads into the nugget on its line, the
+/// prefix ends with the line before it.
 pub fn shared_prefix(formatted_with_sentinel: &str) -> &str {
-    match formatted_with_sentinel.find(NUGGET_SENTINEL) {
-        Some(pos) => {
-            let head = &formatted_with_sentinel[..pos];
-            match head.rfind('\n') {
-                Some(nl) => &head[..=nl],
-                None => "",
-            }
+    let Some(pos) = formatted_with_sentinel.find(NUGGET_SENTINEL) else { return "" };
+    let head = &formatted_with_sentinel[..pos];
+    let line_start = head.rfind('\n').map_or(0, |nl| nl + 1);
+    let glued = head.trim_end_matches(|c: char| !c.is_whitespace() && !c.is_alphanumeric());
+    if glued.ends_with(' ') {
+        let cut = glued.trim_end_matches(' ').len();
+        if cut > line_start {
+            return &formatted_with_sentinel[..cut];
         }
-        None => "",
     }
+    &formatted_with_sentinel[..line_start]
 }
 
 #[cfg(test)]
@@ -319,7 +325,7 @@ mod tests {
         assert_eq!(m[0].role, "system");
         assert!(m[0].content.contains("yes, partly or no"), "the instruction is in the shared head");
         assert_eq!(m[1].content, "Question: Who?\nPassage:\nMarie Curie won.");
-        assert_eq!(j.reply_start, "Statement: Curie won\nAnswer:");
+        assert_eq!(j.reply_start, "Statement: Curie won Answer:");
         let m = p.render_judge(JudgeMode::Scored, &vars(None, "text", "n", &[])).unwrap().messages;
         assert!(!m[1].content.contains("Question"));
     }
@@ -383,9 +389,16 @@ mod tests {
     }
 
     #[test]
-    fn prefix_ends_on_the_line_before_the_nugget() {
+    fn prefix_ends_before_the_space_that_leads_into_the_nugget() {
         let s = format!("<sys>\nPassage:\nabc\nStatement: {NUGGET_SENTINEL}<end>\n");
-        assert_eq!(shared_prefix(&s), "<sys>\nPassage:\nabc\n");
+        assert_eq!(shared_prefix(&s), "<sys>\nPassage:\nabc\nStatement:");
+        let quoted = format!("<sys>\nStatement: the answer is \"{NUGGET_SENTINEL}\".\n");
+        assert_eq!(shared_prefix(&quoted), "<sys>\nStatement: the answer is");
+        // No space leads into the nugget: the line before it.
+        let glued = format!("<sys>\nStatement:{NUGGET_SENTINEL}\n");
+        assert_eq!(shared_prefix(&glued), "<sys>\n");
+        let own_line = format!("<sys>\n {NUGGET_SENTINEL}\n");
+        assert_eq!(shared_prefix(&own_line), "<sys>\n");
         assert_eq!(shared_prefix("no sentinel"), "");
     }
 }

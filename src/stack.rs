@@ -33,17 +33,23 @@ pub enum FeatureSet {
     /// [`FeatureSet::Aligned`] plus the support logit of a head fitted on the model's hidden
     /// states ([`crate::head::Head`]); needs verdicts judged with `--hidden`.
     AlignedHidden,
+    /// Five monotone features chosen by leaving each long-form dev source out (whole-text and
+    /// best-sentence overlap, numbers missing, the nugget's PMI at its three least expected
+    /// tokens and after the best window), an ordinal head only, its cuts placed for
+    /// class-balanced macro-F1 ([`FeatureSet::balanced_cuts`]). Built for sources no fit saw.
+    Transfer,
 }
 
 impl FeatureSet {
     /// Every set, in the order `auto` tries them.
-    pub const ALL: [FeatureSet; 6] = [
+    pub const ALL: [FeatureSet; 7] = [
         FeatureSet::All,
         FeatureSet::Likelihood,
         FeatureSet::NoModel,
         FeatureSet::Aligned,
         FeatureSet::AlignedNoModel,
         FeatureSet::AlignedHidden,
+        FeatureSet::Transfer,
     ];
 
     /// Whether the set reads the model.
@@ -53,14 +59,25 @@ impl FeatureSet {
 
     /// Whether the set's fit keeps each feature's effect in its known direction ([`direction`]).
     pub fn is_monotone(self) -> bool {
-        matches!(self, FeatureSet::Aligned | FeatureSet::AlignedNoModel | FeatureSet::AlignedHidden)
+        matches!(
+            self,
+            FeatureSet::Aligned | FeatureSet::AlignedNoModel | FeatureSet::AlignedHidden | FeatureSet::Transfer
+        )
+    }
+
+    /// Whether the set's stack is ordinal only, with its cuts placed for class-balanced
+    /// macro-F1: each gold label of each file weighs the same, so the cuts do not learn the
+    /// fitting sources' label shares, which another source does not share (Factcheck is mostly
+    /// not-support, WiCE mostly partial).
+    pub fn balanced_cuts(self) -> bool {
+        self == FeatureSet::Transfer
     }
 
     /// The set a short-form stack uses for this choice: the aligned sets lack the gold-answer
     /// features short-form answers are decided by, so they map to their full counterparts.
     pub fn for_short_form(self) -> FeatureSet {
         match self {
-            FeatureSet::Aligned | FeatureSet::AlignedHidden => FeatureSet::All,
+            FeatureSet::Aligned | FeatureSet::AlignedHidden | FeatureSet::Transfer => FeatureSet::All,
             FeatureSet::AlignedNoModel => FeatureSet::NoModel,
             s => s,
         }
@@ -84,6 +101,9 @@ pub fn direction(name: &str) -> f64 {
         _ => 0.0,
     }
 }
+
+/// The features of [`FeatureSet::Transfer`].
+const TRANSFER: [&str; 5] = ["overlap", "best_overlap", "numbers_missing", "pmi_low3", "window_pmi_mean"];
 
 /// The model part of [`FeatureSet::Aligned`].
 const ALIGNED_MODEL: [&str; 6] =
@@ -139,6 +159,9 @@ impl<'a> FeatureInput<'a> {
 
 /// Feature names, in order, for a feature set.
 pub fn feature_names(set: FeatureSet) -> Vec<&'static str> {
+    if set == FeatureSet::Transfer {
+        return TRANSFER.to_vec();
+    }
     if matches!(set, FeatureSet::Aligned | FeatureSet::AlignedNoModel | FeatureSet::AlignedHidden) {
         // Whole-text overlap, the alignment, the nugget's length; then the model's reads.
         let mut v = vec!["overlap"];
@@ -318,8 +341,18 @@ fn file_gradings(files: &[usize], golds: &[Label]) -> Vec<Grades> {
 
 /// Mean over the files that have pairs of each file's macro-F1 on its own grading.
 fn mean_file_macro_f1(pairs: &[Vec<(Label, Label)>], grading: &[Grades]) -> Option<f64> {
-    let f1: Vec<f64> =
-        pairs.iter().zip(grading).filter(|(v, _)| !v.is_empty()).map(|(v, &g)| agreement(v, g).macro_f1).collect();
+    mean_file_f1(pairs, grading, false)
+}
+
+/// [`mean_file_macro_f1`], or with `balanced` each file's class-balanced macro-F1
+/// ([`crate::metrics::balanced_macro_f1`]).
+fn mean_file_f1(pairs: &[Vec<(Label, Label)>], grading: &[Grades], balanced: bool) -> Option<f64> {
+    let f1: Vec<f64> = pairs
+        .iter()
+        .zip(grading)
+        .filter(|(v, _)| !v.is_empty())
+        .map(|(v, &g)| if balanced { crate::metrics::balanced_macro_f1(v, g) } else { agreement(v, g).macro_f1 })
+        .collect();
     (!f1.is_empty()).then(|| f1.iter().sum::<f64>() / f1.len() as f64)
 }
 
@@ -496,7 +529,16 @@ impl Stack {
         for (&c, &w) in y.iter().zip(&sw) {
             counts[c] += w;
         }
-        let class_w: Vec<f64> = counts.iter().map(|&c| if c > 0.0 { total / (k as f64 * c) } else { 0.0 }).collect();
+        // Classes weigh inversely to their frequency, except for sets with balanced cuts: their
+        // score is P(support) under the fitting sources' own prior, and the cuts do the balancing.
+        let class_w: Vec<f64> = counts
+            .iter()
+            .map(|&c| match (c > 0.0, set.balanced_cuts()) {
+                (false, _) => 0.0,
+                (true, true) => 1.0,
+                (true, false) => total / (k as f64 * c),
+            })
+            .collect();
         let mut w = vec![vec![0.0; d + 1]; k];
         let names = feature_names(set);
         let signs: Vec<f64> = if set.is_monotone() && names.len() == d {
@@ -556,6 +598,8 @@ impl Stack {
     /// partial label is 2-grade and only places the support cut). Sources disagree about how
     /// often partial support occurs; a band on one score predicts each label where its share of
     /// the score is, where a multinomial head learns the pooled prior and rarely says partial.
+    /// Sets with [`FeatureSet::balanced_cuts`] place the cuts for each file's class-balanced
+    /// macro-F1 instead, so that they carry to a source whose label shares are unknown.
     pub fn fit_ordinal(
         set: FeatureSet,
         xs: &[Vec<f64>],
@@ -564,6 +608,7 @@ impl Stack {
         files: &[usize],
         l2: f64,
     ) -> Stack {
+        let balanced = set.balanced_cuts();
         let mut stack = Stack::fit_weighted(set, xs, golds, sample_w, true, l2);
         let scores: Vec<f64> = xs.iter().map(|x| stack.score(x)).collect();
         let grading = file_gradings(files, golds);
@@ -572,14 +617,19 @@ impl Stack {
         let any_three = grading.contains(&Grades::Three);
         let mut sorted: Vec<f64> = scores.iter().copied().filter(|s| s.is_finite()).collect();
         sorted.sort_by(f64::total_cmp);
-        let cuts: Vec<f64> = if sorted.is_empty() {
+        let cuts: Vec<f64> = if balanced {
+            // Where P(support) is 0.05, 0.10, ..., 0.95: a coarse grid, which keeps the cuts from
+            // following the fitting sources' score quantiles.
+            (1..20).map(|q| (f64::from(q) / (20.0 - f64::from(q))).ln()).collect()
+        } else if sorted.is_empty() {
             vec![0.0]
         } else {
             (1..50).map(|q| sorted[(q * (sorted.len() - 1)) / 50]).collect()
         };
-        // With files of both gradings, each grading's cuts are placed on its own files.
+        // With files of both gradings, each grading's cuts are placed on its own files; balanced
+        // cuts share one support cut across every file, so that more sources place it.
         let any_two = grading.iter().enumerate().any(|(f, &g)| g == Grades::Two && !per_file[f].is_empty());
-        let split = any_three && any_two;
+        let split = any_three && any_two && !balanced;
         let objective = |o: &Ordinal, only: Option<Grades>| -> f64 {
             let pairs: Vec<Vec<(Label, Label)>> = per_file
                 .iter()
@@ -591,7 +641,7 @@ impl Stack {
                     ix.iter().map(|&i| (golds[i], o.label_for(scores[i], g))).collect()
                 })
                 .collect();
-            mean_file_macro_f1(&pairs, &grading).unwrap_or(0.0)
+            mean_file_f1(&pairs, &grading, balanced).unwrap_or(0.0)
         };
         let base = Ordinal { partial: 0.0, support: 0.0, slope: 1.0, support_two: None };
         let mut best = (f64::NEG_INFINITY, base);
@@ -627,15 +677,42 @@ impl Stack {
                 })
                 .sum()
         };
+        let slopes: Vec<f64> = (0..=56).map(|k| (-3.0 + 5.0 * f64::from(k) / 40.0).exp()).collect();
         let mut o = best.1;
         let mut top = f64::NEG_INFINITY;
-        for k in 0..=40 {
-            let slope = (-3.0 + 5.0 * f64::from(k) / 40.0).exp();
+        for &slope in &slopes[..=40] {
             let l = log_lik(&Ordinal { slope, ..best.1 });
             if l > top {
                 top = l;
                 o.slope = slope;
             }
+        }
+        // A verdict's label is the most probable one, and with a shallow slope a narrow partial
+        // band never is: steepen the slope (no more than needed) until the most probable label
+        // is the cuts' label for 99% of the fitting verdicts, so the cuts are what decides.
+        let agrees = |o: &Ordinal| -> f64 {
+            let (mut same, mut n) = (0.0, 0.0);
+            for (ix, &g) in per_file.iter().zip(&grading) {
+                for &i in ix {
+                    let w = sample_w.get(i).copied().unwrap_or(1.0);
+                    n += w;
+                    if g.decide(o.probs_for(scores[i], g)) == o.label_for(scores[i], g) {
+                        same += w;
+                    }
+                }
+            }
+            if n > 0.0 {
+                same / n
+            } else {
+                1.0
+            }
+        };
+        if agrees(&o) < 0.99 {
+            o.slope = slopes
+                .iter()
+                .copied()
+                .find(|&k| k > o.slope && agrees(&Ordinal { slope: k, ..o }) >= 0.99)
+                .unwrap_or(slopes[slopes.len() - 1]);
         }
         stack.ordinal = Some(o);
         if any_three {
@@ -677,8 +754,11 @@ impl Stack {
                 Stack::fit_weighted(set, &xi, &g, &w, two_grade, l2)
             }
         };
-        let configs: Vec<(usize, f64, bool)> =
-            (0..xs.len()).flat_map(|k| L2_GRID.iter().flat_map(move |&l2| [false, true].map(|o| (k, l2, o)))).collect();
+        // Sets with balanced cuts are ordinal only (the cuts are what make them carry).
+        let configs: Vec<(usize, f64, bool)> = (0..xs.len())
+            .flat_map(|k| L2_GRID.iter().flat_map(move |&l2| [false, true].map(|o| (k, l2, o))))
+            .filter(|&(k, _, o)| o || !xs[k].0.balanced_cuts())
+            .collect();
         // Mean per-file macro-F1 over held-out parts (`part_of[i]` is item i's part).
         let held_out = |set: FeatureSet, x: &[Vec<f64>], l2: f64, ordinal: bool, part_of: &[usize]| -> f64 {
             let n_parts = part_of.iter().copied().max().map_or(0, |m| m + 1);

@@ -272,10 +272,11 @@ fn render_shows_the_shared_prefix_and_per_nugget_suffixes() {
     assert_eq!(prompts[0].prefix, prompts[1].prefix);
     assert!(prompts[0].prefix.contains(PASSAGE));
     assert!(prompts[0].prefix.starts_with("<|im_start|>system"), "{}", prompts[0].prefix);
-    // The statement and the cue close the prompt, inside the assistant's reply.
-    assert!(prompts[0].prefix.ends_with("<|im_start|>assistant\n"), "{:?}", prompts[0].prefix);
-    assert_eq!(prompts[0].suffix, "Statement: A\nAnswer:");
-    assert_eq!(prompts[1].suffix, "Statement: B\nAnswer:");
+    // The statement and the cue close the prompt, inside the assistant's reply; every token that
+    // does not depend on the nugget ("Statement:") is in the shared prefix.
+    assert!(prompts[0].prefix.ends_with("<|im_start|>assistant\nStatement:"), "{:?}", prompts[0].prefix);
+    assert_eq!(prompts[0].suffix, " A Answer:");
+    assert_eq!(prompts[1].suffix, " B Answer:");
 }
 
 /// The part of the prompt that every answer of a call shares (system prompt, instructions,

@@ -128,8 +128,8 @@ fn backend() -> Result<&'static LlamaBackend> {
 struct TokGroup {
     prefix: Vec<LlamaToken>,
     suffixes: Vec<Vec<LlamaToken>>,
-    /// Per suffix, the token range of its item span (start >= 1, so the token predicting the
-    /// first item token is in the suffix too); empty for none.
+    /// Per suffix, the token range of its item span (start 0: the first item token is read
+    /// from the prefix's last position, which then always comes with the suffix); empty for none.
     spans: Vec<Option<(usize, usize)>>,
     /// A content-free baseline group (counted apart in the token budget).
     baseline: bool,
@@ -277,12 +277,14 @@ impl EmbeddedBackend {
                 let add_bos = prefix.is_empty();
                 let suffixes: Vec<Vec<LlamaToken>> = g.suffixes.iter().map(|s| self.tokenize(s, add_bos)).collect();
                 // Token boundaries of the span, from the token counts of the text before its
-                // start (trailing spaces trimmed: they join the next word's token) and end.
+                // start (trailing spaces trimmed: they join the next word's token) and end. A span
+                // may start at the suffix's first token when there is a prefix: that token is read
+                // from the prefix's last position.
                 let spans = (0..g.suffixes.len())
                     .map(|i| {
                         let (a, b) = g.span(i)?;
                         let text = &g.suffixes[i];
-                        let start = self.tokenize(text[..a].trim_end(), add_bos).len().max(1);
+                        let start = self.tokenize(text[..a].trim_end(), add_bos).len().max(usize::from(add_bos));
                         let end = self.tokenize(&text[..b], add_bos).len().min(suffixes[i].len());
                         (start < end).then_some((start, end))
                     })
@@ -704,6 +706,14 @@ impl Engine<'_> {
             self.head.clear();
             return 0;
         }
+        // Each group keeps its last prefix token out of the head, so that its logits can be read
+        // in the group's own decode (a nugget that starts its suffix is read from there).
+        let shortest = groups.iter().map(|g| g.prefix.len()).filter(|&n| n > 0).min().unwrap_or(0);
+        let len = len.min(shortest.saturating_sub(1));
+        if len == 0 {
+            self.head.clear();
+            return 0;
+        }
         let head = &first[..len];
         if self.head != head {
             self.ctx.clear_kv_cache();
@@ -752,8 +762,17 @@ impl Engine<'_> {
                         }
                     }
                 }
+                // The prefix's last logits predict the first suffix token: kept when a nugget
+                // starts its suffix.
+                let first_read =
+                    chunk.suffixes.iter().any(|&s| group.spans.get(s).copied().flatten().is_some_and(|(a, _)| a == 0));
+                let mut prefix_out = None;
                 for (i, &t) in group.prefix.iter().enumerate().skip(skip) {
-                    if let Err(e) = self.batch.add(t, i as i32, &seq_ids, false) {
+                    let out = first_read && i + 1 == p;
+                    if out {
+                        prefix_out = Some(self.batch.n_tokens());
+                    }
+                    if let Err(e) = self.batch.add(t, i as i32, &seq_ids, out) {
                         add_failed = Some(e.to_string());
                     }
                 }
@@ -761,6 +780,9 @@ impl Engine<'_> {
                     let suffix = &group.suffixes[s];
                     let span = group.spans.get(s).copied().flatten();
                     let mut span_at = Vec::new();
+                    if let (Some((0, _)), Some(at), Some(&first)) = (span, prefix_out, suffix.first()) {
+                        span_at.push((at, first));
+                    }
                     for (i, &t) in suffix.iter().enumerate() {
                         let last = i + 1 == suffix.len();
                         let in_span = span.is_some_and(|(a, b)| i + 1 >= a && i + 1 < b);

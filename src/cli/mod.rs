@@ -444,6 +444,10 @@ pub enum StackArg {
     /// `aligned` plus a head fitted on the model's hidden states (verdicts judged with
     /// --hidden; `auto` tries it when every long-form verdict has them).
     AlignedHidden,
+    /// Five monotone features that carry to unseen sources (overlap, best-sentence overlap,
+    /// numbers missing, the nugget's PMI) and an ordinal head whose cuts are placed for
+    /// class-balanced macro-F1.
+    Transfer,
     /// No stack: contextual calibration and thresholds.
     None,
 }
@@ -459,6 +463,7 @@ impl StackArg {
             StackArg::Aligned => vec![FeatureSet::Aligned],
             StackArg::AlignedNoModel => vec![FeatureSet::AlignedNoModel],
             StackArg::AlignedHidden => vec![FeatureSet::AlignedHidden],
+            StackArg::Transfer => vec![FeatureSet::Transfer],
             StackArg::None => Vec::new(),
         }
     }
