@@ -318,6 +318,26 @@ mod tests {
     use Label::{NotSupport as N, PartialSupport as P, Support as S};
 
     #[test]
+    fn balanced_macro_f1_weighs_each_gold_label_the_same() {
+        // Balanced shares: the same as macro-F1.
+        let pairs = [(S, S), (S, N), (N, N), (N, S)];
+        assert!((balanced_macro_f1(&pairs, Grades::Two) - agreement(&pairs, Grades::Two).macro_f1).abs() < 1e-12);
+        // Nine not-supported golds, one supported; "not_support" everywhere. Plain macro-F1
+        // rewards the prior (0.474); balanced, it is what it would be on equal shares (1/3).
+        let mut skewed = vec![(N, N); 9];
+        skewed.push((S, N));
+        assert!((agreement(&skewed, Grades::Two).macro_f1 - 0.4737).abs() < 1e-3);
+        assert!((balanced_macro_f1(&skewed, Grades::Two) - 1.0 / 3.0).abs() < 1e-12);
+        // Tripling a label's verdicts changes nothing.
+        let mut tripled = Vec::new();
+        for &(g, p) in &[(S, S), (S, P), (P, P), (P, N), (N, N), (N, N), (N, S)] {
+            tripled.extend(std::iter::repeat_n((g, p), if g == N { 3 } else { 1 }));
+        }
+        let once = [(S, S), (S, P), (P, P), (P, N), (N, N), (N, N), (N, S)];
+        assert!((balanced_macro_f1(&tripled, Grades::Three) - balanced_macro_f1(&once, Grades::Three)).abs() < 1e-12);
+    }
+
+    #[test]
     fn hand_computed_three_grade() {
         // gold S S S P P N N N N N ; pred S S P P N N N N S N
         let gold = [S, S, S, P, P, N, N, N, N, N];

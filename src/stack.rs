@@ -618,9 +618,13 @@ impl Stack {
         let mut sorted: Vec<f64> = scores.iter().copied().filter(|s| s.is_finite()).collect();
         sorted.sort_by(f64::total_cmp);
         let cuts: Vec<f64> = if balanced {
-            // Where P(support) is 0.05, 0.10, ..., 0.95: a coarse grid, which keeps the cuts from
-            // following the fitting sources' score quantiles.
-            (1..20).map(|q| (f64::from(q) / (20.0 - f64::from(q))).ln()).collect()
+            // Where P(support) is 0.05, 0.10, ..., 0.95, and beyond in whole logits to 0.0025 and
+            // 0.9975 (a steep score squeezes the partial band below 0.05): a coarse grid, which
+            // keeps the cuts from following the fitting sources' score quantiles.
+            let mut grid: Vec<f64> = (1..20).map(|q| (f64::from(q) / (20.0 - f64::from(q))).ln()).collect();
+            grid.extend([-6.0, -5.0, -4.0, -3.0, 3.0, 4.0, 5.0, 6.0]);
+            grid.sort_by(f64::total_cmp);
+            grid
         } else if sorted.is_empty() {
             vec![0.0]
         } else {
@@ -1142,6 +1146,63 @@ mod tests {
         let s = Stack::fit_ordinal(FeatureSet::NoModel, &xs[300..], &folded[300..], &w[300..], &two[300..], 1e-3);
         assert_eq!(s.predict(&[0.55, 3.0])[1], 0.0);
         assert!(s.predict(&[0.9, 3.0])[0] > 0.5 && s.predict(&[0.1, 3.0])[2] > 0.5);
+    }
+
+    /// Two sources judged by the same rule (overlap below 0.35: not supported, to 0.65: partly,
+    /// above: supported, with some noise) in very different shares; the first in `copies`.
+    fn shares(copies: usize) -> (Vec<Vec<f64>>, Vec<Label>, Vec<usize>) {
+        let (mut xs, mut golds, mut files) = (Vec::new(), Vec::new(), Vec::new());
+        for (f, lo, hi) in [(0usize, 0.0, 0.5), (1, 0.3, 1.0)] {
+            for i in 0..400 {
+                let x = lo + (hi - lo) * ((i * 37) % 400) as f64 / 400.0;
+                let noisy = x + 0.08 * (((i * 13) % 7) as f64 - 3.0) / 3.0;
+                let gold = match noisy {
+                    v if v >= 0.65 => Label::Support,
+                    v if v >= 0.35 => Label::PartialSupport,
+                    _ => Label::NotSupport,
+                };
+                let n = if f == 0 && gold == Label::NotSupport { copies } else { 1 };
+                for _ in 0..n {
+                    // Transfer's features: overlap, best overlap, numbers missing, two PMIs.
+                    xs.push(vec![x, x, 0.0, 0.0, 0.0]);
+                    golds.push(gold);
+                    files.push(f);
+                }
+            }
+        }
+        (xs, golds, files)
+    }
+
+    #[test]
+    fn transfer_cuts_do_not_follow_the_fitting_sources_label_shares() {
+        let fit = |copies: usize| {
+            let (xs, golds, files) = shares(copies);
+            let w = vec![1.0; xs.len()];
+            let s = Stack::fit_ordinal(FeatureSet::Transfer, &xs, &golds, &w, &files, 1e-3);
+            // Where along the overlap each label starts, by the stack's own decisions.
+            let label = |x: f64| Grades::Three.decide(s.predict(&[x, x, 0.0, 0.0, 0.0]));
+            let start = |l: Label| (0..=100).map(|k| f64::from(k) / 100.0).find(|&x| label(x) == l);
+            (start(Label::PartialSupport), start(Label::Support))
+        };
+        let (p1, s1) = fit(1);
+        let (p4, s4) = fit(10);
+        let (p1, s1, p4, s4) = (p1.unwrap(), s1.unwrap(), p4.unwrap(), s4.unwrap());
+        // Near the rule's own cuts, and barely moved by ten copies of one source's unsupported
+        // verdicts (the cuts' objective ignores the shares; the score under them moves a little).
+        assert!((p1 - 0.35).abs() <= 0.1 && (s1 - 0.65).abs() <= 0.1, "partial from {p1}, support from {s1}");
+        assert!((p4 - 0.35).abs() <= 0.1 && (s4 - 0.65).abs() <= 0.1, "partial from {p4}, support from {s4}");
+        assert!((p4 - p1).abs() <= 0.06 && (s4 - s1).abs() <= 0.06, "{p1}/{s1} became {p4}/{s4}");
+    }
+
+    #[test]
+    fn ordinal_decisions_follow_the_cuts_even_for_a_narrow_band() {
+        let (xs, golds, files) = shares(1);
+        let w = vec![1.0; xs.len()];
+        let s = Stack::fit_ordinal(FeatureSet::Transfer, &xs, &golds, &w, &files, 1e-3);
+        let o = s.ordinal.unwrap();
+        let same = xs.iter().filter(|x| Grades::Three.decide(s.predict(x)) == o.label(s.score(x))).count();
+        assert!(same as f64 >= 0.99 * xs.len() as f64, "{same} of {}", xs.len());
+        assert!(xs.iter().any(|x| Grades::Three.decide(s.predict(x)) == Label::PartialSupport));
     }
 
     #[test]

@@ -83,7 +83,8 @@ fn dry_run_prints_the_prompt_without_judging() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0));
     assert!(
-        stdout.contains("shared prefix") && stdout.contains("Statement: Fleming discovered penicillin"),
+        stdout.contains("shared prefix")
+            && stdout.contains("Statement:\n===== nugget 0 suffix =====\n Fleming discovered penicillin"),
         "{stdout}"
     );
     assert!(stdout.contains("<|im_start|>assistant"), "{stdout}");

@@ -279,6 +279,35 @@ fn render_shows_the_shared_prefix_and_per_nugget_suffixes() {
     assert_eq!(prompts[1].suffix, " B Answer:");
 }
 
+/// The shared prefix ends with "Statement:" and the nugget starts its suffix: its first token
+/// is read from the prefix's last position, so the nugget is read whole, with the numbers of a
+/// split that keeps the statement in the suffix.
+#[test]
+fn a_nugget_that_starts_its_suffix_is_read_from_its_first_token() {
+    let path = gavel::model_store::ensure_default_model().expect("default model");
+    let b = EmbeddedBackend::load(EmbeddedConfig::new(path)).expect("load");
+    let head = "<|im_start|>user\nPassage:\nThe Eiffel Tower is in Paris.<|im_end|>\n<|im_start|>assistant\n";
+    let nugget = "Eiffel Tower stands in Paris.";
+    let group = |prefix: String, suffix: String| {
+        let a = suffix.find(nugget).unwrap();
+        PromptGroup { prefix, suffixes: vec![suffix], spans: vec![Some((a, a + nugget.len()))], baseline: false }
+    };
+    let in_suffix = group(head.to_string(), format!("Statement: {nugget} Answer:"));
+    let in_prefix = group(format!("{head}Statement:"), format!(" {nugget} Answer:"));
+    let choices = vec![vec![" yes".to_string()], vec![" no".to_string()]];
+    let read = |g: &PromptGroup| b.score(std::slice::from_ref(g), &choices).remove(0).remove(0).unwrap();
+    let (x, y) = (read(&in_suffix), read(&in_prefix));
+    let (lx, ly) = (x.span_logprobs.unwrap(), y.span_logprobs.unwrap());
+    assert_eq!(lx.len(), b.count_tokens(nugget).unwrap(), "{lx:?}");
+    assert_eq!(ly.len(), lx.len(), "the first token is read too: {lx:?} vs {ly:?}");
+    for (p, q) in lx.iter().zip(&ly) {
+        assert!((p - q).abs() < 0.05, "same tokens, same numbers: {lx:?} vs {ly:?}");
+    }
+    for (p, q) in x.probs.iter().zip(&y.probs) {
+        assert!((p - q).abs() < 0.02, "{:?} vs {:?}", x.probs, y.probs);
+    }
+}
+
 /// The part of the prompt that every answer of a call shares (system prompt, instructions,
 /// demonstrations) is evaluated once per call, and a call with the same head reuses it; the
 /// scores stay within batch noise of scoring each answer alone. Own backend: the usage counters
