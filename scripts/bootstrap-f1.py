@@ -19,7 +19,6 @@ choosing, as `gavel eval` does for 2-grade gold.
 """
 import csv
 import json
-import math
 import sys
 
 import numpy as np
@@ -47,14 +46,12 @@ def predict(stack, row, two):
     logits = w[:, 0] + w[:, 1:] @ z
     o = stack.get("ordinal")
     if o:
-        sig = lambda v: 1.0 / (1.0 + math.exp(-v))
+        # An ordinal stack decides by its cuts (as gavel does), whatever its distribution's peak.
         score = logits[0] - logits[-1]
-        if two and o.get("support_two") is not None:
-            # A 2-grade support cut of its own (stacks fitted on files of both gradings).
-            return 0 if sig(o["slope"] * (score - o["support_two"])) >= 0.5 else 2
-        ps = sig(o["slope"] * (score - o["support"]))
-        at_least = max(sig(o["slope"] * (score - o["partial"])), ps)
-        p = [ps, at_least - ps, 1.0 - at_least]
+        if two:
+            cut = o["support_two"] if o.get("support_two") is not None else o["support"]
+            return 0 if score >= cut else 2
+        return 0 if score >= o["support"] else (1 if score >= o["partial"] else 2)
     else:
         e = np.exp(logits - logits.max())
         e /= e.sum()

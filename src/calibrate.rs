@@ -179,10 +179,23 @@ impl Calibrator {
     /// contextual calibration with thresholds.
     /// `grades` is the grading decisions are made on (a stack may have cuts for each).
     pub fn verdict_probs(&self, raw_probs: [f64; 3], x: &FeatureInput<'_>, grades: Grades) -> [f64; 3] {
+        self.verdict(raw_probs, x, grades).0
+    }
+
+    /// [`Calibrator::verdict_probs`] and the label decided: an ordinal stack's cuts, else the
+    /// most probable label.
+    pub fn verdict(&self, raw_probs: [f64; 3], x: &FeatureInput<'_>, grades: Grades) -> ([f64; 3], Label) {
         let stack = if x.gold_answers.is_empty() { &self.stack } else { &self.short_stack };
         match stack {
-            Some(s) => s.apply_for(x, grades),
-            None => self.apply(raw_probs),
+            Some(s) if s.ordinal.is_some() => s.apply_decided(x, grades),
+            Some(s) => {
+                let p = s.apply_for(x, grades);
+                (p, LabelProbs::from_array(p).argmax())
+            }
+            None => {
+                let p = self.apply(raw_probs);
+                (p, LabelProbs::from_array(p).argmax())
+            }
         }
     }
 }

@@ -346,17 +346,17 @@ pub fn rescore_outputs(
         let Some(out) = outputs.get_mut(&record_key(task.id.as_deref(), *line)) else { continue };
         for (i, v) in out.verdicts.iter_mut().enumerate().take(task.nuggets.len()) {
             let Some(raw) = v.verdict.raw.as_ref() else { continue };
-            let probs = match calibrator {
+            let (probs, label) = match calibrator {
                 Some(c) => {
                     let judged =
                         crate::aggregate::BlockSpan::text(v.verdict.block_span.as_ref(), &task.answer, &task.passages);
-                    c.verdict_probs(raw.probs.to_array(), &FeatureInput::of(task, i, raw).judging(judged), grades)
+                    c.verdict(raw.probs.to_array(), &FeatureInput::of(task, i, raw).judging(judged), grades)
                 }
-                None => raw.probs.to_array(),
+                None => (raw.probs.to_array(), LabelProbs::from_array(raw.probs.to_array()).argmax()),
             };
             let lp = LabelProbs::from_array(probs);
             v.verdict.probs = Some(lp);
-            v.verdict.label = lp.argmax();
+            v.verdict.label = label;
             v.verdict.score = lp.expected_value();
         }
     }

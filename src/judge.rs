@@ -669,11 +669,16 @@ impl Judge {
                                     hidden,
                                 };
                                 let mut v = match &self.calibrator {
-                                    Some(c) => Verdict::from_probs(LabelProbs::from_array(c.verdict_probs(
-                                        raw,
-                                        &FeatureInput::of(&tasks[p.task], ni, &read).judging(&p.text),
-                                        if self.config.two_grade { Grades::Two } else { Grades::Three },
-                                    ))),
+                                    Some(c) => {
+                                        let (probs, label) = c.verdict(
+                                            raw,
+                                            &FeatureInput::of(&tasks[p.task], ni, &read).judging(&p.text),
+                                            if self.config.two_grade { Grades::Two } else { Grades::Three },
+                                        );
+                                        let mut v = Verdict::from_probs(LabelProbs::from_array(probs));
+                                        v.label = label;
+                                        v
+                                    }
                                     None => Verdict::from_probs(LabelProbs::from_array(raw)),
                                 };
                                 v.raw = Some(read);

@@ -335,11 +335,7 @@ mod tests {
         let p = PromptSet::builtin();
         let gold = vec!["Paris".to_string()];
         let j = p.render_judge(JudgeMode::Scored, &vars(Some("Capital?"), "Paris", "Paris", &gold)).unwrap();
-        assert!(
-            j.reply_start.starts_with("Statement: The answer to the question is \"Paris\".\n"),
-            "{}",
-            j.reply_start
-        );
+        assert!(j.reply_start == "Statement: The answer to the question is \"Paris\". Answer:", "{}", j.reply_start);
     }
 
     #[test]

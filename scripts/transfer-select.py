@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""Choose the transfer stack's features by leaving each long-form source out, on part a only.
+
+Reads the features CSV of `gavel calibrate --features-out F.csv` (one row per labeled verdict).
+For each candidate feature set (overlap, best-sentence overlap and the nugget's PMI at its three
+least expected tokens and after its best window, plus up to two of the extras below) and head
+(one support score with two cuts, or a second at-least-partial score for the partial cut), it
+fits on every row of two long-form files and scores part a of the third; the lexical judge gets
+the same treatment (two overlap thresholds, grid of 0.05, fitted on the two files). Fits are
+monotone logistic regressions (each file weighing the same) and cuts on P(support) (grid of
+0.05) placed for class-balanced macro-F1, as `gavel calibrate --stack transfer` does. Candidates
+are ranked by their worst margin over the lexical judge across the three left-out files, then
+by their mean. Part b is never read.
+
+  scripts/transfer-select.py F.csv [FACTCHECK REALSUMM WICE]   (names as in the CSV's file column)
+
+Needs numpy.
+"""
+import csv
+import itertools
+import sys
+
+import numpy as np
+
+IDX = {"support": 0, "partial_support": 1, "not_support": 2}
+BASE = ["overlap", "best_overlap", "pmi_low3", "window_pmi_mean"]
+EXTRAS = ["pmi_mean", "yes_minus_no", "nugget_lp_mean", "best_bigram", "numbers_missing"]
+SIGN = {"numbers_missing": -1.0}
+GRID = np.arange(0, 21) * 0.05
+
+
+def f1(g, p, two, balanced):
+    if two:
+        g, p = np.where(g == 1, 2, g), np.where(p == 1, 2, p)
+    w = np.ones(len(g))
+    if balanced:
+        for c in range(3):
+            if (g == c).any():
+                w[g == c] = 1.0 / (g == c).sum()
+    fs = []
+    for c in range(3):
+        if not (g == c).any() and not (p == c).any():
+            continue
+        tp, fp, fn = w[(g == c) & (p == c)].sum(), w[(g != c) & (p == c)].sum(), w[(g == c) & (p != c)].sum()
+        fs.append(2 * tp / (2 * tp + fp + fn) if tp > 0 else 0.0)
+    return float(np.mean(fs)) if fs else 0.0
+
+
+def logistic(x, y, w, signs, l2=1e-3, steps=1500, lr=0.5):
+    b, c = np.zeros(x.shape[1]), 0.0
+    for _ in range(steps):
+        p = 1 / (1 + np.exp(-(x @ b + c)))
+        g = (p - y) * w
+        b -= lr * (x.T @ g / w.sum() + l2 * b)
+        c -= lr * g.sum() / w.sum()
+        b = np.where(signs * b < 0, 0.0, b)
+    return b, c
+
+
+def main():
+    args = sys.argv[1:]
+    if not args:
+        sys.exit(__doc__)
+    files = args[1:4] if len(args) >= 4 else ["factcheck.jsonl", "realsumm4.jsonl", "wice.jsonl"]
+    rows = list(csv.DictReader(open(args[0])))
+    by = {f: [r for r in rows if r["file"] == f] for f in files}
+    if not all(by.values()):
+        sys.exit(f"no rows for one of {files}")
+    gold = {f: np.array([IDX[r["gold"]] for r in by[f]]) for f in files}
+    two = {f: not (gold[f] == 1).any() for f in files}
+    part_a = {f: np.array([r["part"] == "a" for r in by[f]]) for f in files}
+
+    def cols(f, names):
+        x = np.array([[float(r[n]) for n in names] for r in by[f]])
+        x[~np.isfinite(x)] = np.nan
+        return x
+
+    def lexical(train, test):
+        best = (-1.0, 0.0, 0.0)
+        for s in GRID[1:]:
+            for p in GRID[GRID <= s]:
+                pr = [np.where(cols(f, ["overlap"])[:, 0] >= s, 0, np.where(cols(f, ["overlap"])[:, 0] >= p, 1, 2)) for f in train]
+                v = np.mean([f1(gold[f], q, two[f], False) for f, q in zip(train, pr)])
+                if v > best[0] + 1e-12:
+                    best = (v, s, p)
+        ov = cols(test, ["overlap"])[:, 0]
+        pred = np.where(ov >= best[1], 0, np.where(ov >= best[2], 1, 2))
+        return f1(gold[test][part_a[test]], pred[part_a[test]], two[test], False)
+
+    def transfer(names, two_scores, train, test):
+        signs = np.array([SIGN.get(n, 1.0) for n in names])
+        xs = [cols(f, names) for f in train]
+        mu, sd = np.nanmean(np.vstack(xs), 0), np.nanstd(np.vstack(xs), 0) + 1e-9
+        z = [np.nan_to_num((x - mu) / sd) for x in xs]
+        w = np.concatenate([np.full(len(x), 1.0 / len(x)) for x in xs])
+        b, c = logistic(np.vstack(z), np.concatenate([(gold[f] == 0).astype(float) for f in train]), w / w.mean(), signs)
+        b2, c2 = b, c
+        three = [i for i, f in enumerate(train) if not two[f]]
+        if two_scores and three:
+            w3 = np.concatenate([np.full(len(z[i]), 1.0 / len(z[i])) for i in three])
+            y3 = np.concatenate([(gold[train[i]] <= 1).astype(float) for i in three])
+            b2, c2 = logistic(np.vstack([z[i] for i in three]), y3, w3 / w3.mean(), signs)
+        sig = lambda v: 1 / (1 + np.exp(-v))
+        s1 = [sig(zi @ b + c) for zi in z]
+        s2 = [sig(zi @ b2 + c2) for zi in z]
+        best = (-1.0, 0.0, 0.0)
+        for s in GRID[1:]:
+            for p in GRID if two_scores else GRID[GRID <= s]:
+                v = np.mean([f1(gold[f], np.where(a >= s, 0, np.where(q >= p, 1, 2)), two[f], True) for f, a, q in zip(train, s1, s2)])
+                if v > best[0] + 1e-12:
+                    best = (v, s, p)
+        zt = np.nan_to_num((cols(test, names) - mu) / sd)
+        pred = np.where(sig(zt @ b + c) >= best[1], 0, np.where(sig(zt @ b2 + c2) >= best[2], 1, 2))
+        return f1(gold[test][part_a[test]], pred[part_a[test]], two[test], False)
+
+    lex = {t: lexical([f for f in files if f != t], t) for t in files}
+    print("lexical judge fitted on the two other files, part a: " + "  ".join(f"{t} {v:.3f}" for t, v in lex.items()))
+    results = []
+    for k in range(3):
+        for extra in itertools.combinations(EXTRAS, k):
+            names = BASE + list(extra)
+            for two_scores in (False, True):
+                got = {t: transfer(names, two_scores, [f for f in files if f != t], t) for t in files}
+                worst = min(got[t] - lex[t] for t in files)
+                results.append((round(worst, 3), float(np.mean(list(got.values()))), names, two_scores, got))
+    results.sort(key=lambda r: (-r[0], -r[1]))
+    print("worst margin  mean   head        features beyond " + "+".join(BASE) + "   left-out part a")
+    for worst, mean, names, two_scores, got in results[:12]:
+        extra = "+".join(names[len(BASE):]) or "-"
+        head = "two scores" if two_scores else "one score "
+        print(f"  {worst:+.3f}     {mean:.3f}  {head}  {extra:32s} " + "  ".join(f"{v:.3f}" for v in got.values()))
+
+
+if __name__ == "__main__":
+    main()
