@@ -149,17 +149,21 @@ fn remote_scored_mode_reproduces_the_embedded_backend() {
         assert_eq!(rp.len(), 3, "verdict {i}: {rp:?}");
         assert!((rp.iter().sum::<f64>() - 1.0).abs() < 1e-6);
         // Within batch noise: two engines, two decode layouts (measured between --batch 1 and
-        // --batch 20 of the embedded one alone: |dP| p90 0.041, max 0.092; docs/reliability.md).
+        // --batch 20 of the embedded one alone, with the " Answer:" cue: |dP| max 0.068 for
+        // support, 0.154 for partial, 0.106 for not; "Canberra is the capital" here moves its
+        // partial share by up to 0.17 between the embedded engine's own layouts;
+        // docs/reliability.md).
         for (a, b) in rp.iter().zip(ep) {
-            assert!((a - b).abs() < 0.1, "verdict {i}: remote {rp:?} vs embedded {ep:?}");
+            assert!((a - b).abs() < 0.2, "verdict {i}: remote {rp:?} vs embedded {ep:?}");
         }
         let margin = {
             let mut p = ep.clone();
             p.sort_by(|a, b| b.total_cmp(a));
             p[0] - p[1]
         };
-        // Labels agree wherever the two engines' noise cannot flip them.
-        if margin > 0.2 {
+        // Labels agree wherever the two engines' noise cannot flip them (two probabilities
+        // moving by that much move the margin by up to 0.35).
+        if margin > 0.35 {
             assert_eq!(rl, el, "verdict {i}: remote {rp:?} vs embedded {ep:?}");
         }
     }
