@@ -135,8 +135,8 @@ fn slime_gets_the_same_reward_as_openrlhf_and_the_question_from_the_messages() {
     assert_eq!(status, 200, "{openrlhf}");
     // The same prompt in another decode (the first request also read the nugget's content-free
     // baseline, the later ones reuse it): equal within batch noise, not bit for bit, outside
-    // --batch-invariant.
-    let close = |a: &Value, b: &Value| (a.as_f64().unwrap() - b.as_f64().unwrap()).abs() < 0.02;
+    // --batch-invariant (docs/reliability.md: |dP(support)| up to 0.068 between layouts).
+    let close = |a: &Value, b: &Value| (a.as_f64().unwrap() - b.as_f64().unwrap()).abs() < 0.07;
     assert!(close(&slime["reward"], &openrlhf["rewards"][0]), "{slime} vs {openrlhf}");
     assert!(close(&slime["soft_reward"], &openrlhf["extra_logs"]["soft_reward"][0]), "{slime} vs {openrlhf}");
     // Content parts, as multimodal datasets write them, give the same question.
