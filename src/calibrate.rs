@@ -164,6 +164,12 @@ impl Calibrator {
             Some(s) if s.features == FeatureSet::Likelihood => {
                 "stacked judge (the model's nugget likelihood + lexical features)"
             }
+            Some(s) if s.features == FeatureSet::AlignedHidden => {
+                "stacked judge (model + aligned lexical features + hidden-state head)"
+            }
+            Some(s) if s.features == FeatureSet::Transfer => {
+                "stacked judge (transfer: overlap, numbers and the model's PMI, balanced cuts)"
+            }
             Some(_) => "stacked judge WITHOUT model features (ablation)",
             None => "contextual + thresholds",
         };
@@ -556,6 +562,20 @@ pub fn features_csv_header() -> String {
 mod tests {
     use super::*;
     use Label::{NotSupport as N, Support as S};
+
+    #[test]
+    fn the_shipped_calibration_describes_its_stack() {
+        let c = Calibrator::shipped().expect("shipped calibration");
+        let d = c.describe();
+        assert!(!d.contains("WITHOUT"), "the shipped stack reads the model: {d}");
+        for set in FeatureSet::ALL {
+            let mut c = c.clone();
+            if let Some(s) = c.stack.as_mut() {
+                s.features = set;
+            }
+            assert_eq!(c.describe().contains("WITHOUT"), !set.uses_model(), "{set:?}: {}", c.describe());
+        }
+    }
 
     #[test]
     fn apply_divides_out_the_prior() {
