@@ -17,12 +17,18 @@ by their mean. Part b is never read.
 Needs numpy.
 """
 import csv
+import importlib.util
 import itertools
+import os
 import sys
 
 import numpy as np
 
-IDX = {"support": 0, "partial_support": 1, "not_support": 2}
+# The lexical judge and its threshold fit are bootstrap-f1.py's.
+_spec = importlib.util.spec_from_file_location("bootstrap_f1", os.path.join(os.path.dirname(__file__), "bootstrap-f1.py"))
+bootstrap_f1 = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bootstrap_f1)
+IDX = bootstrap_f1.IDX
 BASE = ["overlap", "best_overlap", "pmi_low3", "window_pmi_mean"]
 EXTRAS = ["pmi_mean", "yes_minus_no", "nugget_lp_mean", "best_bigram", "numbers_missing"]
 SIGN = {"numbers_missing": -1.0}
@@ -76,15 +82,8 @@ def main():
         return x
 
     def lexical(train, test):
-        best = (-1.0, 0.0, 0.0)
-        for s in GRID[1:]:
-            for p in GRID[GRID <= s]:
-                pr = [np.where(cols(f, ["overlap"])[:, 0] >= s, 0, np.where(cols(f, ["overlap"])[:, 0] >= p, 1, 2)) for f in train]
-                v = np.mean([f1(gold[f], q, two[f], False) for f, q in zip(train, pr)])
-                if v > best[0] + 1e-12:
-                    best = (v, s, p)
-        ov = cols(test, ["overlap"])[:, 0]
-        pred = np.where(ov >= best[1], 0, np.where(ov >= best[2], 1, 2))
+        support, partial = bootstrap_f1.fit_lexical([by[f] for f in train])
+        pred = bootstrap_f1.lexical(cols(test, ["overlap"])[:, 0], support, partial)
         return f1(gold[test][part_a[test]], pred[part_a[test]], two[test], False)
 
     def transfer(names, two_scores, train, test):

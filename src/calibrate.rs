@@ -563,6 +563,34 @@ mod tests {
     use super::*;
     use Label::{NotSupport as N, Support as S};
 
+    /// What the judge and `eval --from` write: an ordinal stack's verdict takes the cuts' label
+    /// even where its distribution peaks on a neighbour (a shallow slope over a partial band).
+    #[test]
+    fn an_ordinal_calibration_labels_verdicts_by_its_cuts() {
+        let mut c = Calibrator::shipped().expect("shipped calibration");
+        let x = FeatureInput {
+            logprobs: None,
+            nugget_lp: None,
+            window_lp: None,
+            nugget: "The tower is in Paris",
+            answer: "The Eiffel Tower stands in Paris, France.",
+            gold_answers: &[],
+            hidden: None,
+        };
+        let stack = c.stack.as_mut().expect("a long-form stack");
+        // With both cuts at 0 and slope 1, P(support) is the sigmoid of the verdict's score.
+        stack.ordinal = Some(crate::stack::Ordinal { partial: 0.0, support: 0.0, slope: 1.0, support_two: None });
+        let ps = stack.apply_for(&x, Grades::Three)[0];
+        let score = (ps / (1.0 - ps)).ln();
+        stack.ordinal =
+            Some(crate::stack::Ordinal { partial: score - 0.5, support: score + 1.5, slope: 0.1, support_two: None });
+        let (probs, label) = c.verdict([0.3, 0.3, 0.4], &x, Grades::Three);
+        assert_eq!(label, Label::PartialSupport, "{probs:?}");
+        assert_ne!(LabelProbs::from_array(probs).argmax(), Label::PartialSupport, "{probs:?}");
+        assert_eq!(c.verdict_probs([0.3, 0.3, 0.4], &x, Grades::Three), probs);
+        assert_eq!(c.verdict([0.3, 0.3, 0.4], &x, Grades::Two).1, Label::NotSupport);
+    }
+
     #[test]
     fn the_shipped_calibration_describes_its_stack() {
         let c = Calibrator::shipped().expect("shipped calibration");

@@ -352,7 +352,7 @@ pub fn rescore_outputs(
                         crate::aggregate::BlockSpan::text(v.verdict.block_span.as_ref(), &task.answer, &task.passages);
                     c.verdict(raw.probs.to_array(), &FeatureInput::of(task, i, raw).judging(judged), grades)
                 }
-                None => (raw.probs.to_array(), LabelProbs::from_array(raw.probs.to_array()).argmax()),
+                None => (raw.probs.to_array(), raw.probs.argmax()),
             };
             let lp = LabelProbs::from_array(probs);
             v.verdict.probs = Some(lp);

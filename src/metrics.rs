@@ -52,30 +52,23 @@ pub struct Agreement {
 /// with n golds counts 1/n): the score a set of decisions would get if every label were equally
 /// common, whatever their shares in `pairs`. Labels with neither gold nor prediction are left out.
 pub fn balanced_macro_f1(pairs: &[(Label, Label)], grades: Grades) -> f64 {
-    let mut confusion = [[0usize; 3]; 3];
-    for &(g, p) in pairs {
-        confusion[grades.fold(g).index()][grades.fold(p).index()] += 1;
-    }
+    let confusion = confusion(pairs, grades);
     let weight: Vec<f64> = confusion
         .iter()
-        .map(|row| {
-            let n: usize = row.iter().sum();
-            if n > 0 {
-                1.0 / n as f64
-            } else {
-                0.0
-            }
+        .map(|row| match row.iter().sum::<usize>() {
+            0 => 0.0,
+            n => 1.0 / n as f64,
         })
         .collect();
     let mut f1 = Vec::new();
     for c in 0..3 {
-        let tp = confusion[c][c] as f64 * weight[c];
-        let fp: f64 = (0..3).filter(|&g| g != c).map(|g| confusion[g][c] as f64 * weight[g]).sum();
-        let fn_: f64 = (0..3).filter(|&p| p != c).map(|p| confusion[c][p] as f64 * weight[c]).sum();
         let predicted: usize = (0..3).map(|g| confusion[g][c]).sum();
         if confusion[c].iter().sum::<usize>() == 0 && predicted == 0 {
             continue;
         }
+        let tp = confusion[c][c] as f64 * weight[c];
+        let fp: f64 = (0..3).filter(|&g| g != c).map(|g| confusion[g][c] as f64 * weight[g]).sum();
+        let fn_: f64 = (0..3).filter(|&p| p != c).map(|p| confusion[c][p] as f64 * weight[c]).sum();
         f1.push(if tp > 0.0 { 2.0 * tp / (2.0 * tp + fp + fn_) } else { 0.0 });
     }
     if f1.is_empty() {
@@ -85,12 +78,18 @@ pub fn balanced_macro_f1(pairs: &[(Label, Label)], grades: Grades) -> f64 {
     }
 }
 
-/// Compare (gold, predicted) pairs.
-pub fn agreement(pairs: &[(Label, Label)], grades: Grades) -> Agreement {
+/// Counts of (gold, predicted) on `grades`, indexed [gold][predicted].
+fn confusion(pairs: &[(Label, Label)], grades: Grades) -> [[usize; 3]; 3] {
     let mut confusion = [[0usize; 3]; 3];
     for &(g, p) in pairs {
         confusion[grades.fold(g).index()][grades.fold(p).index()] += 1;
     }
+    confusion
+}
+
+/// Compare (gold, predicted) pairs.
+pub fn agreement(pairs: &[(Label, Label)], grades: Grades) -> Agreement {
+    let confusion = confusion(pairs, grades);
     let n = pairs.len();
     let correct: usize = (0..3).map(|i| confusion[i][i]).sum();
     let mut classes = Vec::new();

@@ -615,8 +615,6 @@ impl Stack {
         let per_file: Vec<Vec<usize>> =
             (0..grading.len()).map(|f| (0..xs.len()).filter(|&i| files[i] == f).collect()).collect();
         let any_three = grading.contains(&Grades::Three);
-        let mut sorted: Vec<f64> = scores.iter().copied().filter(|s| s.is_finite()).collect();
-        sorted.sort_by(f64::total_cmp);
         let cuts: Vec<f64> = if balanced {
             // Where P(support) is 0.05, 0.10, ..., 0.95, and beyond in whole logits to 0.0025 and
             // 0.9975 (a steep score squeezes the partial band below 0.05): a coarse grid, which
@@ -625,10 +623,15 @@ impl Stack {
             grid.extend([-6.0, -5.0, -4.0, -3.0, 3.0, 4.0, 5.0, 6.0]);
             grid.sort_by(f64::total_cmp);
             grid
-        } else if sorted.is_empty() {
-            vec![0.0]
         } else {
-            (1..50).map(|q| sorted[(q * (sorted.len() - 1)) / 50]).collect()
+            // The scores' 2nd, 4th, ..., 98th percentiles.
+            let mut sorted: Vec<f64> = scores.iter().copied().filter(|s| s.is_finite()).collect();
+            sorted.sort_by(f64::total_cmp);
+            if sorted.is_empty() {
+                vec![0.0]
+            } else {
+                (1..50).map(|q| sorted[(q * (sorted.len() - 1)) / 50]).collect()
+            }
         };
         // With files of both gradings, each grading's cuts are placed on its own files; balanced
         // cuts share one support cut across every file, so that more sources place it.
@@ -1169,7 +1172,7 @@ mod tests {
             let w = vec![1.0; xs.len()];
             let s = Stack::fit_ordinal(FeatureSet::Transfer, &xs, &golds, &w, &files, 1e-3);
             // Where along the overlap each label starts, by the stack's own decisions.
-            let label = |x: f64| Grades::Three.decide(s.predict(&[x, x, 0.0, 0.0, 0.0]));
+            let label = |x: f64| s.decide_for(&[x, x, 0.0, 0.0, 0.0], Grades::Three);
             let start = |l: Label| (0..=100).map(|k| f64::from(k) / 100.0).find(|&x| label(x) == l);
             (start(Label::PartialSupport), start(Label::Support))
         };
