@@ -51,7 +51,10 @@ def predict(stack, row, two):
         if two:
             cut = o["support_two"] if o.get("support_two") is not None else o["support"]
             return 0 if score >= cut else 2
-        return 0 if score >= o["support"] else (1 if score >= o["partial"] else 2)
+        # The partial cut reads a score of its own when the stack has one.
+        pw = o.get("partial_weights")
+        partial = pw[0] + np.array(pw[1:]) @ z if pw else score
+        return 0 if score >= o["support"] else (1 if partial >= o["partial"] else 2)
     else:
         e = np.exp(logits - logits.max())
         e /= e.sum()

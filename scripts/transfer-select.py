@@ -3,7 +3,8 @@
 
 Reads the features CSV of `gavel calibrate --features-out F.csv` (one row per labeled verdict).
 For each candidate feature set (overlap, best-sentence overlap and the nugget's PMI at its three
-least expected tokens and after its best window, plus up to two of the extras below) and head
+least expected tokens and after its best window, plus up to two of the extras below, the soft
+overlaps counting as one) and head
 (one support score with two cuts, or a second at-least-partial score for the partial cut), it
 fits on every row of two long-form files and scores part a of the third; the lexical judge gets
 the same treatment (two overlap thresholds, grid of 0.05, fitted on the two files). Fits are
@@ -30,8 +31,17 @@ bootstrap_f1 = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bootstrap_f1)
 IDX = bootstrap_f1.IDX
 BASE = ["overlap", "best_overlap", "pmi_low3", "window_pmi_mean"]
-EXTRAS = ["pmi_mean", "yes_minus_no", "nugget_lp_mean", "best_bigram", "numbers_missing"]
-SIGN = {"numbers_missing": -1.0}
+# Each extra is one or more features added together.
+EXTRAS = [
+    ["soft_overlap", "best_soft_overlap"],
+    ["pmi_mean"],
+    ["yes_minus_no"],
+    ["nugget_lp_mean"],
+    ["best_bigram"],
+    ["numbers_missing"],
+    ["log_answer_words"],
+]
+SIGN = {"numbers_missing": -1.0, "log_answer_words": -1.0}
 GRID = np.arange(0, 21) * 0.05
 
 
@@ -117,14 +127,14 @@ def main():
     results = []
     for k in range(3):
         for extra in itertools.combinations(EXTRAS, k):
-            names = BASE + list(extra)
+            names = BASE + [n for e in extra for n in e]
             for two_scores in (False, True):
                 got = {t: transfer(names, two_scores, [f for f in files if f != t], t) for t in files}
                 worst = min(got[t] - lex[t] for t in files)
                 results.append((round(worst, 3), float(np.mean(list(got.values()))), names, two_scores, got))
     results.sort(key=lambda r: (-r[0], -r[1]))
     print("worst margin  mean   head        features beyond " + "+".join(BASE) + "   left-out part a")
-    for worst, mean, names, two_scores, got in results[:12]:
+    for worst, mean, names, two_scores, got in results[: int(os.environ.get("TOP", "12"))]:
         extra = "+".join(names[len(BASE):]) or "-"
         head = "two scores" if two_scores else "one score "
         print(f"  {worst:+.3f}     {mean:.3f}  {head}  {extra:32s} " + "  ".join(f"{v:.3f}" for v in got.values()))

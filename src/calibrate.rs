@@ -13,7 +13,7 @@ use crate::head::{HeadCandidate, HeadData};
 use crate::label::{Grades, Label};
 use crate::metrics::agreement;
 use crate::record::{fold_of, part_of, Part, Task};
-use crate::stack::{feature_names, CurvePoint, FeatureInput, FeatureSet, Selection, Stack};
+use crate::stack::{CurvePoint, FeatureInput, FeatureSet, Selection, Stack};
 
 /// Answers with no content, used to measure the model's label prior.
 pub const CONTENT_FREE_ANSWERS: &[&str] = &["N/A", "", "[MASK]"];
@@ -168,7 +168,7 @@ impl Calibrator {
                 "stacked judge (model + aligned lexical features + hidden-state head)"
             }
             Some(s) if s.features == FeatureSet::Transfer => {
-                "stacked judge (transfer: overlap, numbers and the model's PMI, balanced cuts)"
+                "stacked judge (transfer: exact and soft overlap, numbers and the model's PMI, balanced cuts)"
             }
             Some(_) => "stacked judge WITHOUT model features (ablation)",
             None => "contextual + thresholds",
@@ -292,7 +292,7 @@ pub struct LabeledVerdict {
     pub gold: Label,
     /// The model's raw distribution.
     pub probs: [f64; 3],
-    /// Every stack feature ([`FeatureSet::All`], in [`feature_names`] order).
+    /// Every stack feature, in [`crate::stack::every_feature_name`] order.
     pub features: Vec<f64>,
     /// The model's hidden states, when the verdict was judged with `--hidden`.
     pub hidden: Option<HiddenRead>,
@@ -320,7 +320,10 @@ impl LabeledVerdict {
             short: task.is_short_form(),
             gold,
             probs: raw.probs.to_array(),
-            features: crate::stack::features(FeatureSet::All, &FeatureInput::of(task, nugget, raw).judging(judged)),
+            features: crate::stack::features_named(
+                &crate::stack::every_feature_name(),
+                &FeatureInput::of(task, nugget, raw).judging(judged),
+            ),
             hidden: raw.hidden.clone(),
         })
     }
@@ -555,7 +558,7 @@ fn balanced(golds: &[Label], w: &[f64]) -> Vec<f64> {
 /// The header of the features CSV: where each labeled verdict came from, its gold label and
 /// every stack feature.
 pub fn features_csv_header() -> String {
-    format!("file,id,part,group,nugget,gold,{}", feature_names(FeatureSet::All).join(","))
+    format!("file,id,part,group,nugget,gold,{}", crate::stack::every_feature_name().join(","))
 }
 
 #[cfg(test)]
@@ -579,11 +582,22 @@ mod tests {
         };
         let stack = c.stack.as_mut().expect("a long-form stack");
         // With both cuts at 0 and slope 1, P(support) is the sigmoid of the verdict's score.
-        stack.ordinal = Some(crate::stack::Ordinal { partial: 0.0, support: 0.0, slope: 1.0, support_two: None });
+        stack.ordinal = Some(crate::stack::Ordinal {
+            partial: 0.0,
+            support: 0.0,
+            slope: 1.0,
+            support_two: None,
+            partial_weights: None,
+        });
         let ps = stack.apply_for(&x, Grades::Three)[0];
         let score = (ps / (1.0 - ps)).ln();
-        stack.ordinal =
-            Some(crate::stack::Ordinal { partial: score - 0.5, support: score + 1.5, slope: 0.1, support_two: None });
+        stack.ordinal = Some(crate::stack::Ordinal {
+            partial: score - 0.5,
+            support: score + 1.5,
+            slope: 0.1,
+            support_two: None,
+            partial_weights: None,
+        });
         let (probs, label) = c.verdict([0.3, 0.3, 0.4], &x, Grades::Three);
         assert_eq!(label, Label::PartialSupport, "{probs:?}");
         assert_ne!(LabelProbs::from_array(probs).argmax(), Label::PartialSupport, "{probs:?}");

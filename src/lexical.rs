@@ -67,6 +67,30 @@ pub fn share_found(words: &[impl AsRef<str>], set: &HashSet<&str>) -> (usize, f6
     (found, if words.is_empty() { 0.0 } else { found as f64 / words.len() as f64 })
 }
 
+/// The part of a normalised word that soft matching compares: its first five characters, so
+/// that inflections and derivations of one stem meet ("discovered", "discovery"; "countries",
+/// "country") while short words must match whole.
+pub fn soft_key(w: &str) -> &str {
+    w.char_indices().nth(SOFT_KEY_CHARS).map_or(w, |(i, _)| &w[..i])
+}
+
+/// Characters of a word that [`soft_key`] keeps.
+const SOFT_KEY_CHARS: usize = 5;
+
+/// The soft keys ([`soft_key`]) of the words of a normalised text.
+pub fn soft_keys<'a>(words: impl IntoIterator<Item = &'a str>) -> HashSet<&'a str> {
+    words.into_iter().map(soft_key).collect()
+}
+
+/// Share of `content` (a nugget's content words) whose soft key is in `keys` (0 when there are
+/// none): overlap that a paraphrase's changed word endings do not defeat.
+pub fn soft_share(content: &[impl AsRef<str>], keys: &HashSet<&str>) -> f64 {
+    if content.is_empty() {
+        return 0.0;
+    }
+    content.iter().filter(|w| keys.contains(soft_key(w.as_ref()))).count() as f64 / content.len() as f64
+}
+
 /// Lexical overlap judge: the fraction of the nugget's content words (normalised, stop words
 /// removed) that occur in the judged text. No model.
 pub fn lexical_overlap(nugget: &str, text: &str) -> f64 {
@@ -177,6 +201,8 @@ pub struct Alignment {
     pub best_overlap: f64,
     /// Share of the nugget's word bigrams found in the best window (by bigrams).
     pub best_bigram: f64,
+    /// The highest share of the nugget's content words found softly ([`soft_key`]) in any window.
+    pub best_soft_overlap: f64,
     /// Numbers the nugget states that the text nowhere states.
     pub numbers_missing: f64,
     /// 1 when the nugget states a number the best window lacks while the window states another
@@ -229,6 +255,7 @@ pub fn align(nugget: &str, text: &str) -> Alignment {
     let raw_sents = sentences(text);
     // Windows of one and two consecutive sentences; the best by content-word share, then bigrams.
     let mut best = (0.0, 0.0, usize::MAX, 1usize);
+    let mut best_soft = 0.0f64;
     // Byte offsets: every sentence is a slice of `text`.
     let offset = |s: &str| s.as_ptr() as usize - text.as_ptr() as usize;
     // Single sentences first: on a tie the shorter window stands.
@@ -238,6 +265,7 @@ pub fn align(nugget: &str, text: &str) -> Alignment {
             let words: Vec<&str> = joined.split(' ').filter(|w| !w.is_empty()).collect();
             let set: HashSet<&str> = words.iter().copied().collect();
             let overlap = share_found(&content, &set).1;
+            best_soft = best_soft.max(soft_share(&content, &soft_keys(words.iter().copied())));
             let pairs: HashSet<(&str, &str)> = words.windows(2).map(|w| (w[0], w[1])).collect();
             let bigram = if bigrams.is_empty() {
                 overlap
@@ -288,6 +316,7 @@ pub fn align(nugget: &str, text: &str) -> Alignment {
         window,
         best_overlap: best.0,
         best_bigram: best.1,
+        best_soft_overlap: best_soft,
         numbers_missing,
         number_conflict,
         negation_mismatch,
@@ -415,6 +444,26 @@ mod tests {
         let w = align("It carries six lanes", text).window;
         assert_eq!(&text[w.0..w.1], "It carries six lanes of traffic.");
         assert_eq!(sentences("A b. C d!\nE f"), vec!["A b.", " C d!", "E f"]);
+    }
+
+    #[test]
+    fn soft_overlap_meets_changed_word_endings_but_not_other_words() {
+        let keys = |t: &str| normalize_answer(t).split(' ').map(str::to_string).collect::<Vec<_>>();
+        let text = keys("Fleming's discovery of penicillin changed medicine in many countries.");
+        let set = soft_keys(text.iter().map(String::as_str));
+        let share = |nugget: &str| soft_share(&content_words(nugget), &set);
+        // Exact overlap misses "discovered" and "country"; the soft one finds both.
+        assert_eq!(lexical_overlap("Fleming discovered penicillin in a country", &text.join(" ")), 0.5);
+        assert_eq!(share("Fleming discovered penicillin in a country"), 1.0);
+        // A changed number and an unrelated word stay unmatched; short words match only whole.
+        assert_eq!(share("penicillin 1928"), 0.5);
+        assert_eq!(share("car of medals"), 0.0, "car matches no longer word; medals is not medicine");
+        assert_eq!((soft_key("medicine"), soft_key("car"), soft_key("éclairs")), ("medic", "car", "éclai"));
+        // The best window's soft share: the paraphrase in the last sentence of a long text.
+        let mut long = "Rivers and castles are old. ".repeat(40);
+        long.push_str("Fleming's discovery of penicillin changed medicine.");
+        let a = align("Fleming discovered penicillin", &long);
+        assert!((a.best_overlap - 2.0 / 3.0).abs() < 1e-12 && a.best_soft_overlap == 1.0, "{a:?}");
     }
 
     #[test]

@@ -33,10 +33,12 @@ pub enum FeatureSet {
     /// [`FeatureSet::Aligned`] plus the support logit of a head fitted on the model's hidden
     /// states ([`crate::head::Head`]); needs verdicts judged with `--hidden`.
     AlignedHidden,
-    /// Five monotone features chosen by leaving each long-form dev source out (whole-text and
-    /// best-sentence overlap, numbers missing, the nugget's PMI at its three least expected
-    /// tokens and after the best window), an ordinal head only, its cuts placed for
-    /// class-balanced macro-F1 ([`FeatureSet::balanced_cuts`]). Built for sources no fit saw.
+    /// Seven monotone features chosen by leaving each long-form dev source out (whole-text and
+    /// best-window overlap, each exact and soft ([`crate::lexical::soft_key`]), numbers missing,
+    /// the nugget's PMI at its three least expected tokens and after the best window), an
+    /// ordinal head only with a partial score of its own ([`FeatureSet::two_scores`]), its cuts
+    /// placed for class-balanced macro-F1 ([`FeatureSet::balanced_cuts`]). Built for sources no
+    /// fit saw.
     Transfer,
 }
 
@@ -73,6 +75,12 @@ impl FeatureSet {
         self == FeatureSet::Transfer
     }
 
+    /// Whether the set's ordinal stack reads its partial cut from a score of its own
+    /// ([`Ordinal::partial_weights`]).
+    pub fn two_scores(self) -> bool {
+        self == FeatureSet::Transfer
+    }
+
     /// The set a short-form stack uses for this choice: the aligned sets lack the gold-answer
     /// features short-form answers are decided by, so they map to their full counterparts.
     pub fn for_short_form(self) -> FeatureSet {
@@ -95,15 +103,29 @@ pub const HIDDEN_LOGIT: &str = "hidden_logit";
 /// against (a number missing or changed, a negation, a missing name), 0 either way.
 pub fn direction(name: &str) -> f64 {
     match name {
-        "overlap" | "best_overlap" | "best_bigram" | "bigram_overlap" | "overlap_all" | "yes_minus_no"
-        | "nugget_lp_mean" | "pmi_mean" | "pmi_low3" | "window_lp_mean" | "window_pmi_mean" | HIDDEN_LOGIT => 1.0,
+        "overlap" | "best_overlap" | "soft_overlap" | "best_soft_overlap" | "best_bigram" | "bigram_overlap"
+        | "overlap_all" | "yes_minus_no" | "nugget_lp_mean" | "pmi_mean" | "pmi_low3" | "window_lp_mean"
+        | "window_pmi_mean" | HIDDEN_LOGIT => 1.0,
         "numbers_missing" | "number_conflict" | "negation_mismatch" | "names_missing" | "missing_words" => -1.0,
         _ => 0.0,
     }
 }
 
 /// The features of [`FeatureSet::Transfer`].
-const TRANSFER: [&str; 5] = ["overlap", "best_overlap", "numbers_missing", "pmi_low3", "window_pmi_mean"];
+const TRANSFER: [&str; 7] =
+    ["overlap", "best_overlap", "soft_overlap", "best_soft_overlap", "numbers_missing", "pmi_low3", "window_pmi_mean"];
+
+/// Features computed for every verdict but read only by sets that name them (after the
+/// [`FeatureSet::All`] ones, so that set and its stored fits keep their inputs).
+const EXTRA: [&str; 2] = ["soft_overlap", "best_soft_overlap"];
+
+/// Every feature gavel computes, in the order of the vectors [`select`] reads from:
+/// [`FeatureSet::All`]'s, then the others.
+pub fn every_feature_name() -> Vec<&'static str> {
+    let mut v = feature_names(FeatureSet::All);
+    v.extend(EXTRA);
+    v
+}
 
 /// The model part of [`FeatureSet::Aligned`].
 const ALIGNED_MODEL: [&str; 6] =
@@ -222,6 +244,7 @@ pub fn named_features(x: &FeatureInput<'_>) -> Vec<(&'static str, f64)> {
         nb.iter().filter(|b| ans_bigrams.contains(b)).count() as f64 / nb.len() as f64
     };
     let overlap_all = share_found(&all_nug, &ans_set).1;
+    let soft_overlap = crate::lexical::soft_share(&nug, &crate::lexical::soft_keys(ans.iter().copied()));
     let (em, contains, gold_overlap) = if x.gold_answers.is_empty() {
         (0.0, 0.0, 0.0)
     } else {
@@ -258,6 +281,8 @@ pub fn named_features(x: &FeatureInput<'_>) -> Vec<(&'static str, f64)> {
         ("gold_overlap", gold_overlap),
         ("best_overlap", aligned.best_overlap),
         ("best_bigram", aligned.best_bigram),
+        ("soft_overlap", soft_overlap),
+        ("best_soft_overlap", aligned.best_soft_overlap),
         ("numbers_missing", aligned.numbers_missing),
         ("number_conflict", aligned.number_conflict),
         ("negation_mismatch", aligned.negation_mismatch),
@@ -286,9 +311,9 @@ pub fn features_named(names: &[impl AsRef<str>], x: &FeatureInput<'_>) -> Vec<f6
 }
 
 /// The features of `set`, in [`feature_names`] order, out of a vector of all of them
-/// ([`FeatureSet::All`] order).
+/// ([`every_feature_name`] order).
 pub fn select(set: FeatureSet, all: &[f64]) -> Vec<f64> {
-    let names = feature_names(FeatureSet::All);
+    let names = every_feature_name();
     feature_names(set)
         .iter()
         .map(|n| names.iter().position(|k| k == n).and_then(|i| all.get(i)).copied().unwrap_or(f64::NAN))
@@ -417,7 +442,7 @@ pub const L2_GRID: [f64; 3] = [1e-1, 1e-2, 1e-3];
 /// `support` up, partial support between. The distribution is the cumulative-logit one,
 /// P(support) = σ(slope·(s − support)) and P(at least partial) = σ(slope·(s − partial)), so a
 /// verdict at a cut is even between the labels on either side.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Ordinal {
     /// Score from which a verdict is at least partial support.
     pub partial: f64,
@@ -430,39 +455,63 @@ pub struct Ordinal {
     /// about where partial support ends, a 3-grade one decides support against two neighbours).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub support_two: Option<f64>,
+    /// A second score for the partial cut: intercept, then one weight per feature on the
+    /// stack's standardised features, fitted for at-least-partial against not-support on the
+    /// 3-grade files. Without it the partial cut reads the support score. What makes a verdict
+    /// partly supported (some of the nugget found) is not what makes it supported, and one
+    /// score ranks partial against not-support poorly where partial is common.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial_weights: Option<Vec<f64>>,
+}
+
+/// A verdict's two ordinal scores: support against the rest, and the score the partial cut
+/// reads (the support score again unless the stack has [`Ordinal::partial_weights`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scores {
+    /// Support against the rest.
+    pub support: f64,
+    /// At least partial against not-support.
+    pub partial: f64,
 }
 
 impl Ordinal {
-    /// Distribution in [`Label::ALL`] order for a support score.
-    pub fn probs(&self, score: f64) -> [f64; 3] {
+    /// Distribution in [`Label::ALL`] order for a verdict's scores.
+    pub fn probs(&self, s: Scores) -> [f64; 3] {
         let sigmoid = |z: f64| 1.0 / (1.0 + (-z).exp());
-        let ps = sigmoid(self.slope * (score - self.support));
-        let at_least_partial = sigmoid(self.slope * (score - self.partial)).max(ps);
+        let ps = sigmoid(self.slope * (s.support - self.support));
+        let at_least_partial = sigmoid(self.slope * (s.partial - self.partial)).max(ps);
         [ps, at_least_partial - ps, 1.0 - at_least_partial]
     }
 
     /// The distribution for a score when decisions are made on `grades`: with a 2-grade
     /// support cut of its own, support against the rest at that cut (partial is then 0).
-    pub fn probs_for(&self, score: f64, grades: Grades) -> [f64; 3] {
+    pub fn probs_for(&self, s: Scores, grades: Grades) -> [f64; 3] {
         match (grades, self.support_two) {
             (Grades::Two, Some(cut)) => {
-                let ps = 1.0 / (1.0 + (-self.slope * (score - cut)).exp());
+                let ps = 1.0 / (1.0 + (-self.slope * (s.support - cut)).exp());
                 [ps, 0.0, 1.0 - ps]
             }
-            _ => self.probs(score),
+            _ => self.probs(s),
         }
     }
 
-    /// The label the cuts give a score.
-    pub fn label(&self, score: f64) -> Label {
-        Label::by_cuts(score, self.partial, self.support)
+    /// The label the cuts give a verdict's scores: support from the support cut, else partial
+    /// from the partial cut (on the partial score).
+    pub fn label(&self, s: Scores) -> Label {
+        if s.support >= self.support {
+            Label::Support
+        } else if s.partial >= self.partial {
+            Label::PartialSupport
+        } else {
+            Label::NotSupport
+        }
     }
 
-    /// The label the cuts give a score on `grades` (see [`Ordinal::probs_for`]).
-    pub fn label_for(&self, score: f64, grades: Grades) -> Label {
+    /// The label the cuts give a verdict's scores on `grades` (see [`Ordinal::probs_for`]).
+    pub fn label_for(&self, s: Scores, grades: Grades) -> Label {
         match (grades, self.support_two) {
-            (Grades::Two, Some(cut)) => Label::by_cuts(score, cut, cut),
-            (g, _) => g.fold(self.label(score)),
+            (Grades::Two, Some(cut)) => Label::by_cuts(s.support, cut, cut),
+            (g, _) => g.fold(self.label(s)),
         }
     }
 }
@@ -610,11 +659,20 @@ impl Stack {
     ) -> Stack {
         let balanced = set.balanced_cuts();
         let mut stack = Stack::fit_weighted(set, xs, golds, sample_w, true, l2);
-        let scores: Vec<f64> = xs.iter().map(|x| stack.score(x)).collect();
         let grading = file_gradings(files, golds);
         let per_file: Vec<Vec<usize>> =
             (0..grading.len()).map(|f| (0..xs.len()).filter(|&i| files[i] == f).collect()).collect();
         let any_three = grading.contains(&Grades::Three);
+        let partial_weights = (set.two_scores() && any_three)
+            .then(|| stack.partial_score_weights(xs, golds, sample_w, files, &grading, l2));
+        let scores: Vec<Scores> = xs
+            .iter()
+            .map(|x| {
+                let support = stack.score(x);
+                let partial = partial_weights.as_ref().map_or(support, |w| stack.linear(w, x));
+                Scores { support, partial }
+            })
+            .collect();
         let cuts: Vec<f64> = if balanced {
             // Where P(support) is 0.05, 0.10, ..., 0.95, and beyond in whole logits to 0.0025 and
             // 0.9975 (a steep score squeezes the partial band below 0.05): a coarse grid, which
@@ -625,7 +683,7 @@ impl Stack {
             grid
         } else {
             // The scores' 2nd, 4th, ..., 98th percentiles.
-            let mut sorted: Vec<f64> = scores.iter().copied().filter(|s| s.is_finite()).collect();
+            let mut sorted: Vec<f64> = scores.iter().map(|s| s.support).filter(|s| s.is_finite()).collect();
             sorted.sort_by(f64::total_cmp);
             if sorted.is_empty() {
                 vec![0.0]
@@ -633,10 +691,13 @@ impl Stack {
                 (1..50).map(|q| sorted[(q * (sorted.len() - 1)) / 50]).collect()
             }
         };
-        // With files of both gradings, each grading's cuts are placed on its own files; balanced
-        // cuts share one support cut across every file, so that more sources place it.
+        // With files of both gradings, each grading's cuts are placed on its own files. Balanced
+        // cuts place the 3-grade cuts on every file (one support cut, so that more sources place
+        // it), and then the 2-grade support cut on the 2-grade files alone, where a fit has them:
+        // a 2-grade source may count as supported what a 3-grade one calls partial.
         let any_two = grading.iter().enumerate().any(|(f, &g)| g == Grades::Two && !per_file[f].is_empty());
-        let split = any_three && any_two && !balanced;
+        let two_cut = any_three && any_two;
+        let split = two_cut && !balanced;
         let objective = |o: &Ordinal, only: Option<Grades>| -> f64 {
             let pairs: Vec<Vec<(Label, Label)>> = per_file
                 .iter()
@@ -650,22 +711,33 @@ impl Stack {
                 .collect();
             mean_file_f1(&pairs, &grading, balanced).unwrap_or(0.0)
         };
-        let base = Ordinal { partial: 0.0, support: 0.0, slope: 1.0, support_two: None };
-        let mut best = (f64::NEG_INFINITY, base);
+        let base = Ordinal {
+            partial: 0.0,
+            support: 0.0,
+            slope: 1.0,
+            support_two: None,
+            partial_weights: partial_weights.clone(),
+        };
+        let mut best = (f64::NEG_INFINITY, base.clone());
         for (a, &support) in cuts.iter().enumerate() {
-            let partials: &[f64] = if any_three { &cuts[..=a] } else { std::slice::from_ref(&cuts[a]) };
+            // One score: the partial cut at or below the support cut; two scores: anywhere.
+            let partials: &[f64] = match (any_three, partial_weights.is_some()) {
+                (false, _) => std::slice::from_ref(&cuts[a]),
+                (true, false) => &cuts[..=a],
+                (true, true) => &cuts,
+            };
             for &partial in partials {
-                let o = Ordinal { partial, support, ..base };
+                let o = Ordinal { partial, support, ..base.clone() };
                 let f = objective(&o, split.then_some(Grades::Three));
                 if f > best.0 + 1e-12 {
                     best = (f, o);
                 }
             }
         }
-        if split {
+        if two_cut {
             let mut top = (f64::NEG_INFINITY, best.1.support);
             for &cut in &cuts {
-                let f = objective(&Ordinal { support_two: Some(cut), ..best.1 }, Some(Grades::Two));
+                let f = objective(&Ordinal { support_two: Some(cut), ..best.1.clone() }, Some(Grades::Two));
                 if f > top.0 + 1e-12 {
                     top = (f, cut);
                 }
@@ -684,11 +756,11 @@ impl Stack {
                 })
                 .sum()
         };
-        let mut o = best.1;
+        let mut o = best.1.clone();
         let mut top = f64::NEG_INFINITY;
         for k in 0..=40 {
             let slope = (-3.0 + 5.0 * f64::from(k) / 40.0).exp();
-            let l = log_lik(&Ordinal { slope, ..best.1 });
+            let l = log_lik(&Ordinal { slope, ..best.1.clone() });
             if l > top {
                 top = l;
                 o.slope = slope;
@@ -913,6 +985,55 @@ impl Stack {
             .collect()
     }
 
+    /// `w` (intercept, then one weight per feature) applied to the standardised features `x`.
+    fn linear(&self, w: &[f64], x: &[f64]) -> f64 {
+        w[0] + (0..self.mean.len())
+            .map(|j| w[j + 1] * standardise(x.get(j).copied().unwrap_or(f64::NAN), self.mean[j], self.std[j]))
+            .sum::<f64>()
+    }
+
+    /// An ordinal stack's scores for features `x` ([`Scores`]).
+    pub fn scores(&self, x: &[f64]) -> Scores {
+        let support = self.score(x);
+        let partial = match self.ordinal.as_ref().and_then(|o| o.partial_weights.as_ref()) {
+            Some(w) => self.linear(w, x),
+            None => support,
+        };
+        Scores { support, partial }
+    }
+
+    /// The weights of [`Ordinal::partial_weights`]: a monotone regression of at least partial
+    /// against not-support over the 3-grade files' verdicts (each file weighing as in the
+    /// stack's fit), re-expressed on this stack's standardisation.
+    fn partial_score_weights(
+        &self,
+        xs: &[Vec<f64>],
+        golds: &[Label],
+        sample_w: &[f64],
+        files: &[usize],
+        grading: &[Grades],
+        l2: f64,
+    ) -> Vec<f64> {
+        let idx: Vec<usize> = (0..xs.len()).filter(|&i| grading[files[i]] == Grades::Three).collect();
+        let x: Vec<Vec<f64>> = idx.iter().map(|&i| xs[i].clone()).collect();
+        // At least partial reads as support in a 2-label fit.
+        let g: Vec<Label> = idx
+            .iter()
+            .map(|&i| if golds[i] == Label::NotSupport { Label::NotSupport } else { Label::Support })
+            .collect();
+        let w: Vec<f64> = idx.iter().map(|&i| sample_w.get(i).copied().unwrap_or(1.0)).collect();
+        let fit = Stack::fit_weighted(self.features, &x, &g, &w, true, l2);
+        let d = self.mean.len();
+        let beta: Vec<f64> = (0..=d).map(|j| fit.weights[0][j] - fit.weights[1][j]).collect();
+        // beta . (x - m') / s' = beta . (z s + m - m') / s' with z = (x - m) / s.
+        let mut out = vec![beta[0]; d + 1];
+        for j in 0..d {
+            out[j + 1] = beta[j + 1] * self.std[j] / fit.std[j];
+            out[0] += beta[j + 1] * (self.mean[j] - fit.mean[j]) / fit.std[j];
+        }
+        out
+    }
+
     /// The support score of a two-label stack: logit of support minus logit of the rest.
     fn score(&self, x: &[f64]) -> f64 {
         let l = self.logits(x);
@@ -928,7 +1049,7 @@ impl Stack {
         if d == 0 {
             return bad("names", "is empty".into());
         }
-        let mut known = feature_names(FeatureSet::All);
+        let mut known = every_feature_name();
         known.push(HIDDEN_LOGIT);
         if let Some(n) = self.names.iter().find(|n| !known.contains(&n.as_str())) {
             return bad("names", format!("`{n}` is not a feature gavel computes"));
@@ -965,8 +1086,15 @@ impl Stack {
             return bad("weights", "holds a number that is not finite".into());
         }
         if let Some(o) = &self.ordinal {
-            if !(o.partial.is_finite() && o.support.is_finite() && o.slope.is_finite() && o.partial <= o.support) {
+            // With a partial score of its own the partial cut is on another scale.
+            let ordered = o.partial_weights.is_some() || o.partial <= o.support;
+            if !(o.partial.is_finite() && o.support.is_finite() && o.slope.is_finite() && ordered) {
                 return bad("ordinal", "needs finite cuts with partial <= support and a finite slope".into());
+            }
+            if let Some(w) = &o.partial_weights {
+                if w.len() != d + 1 || w.iter().any(|x| !x.is_finite()) {
+                    return bad("ordinal.partial_weights", format!("needs {} finite values", d + 1));
+                }
             }
         }
         Ok(())
@@ -976,7 +1104,7 @@ impl Stack {
     /// may have a 2-grade support cut of its own).
     pub fn predict_for(&self, x: &[f64], grades: Grades) -> [f64; 3] {
         match &self.ordinal {
-            Some(o) => o.probs_for(self.score(x), grades),
+            Some(o) => o.probs_for(self.scores(x), grades),
             None => self.predict(x),
         }
     }
@@ -984,7 +1112,7 @@ impl Stack {
     /// Label distribution in [`Label::ALL`] order.
     pub fn predict(&self, x: &[f64]) -> [f64; 3] {
         if let Some(o) = &self.ordinal {
-            return o.probs(self.score(x));
+            return o.probs(self.scores(x));
         }
         let logits = self.logits(x);
         let p = softmax(&logits);
@@ -1017,7 +1145,7 @@ impl Stack {
     /// else the most probable label.
     pub fn decide_for(&self, x: &[f64], grades: Grades) -> Label {
         match &self.ordinal {
-            Some(o) => o.label_for(self.score(x), grades),
+            Some(o) => o.label_for(self.scores(x), grades),
             None => grades.decide(self.predict_for(x, grades)),
         }
     }
@@ -1113,7 +1241,7 @@ mod tests {
         let (xs, golds, files) = two_files(300);
         let w = vec![1.0; xs.len()];
         let s = Stack::fit_ordinal(FeatureSet::NoModel, &xs, &golds, &w, &files, 1e-3);
-        let o = s.ordinal.expect("ordinal");
+        let o = s.ordinal.clone().expect("ordinal");
         assert!(o.partial < o.support && o.slope > 0.0, "{o:?}");
         let label = |x: f64| crate::label::LabelProbs::from_array(s.predict(&[x, 3.0])).argmax();
         assert_eq!((label(0.1), label(0.55), label(0.9)), (Label::NotSupport, Label::PartialSupport, Label::Support));
@@ -1155,8 +1283,9 @@ mod tests {
                 };
                 let n = if f == 0 && gold == Label::NotSupport { copies } else { 1 };
                 for _ in 0..n {
-                    // Transfer's features: overlap, best overlap, numbers missing, two PMIs.
-                    xs.push(vec![x, x, 0.0, 0.0, 0.0]);
+                    // Transfer's features: overlap and best overlap, each exact and soft; numbers
+                    // missing; two PMIs.
+                    xs.push(vec![x, x, x, x, 0.0, 0.0, 0.0]);
                     golds.push(gold);
                     files.push(f);
                 }
@@ -1172,7 +1301,7 @@ mod tests {
             let w = vec![1.0; xs.len()];
             let s = Stack::fit_ordinal(FeatureSet::Transfer, &xs, &golds, &w, &files, 1e-3);
             // Where along the overlap each label starts, by the stack's own decisions.
-            let label = |x: f64| s.decide_for(&[x, x, 0.0, 0.0, 0.0], Grades::Three);
+            let label = |x: f64| s.decide_for(&[x, x, x, x, 0.0, 0.0, 0.0], Grades::Three);
             let start = |l: Label| (0..=100).map(|k| f64::from(k) / 100.0).find(|&x| label(x) == l);
             (start(Label::PartialSupport), start(Label::Support))
         };
@@ -1191,14 +1320,56 @@ mod tests {
         let (xs, golds, files) = shares(1);
         let w = vec![1.0; xs.len()];
         let s = Stack::fit_ordinal(FeatureSet::Transfer, &xs, &golds, &w, &files, 1e-3);
-        let o = s.ordinal.unwrap();
+        let o = s.ordinal.clone().unwrap();
         for x in &xs {
-            assert_eq!(s.decide_for(x, Grades::Three), o.label(s.score(x)));
-            assert_eq!(s.decide_for(x, Grades::Two), Grades::Two.fold(o.label(s.score(x))));
+            assert_eq!(s.decide_for(x, Grades::Three), o.label(s.scores(x)));
+            assert_eq!(s.decide_for(x, Grades::Two), Grades::Two.fold(o.label(s.scores(x))));
         }
         let partial = xs.iter().filter(|x| s.decide_for(x, Grades::Three) == Label::PartialSupport).count();
         let golds_partial = golds.iter().filter(|&&g| g == Label::PartialSupport).count();
         assert!(partial * 2 > golds_partial, "{partial} decided partial of {golds_partial}");
+    }
+
+    #[test]
+    fn a_partial_score_of_its_own_reads_what_separates_partial_from_not() {
+        // Support when the overlap reaches 0.6, whatever the PMI; below it, partial when the
+        // PMI (the last feature) is high: one score cannot rank partial against not-support.
+        let (mut xs, mut golds, mut files) = (Vec::new(), Vec::new(), Vec::new());
+        for f in 0..2 {
+            for i in 0..600 {
+                let a = ((i * 37) % 600) as f64 / 600.0;
+                let b = ((i * 53 + f * 11) % 97) as f64 / 97.0;
+                golds.push(match (a >= 0.6, b >= 0.5) {
+                    (true, _) => Label::Support,
+                    (false, true) => Label::PartialSupport,
+                    (false, false) => Label::NotSupport,
+                });
+                xs.push(vec![a, a, a, a, 0.0, 0.0, b]);
+                files.push(f);
+            }
+        }
+        let w = vec![1.0; xs.len()];
+        let s = Stack::fit_ordinal(FeatureSet::Transfer, &xs, &golds, &w, &files, 1e-3);
+        let o = s.ordinal.clone().expect("ordinal");
+        let pw = o.partial_weights.clone().expect("a partial score");
+        assert!(pw[7] > 0.0 && pw[7] > pw[1].abs(), "the partial score weighs the PMI most: {pw:?}");
+        let share = |want: Label| {
+            let of: Vec<&Vec<f64>> = xs.iter().zip(&golds).filter(|(_, &g)| g == want).map(|(x, _)| x).collect();
+            of.iter().filter(|x| s.decide_for(x, Grades::Three) == want).count() as f64 / of.len() as f64
+        };
+        let (sp, pp, np) = (share(Label::Support), share(Label::PartialSupport), share(Label::NotSupport));
+        assert!(sp > 0.8 && pp > 0.8 && np > 0.8, "support {sp:.2}, partial {pp:.2}, not {np:.2} decided right");
+        // Its probabilities are a distribution, and it survives the calibration file.
+        let p = s.predict(&[0.3, 0.3, 0.3, 0.3, 0.0, 0.0, 0.9]);
+        assert!(p.iter().all(|v| (0.0..=1.0).contains(v)) && (p.iter().sum::<f64>() - 1.0).abs() < 1e-9, "{p:?}");
+        let back: Stack = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back.ordinal, Some(o));
+        assert!(back.validate().is_ok());
+        // A 2-grade-only fit has no partial band to read.
+        let two: Vec<Label> =
+            golds.iter().map(|&g| if g == Label::PartialSupport { Label::NotSupport } else { g }).collect();
+        let s2 = Stack::fit_ordinal(FeatureSet::Transfer, &xs, &two, &w, &files, 1e-3);
+        assert!(s2.ordinal.unwrap().partial_weights.is_none());
     }
 
     #[test]

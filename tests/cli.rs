@@ -262,6 +262,9 @@ fn a_calibration_with_a_head_turns_the_hidden_reads_on() {
     for row in &mut s.weights {
         row.push(0.0);
     }
+    if let Some(w) = s.ordinal.as_mut().and_then(|o| o.partial_weights.as_mut()) {
+        w.push(0.0);
+    }
     let d = 576;
     s.head = Some(Head {
         pool: HiddenPool::Last,
