@@ -438,10 +438,12 @@ pub struct CurvePoint {
 /// L2 penalties a long-form fit chooses among, strongest first (ties go to the simpler fit).
 pub const L2_GRID: [f64; 3] = [1e-1, 1e-2, 1e-3];
 
-/// Cuts on an ordinal stack's support score: not_support below `partial`, support from
-/// `support` up, partial support between. The distribution is the cumulative-logit one,
-/// P(support) = σ(slope·(s − support)) and P(at least partial) = σ(slope·(s − partial)), so a
-/// verdict at a cut is even between the labels on either side.
+/// Cuts on an ordinal stack's scores ([`Scores`]): support from `support` up on the support
+/// score s, else partial support from `partial` up on the partial score q (s itself unless the
+/// stack has [`Ordinal::partial_weights`]), else not_support. The distribution is the
+/// cumulative-logit one, P(support) = σ(slope·(s − support)) and P(at least partial) =
+/// max(P(support), σ(slope·(q − partial))), so a verdict at a cut is even between the labels on
+/// either side.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Ordinal {
     /// Score from which a verdict is at least partial support.
@@ -458,8 +460,9 @@ pub struct Ordinal {
     /// A second score for the partial cut: intercept, then one weight per feature on the
     /// stack's standardised features, fitted for at-least-partial against not-support on the
     /// 3-grade files. Without it the partial cut reads the support score. What makes a verdict
-    /// partly supported (some of the nugget found) is not what makes it supported, and one
-    /// score ranks partial against not-support poorly where partial is common.
+    /// partly supported (some of the nugget found) need not weigh the features as support
+    /// against the rest does; a second score lets the partial band follow it. NaN features read
+    /// as the stack's fitted mean here too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partial_weights: Option<Vec<f64>>,
 }

@@ -444,9 +444,9 @@ pub enum StackArg {
     /// `aligned` plus a head fitted on the model's hidden states (verdicts judged with
     /// --hidden; `auto` tries it when every long-form verdict has them).
     AlignedHidden,
-    /// Five monotone features that carry to unseen sources (overlap, best-sentence overlap,
-    /// numbers missing, the nugget's PMI) and an ordinal head whose cuts are placed for
-    /// class-balanced macro-F1.
+    /// Seven monotone features that carry to unseen sources (overlap and best-sentence overlap,
+    /// each exact and soft, numbers missing, the nugget's PMI) and an ordinal head (a support
+    /// score and an at-least-partial score) whose cuts are placed for class-balanced macro-F1.
     Transfer,
     /// No stack: contextual calibration and thresholds.
     None,
