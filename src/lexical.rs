@@ -69,9 +69,32 @@ pub fn share_found(words: &[impl AsRef<str>], set: &HashSet<&str>) -> (usize, f6
 
 /// The part of a normalised word that soft matching compares: its first five characters, so
 /// that inflections and derivations of one stem meet ("discovered", "discovery"; "countries",
-/// "country") while short words must match whole.
+/// "country") while short words must match whole. A "word" of a script written without spaces
+/// between words (Chinese, Japanese, Thai, ...; Korean, whose syllables normalisation splits
+/// into letters) is a run of words, not a stem: it is kept whole.
 pub fn soft_key(w: &str) -> &str {
+    if w.chars().any(unspaced_script) {
+        return w;
+    }
     w.char_indices().nth(SOFT_KEY_CHARS).map_or(w, |(i, _)| &w[..i])
+}
+
+/// Whether `c` belongs to a script that does not separate words by spaces (or, for Hangul,
+/// whose normalised letters are not characters of a word in the Latin sense).
+fn unspaced_script(c: char) -> bool {
+    matches!(u32::from(c),
+        0x0E00..=0x0EFF // Thai, Lao
+        | 0x1000..=0x109F // Myanmar
+        | 0x1100..=0x11FF // Hangul jamo
+        | 0x1780..=0x17FF // Khmer
+        | 0x3040..=0x30FF // Hiragana, Katakana
+        | 0x3130..=0x318F // Hangul compatibility jamo
+        | 0x3400..=0x4DBF // CJK extension A
+        | 0x4E00..=0x9FFF // CJK unified ideographs
+        | 0xAC00..=0xD7AF // Hangul syllables
+        | 0xF900..=0xFAFF // CJK compatibility ideographs
+        | 0x20000..=0x3FFFF // CJK extensions B and later
+    )
 }
 
 /// Characters of a word that [`soft_key`] keeps.
@@ -459,6 +482,12 @@ mod tests {
         assert_eq!(share("penicillin 1928"), 0.5);
         assert_eq!(share("car of medals"), 0.0, "car matches no longer word; medals is not medicine");
         assert_eq!((soft_key("medicine"), soft_key("car"), soft_key("éclairs")), ("medic", "car", "éclai"));
+        // A clause of a script without spaces is not a stem: "Paris is the capital of France"
+        // does not meet "Paris is France's largest city" on their first five characters.
+        let zh_text = normalize_answer("巴黎是法国最大的城市");
+        let zh = soft_keys(zh_text.split(' '));
+        assert_eq!(soft_share(&content_words("巴黎是法国的首都"), &zh), 0.0);
+        assert_eq!(soft_key(&normalize_answer("서울특별시")), normalize_answer("서울특별시"));
         // The best window's soft share: the paraphrase in the last sentence of a long text.
         let mut long = "Rivers and castles are old. ".repeat(40);
         long.push_str("Fleming's discovery of penicillin changed medicine.");

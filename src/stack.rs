@@ -666,6 +666,9 @@ impl Stack {
         let per_file: Vec<Vec<usize>> =
             (0..grading.len()).map(|f| (0..xs.len()).filter(|&i| files[i] == f).collect()).collect();
         let any_three = grading.contains(&Grades::Three);
+        // The cut grid below is one list for both cuts: only balanced cuts (a grid of P) suit a
+        // partial score on its own scale.
+        debug_assert!(!set.two_scores() || balanced, "a partial score needs balanced cuts");
         let partial_weights = (set.two_scores() && any_three)
             .then(|| stack.partial_score_weights(xs, golds, sample_w, files, &grading, l2));
         let scores: Vec<Scores> = xs
@@ -1018,7 +1021,12 @@ impl Stack {
         l2: f64,
     ) -> Vec<f64> {
         let idx: Vec<usize> = (0..xs.len()).filter(|&i| grading[files[i]] == Grades::Three).collect();
-        let x: Vec<Vec<f64>> = idx.iter().map(|&i| xs[i].clone()).collect();
+        // A missing feature reads as this stack's mean, in the fit as where it is used (the
+        // subset's own mean would be another value).
+        let x: Vec<Vec<f64>> = idx
+            .iter()
+            .map(|&i| xs[i].iter().zip(&self.mean).map(|(&v, &m)| if v.is_finite() { v } else { m }).collect())
+            .collect();
         // At least partial reads as support in a 2-label fit.
         let g: Vec<Label> = idx
             .iter()
@@ -1089,15 +1097,22 @@ impl Stack {
             return bad("weights", "holds a number that is not finite".into());
         }
         if let Some(o) = &self.ordinal {
-            // With a partial score of its own the partial cut is on another scale.
-            let ordered = o.partial_weights.is_some() || o.partial <= o.support;
-            if !(o.partial.is_finite() && o.support.is_finite() && o.slope.is_finite() && ordered) {
-                return bad("ordinal", "needs finite cuts with partial <= support and a finite slope".into());
+            if !(o.partial.is_finite() && o.support.is_finite() && o.slope.is_finite()) {
+                return bad("ordinal", "needs finite cuts and a finite slope".into());
             }
-            if let Some(w) = &o.partial_weights {
-                if w.len() != d + 1 || w.iter().any(|x| !x.is_finite()) {
+            match &o.partial_weights {
+                // With a partial score of its own the partial cut is on another scale.
+                None if o.partial > o.support => {
+                    return bad("ordinal", "needs partial <= support (one score for both cuts)".into());
+                }
+                None => {}
+                Some(w) if w.len() != d + 1 || w.iter().any(|x| !x.is_finite()) => {
                     return bad("ordinal.partial_weights", format!("needs {} finite values", d + 1));
                 }
+                Some(_) if self.labels.len() != 3 => {
+                    return bad("ordinal.partial_weights", "is set on a stack without a partial label".into());
+                }
+                Some(_) => {}
             }
         }
         Ok(())
