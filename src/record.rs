@@ -109,12 +109,30 @@ struct RawRecord {
     passages: Option<Vec<String>>,
 }
 
+/// A record's raw fields, or the error with the path of the field it is in (`answer`,
+/// `nuggets[2].text`; `None` outside any field).
+fn read_record(line: &str) -> std::result::Result<RawRecord, (Option<String>, serde_json::Error)> {
+    let mut de = serde_json::Deserializer::from_str(line);
+    let raw: RawRecord = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        ((!path.is_empty() && path != ".").then_some(path), e.into_inner())
+    })?;
+    de.end().map_err(|e| (None, e))?;
+    Ok(raw)
+}
+
 /// Parse one JSON Lines record. `rubric`, when given, supplies the nuggets of every record.
 pub fn parse_record(line: &str, location: &str, rubric: Option<&Rubric>, policy: ShortForm) -> Result<Task> {
     // A file saved with a byte-order mark carries it on its first line.
     let line = line.strip_prefix('\u{feff}').unwrap_or(line);
-    let raw: RawRecord = serde_json::from_str(line)
-        .map_err(|e| Error::Parse { location: format!("{location}, column {}", e.column()), reason: e.to_string() })?;
+    let raw = read_record(line).map_err(|(field, e)| {
+        // serde_json's message ends with the position in the line ("at line 1 column 20"): the
+        // column and the field are named in the location instead.
+        let msg = e.to_string();
+        let reason = msg.rsplit_once(" at line ").map_or(msg.as_str(), |(m, _)| m).to_string();
+        let field = field.map(|f| format!(", field `{f}`")).unwrap_or_default();
+        Error::Parse { location: format!("{location}, column {}{field}", e.column()), reason }
+    })?;
     let id = raw.id.map(|v| match v {
         serde_json::Value::String(s) => s,
         other => other.to_string(),

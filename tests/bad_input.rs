@@ -437,7 +437,7 @@ macro_rules! corpus {
 corpus! {
     corpus_malformed_json: *br#"{"answer": "Paris", "nuggets": ["#, ["EOF"], false;
     corpus_not_an_object: *b"[1, 2, 3]", ["invalid type"], false;
-    corpus_number_where_a_string_belongs: serde_json::json!({"answer": 5, "nuggets": exact(1)}).to_string().into_bytes(), ["column 11", "expected a string"], false;
+    corpus_number_where_a_string_belongs: serde_json::json!({"answer": 5, "nuggets": exact(1)}).to_string().into_bytes(), ["column 11", "field `answer`", "expected a string"], false;
     corpus_missing_nuggets: serde_json::json!({"answer": "Paris"}).to_string().into_bytes(), ["nuggets"], false;
     corpus_unknown_nugget_field: serde_json::json!({"answer": "Paris", "nuggets": [{"txt": "Paris"}]}).to_string().into_bytes(), ["txt"], false;
     corpus_invalid_utf8: [b"{\"answer\": \"Par".as_slice(), &[0xff, 0xfe], b"is\", \"nuggets\": []}"].concat(), ["UTF-8"], false;
