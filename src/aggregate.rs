@@ -197,8 +197,14 @@ impl Verdict {
 
     /// A scored-mode model verdict from a distribution.
     pub fn from_probs(probs: LabelProbs) -> Self {
+        Verdict::scored(probs, probs.argmax())
+    }
+
+    /// A scored-mode model verdict from a distribution and the label a calibration decided
+    /// (an ordinal stack's cuts can differ from the distribution's peak).
+    pub fn scored(probs: LabelProbs, label: Label) -> Self {
         Verdict {
-            label: probs.argmax(),
+            label,
             probs: Some(probs),
             score: probs.expected_value(),
             by: DecidedBy::Llm,

@@ -675,9 +675,7 @@ impl Judge {
                                             &FeatureInput::of(&tasks[p.task], ni, &read).judging(&p.text),
                                             if self.config.two_grade { Grades::Two } else { Grades::Three },
                                         );
-                                        let mut v = Verdict::from_probs(LabelProbs::from_array(probs));
-                                        v.label = label;
-                                        v
+                                        Verdict::scored(LabelProbs::from_array(probs), label)
                                     }
                                     None => Verdict::from_probs(LabelProbs::from_array(raw)),
                                 };

@@ -977,18 +977,7 @@ impl Stack {
     }
 
     fn logits(&self, x: &[f64]) -> Vec<f64> {
-        let d = self.mean.len();
-        self.weights
-            .iter()
-            .map(|wc| {
-                wc[0]
-                    + (0..d)
-                        .map(|j| {
-                            wc[j + 1] * standardise(x.get(j).copied().unwrap_or(f64::NAN), self.mean[j], self.std[j])
-                        })
-                        .sum::<f64>()
-            })
-            .collect()
+        self.weights.iter().map(|wc| self.linear(wc, x)).collect()
     }
 
     /// `w` (intercept, then one weight per feature) applied to the standardised features `x`.
@@ -1154,7 +1143,14 @@ impl Stack {
             // Without a read (a run without --hidden, a remote backend) it reads as the mean.
             f[j] = x.hidden.and_then(|h| head.logit(h)).unwrap_or(f64::NAN);
         }
-        (self.predict_for(&f, grades), self.decide_for(&f, grades))
+        match &self.ordinal {
+            // One pass over the features for both the distribution and the cuts' label.
+            Some(o) => {
+                let s = self.scores(&f);
+                (o.probs_for(s, grades), o.label_for(s, grades))
+            }
+            None => (self.predict(&f), self.decide_for(&f, grades)),
+        }
     }
 
     /// The label the stack gives features `x` on `grades`: an ordinal stack's cuts, which were
@@ -1388,6 +1384,61 @@ mod tests {
             golds.iter().map(|&g| if g == Label::PartialSupport { Label::NotSupport } else { g }).collect();
         let s2 = Stack::fit_ordinal(FeatureSet::Transfer, &xs, &two, &w, &files, 1e-3);
         assert!(s2.ordinal.unwrap().partial_weights.is_none());
+    }
+
+    #[test]
+    fn a_balanced_fit_places_the_2_grade_cut_on_the_2_grade_files() {
+        // A 3-grade source supports from 0.65 (partial from 0.35); a 2-grade one only from 0.85.
+        let (mut xs, mut golds, mut files) = (Vec::new(), Vec::new(), Vec::new());
+        for (f, from) in [(0usize, 0.65), (1, 0.85)] {
+            for i in 0..500 {
+                let x = ((i * 37) % 500) as f64 / 500.0;
+                golds.push(match x {
+                    v if v >= from => Label::Support,
+                    v if f == 0 && v >= 0.35 => Label::PartialSupport,
+                    _ => Label::NotSupport,
+                });
+                xs.push(vec![x, x, x, x, 0.0, 0.0, 0.0]);
+                files.push(f);
+            }
+        }
+        let w = vec![1.0; xs.len()];
+        let s = Stack::fit_ordinal(FeatureSet::Transfer, &xs, &golds, &w, &files, 1e-3);
+        assert!(s.ordinal.as_ref().is_some_and(|o| o.support_two.is_some()), "{:?}", s.ordinal);
+        let start = |g: Grades| {
+            (0..=100)
+                .map(|k| f64::from(k) / 100.0)
+                .find(|&x| s.decide_for(&[x, x, x, x, 0.0, 0.0, 0.0], g) == Label::Support)
+        };
+        let (three, two) = (start(Grades::Three).unwrap(), start(Grades::Two).unwrap());
+        assert!((two - 0.85).abs() <= 0.06, "2-grade support from {two}");
+        assert!(two > three + 0.05, "3-grade support from {three}, 2-grade from {two}");
+    }
+
+    #[test]
+    fn a_partial_score_that_does_not_fit_its_stack_is_refused() {
+        let (xs, golds, files) = shares(1);
+        let w = vec![1.0; xs.len()];
+        let s = Stack::fit_ordinal(FeatureSet::Transfer, &xs, &golds, &w, &files, 1e-3);
+        assert!(s.validate().is_ok());
+        let mut short = s.clone();
+        short.ordinal.as_mut().unwrap().partial_weights.as_mut().unwrap().pop();
+        assert_eq!(short.validate().unwrap_err().0, "ordinal.partial_weights");
+        let mut two_labels = s.clone();
+        two_labels.labels = vec![Label::Support, Label::NotSupport];
+        let (field, why) = two_labels.validate().unwrap_err();
+        assert_eq!(field, "ordinal.partial_weights");
+        assert!(why.contains("partial label"), "{why}");
+        // With one score the partial cut may not pass the support cut; with two it may.
+        let mut crossed = s.clone();
+        if let Some(o) = crossed.ordinal.as_mut() {
+            o.partial = o.support + 1.0;
+        }
+        assert!(crossed.validate().is_ok());
+        if let Some(o) = crossed.ordinal.as_mut() {
+            o.partial_weights = None;
+        }
+        assert_eq!(crossed.validate().unwrap_err().0, "ordinal");
     }
 
     #[test]
