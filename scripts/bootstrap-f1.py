@@ -9,10 +9,16 @@ from resampling groups of records (records that share a query, or an article: th
 column; 2,000 resamples, seed 0).
 
   scripts/bootstrap-f1.py F.csv FILE PART A.json B.json [--two-grade] [--lexical-from N1,N2]
+                          [--verdicts FILE=V.jsonl]
 
 The lexical judge has fixed thresholds (support >= 0.75, partial >= 0.5) unless --lexical-from
 names files of the CSV: then its thresholds are fitted on every row of those files (grid of 0.05,
 mean macro-F1 over the files, each on its own grading), as a user without a model would.
+
+A calibration with a hidden-state head (`--stack transfer-hidden`) reads its feature
+`hidden_logit` from the reads of the verdicts the CSV was made from: `--verdicts FILE=V.jsonl`
+names the verdicts file (judged with `--hidden`) of the CSV's FILE; without it, or for a verdict
+without the read, the feature reads as the stack's mean (as gavel does).
 
 Needs numpy. 2-grade (REALSumm): the partial probability is folded into not_support before
 choosing, as `gavel eval` does for 2-grade gold.
@@ -39,8 +45,34 @@ def macro_f1(g, p, two):
     return float(np.mean(fs)) if fs else 0.0
 
 
-def predict(stack, row, two):
-    x = np.array([float(row[n]) for n in stack["names"]])
+def head_logit(head, reads):
+    x = reads.get(head["pool"]) if reads else None
+    if x is None or len(x) != len(head["weights"]):
+        return float("nan")
+    z = (np.asarray(x, dtype=float) - np.array(head["mean"])) / np.array(head["std"])
+    return float(head["bias"] + np.array(head["weights"]) @ z)
+
+
+def load_reads(spec):
+    """`FILE=V.jsonl`: the hidden reads of each verdict of V, keyed by (FILE, id, nugget index)."""
+    name, path = spec.split("=", 1)
+    out = {}
+    for line in open(path):
+        rec = json.loads(line)
+        for i, v in enumerate(rec.get("verdicts") or []):
+            h = (v.get("raw") or {}).get("hidden")
+            if h:
+                out[(name, rec["id"], str(i))] = h
+    return out
+
+
+def predict(stack, row, two, reads=None):
+    def value(n):
+        if n == "hidden_logit":
+            return head_logit(stack["head"], (reads or {}).get((row["file"], row["id"], row["nugget"])))
+        return float(row[n])
+
+    x = np.array([value(n) for n in stack["names"]])
     z = np.where(np.isfinite(x), (x - np.array(stack["mean"])) / np.array(stack["std"]), 0.0)
     w = np.array(stack["weights"])
     logits = w[:, 0] + w[:, 1:] @ z
@@ -92,6 +124,11 @@ def main():
         i = argv.index("--lexical-from")
         lex_from = argv[i + 1].split(",")
         del argv[i : i + 2]
+    reads = {}
+    while "--verdicts" in argv:
+        i = argv.index("--verdicts")
+        reads.update(load_reads(argv[i + 1]))
+        del argv[i : i + 2]
     args = [a for a in argv if not a.startswith("--")]
     two = "--two-grade" in argv
     if len(args) != 5:
@@ -103,8 +140,8 @@ def main():
         sys.exit(f"no rows for file {file_name!r} part {part!r} in {csv_path}")
     a, b = (json.load(open(p))["stack"] for p in (a_path, b_path))
     gold = np.array([IDX[r["gold"]] for r in rows])
-    pa = np.array([predict(a, r, two) for r in rows])
-    pb = np.array([predict(b, r, two) for r in rows])
+    pa = np.array([predict(a, r, two, reads) for r in rows])
+    pb = np.array([predict(b, r, two, reads) for r in rows])
     ov = np.array([float(r["overlap"]) for r in rows])
     cuts = (0.75, 0.5)
     if lex_from:

@@ -170,6 +170,9 @@ impl Calibrator {
             Some(s) if s.features == FeatureSet::Transfer => {
                 "stacked judge (transfer: exact and soft overlap, numbers and the model's PMI, balanced cuts)"
             }
+            Some(s) if s.features == FeatureSet::TransferHidden => {
+                "stacked judge (transfer: exact and soft overlap, numbers, the model's PMI and a hidden-state head, balanced cuts)"
+            }
             Some(_) => "stacked judge WITHOUT model features (ablation)",
             None => "contextual + thresholds",
         };
@@ -437,15 +440,16 @@ pub fn fit(items: &[LabeledVerdict], opts: &FitOptions) -> Result<(Calibrator, F
         // A hidden-state head, when a set asks for one and every verdict has the reads: its
         // logit for each verdict comes from a head fitted without that verdict's file (or fold,
         // with one file), so the stack learns how far the head carries.
+        let asked = sets;
         let mut sets = sets.to_vec();
         let mut head: Option<(HeadData<'_>, HeadCandidate)> = None;
         let mut cross = Vec::new();
-        if !short && sets.contains(&FeatureSet::AlignedHidden) {
+        if !short && sets.iter().any(|s| s.reads_head()) {
             let reads: Option<Vec<&HiddenRead>> = idx.iter().map(|&i| items[i].hidden.as_ref()).collect();
             match reads {
                 None => {
                     head_skipped = Some("the verdicts have no hidden states (judge them with --hidden)".into());
-                    sets.retain(|&s| s != FeatureSet::AlignedHidden);
+                    sets.retain(|s| !s.reads_head());
                 }
                 Some(reads) => {
                     let data = HeadData {
@@ -471,23 +475,26 @@ pub fn fit(items: &[LabeledVerdict], opts: &FitOptions) -> Result<(Calibrator, F
                         }
                         None => {
                             head_skipped = Some("no held-out fold had both supported and unsupported verdicts".into());
-                            sets.retain(|&s| s != FeatureSet::AlignedHidden);
+                            sets.retain(|s| !s.reads_head());
                         }
                     }
                 }
             }
         }
         if sets.is_empty() {
-            // Only the head was asked for and it cannot be fitted: the same stack without it.
-            sets.push(FeatureSet::Aligned);
-            head_skipped = head_skipped.take().map(|why| format!("{why}; fitted `aligned` instead"));
+            // Only a head was asked for and it cannot be fitted: the same stack without it.
+            let instead = asked.first().map_or(FeatureSet::Aligned, |s| s.without_head());
+            sets.push(instead);
+            head_skipped = head_skipped
+                .take()
+                .map(|why| format!("{why}; fitted `{}` instead", format!("{instead:?}").to_lowercase()));
         }
         let xs_of = |set: FeatureSet| -> Vec<Vec<f64>> {
             idx.iter()
                 .enumerate()
                 .map(|(k, &i)| {
                     let mut x = crate::stack::select(set, &items[i].features);
-                    if set == FeatureSet::AlignedHidden {
+                    if set.reads_head() {
                         if let Some(last) = x.last_mut() {
                             *last = cross.get(k).copied().unwrap_or(f64::NAN);
                         }
@@ -518,7 +525,7 @@ pub fn fit(items: &[LabeledVerdict], opts: &FitOptions) -> Result<(Calibrator, F
                     &opts.learning_curve,
                 );
             }
-            if let (true, Some((data, best))) = (stack.features == FeatureSet::AlignedHidden, &head) {
+            if let (true, Some((data, best))) = (stack.features.reads_head(), &head) {
                 stack.head = data.fit_all(best.pool, best.l2);
             }
             selection = Some(chosen);
@@ -681,7 +688,8 @@ mod tests {
     #[test]
     fn a_fit_with_hidden_states_learns_a_head_that_decides_where_the_text_features_cannot() {
         // Every verdict has the same nugget and answer (the text features say nothing); the
-        // hidden states carry the label along one direction, in two files.
+        // middle layer's state carries the label along one direction, in two files (the final
+        // layer's is noise).
         let task = crate::record::parse_record(
             r#"{"answer": "The tower is in Paris.", "nuggets": [{"text": "The tower is in Paris", "gold": "support"}]}"#,
             "t:1",
@@ -693,14 +701,15 @@ mod tests {
         let d = 16;
         let mut item = |i: usize| {
             let gold = if i.is_multiple_of(2) { S } else { N };
-            let mut last: Vec<f32> = (0..d).map(|_| rng.below(1000) as f32 / 1000.0 - 0.5).collect();
-            last[3] += if gold == S { 0.8 } else { -0.8 };
+            let last: Vec<f32> = (0..d).map(|_| rng.below(1000) as f32 / 1000.0 - 0.5).collect();
+            let mut mid: Vec<f32> = (0..d).map(|_| rng.below(1000) as f32 / 1000.0 - 0.5).collect();
+            mid[3] += if gold == S { 0.8 } else { -0.8 };
             let raw = RawScore {
                 probs: LabelProbs::from_array([0.5, 0.0, 0.5]),
                 logprobs: [-1.0, -9.0, -1.0],
                 nugget_lp: None,
                 window_lp: None,
-                hidden: Some(HiddenRead { last, nugget_mean: None }),
+                hidden: Some(HiddenRead { last, nugget_mean: None, mid: Some(mid), mid_nugget_mean: None }),
             };
             let mut v = LabeledVerdict::new(&task, 0, (i / 2) % 2, &raw, &task.answer).unwrap();
             v.gold = gold;
@@ -723,6 +732,7 @@ mod tests {
         let (c, report) = fit(&items, &opts).unwrap();
         assert!(c.reads_hidden());
         assert!(report.head[0].auc > 0.9, "{:?}", report.head);
+        assert_eq!(report.head[0].pool, crate::head::HiddenPool::Mid, "the read that carries the label");
         assert_eq!(report.head_curve.len(), 2);
         // The saved file round-trips and validates; the head decides unseen verdicts.
         let dir = tempfile::tempdir().unwrap();
@@ -759,5 +769,16 @@ mod tests {
         let (c, report) = fit(&plain, &opts).unwrap();
         assert_eq!(c.stack.as_ref().map(|s| s.features), Some(FeatureSet::Aligned));
         assert!(report.head_skipped.unwrap().contains("fitted `aligned` instead"));
+        o.stack = vec![FeatureSet::TransferHidden];
+        let (c, report) = fit(&plain, &o).unwrap();
+        assert_eq!(c.stack.as_ref().map(|s| s.features), Some(FeatureSet::Transfer));
+        assert!(report.head_skipped.unwrap().contains("fitted `transfer` instead"));
+        // The transfer stack with the head: the head's logit is its last feature.
+        o.stack = vec![FeatureSet::TransferHidden];
+        let (c, _) = fit(&items, &o).unwrap();
+        let s = c.stack.as_ref().unwrap();
+        assert_eq!(s.features, FeatureSet::TransferHidden);
+        assert_eq!(s.names.last().map(String::as_str), Some(crate::stack::HIDDEN_LOGIT));
+        assert!(c.reads_hidden());
     }
 }

@@ -1,8 +1,8 @@
-//! A head users teach with their labels: a logistic read-out of the model's final hidden state
-//! (at the label position, or the mean over the positions that read the nugget), fitted by
-//! `gavel calibrate` on verdicts judged with `--hidden`. Its output, one logit of support, is a
-//! feature of the stack ([`crate::stack::FeatureSet::AlignedHidden`]), so the stack still
-//! decides with the alignment and likelihood features next to it.
+//! A head users teach with their labels: a logistic read-out of the model's hidden state (the
+//! final layer's or a middle layer's, at the label position or the mean over the positions that
+//! read the nugget), fitted by `gavel calibrate` on verdicts judged with `--hidden`. Its output,
+//! one logit of support, is a feature of the stack ([`crate::stack::FeatureSet::AlignedHidden`]),
+//! so the stack still decides with the alignment and likelihood features next to it.
 //!
 //! The width comes from the reads (any GGUF); which read and how strong the penalty is are chosen
 //! by cross-validation over groups of records (queries), never on the records scored.
@@ -21,17 +21,24 @@ pub enum HiddenPool {
     Last,
     /// The mean over the positions that read the nugget's tokens.
     NuggetMean,
+    /// A middle layer's output at the label position.
+    Mid,
+    /// A middle layer's output, the mean over the positions that read the nugget's tokens.
+    MidNuggetMean,
 }
 
 impl HiddenPool {
-    /// Both, in the order a fit tries them.
-    pub const ALL: [HiddenPool; 2] = [HiddenPool::Last, HiddenPool::NuggetMean];
+    /// Every read, in the order a fit tries them.
+    pub const ALL: [HiddenPool; 4] =
+        [HiddenPool::Last, HiddenPool::NuggetMean, HiddenPool::Mid, HiddenPool::MidNuggetMean];
 
     /// The read of this pool, when there is one.
     pub fn read(self, h: &HiddenRead) -> Option<&[f32]> {
         match self {
             HiddenPool::Last => Some(&h.last),
             HiddenPool::NuggetMean => h.nugget_mean.as_deref(),
+            HiddenPool::Mid => h.mid.as_deref(),
+            HiddenPool::MidNuggetMean => h.mid_nugget_mean.as_deref(),
         }
     }
 
@@ -40,12 +47,14 @@ impl HiddenPool {
         match self {
             HiddenPool::Last => "last",
             HiddenPool::NuggetMean => "nugget_mean",
+            HiddenPool::Mid => "mid",
+            HiddenPool::MidNuggetMean => "mid_nugget_mean",
         }
     }
 }
 
 /// Penalties a head's fit chooses among (on standardised reads, loss averaged per verdict).
-pub const HEAD_L2: [f64; 4] = [1e-3, 1e-2, 1e-1, 1.0];
+pub const HEAD_L2: [f64; 5] = [1e-3, 1e-2, 1e-1, 1.0, 10.0];
 
 /// A fitted read-out: standardise the read, then one logistic unit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -385,15 +394,22 @@ mod tests {
         let cos = got.iter().zip(&truth).map(|(a, b)| a * b).sum::<f64>()
             / (got.iter().map(|a| a * a).sum::<f64>().sqrt() * truth.iter().map(|b| b * b).sum::<f64>().sqrt());
         assert!(cos > 0.95, "cosine with the true direction {cos}");
-        let reads: Vec<HiddenRead> = xs.iter().map(|x| HiddenRead { last: x.clone(), nugget_mean: None }).collect();
+        let reads: Vec<HiddenRead> = xs
+            .iter()
+            .map(|x| HiddenRead { last: x.clone(), nugget_mean: None, mid: None, mid_nugget_mean: None })
+            .collect();
         let scores: Vec<f64> = reads.iter().map(|r| head.logit(r).unwrap()).collect();
         let correct = scores.iter().zip(&targets).filter(|(s, t)| (**s > 0.0) == (**t == 1.0)).count();
         assert!(correct as f64 / n as f64 > 0.95, "{correct} of {n}");
         assert!(auc(&scores, &targets).unwrap() > 0.99);
         // A read of another width (another model) gives no logit rather than a wrong one.
-        assert_eq!(head.logit(&HiddenRead { last: vec![0.0; d + 1], nugget_mean: None }), None);
         assert_eq!(
-            head.logit(&HiddenRead { last: xs[0].clone(), nugget_mean: None }).map(|v| v.is_finite()),
+            head.logit(&HiddenRead { last: vec![0.0; d + 1], nugget_mean: None, mid: None, mid_nugget_mean: None }),
+            None
+        );
+        assert_eq!(
+            head.logit(&HiddenRead { last: xs[0].clone(), nugget_mean: None, mid: None, mid_nugget_mean: None })
+                .map(|v| v.is_finite()),
             Some(true)
         );
         // Chosen by cross-validation, held-out AUC high; a learning curve that rises.

@@ -260,6 +260,8 @@ impl Judge {
                         span_logprobs: c.span_logprobs,
                         hidden: None,
                         hidden_mean: None,
+                        hidden_mid: None,
+                        hidden_mid_mean: None,
                     }))),
                     None => {
                         row.push(None);
@@ -660,7 +662,12 @@ impl Judge {
                                     .and_then(|(g, s)| window_results.get(g)?.get(s)?.as_ref().ok())
                                     .and_then(|w| w.span_logprobs.as_deref())
                                     .and_then(|c| NuggetLp::new(c, base_lps(pi, k)));
-                                let hidden = s.hidden.map(|last| HiddenRead { last, nugget_mean: s.hidden_mean });
+                                let hidden = s.hidden.map(|last| HiddenRead {
+                                    last,
+                                    nugget_mean: s.hidden_mean,
+                                    mid: s.hidden_mid,
+                                    mid_nugget_mean: s.hidden_mid_mean,
+                                });
                                 let read = RawScore {
                                     probs: LabelProbs::from_array(raw),
                                     logprobs,

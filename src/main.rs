@@ -465,7 +465,7 @@ fn calibrate(args: cli::CalibrateArgs) -> Result<ExitCode, Error> {
     }
     if !fit.head.is_empty() {
         println!(
-            "hidden-state head (logistic read-out of the final layer), chosen by held-out AUC of supported vs \
+            "hidden-state head (logistic read-out of a layer's state), chosen by held-out AUC of supported vs \
              unsupported over {} folds by query:",
             calibrate::CV_FOLDS
         );

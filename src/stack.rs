@@ -40,11 +40,15 @@ pub enum FeatureSet {
     /// placed for class-balanced macro-F1 ([`FeatureSet::balanced_cuts`]). Built for sources no
     /// fit saw.
     Transfer,
+    /// [`FeatureSet::Transfer`] plus the support logit of a head fitted on the model's hidden
+    /// states ([`crate::head::Head`]; a middle layer's read more than the final one's); needs
+    /// verdicts judged with `--hidden`.
+    TransferHidden,
 }
 
 impl FeatureSet {
     /// Every set, in the order `auto` tries them.
-    pub const ALL: [FeatureSet; 7] = [
+    pub const ALL: [FeatureSet; 8] = [
         FeatureSet::All,
         FeatureSet::Likelihood,
         FeatureSet::NoModel,
@@ -52,6 +56,7 @@ impl FeatureSet {
         FeatureSet::AlignedNoModel,
         FeatureSet::AlignedHidden,
         FeatureSet::Transfer,
+        FeatureSet::TransferHidden,
     ];
 
     /// Whether the set reads the model.
@@ -63,8 +68,27 @@ impl FeatureSet {
     pub fn is_monotone(self) -> bool {
         matches!(
             self,
-            FeatureSet::Aligned | FeatureSet::AlignedNoModel | FeatureSet::AlignedHidden | FeatureSet::Transfer
+            FeatureSet::Aligned
+                | FeatureSet::AlignedNoModel
+                | FeatureSet::AlignedHidden
+                | FeatureSet::Transfer
+                | FeatureSet::TransferHidden
         )
+    }
+
+    /// The same set without the hidden-state head.
+    pub fn without_head(self) -> FeatureSet {
+        match self {
+            FeatureSet::AlignedHidden => FeatureSet::Aligned,
+            FeatureSet::TransferHidden => FeatureSet::Transfer,
+            s => s,
+        }
+    }
+
+    /// Whether the set reads the logit of a hidden-state head (its last feature,
+    /// [`HIDDEN_LOGIT`]).
+    pub fn reads_head(self) -> bool {
+        matches!(self, FeatureSet::AlignedHidden | FeatureSet::TransferHidden)
     }
 
     /// Whether the set's stack is ordinal only, with its cuts placed for class-balanced
@@ -72,20 +96,22 @@ impl FeatureSet {
     /// fitting sources' label shares, which another source does not share (Factcheck is mostly
     /// not-support, WiCE mostly partial).
     pub fn balanced_cuts(self) -> bool {
-        self == FeatureSet::Transfer
+        matches!(self, FeatureSet::Transfer | FeatureSet::TransferHidden)
     }
 
     /// Whether the set's ordinal stack reads its partial cut from a score of its own
     /// ([`Ordinal::partial_weights`]).
     pub fn two_scores(self) -> bool {
-        self == FeatureSet::Transfer
+        matches!(self, FeatureSet::Transfer | FeatureSet::TransferHidden)
     }
 
     /// The set a short-form stack uses for this choice: the aligned sets lack the gold-answer
     /// features short-form answers are decided by, so they map to their full counterparts.
     pub fn for_short_form(self) -> FeatureSet {
         match self {
-            FeatureSet::Aligned | FeatureSet::AlignedHidden | FeatureSet::Transfer => FeatureSet::All,
+            FeatureSet::Aligned | FeatureSet::AlignedHidden | FeatureSet::Transfer | FeatureSet::TransferHidden => {
+                FeatureSet::All
+            }
             FeatureSet::AlignedNoModel => FeatureSet::NoModel,
             s => s,
         }
@@ -183,6 +209,11 @@ impl<'a> FeatureInput<'a> {
 pub fn feature_names(set: FeatureSet) -> Vec<&'static str> {
     if set == FeatureSet::Transfer {
         return TRANSFER.to_vec();
+    }
+    if set == FeatureSet::TransferHidden {
+        let mut v = TRANSFER.to_vec();
+        v.push(HIDDEN_LOGIT);
+        return v;
     }
     if matches!(set, FeatureSet::Aligned | FeatureSet::AlignedNoModel | FeatureSet::AlignedHidden) {
         // Whole-text overlap, the alignment, the nugget's length; then the model's reads.

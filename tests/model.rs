@@ -540,6 +540,28 @@ fn hidden_reads_have_the_models_width_and_leave_the_verdict_unchanged() {
     let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(p, q)| f64::from(*p) * f64::from(*q)).sum::<f64>();
     let cos = dot(x, y) / (dot(x, x) * dot(y, y)).sqrt();
     assert!(cos > 0.999, "cosine {cos}");
+    // The middle layer's reads (the residual stream halfway up): the model's width, finite,
+    // not the final layer's.
+    let mid = |j: &gavel::Judgement, i: usize| j.verdicts[i].raw.as_ref().unwrap().hidden.as_ref().unwrap().mid.clone();
+    for i in 0..2 {
+        let h = a.verdicts[i].raw.as_ref().unwrap().hidden.as_ref().unwrap();
+        let (m, mm) = (h.mid.as_ref().expect("middle layer"), h.mid_nugget_mean.as_ref().expect("its nugget mean"));
+        assert_eq!((m.len(), mm.len()), (width, width));
+        assert!(m.iter().chain(mm).all(|v| v.is_finite()));
+        assert!(
+            dot(m, &h.last) / (dot(m, m) * dot(&h.last, &h.last)).sqrt() < 0.99,
+            "the middle layer is not the last"
+        );
+    }
+    // Each prompt gets its own row of the layer: judged behind another record (its prompts at
+    // other places of the decode), a verdict's middle read is the one it has alone, and closer to
+    // it than to the other nugget's.
+    let other = task("Paris is the capital of France. It lies on the Seine.", &["Paris lies on the Seine"]);
+    let behind = with.judge(&[other, tasks[0].clone()]).remove(1).unwrap();
+    let (alone, moved, second) = (mid(&a, 0).unwrap(), mid(&behind, 0).unwrap(), mid(&a, 1).unwrap());
+    let cos_m = |x: &[f32], y: &[f32]| dot(x, y) / (dot(x, x) * dot(y, y)).sqrt();
+    assert!(cos_m(&alone, &moved) > 0.999, "cosine {}", cos_m(&alone, &moved));
+    assert!(cos_m(&alone, &moved) > cos_m(&alone, &second));
     // Written into verify's output and read back.
     let line = serde_json::to_string(&a.verdicts[0]).unwrap();
     let back: gavel::Verdict = serde_json::from_str(&line).unwrap();

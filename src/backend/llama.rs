@@ -56,8 +56,9 @@ pub struct EmbeddedConfig {
     /// sequence's own cells only.
     pub batch_invariant: bool,
     /// Read the model's final hidden state (after the output norm) at the label position and
-    /// its mean over the positions that read the nugget ([`LabelScore::hidden`]), for a head
-    /// fitted on them (`gavel calibrate --stack aligned-hidden`).
+    /// its mean over the positions that read the nugget ([`LabelScore::hidden`]), and the same
+    /// two of a middle layer's output ([`LabelScore::hidden_mid`], through llama.cpp's eval
+    /// callback), for a head fitted on them (`gavel calibrate --stack aligned-hidden`).
     pub hidden: bool,
 }
 
@@ -527,6 +528,9 @@ struct Engine<'m> {
     /// prompt of a scoring call (the system prompt, demonstrations, ...): evaluated once and
     /// reused by the next call when that call shares exactly the same head.
     head: Vec<LlamaToken>,
+    /// The middle layer's tap, when hidden states are read (boxed: llama.cpp holds its address;
+    /// declared after the context, so it outlives it).
+    tap: Option<Box<LayerTap>>,
 }
 
 fn engine_thread(
@@ -559,10 +563,14 @@ fn engine_thread(
         .with_n_threads(n_threads as i32)
         .with_n_threads_batch(n_threads as i32);
     // Per-token hidden states next to the logits (no pooling: each output row is its token's).
-    let params = if cfg.hidden {
-        params.with_embeddings(true).with_pooling_type(llama_cpp_2::context::params::LlamaPoolingType::None)
-    } else {
-        params
+    // With a middle layer's output copied out of each decode by the eval callback.
+    let mut tap = cfg.hidden.then(|| Box::new(LayerTap::new(&model)));
+    let params = match tap.as_mut() {
+        Some(t) => with_eval_callback(
+            params.with_embeddings(true).with_pooling_type(llama_cpp_2::context::params::LlamaPoolingType::None),
+            &mut **t,
+        ),
+        None => params,
     };
     let ctx = match model.new_context(be, params) {
         Ok(c) => c,
@@ -583,6 +591,7 @@ fn engine_thread(
         usage,
         hidden: cfg.hidden,
         head: Vec::new(),
+        tap,
     };
     let _ = ready.send(Ok(()));
     while let Ok(job) = rx.recv() {
@@ -598,6 +607,88 @@ fn engine_thread(
             }
         }
     }
+}
+
+/// Copies one layer's output out of each decode through llama.cpp's eval callback: the middle
+/// layer of `--hidden` (llama.cpp's embeddings give the final layer only). The graph names a
+/// layer's output `l_out-N`; a model whose graph does not gets no middle read.
+struct LayerTap {
+    /// The tensor's name, `l_out-N`.
+    name: String,
+    /// Its width (the model's embedding width).
+    n_embd: usize,
+    /// Rows of the decode's tokens, in batch order (the physical batches of a decode run in
+    /// order, each appending its rows).
+    rows: Vec<f32>,
+    /// A read that did not have the expected shape: this decode has no middle read.
+    broken: bool,
+}
+
+impl LayerTap {
+    fn new(model: &LlamaModel) -> LayerTap {
+        let layer = model.n_layer() / 2;
+        LayerTap {
+            name: format!("l_out-{layer}"),
+            n_embd: usize::try_from(model.n_embd()).unwrap_or(0),
+            rows: Vec::new(),
+            broken: false,
+        }
+    }
+
+    fn clear(&mut self) {
+        self.rows.clear();
+        self.broken = false;
+    }
+
+    /// The row of batch position `i` after a decode of `n_tokens`, when the read is whole.
+    fn row(&self, i: usize, n_tokens: usize) -> Option<&[f32]> {
+        if self.broken || self.n_embd == 0 || self.rows.len() != n_tokens * self.n_embd {
+            return None;
+        }
+        self.rows.get(i * self.n_embd..(i + 1) * self.n_embd)
+    }
+}
+
+/// llama.cpp's eval callback: asked first whether a tensor is wanted, then called with it
+/// computed. Returning true lets the computation go on.
+///
+/// # Safety
+/// `user` is the `LayerTap` the context was created with, alive as long as the context, and
+/// only touched by the thread that decodes.
+unsafe extern "C" fn tap_layer(t: *mut llama_cpp_sys_2::ggml_tensor, ask: bool, user: *mut std::ffi::c_void) -> bool {
+    // SAFETY: llama.cpp passes a valid tensor and our user data (see above).
+    let (t, tap) = unsafe { (&*t, &mut *user.cast::<LayerTap>()) };
+    // SAFETY: a tensor's name is a NUL-terminated string in its fixed buffer.
+    let name = unsafe { std::ffi::CStr::from_ptr(t.name.as_ptr()) };
+    let wanted = name.to_bytes() == tap.name.as_bytes();
+    if ask || !wanted {
+        return wanted || !ask;
+    }
+    let (ne0, ne1) = (usize::try_from(t.ne[0]).unwrap_or(0), usize::try_from(t.ne[1]).unwrap_or(0));
+    let contiguous = t.nb[0] == 4 && t.nb[1] == 4 * ne0;
+    if t.type_ != llama_cpp_sys_2::GGML_TYPE_F32 || ne0 != tap.n_embd || !contiguous || t.ne[2] != 1 || t.ne[3] != 1 {
+        tap.broken = true;
+        return true;
+    }
+    let at = tap.rows.len();
+    tap.rows.resize(at + ne0 * ne1, 0.0);
+    // SAFETY: the destination holds exactly the tensor's ne0 * ne1 f32 values.
+    unsafe {
+        llama_cpp_sys_2::ggml_backend_tensor_get(t, tap.rows[at..].as_mut_ptr().cast(), 0, 4 * ne0 * ne1);
+    }
+    true
+}
+
+/// `params` with llama.cpp's eval callback set: llama-cpp-2 has no setter for it, and its
+/// `LlamaContextParams` is a wrapper of the C struct and nothing else (the transmute checks
+/// that the sizes agree).
+fn with_eval_callback(params: LlamaContextParams, tap: *mut LayerTap) -> LlamaContextParams {
+    // SAFETY: same size (checked by transmute), and the wrapper's one field is the C struct.
+    let mut raw: llama_cpp_sys_2::llama_context_params = unsafe { std::mem::transmute(params) };
+    raw.cb_eval = Some(tap_layer);
+    raw.cb_eval_user_data = tap.cast();
+    // SAFETY: as above.
+    unsafe { std::mem::transmute::<llama_cpp_sys_2::llama_context_params, LlamaContextParams>(raw) }
 }
 
 /// A slice of one group's suffixes that shares one copy of the prefix in a decode.
@@ -808,6 +899,9 @@ impl Engine<'_> {
                     budget.suffix += suffixes;
                 }
             }
+            if let Some(t) = self.tap.as_mut() {
+                t.clear();
+            }
             let result = match add_failed {
                 Some(e) => Err(Error::Llama { op: "batch", reason: e.to_string() }),
                 None => self.pad_batch().and_then(|()| {
@@ -829,6 +923,12 @@ impl Engine<'_> {
                             score.hidden = self.ctx.embeddings_ith(idx).ok().map(<[f32]>::to_vec);
                             score.hidden_mean =
                                 mean_rows(span_at.iter().filter_map(|&(i, _)| self.ctx.embeddings_ith(i).ok()));
+                            if let Some(tap) = self.tap.as_deref() {
+                                let n = self.batch.n_tokens() as usize;
+                                score.hidden_mid = tap.row(idx as usize, n).map(<[f32]>::to_vec);
+                                score.hidden_mid_mean =
+                                    mean_rows(span_at.iter().filter_map(|&(i, _)| tap.row(i as usize, n)));
+                            }
                         }
                         scores[g][s] = Some(score);
                     }
@@ -1096,7 +1196,15 @@ fn label_score(logits: &[f32], labels: &[Vec<LlamaToken>]) -> LabelScore {
         .collect();
     let z = log_sum_exp(&logprobs);
     let probs = logprobs.iter().map(|lp| (lp - z).exp()).collect();
-    LabelScore { probs, logprobs, span_logprobs: None, hidden: None, hidden_mean: None }
+    LabelScore {
+        probs,
+        logprobs,
+        span_logprobs: None,
+        hidden: None,
+        hidden_mean: None,
+        hidden_mid: None,
+        hidden_mid_mean: None,
+    }
 }
 
 /// log P(`token`) under the log-softmax of `logits`.

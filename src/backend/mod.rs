@@ -81,6 +81,13 @@ pub struct LabelScore {
     /// The mean of the final hidden states over the positions that read the nugget's tokens.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hidden_mean: Option<Vec<f32>>,
+    /// A middle layer's output (the residual stream halfway up the model) at the label position,
+    /// when the backend reads hidden states and the model names its layers' outputs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hidden_mid: Option<Vec<f32>>,
+    /// The same layer's mean over the positions that read the nugget's tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hidden_mid_mean: Option<Vec<f32>>,
 }
 
 /// What a backend is, for reports and cache keys.

@@ -480,6 +480,8 @@ fn label_score_from(alts: &[(Option<i64>, String, f64)], labels: &[Vec<LabelToke
         span_logprobs: None,
         hidden: None,
         hidden_mean: None,
+        hidden_mid: None,
+        hidden_mid_mean: None,
     }
 }
 

@@ -110,10 +110,11 @@ pub struct ModelArgs {
     /// probabilities move slightly with its batch (docs/reliability.md).
     #[arg(long)]
     pub batch_invariant: bool,
-    /// Also read the model's final hidden state at the label position (and its mean over the
-    /// nugget's tokens) into each verdict's `raw.hidden`: what `gavel calibrate --stack
-    /// aligned-hidden` fits a head on (docs/teach.md). A calibration with such a head turns it
-    /// on by itself. Embedded backend only; a few KB per verdict in the output.
+    /// Also read the model's hidden states into each verdict's `raw.hidden`: the final layer's
+    /// and a middle layer's, each at the label position and as the mean over the nugget's
+    /// tokens; what `gavel calibrate --stack aligned-hidden` fits a head on (docs/teach.md). A
+    /// calibration with such a head turns it on by itself. Embedded backend only; about 10 KB
+    /// per verdict in the output.
     #[arg(long)]
     pub hidden: bool,
     /// Server base URL ending in /v1; repeat (or comma-separate) to spread
@@ -448,6 +449,9 @@ pub enum StackArg {
     /// each exact and soft, numbers missing, the nugget's PMI) and an ordinal head (a support
     /// score and an at-least-partial score) whose cuts are placed for class-balanced macro-F1.
     Transfer,
+    /// `transfer` plus a head fitted on the model's hidden states (verdicts judged with
+    /// --hidden; `auto` tries it when every long-form verdict has them).
+    TransferHidden,
     /// No stack: contextual calibration and thresholds.
     None,
 }
@@ -464,6 +468,7 @@ impl StackArg {
             StackArg::AlignedNoModel => vec![FeatureSet::AlignedNoModel],
             StackArg::AlignedHidden => vec![FeatureSet::AlignedHidden],
             StackArg::Transfer => vec![FeatureSet::Transfer],
+            StackArg::TransferHidden => vec![FeatureSet::TransferHidden],
             StackArg::None => Vec::new(),
         }
     }
