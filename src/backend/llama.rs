@@ -622,6 +622,9 @@ struct LayerTap {
     rows: Vec<f32>,
     /// A read that did not have the expected shape: this decode has no middle read.
     broken: bool,
+    /// Whether the running decode is read (scoring decodes only; generation and the head's
+    /// prefill are not, and do not even stop the graph at the layer).
+    active: bool,
 }
 
 impl LayerTap {
@@ -632,6 +635,7 @@ impl LayerTap {
             n_embd: usize::try_from(model.n_embd()).unwrap_or(0),
             rows: Vec::new(),
             broken: false,
+            active: false,
         }
     }
 
@@ -658,6 +662,9 @@ impl LayerTap {
 unsafe extern "C" fn tap_layer(t: *mut llama_cpp_sys_2::ggml_tensor, ask: bool, user: *mut std::ffi::c_void) -> bool {
     // SAFETY: llama.cpp passes a valid tensor and our user data (see above).
     let (t, tap) = unsafe { (&*t, &mut *user.cast::<LayerTap>()) };
+    if !tap.active {
+        return !ask;
+    }
     // SAFETY: a tensor's name is a NUL-terminated string in its fixed buffer.
     let name = unsafe { std::ffi::CStr::from_ptr(t.name.as_ptr()) };
     let wanted = name.to_bytes() == tap.name.as_bytes();
@@ -699,6 +706,17 @@ struct Chunk {
 }
 
 impl Engine<'_> {
+    /// Read the middle layer's rows of the next decodes (`on`, its rows of before dropped) or
+    /// stop reading them (`off`, rows kept until the next start).
+    fn tap_reads(&mut self, on: bool) {
+        if let Some(t) = self.tap.as_mut() {
+            if on {
+                t.clear();
+            }
+            t.active = on;
+        }
+    }
+
     /// Count prompt tokens (by part, `budget`, when scoring), generated tokens and model time.
     fn add_usage(&self, prompt_tokens: usize, generated: usize, elapsed: Duration, budget: TokenBudget) {
         if let Ok(mut u) = self.usage.lock() {
@@ -899,15 +917,14 @@ impl Engine<'_> {
                     budget.suffix += suffixes;
                 }
             }
-            if let Some(t) = self.tap.as_mut() {
-                t.clear();
-            }
+            self.tap_reads(true);
             let result = match add_failed {
                 Some(e) => Err(Error::Llama { op: "batch", reason: e.to_string() }),
                 None => self.pad_batch().and_then(|()| {
                     self.ctx.decode(&mut self.batch).map_err(|e| Error::Llama { op: "decode", reason: e.to_string() })
                 }),
             };
+            self.tap_reads(false);
             match result {
                 Ok(()) => {
                     for (g, s, idx, span_at) in outputs {
