@@ -255,13 +255,8 @@ impl Judge {
                 let hit = hit.filter(|_| !reads_hidden);
                 match hit {
                     Some(c) => row.push(Some(Ok(LabelScore {
-                        probs: c.probs,
-                        logprobs: c.logprobs,
                         span_logprobs: c.span_logprobs,
-                        hidden: None,
-                        hidden_mean: None,
-                        hidden_mid: None,
-                        hidden_mid_mean: None,
+                        ..LabelScore::votes(c.probs, c.logprobs)
                     }))),
                     None => {
                         row.push(None);

@@ -1213,15 +1213,7 @@ fn label_score(logits: &[f32], labels: &[Vec<LlamaToken>]) -> LabelScore {
         .collect();
     let z = log_sum_exp(&logprobs);
     let probs = logprobs.iter().map(|lp| (lp - z).exp()).collect();
-    LabelScore {
-        probs,
-        logprobs,
-        span_logprobs: None,
-        hidden: None,
-        hidden_mean: None,
-        hidden_mid: None,
-        hidden_mid_mean: None,
-    }
+    LabelScore::votes(probs, logprobs)
 }
 
 /// log P(`token`) under the log-softmax of `logits`.

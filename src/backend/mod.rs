@@ -90,6 +90,22 @@ pub struct LabelScore {
     pub hidden_mid_mean: Option<Vec<f32>>,
 }
 
+impl LabelScore {
+    /// The vote alone: probabilities over the choices and their log-probabilities, no other
+    /// reads (the likelihood and hidden states are added by backends that read them).
+    pub fn votes(probs: Vec<f64>, logprobs: Vec<f64>) -> LabelScore {
+        LabelScore {
+            probs,
+            logprobs,
+            span_logprobs: None,
+            hidden: None,
+            hidden_mean: None,
+            hidden_mid: None,
+            hidden_mid_mean: None,
+        }
+    }
+}
+
 /// What a backend is, for reports and cache keys.
 #[derive(Debug, Clone, Serialize)]
 pub struct BackendInfo {

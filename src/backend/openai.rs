@@ -474,15 +474,7 @@ fn label_score_from(alts: &[(Option<i64>, String, f64)], labels: &[Vec<LabelToke
         })
         .collect();
     let z = log_sum_exp(&logprobs);
-    LabelScore {
-        probs: logprobs.iter().map(|l| (l - z).exp()).collect(),
-        logprobs,
-        span_logprobs: None,
-        hidden: None,
-        hidden_mean: None,
-        hidden_mid: None,
-        hidden_mid_mean: None,
-    }
+    LabelScore::votes(logprobs.iter().map(|l| (l - z).exp()).collect(), logprobs)
 }
 
 fn log_sum_exp(xs: &[f64]) -> f64 {
