@@ -522,13 +522,12 @@ struct Engine<'m> {
     /// last physical batch never holds a single token); `None` otherwise.
     invariant_ubatch: Option<usize>,
     usage: Arc<Mutex<Usage>>,
-    /// Read hidden states ([`EmbeddedConfig::hidden`]).
-    hidden: bool,
     /// Tokens held in the KV cache under [`Engine::head_seq`] at positions 0.., shared by every
     /// prompt of a scoring call (the system prompt, demonstrations, ...): evaluated once and
     /// reused by the next call when that call shares exactly the same head.
     head: Vec<LlamaToken>,
-    /// The middle layer's tap, when hidden states are read (boxed: llama.cpp holds its address;
+    /// The middle layer's tap, there exactly when hidden states are read
+    /// ([`EmbeddedConfig::hidden`]; boxed: llama.cpp holds its address;
     /// declared after the context, so it outlives it).
     tap: Option<Box<LayerTap>>,
 }
@@ -589,7 +588,6 @@ fn engine_thread(
         invariant_ubatch: cfg.batch_invariant.then_some(n_ubatch as usize),
         wave_tokens: cfg.wave_tokens.clamp(1, n_ctx as usize),
         usage,
-        hidden: cfg.hidden,
         head: Vec::new(),
         tap,
     };
@@ -936,7 +934,7 @@ impl Engine<'_> {
                                 .collect();
                             score.span_logprobs = Some(lps);
                         }
-                        if self.hidden {
+                        if self.tap.is_some() {
                             score.hidden = self.ctx.embeddings_ith(idx).ok().map(<[f32]>::to_vec);
                             score.hidden_mean =
                                 mean_rows(span_at.iter().filter_map(|&(i, _)| self.ctx.embeddings_ith(i).ok()));
