@@ -394,24 +394,14 @@ mod tests {
         let cos = got.iter().zip(&truth).map(|(a, b)| a * b).sum::<f64>()
             / (got.iter().map(|a| a * a).sum::<f64>().sqrt() * truth.iter().map(|b| b * b).sum::<f64>().sqrt());
         assert!(cos > 0.95, "cosine with the true direction {cos}");
-        let reads: Vec<HiddenRead> = xs
-            .iter()
-            .map(|x| HiddenRead { last: x.clone(), nugget_mean: None, mid: None, mid_nugget_mean: None })
-            .collect();
+        let reads: Vec<HiddenRead> = xs.iter().map(|x| HiddenRead::last_only(x.clone())).collect();
         let scores: Vec<f64> = reads.iter().map(|r| head.logit(r).unwrap()).collect();
         let correct = scores.iter().zip(&targets).filter(|(s, t)| (**s > 0.0) == (**t == 1.0)).count();
         assert!(correct as f64 / n as f64 > 0.95, "{correct} of {n}");
         assert!(auc(&scores, &targets).unwrap() > 0.99);
         // A read of another width (another model) gives no logit rather than a wrong one.
-        assert_eq!(
-            head.logit(&HiddenRead { last: vec![0.0; d + 1], nugget_mean: None, mid: None, mid_nugget_mean: None }),
-            None
-        );
-        assert_eq!(
-            head.logit(&HiddenRead { last: xs[0].clone(), nugget_mean: None, mid: None, mid_nugget_mean: None })
-                .map(|v| v.is_finite()),
-            Some(true)
-        );
+        assert_eq!(head.logit(&HiddenRead::last_only(vec![0.0; d + 1])), None);
+        assert_eq!(head.logit(&HiddenRead::last_only(xs[0].clone())).map(|v| v.is_finite()), Some(true));
         // Chosen by cross-validation, held-out AUC high; a learning curve that rises.
         let data = HeadData {
             reads: reads.iter().collect(),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use regex::Regex;
 use serde::Serialize;
 
-use crate::aggregate::{aggregate, BlockSpan, DecidedBy, HiddenRead, LabelProbs, NuggetLp, RawScore, Scores, Verdict};
+use crate::aggregate::{aggregate, BlockSpan, DecidedBy, LabelProbs, NuggetLp, RawScore, Scores, Verdict};
 use crate::backend::{Backend, LabelScore, PromptGroup};
 use crate::cache::VerdictCache;
 use crate::calibrate::Calibrator;
@@ -657,18 +657,12 @@ impl Judge {
                                     .and_then(|(g, s)| window_results.get(g)?.get(s)?.as_ref().ok())
                                     .and_then(|w| w.span_logprobs.as_deref())
                                     .and_then(|c| NuggetLp::new(c, base_lps(pi, k)));
-                                let hidden = s.hidden.map(|last| HiddenRead {
-                                    last,
-                                    nugget_mean: s.hidden_mean,
-                                    mid: s.hidden_mid,
-                                    mid_nugget_mean: s.hidden_mid_mean,
-                                });
                                 let read = RawScore {
                                     probs: LabelProbs::from_array(raw),
                                     logprobs,
                                     nugget_lp,
                                     window_lp,
-                                    hidden,
+                                    hidden: s.hidden,
                                 };
                                 let mut v = match &self.calibrator {
                                     Some(c) => {

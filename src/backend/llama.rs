@@ -24,7 +24,7 @@ use llama_cpp_2::token::data::LlamaTokenData;
 use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::LlamaToken;
 
-use super::{Backend, BackendInfo, LabelScore, PromptGroup, TokenBudget, Usage};
+use super::{log_sum_exp, Backend, BackendInfo, HiddenRead, LabelScore, PromptGroup, TokenBudget, Usage};
 use crate::error::{Error, Result};
 use crate::prompt::Message;
 
@@ -56,9 +56,9 @@ pub struct EmbeddedConfig {
     /// sequence's own cells only.
     pub batch_invariant: bool,
     /// Read the model's final hidden state (after the output norm) at the label position and
-    /// its mean over the positions that read the nugget ([`LabelScore::hidden`]), and the same
-    /// two of a middle layer's output ([`LabelScore::hidden_mid`], through llama.cpp's eval
-    /// callback), for a head fitted on them (`gavel calibrate --stack aligned-hidden`).
+    /// its mean over the positions that read the nugget, and the same two of a middle layer's
+    /// output (through llama.cpp's eval callback) into [`LabelScore::hidden`], for a head fitted
+    /// on them (`gavel calibrate --stack transfer-hidden`).
     pub hidden: bool,
 }
 
@@ -561,14 +561,12 @@ fn engine_thread(
         .with_flash_attention_policy(llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED)
         .with_n_threads(n_threads as i32)
         .with_n_threads_batch(n_threads as i32);
-    // Per-token hidden states next to the logits (no pooling: each output row is its token's).
-    // With a middle layer's output copied out of each decode by the eval callback.
+    // Hidden states are copied out of each scoring decode by the eval callback, not through
+    // llama.cpp's embeddings: an embeddings context outputs every token of every decode (a
+    // vocabulary-wide logit row per token: about 400 MB more for a 2,048-token decode).
     let mut tap = cfg.hidden.then(|| Box::new(LayerTap::new(&model)));
     let params = match tap.as_mut() {
-        Some(t) => with_eval_callback(
-            params.with_embeddings(true).with_pooling_type(llama_cpp_2::context::params::LlamaPoolingType::None),
-            &mut **t,
-        ),
+        Some(t) => with_eval_callback(params, &mut **t),
         None => params,
     };
     let ctx = match model.new_context(be, params) {
@@ -607,22 +605,45 @@ fn engine_thread(
     }
 }
 
-/// Copies one layer's output out of each decode through llama.cpp's eval callback: the middle
-/// layer of `--hidden` (llama.cpp's embeddings give the final layer only). The graph names a
-/// layer's output `l_out-N`; a model whose graph does not gets no middle read.
+/// The graph's name for the final layer's output after the output norm (what llama.cpp's
+/// embeddings give, and what the logits are computed from).
+const FINAL_NORM: &str = "result_norm";
+
+/// Copies hidden states out of each scoring decode through llama.cpp's eval callback: the final
+/// layer after its norm (`result_norm`, one row per output token: the last layer keeps only
+/// the rows whose logits are read) and a middle layer's output (`l_out-N`, one row per token of
+/// the decode). A model whose graph does not name them gets no such read.
 struct LayerTap {
-    /// The tensor's name, `l_out-N`.
+    /// The middle layer's tensor name, `l_out-N`.
     name: String,
-    /// Its width (the model's embedding width).
+    /// The width of both (the model's embedding width).
     n_embd: usize,
-    /// Rows of the decode's tokens, in batch order (the physical batches of a decode run in
-    /// order, each appending its rows).
-    rows: Vec<f32>,
-    /// A read that did not have the expected shape: this decode has no middle read.
-    broken: bool,
+    /// The middle layer's rows, in batch order (the physical batches of a decode run in order,
+    /// each appending its rows).
+    mid: TapRows,
+    /// The final norm's rows, in the order of the decode's output tokens.
+    last: TapRows,
     /// Whether the running decode is read (scoring decodes only; generation and the head's
     /// prefill are not, and do not even stop the graph at the layer).
     active: bool,
+}
+
+/// One tensor's rows over a decode.
+#[derive(Default)]
+struct TapRows {
+    data: Vec<f32>,
+    /// A read that did not have the expected shape: this decode has no such read.
+    broken: bool,
+}
+
+impl TapRows {
+    /// Row `i` of a decode that should have given `n` rows of `width`, when the read is whole.
+    fn row(&self, i: usize, n: usize, width: usize) -> Option<&[f32]> {
+        if self.broken || width == 0 || self.data.len() != n * width {
+            return None;
+        }
+        self.data.get(i * width..(i + 1) * width)
+    }
 }
 
 impl LayerTap {
@@ -631,23 +652,25 @@ impl LayerTap {
         LayerTap {
             name: format!("l_out-{layer}"),
             n_embd: usize::try_from(model.n_embd()).unwrap_or(0),
-            rows: Vec::new(),
-            broken: false,
+            mid: TapRows::default(),
+            last: TapRows::default(),
             active: false,
         }
     }
 
     fn clear(&mut self) {
-        self.rows.clear();
-        self.broken = false;
+        self.mid = TapRows::default();
+        self.last = TapRows::default();
     }
 
-    /// The row of batch position `i` after a decode of `n_tokens`, when the read is whole.
-    fn row(&self, i: usize, n_tokens: usize) -> Option<&[f32]> {
-        if self.broken || self.n_embd == 0 || self.rows.len() != n_tokens * self.n_embd {
-            return None;
-        }
-        self.rows.get(i * self.n_embd..(i + 1) * self.n_embd)
+    /// The middle layer's row of batch position `i` after a decode of `n_tokens`.
+    fn mid_row(&self, i: usize, n_tokens: usize) -> Option<&[f32]> {
+        self.mid.row(i, n_tokens, self.n_embd)
+    }
+
+    /// The final layer's row of the decode's `k`-th output token, of `n_outputs`.
+    fn last_row(&self, k: usize, n_outputs: usize) -> Option<&[f32]> {
+        self.last.row(k, n_outputs, self.n_embd)
     }
 }
 
@@ -664,22 +687,26 @@ unsafe extern "C" fn tap_layer(t: *mut llama_cpp_sys_2::ggml_tensor, ask: bool, 
         return !ask;
     }
     // SAFETY: a tensor's name is a NUL-terminated string in its fixed buffer.
-    let name = unsafe { std::ffi::CStr::from_ptr(t.name.as_ptr()) };
-    let wanted = name.to_bytes() == tap.name.as_bytes();
+    let name = unsafe { std::ffi::CStr::from_ptr(t.name.as_ptr()) }.to_bytes();
+    let wanted = name == tap.name.as_bytes() || name == FINAL_NORM.as_bytes();
     if ask || !wanted {
         return wanted || !ask;
     }
+    let n_embd = tap.n_embd;
+    let rows = if name == FINAL_NORM.as_bytes() { &mut tap.last } else { &mut tap.mid };
     let (ne0, ne1) = (usize::try_from(t.ne[0]).unwrap_or(0), usize::try_from(t.ne[1]).unwrap_or(0));
     let contiguous = t.nb[0] == 4 && t.nb[1] == 4 * ne0;
-    if t.type_ != llama_cpp_sys_2::GGML_TYPE_F32 || ne0 != tap.n_embd || !contiguous || t.ne[2] != 1 || t.ne[3] != 1 {
-        tap.broken = true;
+    if t.type_ != llama_cpp_sys_2::GGML_TYPE_F32 || ne0 != n_embd || !contiguous || t.ne[2] != 1 || t.ne[3] != 1 {
+        rows.broken = true;
         return true;
     }
-    let at = tap.rows.len();
-    tap.rows.resize(at + ne0 * ne1, 0.0);
-    // SAFETY: the destination holds exactly the tensor's ne0 * ne1 f32 values.
-    unsafe {
-        llama_cpp_sys_2::ggml_backend_tensor_get(t, tap.rows[at..].as_mut_ptr().cast(), 0, 4 * ne0 * ne1);
+    let at = rows.data.len();
+    rows.data.resize(at + ne0 * ne1, 0.0);
+    if ne1 > 0 {
+        // SAFETY: the destination holds exactly the tensor's ne0 * ne1 f32 values.
+        unsafe {
+            llama_cpp_sys_2::ggml_backend_tensor_get(t, rows.data[at..].as_mut_ptr().cast(), 0, 4 * ne0 * ne1);
+        }
     }
     true
 }
@@ -855,6 +882,8 @@ impl Engine<'_> {
             }
             self.batch.clear();
             let mut outputs = Vec::new();
+            // Batch positions whose logits are read, in order: the final layer's tapped rows.
+            let mut out_at: Vec<i32> = Vec::new();
             let mut seq = 0i32;
             let mut n_tokens = 0usize;
             let mut budget = TokenBudget::default();
@@ -881,6 +910,7 @@ impl Engine<'_> {
                     let out = first_read && i + 1 == p;
                     if out {
                         prefix_out = Some(self.batch.n_tokens());
+                        out_at.push(self.batch.n_tokens());
                     }
                     if let Err(e) = self.batch.add(t, i as i32, &seq_ids, out) {
                         add_failed = Some(e.to_string());
@@ -898,6 +928,9 @@ impl Engine<'_> {
                         let in_span = span.is_some_and(|(a, b)| i + 1 >= a && i + 1 < b);
                         if in_span {
                             span_at.push((self.batch.n_tokens(), suffix[i + 1]));
+                        }
+                        if last || in_span {
+                            out_at.push(self.batch.n_tokens());
                         }
                         if let Err(e) = self.batch.add(t, (p + i) as i32, &[seq_ids[k]], last || in_span) {
                             add_failed = Some(e.to_string());
@@ -934,16 +967,16 @@ impl Engine<'_> {
                                 .collect();
                             score.span_logprobs = Some(lps);
                         }
-                        if self.tap.is_some() {
-                            score.hidden = self.ctx.embeddings_ith(idx).ok().map(<[f32]>::to_vec);
-                            score.hidden_mean =
-                                mean_rows(span_at.iter().filter_map(|&(i, _)| self.ctx.embeddings_ith(i).ok()));
-                            if let Some(tap) = self.tap.as_deref() {
-                                let n = self.batch.n_tokens() as usize;
-                                score.hidden_mid = tap.row(idx as usize, n).map(<[f32]>::to_vec);
-                                score.hidden_mid_mean =
-                                    mean_rows(span_at.iter().filter_map(|&(i, _)| tap.row(i as usize, n)));
-                            }
+                        if let Some(tap) = self.tap.as_deref() {
+                            let n = self.batch.n_tokens() as usize;
+                            let last = |i: i32| tap.last_row(out_at.binary_search(&i).ok()?, out_at.len());
+                            let mid = |i: i32| tap.mid_row(i as usize, n);
+                            score.hidden = last(idx).map(|row| HiddenRead {
+                                last: row.to_vec(),
+                                nugget_mean: mean_rows(span_at.iter().filter_map(|&(i, _)| last(i))),
+                                mid: mid(idx).map(<[f32]>::to_vec),
+                                mid_nugget_mean: mean_rows(span_at.iter().filter_map(|&(i, _)| mid(i))),
+                            });
                         }
                         scores[g][s] = Some(score);
                     }
@@ -1209,9 +1242,7 @@ fn label_score(logits: &[f32], labels: &[Vec<LlamaToken>]) -> LabelScore {
             log_sum_exp(&lps)
         })
         .collect();
-    let z = log_sum_exp(&logprobs);
-    let probs = logprobs.iter().map(|lp| (lp - z).exp()).collect();
-    LabelScore::votes(probs, logprobs)
+    LabelScore::from_logprobs(logprobs)
 }
 
 /// log P(`token`) under the log-softmax of `logits`.
@@ -1223,14 +1254,6 @@ fn token_logprob(logits: &[f32], token: LlamaToken) -> f64 {
 fn logits_lse(logits: &[f32]) -> f64 {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
     max + logits.iter().map(|&l| (l as f64 - max).exp()).sum::<f64>().ln()
-}
-
-fn log_sum_exp(xs: &[f64]) -> f64 {
-    let m = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    if m == f64::NEG_INFINITY {
-        return m;
-    }
-    m + xs.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
 }
 
 #[cfg(test)]

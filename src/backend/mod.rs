@@ -6,7 +6,7 @@ pub mod openai;
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::prompt::Message;
@@ -74,35 +74,57 @@ pub struct LabelScore {
     /// everything before it (the passage above all), the model's own measure of how expected
     /// the nugget is after reading the passage. Backends that cannot read it leave `None`.
     pub span_logprobs: Option<Vec<f32>>,
-    /// The model's final hidden state at the label position, when the backend reads it
-    /// ([`Backend::reads_hidden`]).
+    /// The model's hidden states, when the backend reads them ([`Backend::reads_hidden`]).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub hidden: Option<Vec<f32>>,
-    /// The mean of the final hidden states over the positions that read the nugget's tokens.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub hidden_mean: Option<Vec<f32>>,
-    /// A middle layer's output (the residual stream halfway up the model) at the label position,
-    /// when the backend reads hidden states and the model names its layers' outputs.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub hidden_mid: Option<Vec<f32>>,
-    /// The same layer's mean over the positions that read the nugget's tokens.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub hidden_mid_mean: Option<Vec<f32>>,
+    pub hidden: Option<HiddenRead>,
 }
 
 impl LabelScore {
     /// The vote alone: probabilities over the choices and their log-probabilities, no other
     /// reads (the likelihood and hidden states are added by backends that read them).
     pub fn votes(probs: Vec<f64>, logprobs: Vec<f64>) -> LabelScore {
-        LabelScore {
-            probs,
-            logprobs,
-            span_logprobs: None,
-            hidden: None,
-            hidden_mean: None,
-            hidden_mid: None,
-            hidden_mid_mean: None,
-        }
+        LabelScore { probs, logprobs, span_logprobs: None, hidden: None }
+    }
+
+    /// The vote from each choice's log-probability over the whole vocabulary (each choice's
+    /// forms already summed): the probabilities are those renormalised over the choices.
+    pub fn from_logprobs(logprobs: Vec<f64>) -> LabelScore {
+        let z = log_sum_exp(&logprobs);
+        LabelScore::votes(logprobs.iter().map(|lp| (lp - z).exp()).collect(), logprobs)
+    }
+}
+
+/// log Σ exp(x), stable; an infinite or empty input gives its maximum (-inf when empty).
+pub(crate) fn log_sum_exp(xs: &[f64]) -> f64 {
+    let m = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if !m.is_finite() {
+        return m;
+    }
+    m + xs.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
+}
+
+/// The model's hidden states for one verdict: the final layer's (after the output norm) and a
+/// middle layer's output (the residual stream halfway up, where small models' probes often read
+/// more than at the top).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HiddenRead {
+    /// At the label position (the last token of the prompt, where the label is read).
+    pub last: Vec<f32>,
+    /// The mean over the positions that read the nugget's tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nugget_mean: Option<Vec<f32>>,
+    /// The middle layer at the label position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mid: Option<Vec<f32>>,
+    /// The middle layer's mean over the positions that read the nugget's tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mid_nugget_mean: Option<Vec<f32>>,
+}
+
+impl HiddenRead {
+    /// A read of the final layer at the label position only.
+    pub fn last_only(last: Vec<f32>) -> HiddenRead {
+        HiddenRead { last, nugget_mean: None, mid: None, mid_nugget_mean: None }
     }
 }
 
@@ -202,4 +224,28 @@ pub trait Backend: Send + Sync {
     /// Evaluate `text` as one sequence and return (tokens, time): the raw prefill speed that
     /// benchmarks compare against.
     fn prefill(&self, text: &str) -> Result<(usize, Duration)>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_sum_exp_is_stable_and_keeps_infinities() {
+        let big = log_sum_exp(&[1000.0, 1000.0]);
+        assert!((big - (1000.0 + 2f64.ln())).abs() < 1e-9, "no overflow: {big}");
+        assert_eq!(log_sum_exp(&[]), f64::NEG_INFINITY);
+        assert_eq!(log_sum_exp(&[f64::NEG_INFINITY, f64::NEG_INFINITY]), f64::NEG_INFINITY);
+        assert_eq!(log_sum_exp(&[0.0, f64::INFINITY]), f64::INFINITY, "not NaN");
+        assert!((log_sum_exp(&[f64::NEG_INFINITY, -1.0]) + 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_vote_from_log_probabilities_renormalises_over_the_choices() {
+        let s = LabelScore::from_logprobs(vec![-1.0, -2.0, -3.0]);
+        assert_eq!(s.logprobs, vec![-1.0, -2.0, -3.0]);
+        assert!((s.probs.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        assert!((s.probs[0] / s.probs[1] - 1f64.exp()).abs() < 1e-9);
+        assert!(s.span_logprobs.is_none() && s.hidden.is_none());
+    }
 }

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::{Backend, BackendInfo, LabelScore, PromptGroup, Usage};
+use super::{log_sum_exp, Backend, BackendInfo, LabelScore, PromptGroup, Usage};
 use crate::error::{Error, Result};
 use crate::prompt::Message;
 
@@ -473,16 +473,7 @@ fn label_score_from(alts: &[(Option<i64>, String, f64)], labels: &[Vec<LabelToke
             log_sum_exp(&lps)
         })
         .collect();
-    let z = log_sum_exp(&logprobs);
-    LabelScore::votes(logprobs.iter().map(|l| (l - z).exp()).collect(), logprobs)
-}
-
-fn log_sum_exp(xs: &[f64]) -> f64 {
-    let m = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    if !m.is_finite() {
-        return m;
-    }
-    m + xs.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
+    LabelScore::from_logprobs(logprobs)
 }
 
 impl Backend for RemoteBackend {
