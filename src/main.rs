@@ -213,9 +213,14 @@ fn bench(args: cli::BenchArgs) -> Result<ExitCode, Error> {
     println!("verdicts/s         {:.2}", r.verdicts_per_sec);
     println!("prompt tokens      {} (unique: each shared prefix counted once)", r.prompt_tokens);
     println!("prompt tokens/s    {:.1}", r.prompt_tokens_per_sec);
+    let (lo, hi) = r.prefill_samples.iter().fold((f64::INFINITY, 0f64), |(lo, hi), &x| (lo.min(x), hi.max(x)));
     println!(
-        "raw prefill        {} tokens in one sequence: {:.1} tokens/s",
-        r.prefill_tokens, r.prefill_tokens_per_sec
+        "raw prefill        {} tokens in one sequence: {:.1} tokens/s (median of {} samples across the run, {:.1}..{:.1})",
+        r.prefill_tokens,
+        r.prefill_tokens_per_sec,
+        r.prefill_samples.len(),
+        lo,
+        hi
     );
     println!("ratio              {:.1}% of raw prefill speed", r.ratio * 100.0);
     let per = |n: usize| n as f64 / r.verdicts.max(1) as f64;

@@ -421,7 +421,7 @@ pub struct BenchReport {
     pub verdicts: usize,
     /// Records that failed.
     pub errors: usize,
-    /// Wall time of the scoring run, seconds.
+    /// Wall time of the scoring, seconds (the raw prefill samples left out).
     pub seconds: f64,
     /// Model verdicts per second.
     pub verdicts_per_sec: f64,
@@ -431,8 +431,10 @@ pub struct BenchReport {
     pub prompt_tokens_per_sec: f64,
     /// Raw prefill: tokens in the single sequence.
     pub prefill_tokens: usize,
-    /// Raw prefill speed, tokens/s.
+    /// Raw prefill speed, tokens/s: the median of the samples.
     pub prefill_tokens_per_sec: f64,
+    /// Each raw prefill sample's speed, tokens/s, in the order taken (spread over the run).
+    pub prefill_samples: Vec<f64>,
     /// `prompt_tokens_per_sec / prefill_tokens_per_sec`.
     pub ratio: f64,
     /// The unique prompt tokens by part (head, per-answer prefix, per-nugget suffix, baseline),
@@ -443,22 +445,47 @@ pub struct BenchReport {
     pub nugget_tokens: usize,
 }
 
-/// Score `tasks` in batches of `batch_records` and measure a single raw prefill of about
-/// `prefill_tokens` tokens of the same records' text through the same backend.
+/// Raw prefill samples a benchmark takes across its run (before the first batch, between
+/// batches, after the last): the machine's speed drifts, and one sample taken at one moment
+/// moved the ratio by 30 points between runs on the same machine.
+const PREFILL_SAMPLES: usize = 5;
+
+/// Score `tasks` in batches of `batch_records` and measure raw prefill of about
+/// `prefill_tokens` tokens of the same records' text through the same backend,
+/// [`PREFILL_SAMPLES`] times spread over the run (the scoring time leaves them out).
 pub fn bench(judge: &Judge, tasks: &[Task], batch_records: usize, prefill_tokens: usize) -> Result<BenchReport> {
     let backend = judge.backend();
+    let text = prefill_text(backend.as_ref(), tasks, prefill_tokens)?;
+    let chunks: Vec<&[Task]> = tasks.chunks(batch_records.max(1)).collect();
+    // Samples before batches 0, n/4, n/2, 3n/4 (distinct ones) and after the last.
+    let mut at: Vec<usize> = (0..PREFILL_SAMPLES - 1).map(|k| k * chunks.len() / (PREFILL_SAMPLES - 1)).collect();
+    at.dedup();
+    let mut samples = Vec::with_capacity(PREFILL_SAMPLES);
+    let mut prefill_n = 0;
+    let mut sample = |samples: &mut Vec<f64>| -> Result<()> {
+        let (n, took) = backend.prefill(&text)?;
+        prefill_n = n;
+        samples.push(n as f64 / took.as_secs_f64().max(1e-9));
+        Ok(())
+    };
     let before = backend.usage();
-    let start = Instant::now();
+    let mut elapsed = Duration::ZERO;
     let (mut verdicts, mut errors) = (0, 0);
-    for chunk in tasks.chunks(batch_records.max(1)) {
+    for (i, chunk) in chunks.iter().enumerate() {
+        if at.contains(&i) {
+            sample(&mut samples)?;
+        }
+        let start = Instant::now();
         for r in judge.judge(chunk) {
             match r {
                 Ok(j) => verdicts += j.verdicts.iter().filter(|v| v.by == crate::aggregate::DecidedBy::Llm).count(),
                 Err(_) => errors += 1,
             }
         }
+        elapsed += start.elapsed();
     }
-    let seconds = start.elapsed().as_secs_f64();
+    sample(&mut samples)?;
+    let seconds = elapsed.as_secs_f64();
     let after = backend.usage();
     let prompt_tokens = after.prompt_tokens - before.prompt_tokens;
     let (a, b) = (after.budget, before.budget);
@@ -474,8 +501,29 @@ pub fn bench(judge: &Judge, tasks: &[Task], batch_records: usize, prefill_tokens
             nugget_tokens += backend.count_tokens(&n.text)?;
         }
     }
+    let mut sorted = samples.clone();
+    sorted.sort_by(f64::total_cmp);
+    let prefill_tps = sorted[sorted.len() / 2];
+    let tps = prompt_tokens as f64 / seconds.max(1e-9);
+    Ok(BenchReport {
+        records: tasks.len(),
+        verdicts,
+        errors,
+        seconds,
+        verdicts_per_sec: verdicts as f64 / seconds.max(1e-9),
+        prompt_tokens,
+        prompt_tokens_per_sec: tps,
+        prefill_tokens: prefill_n,
+        prefill_tokens_per_sec: prefill_tps,
+        prefill_samples: samples,
+        ratio: tps / prefill_tps,
+        budget,
+        nugget_tokens,
+    })
+}
 
-    // Raw prefill: the records' own text, one sequence, about `prefill_tokens` long.
+/// The records' own text, one sequence of at most about `prefill_tokens` tokens.
+fn prefill_text(backend: &dyn crate::backend::Backend, tasks: &[Task], prefill_tokens: usize) -> Result<String> {
     let mut text = String::new();
     for t in tasks {
         text.push_str(&t.answer);
@@ -491,23 +539,8 @@ pub fn bench(judge: &Judge, tasks: &[Task], batch_records: usize, prefill_tokens
             cut -= 1;
         }
     }
-    let (n, took) = backend.prefill(&text[..cut])?;
-    let prefill_tps = n as f64 / took.as_secs_f64().max(1e-9);
-    let tps = prompt_tokens as f64 / seconds.max(1e-9);
-    Ok(BenchReport {
-        records: tasks.len(),
-        verdicts,
-        errors,
-        seconds,
-        verdicts_per_sec: verdicts as f64 / seconds.max(1e-9),
-        prompt_tokens,
-        prompt_tokens_per_sec: tps,
-        prefill_tokens: n,
-        prefill_tokens_per_sec: prefill_tps,
-        ratio: tps / prefill_tps,
-        budget,
-        nugget_tokens,
-    })
+    text.truncate(cut);
+    Ok(text)
 }
 
 /// What an existing output file already holds.

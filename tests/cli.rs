@@ -288,3 +288,49 @@ fn a_calibration_with_a_head_turns_the_hidden_reads_on() {
     assert_eq!(run(&cal.to_string_lossy()), Some(d));
     assert_eq!(run("auto"), None, "the shipped calibration has no head: no reads");
 }
+
+#[test]
+fn bench_samples_raw_prefill_across_the_run_and_splits_the_token_budget() {
+    // Five records in batches of one: samples before batches 0, 1, 2, 3 and after the last.
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let text = std::fs::read_to_string(format!("{}/examples/longform.jsonl", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let five: Vec<&str> = lines.iter().cycle().take(5).copied().collect();
+    std::fs::write(&input, five.join("\n")).unwrap();
+    let out = gavel()
+        .args([
+            "bench",
+            "--input",
+            input.to_str().unwrap(),
+            "--records",
+            "5",
+            "--batch",
+            "1",
+            "--prefill-tokens",
+            "256",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let samples: Vec<f64> = report["prefill_samples"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    assert_eq!(samples.len(), 5, "{stdout}");
+    assert!(samples.iter().all(|&x| x.is_finite() && x > 0.0), "{samples:?}");
+    let median = report["prefill_tokens_per_sec"].as_f64().unwrap();
+    let mut sorted = samples.clone();
+    sorted.sort_by(f64::total_cmp);
+    assert_eq!(median, sorted[2], "the median sample");
+    let n = report["prefill_tokens"].as_u64().unwrap();
+    assert!(n > 0 && n <= 256, "prefill tokens {n}");
+    let ratio = report["ratio"].as_f64().unwrap();
+    let tps = report["prompt_tokens_per_sec"].as_f64().unwrap();
+    assert!((ratio - tps / median).abs() < 1e-9);
+    // The budget's parts add up to the unique prompt tokens; each verdict's nugget is counted.
+    let b = &report["budget"];
+    let parts: u64 = ["head", "prefix", "suffix", "baseline"].iter().map(|k| b[k].as_u64().unwrap()).sum();
+    assert_eq!(parts, report["prompt_tokens"].as_u64().unwrap());
+    assert!(report["verdicts"].as_u64().unwrap() > 0 && report["nugget_tokens"].as_u64().unwrap() > 0);
+    assert!(stdout.contains("median of 5 samples"), "{stdout}");
+}
