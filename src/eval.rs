@@ -11,7 +11,7 @@ use crate::calibrate::Calibrator;
 use crate::label::{Grades, Label, LabelProbs};
 use crate::lexical::{lexical_overlap, LexicalThresholds};
 use crate::metrics::{agreement, bootstrap, calibration, majority, sample_level, Agreement, Calibration, Intervals};
-use crate::record::{record_key, OutputRecord, Task};
+use crate::record::{cluster_of, record_key, OutputRecord, Task};
 use crate::rubric::{Check, CheckOutcome};
 use crate::stack::FeatureInput;
 
@@ -32,8 +32,9 @@ pub struct NuggetItem {
     pub lexical: f64,
     /// Sample-level group (nugget judged against several blocks of one answer).
     pub group: Option<String>,
-    /// The record (input line) it came from: bootstrap intervals resample records.
-    pub record: usize,
+    /// The query (or article) of its record ([`crate::record::cluster_of`]): bootstrap
+    /// intervals resample these, since the records of one query are not independent.
+    pub cluster: u64,
 }
 
 /// One labeled short-form answer.
@@ -230,7 +231,7 @@ pub fn build_report(input: &EvalInput) -> EvalReport {
             intervals: bootstrap(
                 &items
                     .iter()
-                    .map(|i| (i.record, i.gold, native(i), input.lexical.label(i.lexical)))
+                    .map(|i| (i.cluster, i.gold, native(i), input.lexical.label(i.lexical)))
                     .collect::<Vec<_>>(),
                 grades,
                 1000,
@@ -325,7 +326,7 @@ pub fn collect(
                 raw_probs: raw_probs(&v.verdict),
                 lexical: lexical_overlap(&n.text, &task.answer),
                 group: task.query.as_ref().map(|q| format!("{q}\u{1}{}", n.text)),
-                record: *line,
+                cluster: cluster_of(task),
             });
         }
     }
@@ -378,7 +379,7 @@ mod tests {
             raw_probs: Some(probs),
             lexical: 0.0,
             group: None,
-            record: 0,
+            cluster: 0,
         };
         let input = EvalInput {
             nuggets: vec![item(N, [0.45, 0.3, 0.25]), item(S, [0.6, 0.1, 0.3]), item(N, [0.2, 0.5, 0.3])],

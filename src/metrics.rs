@@ -256,7 +256,8 @@ impl Rng {
     }
 }
 
-/// Bootstrap intervals of macro-F1 (native grading), resampling records with replacement.
+/// Bootstrap intervals of macro-F1 (native grading), resampling queries (clusters of records)
+/// with replacement.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Intervals {
     /// Resamples drawn.
@@ -269,14 +270,15 @@ pub struct Intervals {
     pub model_minus_lexical: Interval,
 }
 
-/// Bootstrap intervals over `pairs` = (record, gold, gavel's label, lexical label); a fixed seed,
-/// so a report is reproducible. `None` with fewer than two records.
-pub fn bootstrap(pairs: &[(usize, Label, Label, Label)], grades: Grades, resamples: usize) -> Option<Intervals> {
-    let mut by_record: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+/// Bootstrap intervals over `pairs` = (cluster, gold, gavel's label, lexical label), drawing
+/// whole clusters (the verdicts of one query: they are not independent); a fixed seed, so a
+/// report is reproducible. `None` with fewer than two clusters.
+pub fn bootstrap(pairs: &[(u64, Label, Label, Label)], grades: Grades, resamples: usize) -> Option<Intervals> {
+    let mut by_cluster: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
     for (i, p) in pairs.iter().enumerate() {
-        by_record.entry(p.0).or_default().push(i);
+        by_cluster.entry(p.0).or_default().push(i);
     }
-    let records: Vec<Vec<usize>> = by_record.into_values().collect();
+    let records: Vec<Vec<usize>> = by_cluster.into_values().collect();
     if records.len() < 2 || resamples == 0 {
         return None;
     }
@@ -402,12 +404,12 @@ mod tests {
     }
 
     #[test]
-    fn bootstrap_intervals_resample_records() {
-        // 20 records of 3 verdicts; gavel right on all, the lexical judge on every other record.
-        let pairs: Vec<(usize, Label, Label, Label)> = (0..60)
+    fn bootstrap_intervals_resample_whole_queries() {
+        // 20 queries of 3 verdicts; gavel right on all, the lexical judge on every other query.
+        let pairs: Vec<(u64, Label, Label, Label)> = (0..60)
             .map(|i| {
                 let gold = [S, P, N][i % 3];
-                (i / 3, gold, gold, if (i / 3) % 2 == 0 { gold } else { N })
+                ((i / 3) as u64, gold, gold, if (i / 3) % 2 == 0 { gold } else { N })
             })
             .collect();
         let iv = bootstrap(&pairs, Grades::Three, 500).unwrap();
@@ -416,9 +418,24 @@ mod tests {
         let lex = agreement(&pairs.iter().map(|p| (p.1, p.3)).collect::<Vec<_>>(), Grades::Three).macro_f1;
         assert!(iv.lexical.lo < lex && lex < iv.lexical.hi && iv.lexical.hi < 1.0, "{iv:?} vs {lex}");
         assert!(iv.model_minus_lexical.lo > 0.0, "{iv:?}");
-        // Reproducible, and nothing to resample with one record.
+        // Reproducible, and nothing to resample with one query.
         assert_eq!(bootstrap(&pairs, Grades::Three, 500), Some(iv));
         assert_eq!(bootstrap(&pairs[..3], Grades::Three, 500), None);
+        // 10 queries of 10 verdicts, the lexical judge right on every verdict of half the
+        // queries and wrong on every verdict of the others; then the same verdicts, each its own
+        // query. Drawing whole queries keeps the errors in their blocks: a wider interval.
+        let blocks: Vec<(u64, Label, Label, Label)> = (0..100)
+            .map(|i| {
+                let gold = [S, N][i % 2];
+                let wrong = if gold == S { N } else { S };
+                ((i / 10) as u64, gold, gold, if (i / 10) % 2 == 0 { gold } else { wrong })
+            })
+            .collect();
+        let flat: Vec<(u64, Label, Label, Label)> =
+            blocks.iter().enumerate().map(|(i, p)| (i as u64, p.1, p.2, p.3)).collect();
+        let (bq, bv) = (bootstrap(&blocks, Grades::Two, 500).unwrap(), bootstrap(&flat, Grades::Two, 500).unwrap());
+        let width = |x: &Intervals| x.lexical.hi - x.lexical.lo;
+        assert!(width(&bq) > 2.0 * width(&bv), "by query {:?}, by verdict {:?}", bq.lexical, bv.lexical);
     }
 
     #[test]

@@ -28,7 +28,7 @@ fn short_label(l: Label) -> &'static str {
 /// The bootstrap intervals as one sentence.
 fn intervals_line(iv: &crate::metrics::Intervals) -> String {
     format!(
-        "95% bootstrap intervals ({} resamples of records), macro-F1: gavel [{:.3}, {:.3}], lexical [{:.3}, {:.3}], \
+        "95% bootstrap intervals ({} resamples of queries: the records of one query, or of one article without a query, drawn together), macro-F1: gavel [{:.3}, {:.3}], lexical [{:.3}, {:.3}], \
          gavel - lexical [{:+.3}, {:+.3}]",
         iv.resamples,
         iv.model.lo,

@@ -22,7 +22,7 @@ fn sample_report() -> String {
             raw_probs: Some([ps, (1.0 - ps) / 2.0, (1.0 - ps) / 2.0]),
             lexical: (i % 7) as f64 / 7.0,
             group: Some(format!("g{}", i / 4)),
-            record: i / 2,
+            cluster: (i / 2) as u64,
         });
     }
     let short = (0..20)
