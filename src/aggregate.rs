@@ -3,7 +3,6 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::backend::HiddenRead;
 use crate::label::Grades;
 pub use crate::label::LabelProbs;
 use crate::rubric::{Importance, Label, Nugget};
@@ -44,6 +43,31 @@ pub struct RawScore {
     /// calibrate --stack aligned-hidden` reads.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hidden: Option<HiddenRead>,
+}
+
+/// The model's hidden states for one verdict: the final layer's (after the output norm) and a
+/// middle layer's output (the residual stream halfway up, where small models' probes often read
+/// more than at the top).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HiddenRead {
+    /// At the label position (the last token of the prompt, where the label is read).
+    pub last: Vec<f32>,
+    /// The mean over the positions that read the nugget's tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nugget_mean: Option<Vec<f32>>,
+    /// The middle layer at the label position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mid: Option<Vec<f32>>,
+    /// The middle layer's mean over the positions that read the nugget's tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mid_nugget_mean: Option<Vec<f32>>,
+}
+
+impl HiddenRead {
+    /// A read of the final layer at the label position only.
+    pub fn last_only(last: Vec<f32>) -> HiddenRead {
+        HiddenRead { last, nugget_mean: None, mid: None, mid_nugget_mean: None }
+    }
 }
 
 /// Reads log-probabilities as written: JSON has no -inf, so serde_json writes it as null.

@@ -24,7 +24,8 @@ use llama_cpp_2::token::data::LlamaTokenData;
 use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::LlamaToken;
 
-use super::{log_sum_exp, Backend, BackendInfo, HiddenRead, LabelScore, PromptGroup, TokenBudget, Usage};
+use super::{log_sum_exp, Backend, BackendInfo, LabelScore, PromptGroup, TokenBudget, Usage};
+use crate::aggregate::HiddenRead;
 use crate::error::{Error, Result};
 use crate::prompt::Message;
 

@@ -6,8 +6,9 @@ pub mod openai;
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
+use crate::aggregate::HiddenRead;
 use crate::error::Result;
 use crate::prompt::Message;
 
@@ -101,31 +102,6 @@ pub(crate) fn log_sum_exp(xs: &[f64]) -> f64 {
         return m;
     }
     m + xs.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
-}
-
-/// The model's hidden states for one verdict: the final layer's (after the output norm) and a
-/// middle layer's output (the residual stream halfway up, where small models' probes often read
-/// more than at the top).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HiddenRead {
-    /// At the label position (the last token of the prompt, where the label is read).
-    pub last: Vec<f32>,
-    /// The mean over the positions that read the nugget's tokens.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nugget_mean: Option<Vec<f32>>,
-    /// The middle layer at the label position.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mid: Option<Vec<f32>>,
-    /// The middle layer's mean over the positions that read the nugget's tokens.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mid_nugget_mean: Option<Vec<f32>>,
-}
-
-impl HiddenRead {
-    /// A read of the final layer at the label position only.
-    pub fn last_only(last: Vec<f32>) -> HiddenRead {
-        HiddenRead { last, nugget_mean: None, mid: None, mid_nugget_mean: None }
-    }
 }
 
 /// What a backend is, for reports and cache keys.
