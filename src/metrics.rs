@@ -1,6 +1,6 @@
 //! Agreement with gold labels: accuracy, per-class precision/recall/F1, macro and micro
 //! averages, confusion matrices, calibration (ECE, Brier, reliability table), the majority
-//! class, Search-Gen-V's sample level, and bootstrap intervals resampled by record.
+//! class, Search-Gen-V's sample level, and bootstrap intervals resampled by query.
 
 use std::collections::BTreeMap;
 
@@ -278,8 +278,8 @@ pub fn bootstrap(pairs: &[(u64, Label, Label, Label)], grades: Grades, resamples
     for (i, p) in pairs.iter().enumerate() {
         by_cluster.entry(p.0).or_default().push(i);
     }
-    let records: Vec<Vec<usize>> = by_cluster.into_values().collect();
-    if records.len() < 2 || resamples == 0 {
+    let clusters: Vec<Vec<usize>> = by_cluster.into_values().collect();
+    if clusters.len() < 2 || resamples == 0 {
         return None;
     }
     let mut rng = Rng::new(0);
@@ -289,8 +289,8 @@ pub fn bootstrap(pairs: &[(u64, Label, Label, Label)], grades: Grades, resamples
     for _ in 0..resamples {
         gm.clear();
         gl.clear();
-        for _ in 0..records.len() {
-            for &i in &records[next(records.len())] {
+        for _ in 0..clusters.len() {
+            for &i in &clusters[next(clusters.len())] {
                 gm.push((pairs[i].1, pairs[i].2));
                 gl.push((pairs[i].1, pairs[i].3));
             }

@@ -451,8 +451,10 @@ pub struct BenchReport {
 const PREFILL_SAMPLES: usize = 5;
 
 /// Score `tasks` in batches of `batch_records` and measure raw prefill of about
-/// `prefill_tokens` tokens of the same records' text through the same backend,
-/// [`PREFILL_SAMPLES`] times spread over the run (the scoring time leaves them out).
+/// `prefill_tokens` tokens of the same records' text through the same backend, up to
+/// [`PREFILL_SAMPLES`] times spread over the run (fewer when there are fewer than four
+/// batches). The scoring's time and tokens leave the samples out; a sample clears the cache, so
+/// the batch after it evaluates the shared head again (counted: it is part of the scoring).
 pub fn bench(judge: &Judge, tasks: &[Task], batch_records: usize, prefill_tokens: usize) -> Result<BenchReport> {
     let backend = judge.backend();
     let text = prefill_text(backend.as_ref(), tasks, prefill_tokens)?;
@@ -468,13 +470,14 @@ pub fn bench(judge: &Judge, tasks: &[Task], batch_records: usize, prefill_tokens
         samples.push(n as f64 / took.as_secs_f64().max(1e-9));
         Ok(())
     };
-    let before = backend.usage();
+    let (mut prompt_tokens, mut budget) = (0, crate::backend::TokenBudget::default());
     let mut elapsed = Duration::ZERO;
     let (mut verdicts, mut errors) = (0, 0);
     for (i, chunk) in chunks.iter().enumerate() {
         if at.contains(&i) {
             sample(&mut samples)?;
         }
+        let before = backend.usage();
         let start = Instant::now();
         for r in judge.judge(chunk) {
             match r {
@@ -483,18 +486,18 @@ pub fn bench(judge: &Judge, tasks: &[Task], batch_records: usize, prefill_tokens
             }
         }
         elapsed += start.elapsed();
+        // Usage between a batch's start and end: a backend that counts its prefill samples
+        // (llama-server reports their tokens) does not add them to the scoring's.
+        let after = backend.usage();
+        prompt_tokens += after.prompt_tokens - before.prompt_tokens;
+        let (a, b) = (after.budget, before.budget);
+        budget.head += a.head - b.head;
+        budget.prefix += a.prefix - b.prefix;
+        budget.suffix += a.suffix - b.suffix;
+        budget.baseline += a.baseline - b.baseline;
     }
     sample(&mut samples)?;
     let seconds = elapsed.as_secs_f64();
-    let after = backend.usage();
-    let prompt_tokens = after.prompt_tokens - before.prompt_tokens;
-    let (a, b) = (after.budget, before.budget);
-    let budget = crate::backend::TokenBudget {
-        head: a.head - b.head,
-        prefix: a.prefix - b.prefix,
-        suffix: a.suffix - b.suffix,
-        baseline: a.baseline - b.baseline,
-    };
     let mut nugget_tokens = 0;
     for t in tasks {
         for n in t.nuggets.iter().filter(|n| n.needs_model()) {
@@ -503,7 +506,8 @@ pub fn bench(judge: &Judge, tasks: &[Task], batch_records: usize, prefill_tokens
     }
     let mut sorted = samples.clone();
     sorted.sort_by(f64::total_cmp);
-    let prefill_tps = sorted[sorted.len() / 2];
+    let mid = sorted.len() / 2;
+    let prefill_tps = if sorted.len() % 2 == 0 { (sorted[mid - 1] + sorted[mid]) / 2.0 } else { sorted[mid] };
     let tps = prompt_tokens as f64 / seconds.max(1e-9);
     Ok(BenchReport {
         records: tasks.len(),

@@ -567,3 +567,24 @@ fn hidden_reads_have_the_models_width_and_leave_the_verdict_unchanged() {
     let back: gavel::Verdict = serde_json::from_str(&line).unwrap();
     assert_eq!(&back.raw.as_ref().unwrap().hidden, h0);
 }
+
+/// Raw prefill (what `gavel bench` compares against) in batch-invariant mode, where a decode
+/// whose length leaves one token over a physical batch gets a padding token without logits: the
+/// speed read must take the last real token's logits, whatever the length.
+#[test]
+fn batch_invariant_prefill_reads_the_last_real_token_at_every_length() {
+    use gavel::backend::Backend;
+    let path = gavel::model_store::ensure_default_model().expect("default model (run `make model`)");
+    let backend = EmbeddedBackend::load(EmbeddedConfig::new(path).with_batch_invariant(true)).expect("load");
+    let ub = gavel::backend::llama::FA_TILE_Q as usize - 1;
+    let mut padded = 0;
+    // Nothing to evaluate is an error, not a dead engine.
+    assert!(matches!(backend.prefill(""), Err(Error::Llama { op: "prefill", .. })));
+    for words in (1..4).chain(ub - 6..ub + 4) {
+        let text = " the".repeat(words);
+        let (n, took) = backend.prefill(&text).unwrap_or_else(|e| panic!("{words} words: {e}"));
+        assert!(n >= words && took.as_nanos() > 0, "{words} words: {n} tokens");
+        padded += usize::from(n % ub == 1);
+    }
+    assert!(padded > 0, "no length padded: the case is not covered");
+}

@@ -491,6 +491,9 @@ impl Backend for EmbeddedBackend {
     fn prefill(&self, text: &str) -> Result<(usize, Duration)> {
         let tokens = self.tokenize(text, true);
         let n = tokens.len();
+        if n == 0 {
+            return Err(Error::Llama { op: "prefill", reason: "no tokens to evaluate (empty text)".into() });
+        }
         if n > self.config.n_ctx as usize {
             return Err(Error::TooLong { tokens: n, n_ctx: self.config.n_ctx as usize });
         }
@@ -565,7 +568,16 @@ fn engine_thread(
     // Hidden states are copied out of each scoring decode by the eval callback, not through
     // llama.cpp's embeddings: an embeddings context outputs every token of every decode (a
     // vocabulary-wide logit row per token: about 400 MB more for a 2,048-token decode).
-    let mut tap = cfg.hidden.then(|| Box::new(LayerTap::new(&model)));
+    // The rows are read in batch order, which holds where llama.cpp splits a decode in order
+    // (an attention cache unified across sequences); recurrent and hybrid models' memory
+    // regroups tokens by sequence, so they get no reads rather than misplaced ones.
+    let in_order = !model.is_recurrent() && !model.is_hybrid();
+    if cfg.hidden && !in_order {
+        tracing::warn!(
+            "--hidden: this model's memory (recurrent or hybrid) reorders a decode's tokens; no hidden states are read"
+        );
+    }
+    let mut tap = (cfg.hidden && in_order).then(|| Box::new(LayerTap::new(&model)));
     let params = match tap.as_mut() {
         Some(t) => with_eval_callback(params, &mut **t),
         None => params,
@@ -1007,7 +1019,8 @@ impl Engine<'_> {
     }
 
     /// Decode `tokens` into sequence `seq` from position `pos0`, in slices of the batch size,
-    /// with logits for the last token only. Returns the batch index of that last token.
+    /// with logits for the last token only. Returns the batch index of that last token (a
+    /// padding token of batch-invariant mode may follow it, without logits).
     fn feed(&mut self, tokens: &[LlamaToken], seq: i32, pos0: usize) -> Result<i32> {
         let cap = self.n_ctx;
         let mut last = 0;
@@ -1020,9 +1033,9 @@ impl Engine<'_> {
                     .add(t, (pos0 + c * cap + i) as i32, &[seq], is_last)
                     .map_err(|e| Error::Llama { op: "batch", reason: e.to_string() })?;
             }
+            last = self.batch.n_tokens() - 1;
             self.pad_batch()?;
             self.ctx.decode(&mut self.batch).map_err(|e| Error::Llama { op: "decode", reason: e.to_string() })?;
-            last = self.batch.n_tokens() - 1;
         }
         Ok(last)
     }
@@ -1188,8 +1201,8 @@ impl Engine<'_> {
         self.ctx.clear_kv_cache();
         self.head.clear();
         let start = Instant::now();
-        self.feed(tokens, 0, 0)?;
-        let _ = self.ctx.get_logits_ith(self.batch.n_tokens() - 1);
+        let last = self.feed(tokens, 0, 0)?;
+        let _ = self.ctx.get_logits_ith(last);
         Ok(start.elapsed())
     }
 }

@@ -112,7 +112,7 @@ pub struct ModelArgs {
     pub batch_invariant: bool,
     /// Also read the model's hidden states into each verdict's `raw.hidden`: the final layer's
     /// and a middle layer's, each at the label position and as the mean over the nugget's
-    /// tokens; what `gavel calibrate --stack aligned-hidden` fits a head on (docs/teach.md). A
+    /// tokens; what `gavel calibrate --stack transfer-hidden` fits a head on (docs/teach.md). A
     /// calibration with such a head turns it on by itself. Embedded backend only; about 10 KB
     /// per verdict in the output.
     #[arg(long)]
@@ -553,7 +553,9 @@ pub struct BenchArgs {
     /// Records per judge call.
     #[arg(long, default_value_t = VerifyOptions::default().batch_records)]
     pub batch: usize,
-    /// Length of the raw prefill measured for comparison, in tokens.
+    /// Length of the raw prefill measured for comparison, in tokens. It is measured up to five
+    /// times across the run (before the first batch, between batches, after the last) and the
+    /// median is compared: a machine's speed drifts.
     #[arg(long, default_value_t = 2048)]
     pub prefill_tokens: usize,
     #[command(flatten)]
