@@ -4,9 +4,11 @@
 The loop: one /completion request per (answer, nugget), cache_prompt on (the answer prefix is
 reused for the answer's consecutive nuggets), n_predict 1, n_probs 50, a user turn of two fixed
 demonstrations + "Passage: {answer}\\nStatement: {nugget}\\nDoes the passage support the
-statement? Answer:", yes/no read from the first token. Then `gavel verify` (default
-configuration, or the flags given after --) judges the same records. Both run in this process's
-run, one after the other, on the same machine; the script prints both rates and their ratio.
+statement? Answer:", yes/no read from the first token. `gavel verify` (default configuration,
+or the flags given after --) judges the same records. Both run in this process's run, on the
+same machine, in the order loop, gavel, gavel, loop over the two halves of the records (first
+half, first half, second half, second half), so that a machine whose speed drifts during the
+run favours neither; the script prints each leg, both rates and their ratio.
 
     scripts/peer-bench.py --input realsumm.jsonl --records 200 [--threads 2] [-- --batch-invariant]
 
@@ -63,11 +65,8 @@ def main():
                 records.append(json.loads(line))
             if len(records) == args.records:
                 break
-    pairs = [(r["answer"], n if isinstance(n, str) else n["text"]) for r in records for n in r.get("nuggets", [])]
-    subset = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"gavel-peer-{os.getpid()}.jsonl")
-    with open(subset, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r) + "\n")
+    half = (len(records) + 1) // 2
+    halves = [records[:half], records[half:]]
 
     server_bin = os.environ.get("GAVEL_LLAMA_SERVER") or subprocess.check_output(
         [os.path.join(ROOT, "scripts", "build-llama-server.sh")], text=True
@@ -79,6 +78,8 @@ def main():
          "-t", str(args.threads), "--no-webui"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
+    legs = {"loop": [0, 0.0], "gavel": [0, 0.0]}  # verdicts, seconds
+    yes = 0
     try:
         base = f"http://127.0.0.1:{port}"
         for _ in range(600):
@@ -89,43 +90,70 @@ def main():
                 time.sleep(0.2)
         else:
             sys.exit("llama-server did not come up")
-        yes = 0
-        t0 = time.time()
-        for answer, nugget in pairs:
-            prompt = (
-                "<|im_start|>user\n" + DEMOS + f"Passage: {answer}\nStatement: {nugget}\n"
-                "Does the passage support the statement? Answer:<|im_end|>\n<|im_start|>assistant\n"
-            )
-            r = post(base + "/completion", {"prompt": prompt, "n_predict": 1, "n_probs": 50, "cache_prompt": True,
-                                            "temperature": 0})
-            probs = r.get("completion_probabilities", [{}])[0]
-            alts = probs.get("top_logprobs") or probs.get("probs") or []
-            p = {}
-            for a in alts:
-                tok = (a.get("token") or a.get("tok_str") or "").strip().lower()
-                v = a.get("logprob", a.get("prob"))
-                if tok in ("yes", "no") and tok not in p:
-                    p[tok] = v
-            yes += int(p.get("yes", -1e9) > p.get("no", -1e9))
-        loop_s = time.time() - t0
+        for name, part in [("loop", halves[0]), ("gavel", halves[0]), ("gavel", halves[1]), ("loop", halves[1])]:
+            if not part:
+                continue
+            if name == "loop":
+                n, took, y = run_loop(base, part)
+                yes += y
+            else:
+                n, took = run_gavel(args, part)
+            legs[name][0] += n
+            legs[name][1] += took
+            print(f"  {name:<5} {len(part)} records: {n} verdicts in {took:.1f} s, {n / took:.2f} verdicts/s", flush=True)
     finally:
         server.terminate()
         server.wait()
 
+    pairs = sum(len(r.get("nuggets", [])) for r in records)
+    loop_rate = legs["loop"][0] / legs["loop"][1]
+    gavel_rate = legs["gavel"][0] / legs["gavel"][1]
+    print(f"records {len(records)}, verdicts {pairs} (gavel wrote {legs['gavel'][0]}), threads {args.threads}")
+    print(f"llama-server loop  {loop_rate:.2f} verdicts/s ({legs['loop'][1]:.1f} s, {yes} judged yes)")
+    print(f"gavel verify       {gavel_rate:.2f} verdicts/s ({legs['gavel'][1]:.1f} s, model load included)")
+    print(f"ratio              {gavel_rate / loop_rate:.2f}x")
+
+
+def run_loop(base, records):
+    """The plain loop over `records`: (verdicts, seconds, judged yes)."""
+    pairs = [(r["answer"], n if isinstance(n, str) else n["text"]) for r in records for n in r.get("nuggets", [])]
+    yes = 0
     t0 = time.time()
-    out = subprocess.run([args.gavel, "verify", "--input", subset, "--threads", str(args.threads)] + args.gavel_flags,
-                         capture_output=True, text=True)
-    gavel_s = time.time() - t0
-    os.unlink(subset)
+    for answer, nugget in pairs:
+        prompt = (
+            "<|im_start|>user\n" + DEMOS + f"Passage: {answer}\nStatement: {nugget}\n"
+            "Does the passage support the statement? Answer:<|im_end|>\n<|im_start|>assistant\n"
+        )
+        r = post(base + "/completion", {"prompt": prompt, "n_predict": 1, "n_probs": 50, "cache_prompt": True,
+                                        "temperature": 0})
+        probs = r.get("completion_probabilities", [{}])[0]
+        alts = probs.get("top_logprobs") or probs.get("probs") or []
+        p = {}
+        for a in alts:
+            tok = (a.get("token") or a.get("tok_str") or "").strip().lower()
+            v = a.get("logprob", a.get("prob"))
+            if tok in ("yes", "no") and tok not in p:
+                p[tok] = v
+        yes += int(p.get("yes", -1e9) > p.get("no", -1e9))
+    return len(pairs), time.time() - t0, yes
+
+
+def run_gavel(args, records):
+    """`gavel verify` over `records` (model load included): (verdicts written, seconds)."""
+    subset = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"gavel-peer-{os.getpid()}.jsonl")
+    with open(subset, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+    try:
+        t0 = time.time()
+        out = subprocess.run([args.gavel, "verify", "--input", subset, "--threads", str(args.threads)]
+                             + args.gavel_flags, capture_output=True, text=True)
+        took = time.time() - t0
+    finally:
+        os.unlink(subset)
     if out.returncode not in (0, 1):
         sys.exit(out.stderr)
-    verdicts = sum(len(json.loads(l).get("verdicts", [])) for l in out.stdout.splitlines() if l.strip())
-    loop_rate = len(pairs) / loop_s
-    gavel_rate = verdicts / gavel_s
-    print(f"records {len(records)}, verdicts {len(pairs)} (gavel wrote {verdicts}), threads {args.threads}")
-    print(f"llama-server loop  {loop_rate:.2f} verdicts/s ({loop_s:.1f} s, {yes} judged yes)")
-    print(f"gavel verify       {gavel_rate:.2f} verdicts/s ({gavel_s:.1f} s, model load included)")
-    print(f"ratio              {gavel_rate / loop_rate:.2f}x")
+    return sum(len(json.loads(l).get("verdicts", [])) for l in out.stdout.splitlines() if l.strip()), took
 
 
 if __name__ == "__main__":
