@@ -11,7 +11,7 @@ use crate::calibrate::Calibrator;
 use crate::label::{Grades, Label, LabelProbs};
 use crate::lexical::{lexical_overlap, LexicalThresholds};
 use crate::metrics::{agreement, bootstrap, calibration, majority, sample_level, Agreement, Calibration, Intervals};
-use crate::record::{cluster_of, record_key, OutputRecord, Task};
+use crate::record::{group_of, record_key, OutputRecord, Task};
 use crate::rubric::{Check, CheckOutcome};
 use crate::stack::FeatureInput;
 
@@ -32,7 +32,7 @@ pub struct NuggetItem {
     pub lexical: f64,
     /// Sample-level group (nugget judged against several blocks of one answer).
     pub group: Option<String>,
-    /// The query (or article) of its record ([`crate::record::cluster_of`]): bootstrap
+    /// The query (or article) of its record ([`crate::record::group_of`]): bootstrap
     /// intervals resample these, since the records of one query are not independent.
     pub cluster: u64,
 }
@@ -326,7 +326,7 @@ pub fn collect(
                 raw_probs: raw_probs(&v.verdict),
                 lexical: lexical_overlap(&n.text, &task.answer),
                 group: task.query.as_ref().map(|q| format!("{q}\u{1}{}", n.text)),
-                cluster: cluster_of(task),
+                cluster: group_of(task),
             });
         }
     }

@@ -297,7 +297,7 @@ pub fn salvage_id(line: &str) -> Option<String> {
 /// same query/article: records are split by a hash of the query, or, without a query, of the
 /// first nugget (REALSumm's nuggets are its article's content units).
 pub fn part_of(task: &Task) -> Part {
-    if cluster_of(task).is_multiple_of(2) {
+    if split_hash(task).is_multiple_of(2) {
         Part::A
     } else {
         Part::B
@@ -326,19 +326,16 @@ impl std::fmt::Display for Part {
 /// The record's group: records that share a query (or, without one, an article's first nugget)
 /// share it. They are not independent, so bootstrap intervals resample groups.
 pub fn group_of(task: &Task) -> u64 {
-    cluster_of(task)
+    split_hash(task)
 }
 
 /// Which of `k` cross-validation folds a record falls in: by the same query/article key as
 /// [`part_of`] (other bits of its hash), so a fold never shares a query with the others.
 pub fn fold_of(task: &Task, k: usize) -> usize {
-    ((cluster_of(task) >> 1) % k.max(1) as u64) as usize
+    ((split_hash(task) >> 1) % k.max(1) as u64) as usize
 }
 
-/// The query (or, without one, the article: the first nugget) a record belongs to, as a stable
-/// hash: the unit that [`part_of`] splits by and that bootstrap intervals resample, since the
-/// records of one query are not independent.
-pub fn cluster_of(task: &Task) -> u64 {
+fn split_hash(task: &Task) -> u64 {
     let key = match task.query.as_deref() {
         Some(q) if !q.trim().is_empty() => q.to_string(),
         _ => task.nuggets.first().map(|n| n.text.clone()).unwrap_or_else(|| task.answer.clone()),
