@@ -6,9 +6,12 @@ reused for the answer's consecutive nuggets), n_predict 1, n_probs 50, a user tu
 demonstrations + "Passage: {answer}\\nStatement: {nugget}\\nDoes the passage support the
 statement? Answer:", yes/no read from the first token. `gavel verify` (default configuration,
 or the flags given after --) judges the same records. Both run in this process's run, on the
-same machine, in the order loop, gavel, gavel, loop over the two halves of the records (first
-half, first half, second half, second half), so that a machine whose speed drifts during the
-run favours neither; the script prints each leg, both rates and their ratio.
+same machine, each over all the records twice, in the order loop, gavel, gavel, loop, so that a
+machine whose speed drifts during the run favours neither. Each leg judges every record in one
+run, as a user would: gavel pays a rubric's content-free baseline once per run, and a rubric
+judged against several answers shares it (splitting the records between two gavel processes
+would pay it twice). The script prints each leg, both rates and their ratio. `--legs 2` runs
+each side once (loop, gavel): half the time, no drift correction.
 
     scripts/peer-bench.py --input realsumm.jsonl --records 200 [--threads 2] [-- --batch-invariant]
 
@@ -54,6 +57,8 @@ def main():
     ap.add_argument("--input", required=True)
     ap.add_argument("--records", type=int, default=200)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--legs", type=int, choices=(2, 4), default=4,
+                    help="4: loop, gavel, gavel, loop (default); 2: loop, gavel")
     ap.add_argument("--gavel", default=os.path.join(ROOT, "target", "release", "gavel"))
     ap.add_argument("gavel_flags", nargs="*", help="extra flags for gavel verify (after --)")
     args = ap.parse_args()
@@ -65,8 +70,6 @@ def main():
                 records.append(json.loads(line))
             if len(records) == args.records:
                 break
-    half = (len(records) + 1) // 2
-    halves = [records[:half], records[half:]]
 
     server_bin = os.environ.get("GAVEL_LLAMA_SERVER") or subprocess.check_output(
         [os.path.join(ROOT, "scripts", "build-llama-server.sh")], text=True
@@ -90,12 +93,12 @@ def main():
                 time.sleep(0.2)
         else:
             sys.exit("llama-server did not come up")
-        for name, part in [("loop", halves[0]), ("gavel", halves[0]), ("gavel", halves[1]), ("loop", halves[1])]:
-            if not part:
-                continue
+        order = ["loop", "gavel", "gavel", "loop"][: args.legs]
+        for name in order:
+            part = records
             if name == "loop":
                 n, took, y = run_loop(base, part)
-                yes += y
+                yes = y
             else:
                 n, took = run_gavel(args, part)
             legs[name][0] += n
@@ -108,8 +111,8 @@ def main():
     pairs = sum(len(r.get("nuggets", [])) for r in records)
     loop_rate = legs["loop"][0] / legs["loop"][1]
     gavel_rate = legs["gavel"][0] / legs["gavel"][1]
-    print(f"records {len(records)}, verdicts {pairs} (gavel wrote {legs['gavel'][0]}), threads {args.threads}")
-    print(f"llama-server loop  {loop_rate:.2f} verdicts/s ({legs['loop'][1]:.1f} s, {yes} judged yes)")
+    print(f"records {len(records)}, verdicts {pairs} per leg (gavel wrote {legs['gavel'][0]} in all), threads {args.threads}")
+    print(f"llama-server loop  {loop_rate:.2f} verdicts/s ({legs['loop'][1]:.1f} s, {yes} of {pairs} judged yes)")
     print(f"gavel verify       {gavel_rate:.2f} verdicts/s ({legs['gavel'][1]:.1f} s, model load included)")
     print(f"ratio              {gavel_rate / loop_rate:.2f}x")
 
