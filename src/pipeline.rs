@@ -490,11 +490,7 @@ pub fn bench(judge: &Judge, tasks: &[Task], batch_records: usize, prefill_tokens
         // (llama-server reports their tokens) does not add them to the scoring's.
         let after = backend.usage();
         prompt_tokens += after.prompt_tokens - before.prompt_tokens;
-        let (a, b) = (after.budget, before.budget);
-        budget.head += a.head - b.head;
-        budget.prefix += a.prefix - b.prefix;
-        budget.suffix += a.suffix - b.suffix;
-        budget.baseline += a.baseline - b.baseline;
+        budget += after.budget - before.budget;
     }
     sample(&mut samples)?;
     let seconds = elapsed.as_secs_f64();

@@ -569,8 +569,12 @@ fn engine_thread(
     // llama.cpp's embeddings: an embeddings context outputs every token of every decode (a
     // vocabulary-wide logit row per token: about 400 MB more for a 2,048-token decode).
     // The rows are read in batch order, which holds where llama.cpp splits a decode in order
-    // (an attention cache unified across sequences); recurrent and hybrid models' memory
-    // regroups tokens by sequence, so they get no reads rather than misplaced ones.
+    // (an attention cache unified across sequences). Sliding-window models keep that order:
+    // their window cache is full size by default (`swa_full`), and with a unified cache
+    // llama.cpp tries the in-order split first, falling back to the regrouping one only when
+    // the in-order split does not fit, which at equal sizes the regrouping one does not either.
+    // Recurrent and hybrid models' memory regroups tokens by sequence, so they get no reads
+    // rather than misplaced ones.
     let in_order = !model.is_recurrent() && !model.is_hybrid();
     if cfg.hidden && !in_order {
         tracing::warn!(
@@ -761,10 +765,7 @@ impl Engine<'_> {
             u.prompt_tokens += prompt_tokens;
             u.generated_tokens += generated;
             u.elapsed += elapsed;
-            u.budget.head += budget.head;
-            u.budget.prefix += budget.prefix;
-            u.budget.suffix += budget.suffix;
-            u.budget.baseline += budget.baseline;
+            u.budget += budget;
         }
     }
 
@@ -895,7 +896,9 @@ impl Engine<'_> {
             }
             self.batch.clear();
             let mut outputs = Vec::new();
-            // Batch positions whose logits are read, in order: the final layer's tapped rows.
+            // Batch positions whose logits are read, in order: the final layer's tapped rows
+            // (listed only when hidden states are read).
+            let tapping = self.tap.is_some();
             let mut out_at: Vec<i32> = Vec::new();
             let mut seq = 0i32;
             let mut n_tokens = 0usize;
@@ -923,7 +926,9 @@ impl Engine<'_> {
                     let out = first_read && i + 1 == p;
                     if out {
                         prefix_out = Some(self.batch.n_tokens());
-                        out_at.push(self.batch.n_tokens());
+                        if tapping {
+                            out_at.push(self.batch.n_tokens());
+                        }
                     }
                     if let Err(e) = self.batch.add(t, i as i32, &seq_ids, out) {
                         add_failed = Some(e.to_string());
@@ -942,7 +947,7 @@ impl Engine<'_> {
                         if in_span {
                             span_at.push((self.batch.n_tokens(), suffix[i + 1]));
                         }
-                        if last || in_span {
+                        if tapping && (last || in_span) {
                             out_at.push(self.batch.n_tokens());
                         }
                         if let Err(e) = self.batch.add(t, (p + i) as i32, &[seq_ids[k]], last || in_span) {

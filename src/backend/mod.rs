@@ -134,6 +134,28 @@ pub struct TokenBudget {
     pub baseline: usize,
 }
 
+impl std::ops::AddAssign for TokenBudget {
+    fn add_assign(&mut self, o: TokenBudget) {
+        self.head += o.head;
+        self.prefix += o.prefix;
+        self.suffix += o.suffix;
+        self.baseline += o.baseline;
+    }
+}
+
+/// What was spent between two readings of a running total (`after - before`).
+impl std::ops::Sub for TokenBudget {
+    type Output = TokenBudget;
+    fn sub(self, o: TokenBudget) -> TokenBudget {
+        TokenBudget {
+            head: self.head - o.head,
+            prefix: self.prefix - o.prefix,
+            suffix: self.suffix - o.suffix,
+            baseline: self.baseline - o.baseline,
+        }
+    }
+}
+
 /// Tokens processed and time taken, for throughput reports.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Usage {
@@ -214,6 +236,15 @@ mod tests {
         assert_eq!(log_sum_exp(&[f64::NEG_INFINITY, f64::NEG_INFINITY]), f64::NEG_INFINITY);
         assert_eq!(log_sum_exp(&[0.0, f64::INFINITY]), f64::INFINITY, "not NaN");
         assert!((log_sum_exp(&[f64::NEG_INFINITY, -1.0]) + 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_token_budget_adds_by_part_and_differences_two_readings() {
+        let before = TokenBudget { head: 5, prefix: 100, suffix: 40, baseline: 7 };
+        let mut running = before;
+        running += TokenBudget { head: 0, prefix: 30, suffix: 12, baseline: 3 };
+        assert_eq!(running, TokenBudget { head: 5, prefix: 130, suffix: 52, baseline: 10 });
+        assert_eq!(running - before, TokenBudget { head: 0, prefix: 30, suffix: 12, baseline: 3 });
     }
 
     #[test]
