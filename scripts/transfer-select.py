@@ -3,10 +3,10 @@
 
 Reads the features CSV of `gavel calibrate --features-out F.csv` (one row per labeled verdict).
 For each candidate feature set (overlap, best-sentence overlap and the nugget's PMI at its three
-least expected tokens and after its best window, plus up to two of the extras below, the soft
+least expected tokens and after its best window, plus up to three of the extras below, the soft
 overlaps counting as one) and head
 (one support score with two cuts, or a second at-least-partial score for the partial cut), it
-fits on every row of two long-form files and scores part a of the third; the lexical judge gets
+fits on part a of two long-form files and scores part a of the third; the lexical judge gets
 the same treatment (two overlap thresholds, grid of 0.05, fitted on the two files). Fits are
 monotone logistic regressions (each file weighing the same) and cuts on P(support) (grid of
 0.05) placed for class-balanced macro-F1, as `gavel calibrate --stack transfer` does. Candidates
@@ -20,6 +20,7 @@ Needs numpy.
 import csv
 import importlib.util
 import itertools
+import multiprocessing
 import os
 import sys
 
@@ -40,8 +41,17 @@ EXTRAS = [
     ["best_bigram"],
     ["numbers_missing"],
     ["log_answer_words"],
+    ["names_missing"],
+    ["number_conflict"],
+    ["negation_mismatch"],
 ]
-SIGN = {"numbers_missing": -1.0, "log_answer_words": -1.0}
+SIGN = {
+    "numbers_missing": -1.0,
+    "log_answer_words": -1.0,
+    "names_missing": -1.0,
+    "number_conflict": -1.0,
+    "negation_mismatch": -1.0,
+}
 GRID = np.arange(0, 21) * 0.05
 
 
@@ -73,12 +83,20 @@ def logistic(x, y, w, signs, l2=1e-3, steps=1500, lr=0.5):
     return b, c
 
 
+_CANDIDATE = None
+
+
+def _run_candidate(job):
+    return _CANDIDATE(job)
+
+
 def main():
     args = sys.argv[1:]
     if not args:
         sys.exit(__doc__)
     files = args[1:4] if len(args) >= 4 else ["factcheck.jsonl", "realsumm4.jsonl", "wice.jsonl"]
-    rows = list(csv.DictReader(open(args[0])))
+    # Part a only, for fitting as for scoring: part b is what the tables report.
+    rows = [r for r in csv.DictReader(open(args[0])) if r["part"] == "a"]
     by = {f: [r for r in rows if r["file"] == f] for f in files}
     if not all(by.values()):
         sys.exit(f"no rows for one of {files}")
@@ -124,14 +142,23 @@ def main():
 
     lex = {t: lexical([f for f in files if f != t], t) for t in files}
     print("lexical judge fitted on the two other files, part a: " + "  ".join(f"{t} {v:.3f}" for t, v in lex.items()))
-    results = []
-    for k in range(3):
-        for extra in itertools.combinations(EXTRAS, k):
-            names = BASE + [n for e in extra for n in e]
-            for two_scores in (False, True):
-                got = {t: transfer(names, two_scores, [f for f in files if f != t], t) for t in files}
-                worst = min(got[t] - lex[t] for t in files)
-                results.append((round(worst, 3), float(np.mean(list(got.values()))), names, two_scores, got))
+    def candidate(job):
+        names, two_scores = job
+        got = {t: transfer(names, two_scores, [f for f in files if f != t], t) for t in files}
+        worst = min(got[t] - lex[t] for t in files)
+        return (round(worst, 3), float(np.mean(list(got.values()))), names, two_scores, got)
+
+    jobs = [
+        (BASE + [n for e in extra for n in e], two_scores)
+        for k in range(4)
+        for extra in itertools.combinations(EXTRAS, k)
+        for two_scores in (False, True)
+    ]
+    # One process per core; forked children inherit the data and the closures above.
+    global _CANDIDATE
+    _CANDIDATE = candidate
+    with multiprocessing.get_context("fork").Pool(os.cpu_count()) as pool:
+        results = pool.map(_run_candidate, jobs)
     results.sort(key=lambda r: (-r[0], -r[1]))
     print("worst margin  mean   head        features beyond " + "+".join(BASE) + "   left-out part a")
     for worst, mean, names, two_scores, got in results[: int(os.environ.get("TOP", "12"))]:
