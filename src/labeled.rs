@@ -20,6 +20,44 @@ pub struct Labeled {
     pub failures: Vec<(usize, String)>,
 }
 
+impl Labeled {
+    /// Gold labels carried by the parsed records: one per labeled nugget, one per labeled
+    /// short-form record.
+    pub fn gold_count(&self) -> usize {
+        self.tasks
+            .iter()
+            .map(|(_, t)| {
+                if t.is_short_form() {
+                    usize::from(t.gold.is_some())
+                } else {
+                    t.nuggets.iter().filter(|n| n.gold.is_some()).count()
+                }
+            })
+            .sum()
+    }
+
+    /// Fails, naming the file and the field, when records parsed but none carries a gold label
+    /// (a misspelt label field would otherwise give a report, or a fit, with nothing to compare;
+    /// checked before the model runs). A file whose records all failed to parse passes: the
+    /// failures are reported with their lines.
+    pub fn require_gold(&self, path: &Path) -> Result<()> {
+        if self.tasks.is_empty() || self.gold_count() > 0 {
+            return Ok(());
+        }
+        Err(Error::field(
+            path.display().to_string(),
+            "gold",
+            format!(
+                "no gold label in its {} record{}: give each nugget one, {{\"text\": ..., \"gold\": \
+                 \"support\"}} (support, partial_support or not_support), or a short-form record \"gold\": \
+                 \"correct\" or \"incorrect\"",
+                self.tasks.len(),
+                if self.tasks.len() == 1 { "" } else { "s" }
+            ),
+        ))
+    }
+}
+
 /// Read a labeled file; with `part`, keep that half's records only (parse failures are kept
 /// whatever their half). Short-form records are read for the model to judge every one of them.
 pub fn read_labeled(path: &Path, part: Option<Part>) -> Result<Labeled> {
@@ -140,5 +178,44 @@ pub fn content_free_prior(judge: &Judge, tasks: &[(usize, Task)]) -> [f64; 3] {
         [cf[0] / n, cf[1] / n, cf[2] / n]
     } else {
         [1.0 / 3.0; 3]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labeled(lines: &str) -> (tempfile::TempDir, std::path::PathBuf, Labeled) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.jsonl");
+        std::fs::write(&path, lines).unwrap();
+        let l = read_labeled(&path, None).unwrap();
+        (dir, path, l)
+    }
+
+    #[test]
+    fn gold_labels_are_counted_per_nugget_and_per_short_form_record() {
+        let (_d, path, l) = labeled(concat!(
+            r#"{"id": "a", "answer": "x", "nuggets": [{"text": "x", "gold": "support"}, {"text": "y"}, {"text": "z", "gold": "not_support"}]}"#,
+            "\n",
+            r#"{"id": "b", "answer": "Paris", "gold_answers": ["Paris"], "gold": "correct"}"#,
+            "\n",
+            r#"{"id": "c", "answer": "Rome", "gold_answers": ["Paris"]}"#,
+            "\nnot json\n",
+        ));
+        assert_eq!((l.tasks.len(), l.failures.len()), (3, 1));
+        assert_eq!(l.gold_count(), 3);
+        assert!(l.require_gold(&path).is_ok());
+    }
+
+    #[test]
+    fn a_file_without_gold_labels_is_an_error_naming_it_but_one_that_did_not_parse_is_not() {
+        let (_d, path, l) = labeled("{\"answer\": \"x\", \"nuggets\": [\"x\"], \"labels\": [\"support\"]}\n");
+        assert_eq!(l.gold_count(), 0);
+        let e = l.require_gold(&path).unwrap_err().to_string();
+        assert!(e.contains("l.jsonl") && e.contains("gold") && e.contains("in its 1 record:"), "{e}");
+        // Nothing parsed: the failures are the report, with their lines.
+        let (_d, path, l) = labeled("not json\n");
+        assert!(l.tasks.is_empty() && l.require_gold(&path).is_ok());
     }
 }

@@ -290,6 +290,10 @@ fn eval(args: cli::EvalArgs) -> Result<ExitCode, Error> {
             refuse_overwrite(args.from.as_deref(), Some(&args.out.join(name)), "--out")?;
         }
     }
+    // Read first: a file without gold labels fails before the model runs.
+    let part = args.part.map(Into::into);
+    let labeled = read_labeled(&args.input, part)?;
+    labeled.require_gold(&args.input)?;
     let mut setup = Vec::new();
     // The calibration verdicts are re-decided with, on the file's own grading.
     let rescore: Option<Calibrator>;
@@ -340,8 +344,6 @@ fn eval(args: cli::EvalArgs) -> Result<ExitCode, Error> {
             verdicts_path
         }
     };
-    let part = args.part.map(Into::into);
-    let labeled = read_labeled(&args.input, part)?;
     let mut outputs = read_outputs(&verdicts_path)?;
     gavel::eval::rescore_outputs(&labeled.tasks, &mut outputs, rescore.as_ref());
     let name = match part {
@@ -381,6 +383,7 @@ fn calibrate(args: cli::CalibrateArgs) -> Result<ExitCode, Error> {
         if l.tasks.is_empty() {
             return Err(Error::field(path.display().to_string(), "records", "no labeled record"));
         }
+        l.require_gold(path)?;
         unparsed += l.failures.len();
         files.extend(std::iter::repeat_n(f, l.tasks.len()));
         tasks.extend(l.tasks);

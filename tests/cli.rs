@@ -78,6 +78,40 @@ fn bad_rubric_fails_fast_naming_the_file_and_field() {
 }
 
 #[test]
+fn a_labeled_file_without_gold_labels_fails_before_the_model_runs() {
+    // The labels beside the nuggets instead of on them: the records parse, none carries `gold`.
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("unlabeled.jsonl");
+    std::fs::write(
+        &input,
+        "{\"id\": \"u1\", \"answer\": \"Paris is in France.\", \"nuggets\": [\"Paris is in France\"], \"labels\": [\"support\"]}\n\
+         {\"id\": \"u2\", \"answer\": \"Paris\", \"gold_answers\": [\"Paris\"], \"golden\": \"correct\"}\n",
+    )
+    .unwrap();
+    let out_dir = dir.path().join("report");
+    let out = gavel()
+        .args(["eval", "--input", input.to_str().unwrap(), "--out", out_dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("unlabeled.jsonl") && stderr.contains("`gold`") && stderr.contains("2 records"),
+        "{stderr}"
+    );
+    assert!(!out_dir.join("verdicts.jsonl").exists(), "the model ran");
+
+    let out = gavel()
+        .args(["calibrate", "--input", input.to_str().unwrap(), "-o", dir.path().join("c.json").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("unlabeled.jsonl") && stderr.contains("`gold`"), "{stderr}");
+    assert!(!stderr.contains("calibrate: 2/2"), "the model ran: {stderr}");
+}
+
+#[test]
 fn dry_run_prints_the_prompt_without_judging() {
     let out = gavel().args(["verify", "--dry-run", "--input", &fixture("mixed.jsonl")]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
