@@ -460,12 +460,20 @@ fn calibrate(args: cli::CalibrateArgs) -> Result<ExitCode, Error> {
             "learning curve of the long-form stack (fitted on N labeled verdicts drawn by query from 3 of 4 folds, \
              scored on the 4th; mean macro-F1 over files, every fold x 3 draws):"
         );
-        for p in &fit.curve {
+        // A size past what the training folds hold is the "all" row again: said once.
+        let all_used = fit.curve.iter().find(|p| p.labels == usize::MAX).map(|p| p.used);
+        let (shown, beyond): (Vec<&gavel::stack::CurvePoint>, Vec<&gavel::stack::CurvePoint>) =
+            fit.curve.iter().partition(|p| p.labels == usize::MAX || p.labels <= p.used || Some(p.used) != all_used);
+        for p in shown {
             let asked = if p.labels == usize::MAX { "all".to_string() } else { p.labels.to_string() };
             println!(
                 "  {asked:>5} labels (used {:>5}): {:.3}  [{:.3} .. {:.3}], {} fits",
                 p.used, p.mean, p.min, p.max, p.fits
             );
+        }
+        if !beyond.is_empty() {
+            let sizes: Vec<String> = beyond.iter().map(|p| p.labels.to_string()).collect();
+            println!("  ({} labels: more than the training folds hold, as \"all\")", sizes.join(", "));
         }
     }
     if let Some(why) = &fit.head_skipped {
@@ -499,8 +507,17 @@ fn calibrate(args: cli::CalibrateArgs) -> Result<ExitCode, Error> {
     let (cf, bias, f1) = (c.content_free, c.bias, c.fit_macro_f1);
     println!("content-free distribution  support {:.3}  partial {:.3}  not {:.3}", cf[0], cf[1], cf[2]);
     println!("log-biases                 support {:+.2}  partial {:+.2}  not {:+.2}", bias[0], bias[1], bias[2]);
+    // The label-vote calibration decides only where no stack applies; say where, so its
+    // in-sample scores are not read as the stack's.
+    let votes_apply = match (c.stack.is_some(), c.short_stack.is_some()) {
+        (true, true) => "decides nothing while both stacks apply",
+        (true, false) => "decides short-form answers, which have no stack in this fit",
+        (false, true) => "decides long-form verdicts, which have no stack in this fit",
+        (false, false) => "decides every verdict",
+    };
     println!(
-        "macro-F1 on {} ({} verdicts, {:?}-grade): raw {:.3}, contextual {:.3}, with thresholds {:.3}",
+        "label votes alone ({votes_apply}), in sample on {} ({} verdicts, {:?}-grade): macro-F1 raw {:.3}, \
+         contextual {:.3}, with thresholds {:.3}",
         c.fitted_on, c.n, fit.grades, f1[0], f1[1], f1[2]
     );
     println!("saved {}  (score a different file to measure it)", out.display());

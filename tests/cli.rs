@@ -254,6 +254,8 @@ fn calibrate_fits_long_and_short_form_stacks_from_several_files() {
         "{said}"
     );
     assert_eq!(cal["n"], 12);
+    // Both stacks fitted: the label-vote calibration's in-sample scores say they decide nothing.
+    assert!(said.contains("label votes alone (decides nothing while both stacks apply)"), "{said}");
     assert!(cal["fitted_on"].as_str().unwrap().contains("long.jsonl + short.jsonl"), "{}", cal["fitted_on"]);
     assert_eq!(cal["stack"]["labels"].as_array().unwrap().len(), 3, "long-form gold has partial_support");
     assert_eq!(cal["short_stack"]["labels"].as_array().unwrap().len(), 2, "short-form is correct/incorrect");
