@@ -103,9 +103,86 @@ fn verify(args: cli::VerifyArgs) -> Result<ExitCode, Error> {
     }
     refuse_overwrite(args.input.as_deref(), args.output.as_deref(), "--output")?;
     let judge = build_judge(&spec, &args.run.model)?;
-    let opts = VerifyOptions { input_name, rubric, short_form, batch_records: args.batch, skip: Default::default() };
+    let opts = VerifyOptions { input_name, rubric, short_form, batch_records: args.batch, ..Default::default() };
     let summary = run_verify(&judge, input, total, args.output.as_deref(), args.resume, opts)?;
-    Ok(if summary.errors > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if summary.interrupted {
+        ExitCode::from(INTERRUPTED)
+    } else if summary.errors > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Where the work of an interrupted run is, and how to continue it.
+fn say_interrupted(output: Option<&Path>) {
+    match output {
+        Some(p) => eprintln!(
+            "gavel: interrupted; every finished record is in {}: the same command with --resume continues",
+            p.display()
+        ),
+        None => eprintln!("gavel: interrupted; every finished record was written"),
+    }
+}
+
+/// Exit status of a run stopped by SIGINT or SIGTERM (128 + SIGINT, as a shell reports it).
+const INTERRUPTED: u8 = 130;
+
+/// A flag set by the first SIGINT (Ctrl-C): a run stops after the batch in flight, whose
+/// records are written, so no finished work is lost and `--resume` continues from there. A
+/// second SIGINT stops the process at once (its last batch is then redone by `--resume`). A
+/// process that inherits SIGINT ignored (a background job of a script) keeps it ignored; other
+/// signals end the run at once, as before (every batch written is already on disk).
+fn stop_on_signal() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static STOP: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
+    STOP.get_or_init(|| {
+        let stop = Arc::new(AtomicBool::new(false));
+        if sigint_ignored() {
+            return stop;
+        }
+        let flag = stop.clone();
+        let installed = ctrlc::set_handler(move || {
+            if flag.swap(true, Ordering::SeqCst) {
+                eprintln!("\ngavel: stopped");
+                // `_exit`, not `exit`: exit's destructors would tear down llama.cpp's globals
+                // under the threads still computing.
+                extern "C" {
+                    fn _exit(status: std::os::raw::c_int) -> !;
+                }
+                // SAFETY: `_exit` ends the process at once; nothing runs after it.
+                unsafe { _exit(std::os::raw::c_int::from(INTERRUPTED)) }
+            }
+            eprintln!("\ngavel: stopping after the batch in flight (its records are written); again to stop now");
+        });
+        if let Err(e) = installed {
+            tracing::warn!("no SIGINT handler ({e}): an interrupt stops at once");
+        }
+        stop
+    })
+    .clone()
+}
+
+/// Whether this process was started with SIGINT ignored.
+#[cfg(unix)]
+fn sigint_ignored() -> bool {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: the disposition is swapped for SIG_IGN and put back at once, before any handler
+    // of this process is installed.
+    unsafe {
+        match signal(Signal::SIGINT, SigHandler::SigIgn) {
+            Ok(previous) => {
+                let _ = signal(Signal::SIGINT, previous);
+                matches!(previous, SigHandler::SigIgn)
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn sigint_ignored() -> bool {
+    false
 }
 
 /// Verify `input` into `output` (stdout when absent) with a progress bar on a terminal and a
@@ -121,6 +198,7 @@ fn run_verify(
     let output_path = output;
     let (mut output, state) = open_output(output, resume, "records", pipeline::prepare_resume)?;
     opts.skip = state.done;
+    opts.stop = Some(stop_on_signal());
     let bar = progress_bar(total, "records");
     if let Some(bar) = &bar {
         bar.set_position(opts.skip.values().sum::<usize>() as u64);
@@ -150,6 +228,9 @@ fn run_verify(
         if summary.skipped > 0 { format!(", {} skipped (already done)", summary.skipped) } else { String::new() },
         if judge.calibrator().is_some() { ", calibrated" } else { "" },
     );
+    if summary.interrupted {
+        say_interrupted(output_path);
+    }
     Ok(summary)
 }
 
@@ -325,9 +406,13 @@ fn eval(args: cli::EvalArgs) -> Result<ExitCode, Error> {
                 rubric: None,
                 short_form: ShortForm::Llm,
                 batch_records: args.batch,
-                skip: Default::default(),
+                ..Default::default()
             };
-            run_verify(&judge, input, total, Some(&verdicts_path), args.resume, opts)?;
+            if run_verify(&judge, input, total, Some(&verdicts_path), args.resume, opts)?.interrupted {
+                // No report over part of the file: `eval --resume` judges the rest, then reports.
+                eprintln!("gavel: no report written: the file is not judged to its end");
+                return Ok(ExitCode::from(INTERRUPTED));
+            }
             // Re-decided below on the file's own grading (a 2-grade file uses a stack's 2-grade
             // cut), as an eval --from of the same outputs would.
             rescore = judge.calibrator().cloned();
@@ -497,7 +582,11 @@ fn calibrate(args: cli::CalibrateArgs) -> Result<ExitCode, Error> {
     }
     if !fit.head_curve.is_empty() {
         println!("learning curve of the head alone (held-out AUC; every fold x 3 draws of whole queries):");
+        let all_used = fit.head_curve.iter().find(|p| p.0 == usize::MAX).map(|p| p.1);
         for (asked, used, auc) in &fit.head_curve {
+            if *asked != usize::MAX && asked > used && Some(*used) == all_used {
+                continue; // past what the folds hold: the "all" row
+            }
             let asked = if *asked == usize::MAX { "all".to_string() } else { asked.to_string() };
             println!("  {asked:>5} labels (used {used:>5}): AUC {auc:.3}");
         }
@@ -584,6 +673,7 @@ fn extract(args: cli::ExtractArgs) -> Result<ExitCode, Error> {
         attach: args.attach,
         rubric_dir: args.rubric_dir.clone(),
         skip,
+        stop: Some(stop_on_signal()),
     };
     let bar = progress_bar(total, "queries");
     let s = pipeline::extract_stream(&extractor, input, &mut out, &opts, |s| {
@@ -603,5 +693,9 @@ fn extract(args: cli::ExtractArgs) -> Result<ExitCode, Error> {
         s.errors,
         secs / s.queries.max(1) as f64
     );
+    if s.interrupted {
+        say_interrupted(args.output.as_deref());
+        return Ok(ExitCode::from(INTERRUPTED));
+    }
     Ok(if s.errors > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }

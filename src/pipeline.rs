@@ -28,6 +28,9 @@ pub struct VerifyOptions {
     /// each key are done: that many input records of the key are skipped, not written again (a
     /// key shared by several records, a duplicate id, is redone for the records not yet done).
     pub skip: std::collections::HashMap<String, usize>,
+    /// Set (by a signal handler) to stop after the batch in flight: its records are written,
+    /// no further record is read, and the summary says `interrupted`.
+    pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Default for VerifyOptions {
@@ -38,6 +41,7 @@ impl Default for VerifyOptions {
             short_form: ShortForm::Hybrid,
             batch_records: 32,
             skip: Default::default(),
+            stop: None,
         }
     }
 }
@@ -57,6 +61,8 @@ pub struct Summary {
     pub truncated: usize,
     /// Records skipped because the output already had them (`--resume`).
     pub skipped: usize,
+    /// The run stopped early on request ([`VerifyOptions::stop`]), after a whole batch.
+    pub interrupted: bool,
     /// Wall time.
     #[serde(with = "crate::backend::secs")]
     pub elapsed: Duration,
@@ -129,6 +135,10 @@ pub fn verify_stream<R: BufRead, W: Write>(
     let batch = opts.batch_records.max(1);
     let mut eof = false;
     while !eof {
+        if opts.stop.as_ref().is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst)) {
+            summary.interrupted = true;
+            break;
+        }
         let mut items = Vec::with_capacity(batch);
         while items.len() < batch {
             buf.clear();
@@ -223,11 +233,13 @@ pub struct ExtractOptions {
     pub rubric_dir: Option<std::path::PathBuf>,
     /// Non-empty input lines already done (a resumed run): skipped, not written again.
     pub skip: usize,
+    /// As [`VerifyOptions::stop`]: stop after the batch in flight.
+    pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Default for ExtractOptions {
     fn default() -> Self {
-        ExtractOptions { input_name: "stdin".into(), batch: 8, attach: false, rubric_dir: None, skip: 0 }
+        ExtractOptions { input_name: "stdin".into(), batch: 8, attach: false, rubric_dir: None, skip: 0, stop: None }
     }
 }
 
@@ -240,6 +252,8 @@ pub struct ExtractSummary {
     pub nuggets: usize,
     /// Lines that failed (error records written).
     pub errors: usize,
+    /// The run stopped early on request ([`ExtractOptions::stop`]), after a whole batch.
+    pub interrupted: bool,
     /// Wall time.
     #[serde(with = "crate::backend::secs")]
     pub elapsed: Duration,
@@ -269,6 +283,11 @@ pub fn extract_stream<R: BufRead, W: Write>(
     let mut lines = input.lines().enumerate();
     let mut skip = opts.skip;
     loop {
+        // Lines read but not yet extracted are not written: `--resume` reads them again.
+        if opts.stop.as_ref().is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst)) {
+            summary.interrupted = true;
+            break;
+        }
         let mut eof = false;
         match lines.next() {
             Some((i, line)) => {

@@ -135,11 +135,8 @@ fn missing_model_file_is_a_clear_error() {
     assert!(stderr.contains("/nonexistent/model.gguf") && stderr.contains("no such file"), "{stderr}");
 }
 
-#[test]
-fn a_killed_run_resumes_with_every_record_exactly_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.jsonl");
-    let output = dir.path().join("out.jsonl");
+/// Sixty short records of two nuggets each in `dir`/in.jsonl, and the path of an output beside.
+fn sixty_records(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let mut text = String::new();
     for i in 0..60 {
         let rec = serde_json::json!({"id": format!("r{i}"), "query": "Where is the Eiffel Tower?",
@@ -147,7 +144,14 @@ fn a_killed_run_resumes_with_every_record_exactly_once() {
             "nuggets": ["The tower is in Paris", format!("The tower opened in {}", 1880 + i % 20)]});
         text.push_str(&format!("{rec}\n"));
     }
-    std::fs::write(&input, text).unwrap();
+    std::fs::write(dir.join("in.jsonl"), text).unwrap();
+    (dir.join("in.jsonl"), dir.join("out.jsonl"))
+}
+
+#[test]
+fn a_killed_run_resumes_with_every_record_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = sixty_records(dir.path());
     let args = ["verify", "--batch", "2", "--input", input.to_str().unwrap(), "--output", output.to_str().unwrap()];
     let mut child = gavel().args(args).stderr(Stdio::null()).spawn().unwrap();
     // Kill it (SIGKILL: no chance to clean up) once some records are on disk.
@@ -183,6 +187,99 @@ fn a_killed_run_resumes_with_every_record_exactly_once() {
     // The records written before the kill are kept as they were.
     let whole = &before[..before.rfind('\n').map_or(0, |i| i + 1)];
     assert!(after.starts_with(whole));
+}
+
+#[test]
+fn an_interrupt_writes_the_batch_in_flight_and_says_how_to_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = sixty_records(dir.path());
+    let args = ["verify", "--batch", "2", "--input", input.to_str().unwrap(), "--output", output.to_str().unwrap()];
+    let signal = |child: &std::process::Child| {
+        let ok = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+        assert!(ok.success());
+    };
+    let wait_for_lines = |child: &mut std::process::Child, n: usize| {
+        let start = std::time::Instant::now();
+        while std::fs::read_to_string(&output).map(|s| s.lines().count()).unwrap_or(0) < n {
+            assert!(child.try_wait().unwrap().is_none(), "the run ended before the interrupt");
+            assert!(start.elapsed() < std::time::Duration::from_secs(300));
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    let lines = || -> Vec<serde_json::Value> {
+        let body = std::fs::read_to_string(&output).unwrap();
+        assert!(body.is_empty() || body.ends_with('\n'), "a torn last line:\n{body}");
+        body.lines().map(|l| serde_json::from_str(l).expect("every line is whole JSON")).collect()
+    };
+
+    // One interrupt: the batch in flight is finished and written, then the run stops.
+    let mut child = gavel().args(args).stderr(Stdio::piped()).spawn().unwrap();
+    wait_for_lines(&mut child, 4);
+    signal(&child);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("stopping after the batch in flight") && stderr.contains("--resume"), "{stderr}");
+    let first = lines();
+    assert!(first.len() >= 4 && first.len() < 60, "{} records", first.len());
+    assert_eq!(first.len() % 2, 0, "whole batches of 2 only: {} records", first.len());
+
+    // Two interrupts: the second stops at once.
+    let mut child = gavel().args(args).arg("--resume").stderr(Stdio::piped()).spawn().unwrap();
+    wait_for_lines(&mut child, first.len() + 2);
+    signal(&child);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    signal(&child);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // What was written is kept; the rest is judged once.
+    let out = gavel().args(args).arg("--resume").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let all = lines();
+    assert_eq!(&all[..first.len()], &first[..]);
+    let mut ids: Vec<String> = all.iter().map(|l| l["id"].to_string()).collect();
+    assert_eq!(ids.len(), 60);
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 60, "no record twice");
+}
+
+#[test]
+fn a_run_started_with_sigint_ignored_keeps_it_ignored() {
+    // A background job of a script inherits SIGINT ignored; the handler must not take it over.
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let output = dir.path().join("out.jsonl");
+    let text: String = (0..60)
+        .map(|i| {
+            let rec = serde_json::json!({"id": format!("r{i}"), "answer": format!("Paris is in France. Note {i}."),
+                "nuggets": ["Paris is in France", format!("The note is number {i}")]});
+            format!("{rec}\n")
+        })
+        .collect();
+    std::fs::write(&input, text).unwrap();
+    let script = format!(
+        "trap '' INT; exec {} verify --batch 2 --input {} --output {}",
+        env!("CARGO_BIN_EXE_gavel"),
+        input.display(),
+        output.display()
+    );
+    let mut child = Command::new("sh").args(["-c", &script]).stderr(Stdio::piped()).spawn().unwrap();
+    let start = std::time::Instant::now();
+    while std::fs::read_to_string(&output).map(|s| s.lines().count()).unwrap_or(0) < 2 {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before the interrupt");
+        assert!(start.elapsed() < std::time::Duration::from_secs(300));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let at_kill = std::fs::read_to_string(&output).unwrap().lines().count();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(at_kill < 60, "the run had finished before the interrupt");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("interrupted"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&output).unwrap().lines().count(), 60);
 }
 
 #[test]
