@@ -27,7 +27,8 @@ Examples:
   gavel bench --input data.jsonl --records 200
 
 Exit codes: 0 all records verified; 1 some records failed (error records were written);
-2 the run could not start (bad flags, model, rubric or template).";
+2 the run could not start (bad flags, model, rubric or template); 130 stopped by Ctrl-C after
+writing the batch in flight (--resume continues).";
 
 /// Rubric-based verifier for search-augmented LLM answers, with an embedded llama.cpp judge.
 #[derive(Parser)]
@@ -52,8 +53,9 @@ pub enum Command {
     /// Run the verifier over a labeled file and report agreement with the gold labels
     /// (Markdown on stdout; report.md, report.html, metrics.json and verdicts.jsonl in --out).
     Eval(EvalArgs),
-    /// Fit a calibration for the current model on a labeled file (contextual calibration and
-    /// macro-F1 thresholds); verify, eval and serve apply it automatically.
+    /// Fit a calibration for the current model on labeled files: a stacked judge over the
+    /// model's reads and lexical signals, chosen on held-out queries (docs/teach.md); verify,
+    /// eval and serve apply it automatically.
     Calibrate(CalibrateArgs),
     /// Extract nugget rubrics from queries (and retrieved passages): JSON Lines in
     /// (`query`, optional `passages`), one line of nuggets per query out.
