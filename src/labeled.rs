@@ -40,12 +40,12 @@ impl Labeled {
     /// (a misspelt label field would otherwise give a report, or a fit, with nothing to compare;
     /// checked before the model runs). A file whose records all failed to parse passes: the
     /// failures are reported with their lines.
-    pub fn require_gold(&self, path: &Path) -> Result<()> {
+    pub fn require_gold(&self, location: &str) -> Result<()> {
         if self.tasks.is_empty() || self.gold_count() > 0 {
             return Ok(());
         }
         Err(Error::field(
-            path.display().to_string(),
+            location,
             "gold",
             format!(
                 "no gold label in its {} record{}: give each nugget one, {{\"text\": ..., \"gold\": \
@@ -55,6 +55,14 @@ impl Labeled {
                 if self.tasks.len() == 1 { "" } else { "s" }
             ),
         ))
+    }
+}
+
+/// A labeled file in messages: its path, and the half read when only one is.
+pub fn location(path: &Path, part: Option<Part>) -> String {
+    match part {
+        Some(p) => format!("{} (part {p})", path.display()),
+        None => path.display().to_string(),
     }
 }
 
@@ -205,17 +213,17 @@ mod tests {
         ));
         assert_eq!((l.tasks.len(), l.failures.len()), (3, 1));
         assert_eq!(l.gold_count(), 3);
-        assert!(l.require_gold(&path).is_ok());
+        assert!(l.require_gold(&location(&path, None)).is_ok());
     }
 
     #[test]
     fn a_file_without_gold_labels_is_an_error_naming_it_but_one_that_did_not_parse_is_not() {
         let (_d, path, l) = labeled("{\"answer\": \"x\", \"nuggets\": [\"x\"], \"labels\": [\"support\"]}\n");
         assert_eq!(l.gold_count(), 0);
-        let e = l.require_gold(&path).unwrap_err().to_string();
-        assert!(e.contains("l.jsonl") && e.contains("gold") && e.contains("in its 1 record:"), "{e}");
+        let e = l.require_gold(&location(&path, Some(Part::B))).unwrap_err().to_string();
+        assert!(e.contains("l.jsonl (part b)") && e.contains("gold") && e.contains("in its 1 record:"), "{e}");
         // Nothing parsed: the failures are the report, with their lines.
         let (_d, path, l) = labeled("not json\n");
-        assert!(l.tasks.is_empty() && l.require_gold(&path).is_ok());
+        assert!(l.tasks.is_empty() && l.require_gold(&location(&path, None)).is_ok());
     }
 }

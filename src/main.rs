@@ -121,30 +121,48 @@ fn say_interrupted(output: Option<&Path>) {
             "gavel: interrupted; every finished record is in {}: the same command with --resume continues",
             p.display()
         ),
-        None => eprintln!("gavel: interrupted; every finished record was written"),
+        None => eprintln!("gavel: interrupted"),
     }
 }
 
-/// Exit status of a run stopped by SIGINT or SIGTERM (128 + SIGINT, as a shell reports it).
+/// Exit status of a run stopped by SIGINT (128 + SIGINT, as a shell reports it).
 const INTERRUPTED: u8 = 130;
 
-/// A flag set by the first SIGINT (Ctrl-C): a run stops after the batch in flight, whose
-/// records are written, so no finished work is lost and `--resume` continues from there. A
-/// second SIGINT stops the process at once (its last batch is then redone by `--resume`). A
-/// process that inherits SIGINT ignored (a background job of a script) keeps it ignored; other
-/// signals end the run at once, as before (every batch written is already on disk).
-fn stop_on_signal() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+/// Whether a stream that stops at batch boundaries is running (see [`interruptible`]).
+static STREAMING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// While alive, the first SIGINT (Ctrl-C) sets [`Interrupt::flag`]: the stream stops after the
+/// batch in flight, whose records are written, so no finished work is lost and `--resume`
+/// continues from there. A second SIGINT, or one while no stream runs (eval's report), stops
+/// the process at once. A process started with SIGINT ignored (a script's background job) keeps
+/// it ignored; SIGTERM and SIGHUP end the run at once, as before (every batch written is
+/// already whole on disk).
+struct Interrupt(Arc<std::sync::atomic::AtomicBool>);
+
+impl Interrupt {
+    fn flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.0.clone()
+    }
+}
+
+impl Drop for Interrupt {
+    fn drop(&mut self) {
+        STREAMING.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn interruptible() -> Interrupt {
     use std::sync::atomic::{AtomicBool, Ordering};
     static STOP: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
-    STOP.get_or_init(|| {
+    let stop = STOP.get_or_init(|| {
         let stop = Arc::new(AtomicBool::new(false));
-        if sigint_ignored() {
-            return stop;
-        }
         let flag = stop.clone();
-        let installed = ctrlc::set_handler(move || {
-            if flag.swap(true, Ordering::SeqCst) {
-                eprintln!("\ngavel: stopped");
+        // `try_`: a SIGINT disposition other than the default (ignored) is left as it is.
+        let installed = ctrlc::try_set_handler(move || {
+            // Written, not printed: a closed stderr must not panic the handler's thread.
+            let mut err = std::io::stderr();
+            if flag.swap(true, Ordering::SeqCst) || !STREAMING.load(Ordering::SeqCst) {
+                let _ = writeln!(err, "\ngavel: stopped");
                 // `_exit`, not `exit`: exit's destructors would tear down llama.cpp's globals
                 // under the threads still computing.
                 extern "C" {
@@ -153,36 +171,19 @@ fn stop_on_signal() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
                 // SAFETY: `_exit` ends the process at once; nothing runs after it.
                 unsafe { _exit(std::os::raw::c_int::from(INTERRUPTED)) }
             }
-            eprintln!("\ngavel: stopping after the batch in flight (its records are written); again to stop now");
+            let _ = writeln!(
+                err,
+                "\ngavel: stopping after the batch in flight (its records are written); again to stop now"
+            );
         });
-        if let Err(e) = installed {
-            tracing::warn!("no SIGINT handler ({e}): an interrupt stops at once");
+        match installed {
+            Ok(()) | Err(ctrlc::Error::MultipleHandlers) => {}
+            Err(e) => tracing::warn!("no SIGINT handler ({e}): an interrupt stops at once"),
         }
         stop
-    })
-    .clone()
-}
-
-/// Whether this process was started with SIGINT ignored.
-#[cfg(unix)]
-fn sigint_ignored() -> bool {
-    use nix::sys::signal::{signal, SigHandler, Signal};
-    // SAFETY: the disposition is swapped for SIG_IGN and put back at once, before any handler
-    // of this process is installed.
-    unsafe {
-        match signal(Signal::SIGINT, SigHandler::SigIgn) {
-            Ok(previous) => {
-                let _ = signal(Signal::SIGINT, previous);
-                matches!(previous, SigHandler::SigIgn)
-            }
-            Err(_) => false,
-        }
-    }
-}
-
-#[cfg(not(unix))]
-fn sigint_ignored() -> bool {
-    false
+    });
+    STREAMING.store(true, Ordering::SeqCst);
+    Interrupt(stop.clone())
 }
 
 /// Verify `input` into `output` (stdout when absent) with a progress bar on a terminal and a
@@ -198,7 +199,8 @@ fn run_verify(
     let output_path = output;
     let (mut output, state) = open_output(output, resume, "records", pipeline::prepare_resume)?;
     opts.skip = state.done;
-    opts.stop = Some(stop_on_signal());
+    let interrupt = interruptible();
+    opts.stop = Some(interrupt.flag());
     let bar = progress_bar(total, "records");
     if let Some(bar) = &bar {
         bar.set_position(opts.skip.values().sum::<usize>() as u64);
@@ -211,6 +213,7 @@ fn run_verify(
         }
     })
     .map_err(|e| at_output(e, output_path))?;
+    drop(interrupt);
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -374,7 +377,7 @@ fn eval(args: cli::EvalArgs) -> Result<ExitCode, Error> {
     // Read first: a file without gold labels fails before the model runs.
     let part = args.part.map(Into::into);
     let labeled = read_labeled(&args.input, part)?;
-    labeled.require_gold(&args.input)?;
+    labeled.require_gold(&labeled::location(&args.input, part))?;
     let mut setup = Vec::new();
     // The calibration verdicts are re-decided with, on the file's own grading.
     let rescore: Option<Calibrator>;
@@ -431,10 +434,7 @@ fn eval(args: cli::EvalArgs) -> Result<ExitCode, Error> {
     };
     let mut outputs = read_outputs(&verdicts_path)?;
     gavel::eval::rescore_outputs(&labeled.tasks, &mut outputs, rescore.as_ref());
-    let name = match part {
-        Some(p) => format!("{} (part {p})", args.input.display()),
-        None => args.input.display().to_string(),
-    };
+    let name = labeled::location(&args.input, part);
     let mut input = gavel::eval::collect(&name, &labeled.tasks, &outputs, labeled.failures);
     input.setup = setup;
     let report = gavel::eval::build_report(&input);
@@ -460,19 +460,21 @@ fn calibrate(args: cli::CalibrateArgs) -> Result<ExitCode, Error> {
         ));
     }
     // Fitting from stored outputs runs the model only for the content-free prior: no cache.
-    let judge = build_judge(&JudgeSpec::raw(&args.score, args.from.is_empty()), &args.model)?;
+    // The labeled files first: one without gold fails before the model loads.
     let part = args.part.map(Into::into);
     let (mut tasks, mut files, mut unparsed) = (Vec::new(), Vec::new(), 0);
     for (f, path) in args.input.iter().enumerate() {
         let l = read_labeled(path, part)?;
+        let location = labeled::location(path, part);
         if l.tasks.is_empty() {
-            return Err(Error::field(path.display().to_string(), "records", "no labeled record"));
+            return Err(Error::field(location, "records", "no labeled record"));
         }
-        l.require_gold(path)?;
+        l.require_gold(&location)?;
         unparsed += l.failures.len();
         files.extend(std::iter::repeat_n(f, l.tasks.len()));
         tasks.extend(l.tasks);
     }
+    let judge = build_judge(&JudgeSpec::raw(&args.score, args.from.is_empty()), &args.model)?;
     let names: Vec<String> =
         args.input.iter().map(|p| p.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default()).collect();
     let collected = if args.from.is_empty() {
@@ -545,10 +547,8 @@ fn calibrate(args: cli::CalibrateArgs) -> Result<ExitCode, Error> {
             "learning curve of the long-form stack (fitted on N labeled verdicts drawn by query from 3 of 4 folds, \
              scored on the 4th; mean macro-F1 over files, every fold x 3 draws):"
         );
-        // A size past what the training folds hold is the "all" row again: said once.
-        let all_used = fit.curve.iter().find(|p| p.labels == usize::MAX).map(|p| p.used);
         let (shown, beyond): (Vec<&gavel::stack::CurvePoint>, Vec<&gavel::stack::CurvePoint>) =
-            fit.curve.iter().partition(|p| p.labels == usize::MAX || p.labels <= p.used || Some(p.used) != all_used);
+            fit.curve.iter().partition(|p| !past_the_folds(&fit.curve, p.labels, p.used, |q| (q.labels, q.used)));
         for p in shown {
             let asked = if p.labels == usize::MAX { "all".to_string() } else { p.labels.to_string() };
             println!(
@@ -582,10 +582,9 @@ fn calibrate(args: cli::CalibrateArgs) -> Result<ExitCode, Error> {
     }
     if !fit.head_curve.is_empty() {
         println!("learning curve of the head alone (held-out AUC; every fold x 3 draws of whole queries):");
-        let all_used = fit.head_curve.iter().find(|p| p.0 == usize::MAX).map(|p| p.1);
         for (asked, used, auc) in &fit.head_curve {
-            if *asked != usize::MAX && asked > used && Some(*used) == all_used {
-                continue; // past what the folds hold: the "all" row
+            if past_the_folds(&fit.head_curve, *asked, *used, |q| (q.0, q.1)) {
+                continue;
             }
             let asked = if *asked == usize::MAX { "all".to_string() } else { asked.to_string() };
             println!("  {asked:>5} labels (used {used:>5}): AUC {auc:.3}");
@@ -611,6 +610,13 @@ fn calibrate(args: cli::CalibrateArgs) -> Result<ExitCode, Error> {
     );
     println!("saved {}  (score a different file to measure it)", out.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether a learning-curve point asked for more labels than the training folds hold: it is
+/// the "all" point again (`of` reads a point's asked and used counts; "all" asks `usize::MAX`).
+fn past_the_folds<T>(curve: &[T], asked: usize, used: usize, of: impl Fn(&T) -> (usize, usize)) -> bool {
+    let all_used = curve.iter().map(&of).find(|q| q.0 == usize::MAX).map(|q| q.1);
+    asked != usize::MAX && asked > used && Some(used) == all_used
 }
 
 /// The output: stdout, a new file, or with `resume` the file after its complete lines (`scan`
@@ -667,13 +673,14 @@ fn extract(args: cli::ExtractArgs) -> Result<ExitCode, Error> {
         open_output(args.output.as_deref(), args.resume, "queries", pipeline::prepare_extract_resume)?;
     let extractor = gavel::extract::Extractor::new(load_backend(&args.model)?, prompts, args.config())?;
     let skip = state.kept;
+    let interrupt = interruptible();
     let opts = ExtractOptions {
         input_name,
         batch: args.batch,
         attach: args.attach,
         rubric_dir: args.rubric_dir.clone(),
         skip,
-        stop: Some(stop_on_signal()),
+        stop: Some(interrupt.flag()),
     };
     let bar = progress_bar(total, "queries");
     let s = pipeline::extract_stream(&extractor, input, &mut out, &opts, |s| {
@@ -682,6 +689,7 @@ fn extract(args: cli::ExtractArgs) -> Result<ExitCode, Error> {
         }
     })
     .map_err(|e| at_output(e, args.output.as_deref()))?;
+    drop(interrupt);
     if let Some(b) = bar {
         b.finish_and_clear();
     }

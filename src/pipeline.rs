@@ -135,8 +135,7 @@ pub fn verify_stream<R: BufRead, W: Write>(
     let batch = opts.batch_records.max(1);
     let mut eof = false;
     while !eof {
-        if opts.stop.as_ref().is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst)) {
-            summary.interrupted = true;
+        if stop_asked(&opts.stop) {
             break;
         }
         let mut items = Vec::with_capacity(batch);
@@ -215,8 +214,16 @@ pub fn verify_stream<R: BufRead, W: Write>(
         summary.elapsed = start.elapsed();
         progress(&summary);
     }
+    // Also when the input ended or the output closed after the stop was asked: Ctrl-C reaches
+    // every process of a pipeline, so the one feeding gavel may have died of it.
+    summary.interrupted = stop_asked(&opts.stop);
     summary.elapsed = start.elapsed();
     Ok(summary)
+}
+
+/// Whether a stop was asked through a [`VerifyOptions::stop`] (or extract's) flag.
+fn stop_asked(stop: &Option<std::sync::Arc<std::sync::atomic::AtomicBool>>) -> bool {
+    stop.as_ref().is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst))
 }
 
 /// Options of [`extract_stream`].
@@ -284,8 +291,7 @@ pub fn extract_stream<R: BufRead, W: Write>(
     let mut skip = opts.skip;
     loop {
         // Lines read but not yet extracted are not written: `--resume` reads them again.
-        if opts.stop.as_ref().is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst)) {
-            summary.interrupted = true;
+        if stop_asked(&opts.stop) {
             break;
         }
         let mut eof = false;
@@ -380,6 +386,7 @@ pub fn extract_stream<R: BufRead, W: Write>(
             break;
         }
     }
+    summary.interrupted = stop_asked(&opts.stop);
     summary.elapsed = start.elapsed();
     Ok(summary)
 }

@@ -224,14 +224,19 @@ fn an_interrupt_writes_the_batch_in_flight_and_says_how_to_resume() {
     assert!(first.len() >= 4 && first.len() < 60, "{} records", first.len());
     assert_eq!(first.len() % 2, 0, "whole batches of 2 only: {} records", first.len());
 
-    // Two interrupts: the second stops at once.
-    let mut child = gavel().args(args).arg("--resume").stderr(Stdio::piped()).spawn().unwrap();
-    wait_for_lines(&mut child, first.len() + 2);
+    // Two interrupts: the second stops at once, without waiting for the batch in flight (20
+    // records: seconds of work, against 100 ms between the signals).
+    let (i, o) = (input.to_str().unwrap(), output.to_str().unwrap());
+    let args20 = ["verify", "--batch", "20", "--input", i, "--output", o, "--resume"];
+    let mut child = gavel().args(args20).stderr(Stdio::piped()).spawn().unwrap();
+    wait_for_lines(&mut child, first.len() + 1);
     signal(&child);
     std::thread::sleep(std::time::Duration::from_millis(100));
     signal(&child);
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("gavel: stopped") && !stderr.contains("every finished record"), "{stderr}");
 
     // What was written is kept; the rest is judged once.
     let out = gavel().args(args).arg("--resume").output().unwrap();
@@ -249,16 +254,7 @@ fn an_interrupt_writes_the_batch_in_flight_and_says_how_to_resume() {
 fn a_run_started_with_sigint_ignored_keeps_it_ignored() {
     // A background job of a script inherits SIGINT ignored; the handler must not take it over.
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.jsonl");
-    let output = dir.path().join("out.jsonl");
-    let text: String = (0..60)
-        .map(|i| {
-            let rec = serde_json::json!({"id": format!("r{i}"), "answer": format!("Paris is in France. Note {i}."),
-                "nuggets": ["Paris is in France", format!("The note is number {i}")]});
-            format!("{rec}\n")
-        })
-        .collect();
-    std::fs::write(&input, text).unwrap();
+    let (input, output) = sixty_records(dir.path());
     let script = format!(
         "trap '' INT; exec {} verify --batch 2 --input {} --output {}",
         env!("CARGO_BIN_EXE_gavel"),

@@ -27,8 +27,8 @@ Examples:
   gavel bench --input data.jsonl --records 200
 
 Exit codes: 0 all records verified; 1 some records failed (error records were written);
-2 the run could not start (bad flags, model, rubric or template); 130 stopped by Ctrl-C after
-writing the batch in flight (--resume continues).";
+2 the run could not start (bad flags, model, rubric or template); 130 stopped by Ctrl-C (the
+first finishes and writes the batch in flight; --resume continues).";
 
 /// Rubric-based verifier for search-augmented LLM answers, with an embedded llama.cpp judge.
 #[derive(Parser)]
