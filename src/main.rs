@@ -377,7 +377,11 @@ fn eval(args: cli::EvalArgs) -> Result<ExitCode, Error> {
     // Read first: a file without gold labels fails before the model runs.
     let part = args.part.map(Into::into);
     let labeled = read_labeled(&args.input, part)?;
-    labeled.require_gold(&labeled::location(&args.input, part))?;
+    let location = labeled::location(&args.input, part);
+    if labeled.tasks.is_empty() && labeled.failures.is_empty() {
+        return Err(Error::field(location, "records", "no record to evaluate"));
+    }
+    labeled.require_gold(&location)?;
     let mut setup = Vec::new();
     // The calibration verdicts are re-decided with, on the file's own grading.
     let rescore: Option<Calibrator>;

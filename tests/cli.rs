@@ -109,6 +109,18 @@ fn a_labeled_file_without_gold_labels_fails_before_the_model_runs() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("unlabeled.jsonl") && stderr.contains("`gold`"), "{stderr}");
     assert!(!stderr.contains("calibrate: 2/2"), "the model ran: {stderr}");
+
+    // Nothing to evaluate (an empty file, or a part that holds no record): said, not reported.
+    let empty = dir.path().join("empty.jsonl");
+    std::fs::write(&empty, "\n").unwrap();
+    let out = gavel()
+        .args(["eval", "--input", empty.to_str().unwrap(), "--part", "b", "--out", out_dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("empty.jsonl (part b)") && stderr.contains("no record to evaluate"), "{stderr}");
+    assert!(!out_dir.join("report.md").exists());
 }
 
 #[test]
