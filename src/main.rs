@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use cli::config::{build_judge, load_backend, load_rubric, prompt_set, JudgeSpec};
+use cli::interrupt::{interruptible, say_interrupted, INTERRUPTED};
 use cli::io::{open_input, progress_bar, refuse_overwrite};
 use cli::{Cli, Command, ScoreArgs};
 use gavel::cache::{model_fingerprint, model_key};
@@ -112,78 +113,6 @@ fn verify(args: cli::VerifyArgs) -> Result<ExitCode, Error> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-/// Where the work of an interrupted run is, and how to continue it.
-fn say_interrupted(output: Option<&Path>) {
-    match output {
-        Some(p) => eprintln!(
-            "gavel: interrupted; every finished record is in {}: the same command with --resume continues",
-            p.display()
-        ),
-        None => eprintln!("gavel: interrupted"),
-    }
-}
-
-/// Exit status of a run stopped by SIGINT (128 + SIGINT, as a shell reports it).
-const INTERRUPTED: u8 = 130;
-
-/// Whether a stream that stops at batch boundaries is running (see [`interruptible`]).
-static STREAMING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// While alive, the first SIGINT (Ctrl-C) sets [`Interrupt::flag`]: the stream stops after the
-/// batch in flight, whose records are written, so no finished work is lost and `--resume`
-/// continues from there. A second SIGINT, or one while no stream runs (eval's report), stops
-/// the process at once. A process started with SIGINT ignored (a script's background job) keeps
-/// it ignored; SIGTERM and SIGHUP end the run at once, as before (every batch written is
-/// already whole on disk).
-struct Interrupt(Arc<std::sync::atomic::AtomicBool>);
-
-impl Interrupt {
-    fn flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
-        self.0.clone()
-    }
-}
-
-impl Drop for Interrupt {
-    fn drop(&mut self) {
-        STREAMING.store(false, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-fn interruptible() -> Interrupt {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    static STOP: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
-    let stop = STOP.get_or_init(|| {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        // `try_`: a SIGINT disposition other than the default (ignored) is left as it is.
-        let installed = ctrlc::try_set_handler(move || {
-            // Written, not printed: a closed stderr must not panic the handler's thread.
-            let mut err = std::io::stderr();
-            if flag.swap(true, Ordering::SeqCst) || !STREAMING.load(Ordering::SeqCst) {
-                let _ = writeln!(err, "\ngavel: stopped");
-                // `_exit`, not `exit`: exit's destructors would tear down llama.cpp's globals
-                // under the threads still computing.
-                extern "C" {
-                    fn _exit(status: std::os::raw::c_int) -> !;
-                }
-                // SAFETY: `_exit` ends the process at once; nothing runs after it.
-                unsafe { _exit(std::os::raw::c_int::from(INTERRUPTED)) }
-            }
-            let _ = writeln!(
-                err,
-                "\ngavel: stopping after the batch in flight (its records are written); again to stop now"
-            );
-        });
-        match installed {
-            Ok(()) | Err(ctrlc::Error::MultipleHandlers) => {}
-            Err(e) => tracing::warn!("no SIGINT handler ({e}): an interrupt stops at once"),
-        }
-        stop
-    });
-    STREAMING.store(true, Ordering::SeqCst);
-    Interrupt(stop.clone())
 }
 
 /// Verify `input` into `output` (stdout when absent) with a progress bar on a terminal and a
@@ -438,8 +367,7 @@ fn eval(args: cli::EvalArgs) -> Result<ExitCode, Error> {
     };
     let mut outputs = read_outputs(&verdicts_path)?;
     gavel::eval::rescore_outputs(&labeled.tasks, &mut outputs, rescore.as_ref());
-    let name = labeled::location(&args.input, part);
-    let mut input = gavel::eval::collect(&name, &labeled.tasks, &outputs, labeled.failures);
+    let mut input = gavel::eval::collect(&location, &labeled.tasks, &outputs, labeled.failures);
     input.setup = setup;
     let report = gavel::eval::build_report(&input);
     let md = gavel::report::to_markdown(&report);
@@ -551,8 +479,9 @@ fn calibrate(args: cli::CalibrateArgs) -> Result<ExitCode, Error> {
             "learning curve of the long-form stack (fitted on N labeled verdicts drawn by query from 3 of 4 folds, \
              scored on the 4th; mean macro-F1 over files, every fold x 3 draws):"
         );
+        let all = fit.curve.iter().find(|p| p.labels == usize::MAX).map(|p| p.used);
         let (shown, beyond): (Vec<&gavel::stack::CurvePoint>, Vec<&gavel::stack::CurvePoint>) =
-            fit.curve.iter().partition(|p| !past_the_folds(&fit.curve, p.labels, p.used, |q| (q.labels, q.used)));
+            fit.curve.iter().partition(|p| !past_the_folds(p.labels, p.used, all));
         for p in shown {
             let asked = if p.labels == usize::MAX { "all".to_string() } else { p.labels.to_string() };
             println!(
@@ -586,8 +515,9 @@ fn calibrate(args: cli::CalibrateArgs) -> Result<ExitCode, Error> {
     }
     if !fit.head_curve.is_empty() {
         println!("learning curve of the head alone (held-out AUC; every fold x 3 draws of whole queries):");
+        let all = fit.head_curve.iter().find(|p| p.0 == usize::MAX).map(|p| p.1);
         for (asked, used, auc) in &fit.head_curve {
-            if past_the_folds(&fit.head_curve, *asked, *used, |q| (q.0, q.1)) {
+            if past_the_folds(*asked, *used, all) {
                 continue;
             }
             let asked = if *asked == usize::MAX { "all".to_string() } else { asked.to_string() };
@@ -616,11 +546,10 @@ fn calibrate(args: cli::CalibrateArgs) -> Result<ExitCode, Error> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Whether a learning-curve point asked for more labels than the training folds hold: it is
-/// the "all" point again (`of` reads a point's asked and used counts; "all" asks `usize::MAX`).
-fn past_the_folds<T>(curve: &[T], asked: usize, used: usize, of: impl Fn(&T) -> (usize, usize)) -> bool {
-    let all_used = curve.iter().map(&of).find(|q| q.0 == usize::MAX).map(|q| q.1);
-    asked != usize::MAX && asked > used && Some(used) == all_used
+/// Whether a learning-curve point that asked for `asked` labels and used `used` asked for more
+/// than the training folds hold: it is the "all" point again (`all`: what that point used).
+fn past_the_folds(asked: usize, used: usize, all: Option<usize>) -> bool {
+    asked != usize::MAX && asked > used && Some(used) == all
 }
 
 /// The output: stdout, a new file, or with `resume` the file after its complete lines (`scan`

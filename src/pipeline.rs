@@ -61,7 +61,9 @@ pub struct Summary {
     pub truncated: usize,
     /// Records skipped because the output already had them (`--resume`).
     pub skipped: usize,
-    /// The run stopped early on request ([`VerifyOptions::stop`]), after a whole batch.
+    /// A stop was asked ([`VerifyOptions::stop`]): the run ended after a whole batch (or when
+    /// its input ended or its output closed, as a pipeline's other process died of the same
+    /// signal).
     pub interrupted: bool,
     /// Wall time.
     #[serde(with = "crate::backend::secs")]
@@ -259,7 +261,7 @@ pub struct ExtractSummary {
     pub nuggets: usize,
     /// Lines that failed (error records written).
     pub errors: usize,
-    /// The run stopped early on request ([`ExtractOptions::stop`]), after a whole batch.
+    /// A stop was asked ([`ExtractOptions::stop`]), as [`Summary::interrupted`].
     pub interrupted: bool,
     /// Wall time.
     #[serde(with = "crate::backend::secs")]

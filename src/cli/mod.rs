@@ -3,6 +3,7 @@
 //! honours, so clap refuses any other flag with a message.
 
 pub mod config;
+pub mod interrupt;
 pub mod io;
 
 use std::path::PathBuf;
