@@ -131,6 +131,7 @@ fn run_verify(
     let interrupt = interruptible();
     opts.stop = Some(interrupt.flag());
     let bar = progress_bar(total, "records");
+    interrupt.draws(bar.as_ref());
     if let Some(bar) = &bar {
         bar.set_position(opts.skip.values().sum::<usize>() as u64);
         bar.reset_eta();
@@ -616,6 +617,7 @@ fn extract(args: cli::ExtractArgs) -> Result<ExitCode, Error> {
         stop: Some(interrupt.flag()),
     };
     let bar = progress_bar(total, "queries");
+    interrupt.draws(bar.as_ref());
     let s = pipeline::extract_stream(&extractor, input, &mut out, &opts, |s| {
         if let Some(b) = &bar {
             b.set_position((skip + s.queries) as u64);

@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Where the work of an interrupted run is, and how to continue it.
 pub fn say_interrupted(output: Option<&Path>) {
@@ -24,6 +24,23 @@ pub const INTERRUPTED: u8 = 130;
 /// Whether a stream that stops at batch boundaries is running (see [`interruptible`]).
 static STREAMING: AtomicBool = AtomicBool::new(false);
 
+/// The progress bar of the running stream, if one is drawn: the handler's message is written
+/// with the bar cleared, so that the bar's next redraw does not leave it under a stale bar.
+static BAR: Mutex<Option<indicatif::ProgressBar>> = Mutex::new(None);
+
+/// Write `message` on stderr, around the progress bar when one is drawn.
+fn tell(message: &str) {
+    // Written, not printed: a closed stderr must not panic the handler's thread. Without a
+    // bar, a new line first: the terminal has echoed "^C" on the current one.
+    let write = |lead: &str| {
+        let _ = writeln!(std::io::stderr(), "{lead}{message}");
+    };
+    match BAR.lock().ok().and_then(|b| b.clone()) {
+        Some(bar) => bar.suspend(|| write("")),
+        None => write("\n"),
+    }
+}
+
 /// While alive, the first SIGINT (Ctrl-C) sets [`Interrupt::flag`]: the stream stops after the
 /// batch in flight, whose records are written, so no finished work is lost and `--resume`
 /// continues from there. A second SIGINT, or one while no stream runs (eval's report), stops
@@ -36,11 +53,21 @@ impl Interrupt {
     pub fn flag(&self) -> Arc<AtomicBool> {
         self.0.clone()
     }
+
+    /// The stream draws `bar`: the handler writes around it until the stream ends.
+    pub fn draws(&self, bar: Option<&indicatif::ProgressBar>) {
+        if let Ok(mut b) = BAR.lock() {
+            *b = bar.cloned();
+        }
+    }
 }
 
 impl Drop for Interrupt {
     fn drop(&mut self) {
         STREAMING.store(false, Ordering::SeqCst);
+        if let Ok(mut b) = BAR.lock() {
+            *b = None;
+        }
     }
 }
 
@@ -51,10 +78,8 @@ pub fn interruptible() -> Interrupt {
         let flag = stop.clone();
         // `try_`: a SIGINT disposition other than the default (ignored) is left as it is.
         let installed = ctrlc::try_set_handler(move || {
-            // Written, not printed: a closed stderr must not panic the handler's thread.
-            let mut err = std::io::stderr();
             if flag.swap(true, Ordering::SeqCst) || !STREAMING.load(Ordering::SeqCst) {
-                let _ = writeln!(err, "\ngavel: stopped");
+                let _ = writeln!(std::io::stderr(), "\ngavel: stopped");
                 // `_exit`, not `exit`: exit's destructors would tear down llama.cpp's globals
                 // under the threads still computing.
                 extern "C" {
@@ -63,10 +88,7 @@ pub fn interruptible() -> Interrupt {
                 // SAFETY: `_exit` ends the process at once; nothing runs after it.
                 unsafe { _exit(std::os::raw::c_int::from(INTERRUPTED)) }
             }
-            let _ = writeln!(
-                err,
-                "\ngavel: stopping after the batch in flight (its records are written); again to stop now"
-            );
+            tell("gavel: stopping after the batch in flight (its records are written); again to stop now");
         });
         match installed {
             Ok(()) | Err(ctrlc::Error::MultipleHandlers) => {}
