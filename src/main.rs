@@ -343,8 +343,13 @@ fn eval(args: cli::EvalArgs) -> Result<ExitCode, Error> {
                 rubric: None,
                 short_form: ShortForm::Llm,
                 batch_records: args.batch,
+                // Only the half the report reads is judged.
+                part,
                 ..Default::default()
             };
+            // The bar counts the records of the part (and those that did not parse).
+            let total =
+                total.map(|t| if part.is_some() { (labeled.tasks.len() + labeled.failures.len()) as u64 } else { t });
             if run_verify(&judge, input, total, Some(&verdicts_path), args.resume, opts)?.interrupted {
                 // No report over part of the file: `eval --resume` judges the rest, then reports.
                 eprintln!("gavel: no report written: the file is not judged to its end");

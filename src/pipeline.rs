@@ -10,7 +10,9 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::extract::{ExtractTask, Extractor};
 use crate::judge::Judge;
-use crate::record::{output_key, parse_record, record_key, salvage_id, OutputRecord, ShortForm, Task, VerdictRecord};
+use crate::record::{
+    output_key, parse_record, part_of, record_key, salvage_id, OutputRecord, Part, ShortForm, Task, VerdictRecord,
+};
 use crate::rubric::Rubric;
 
 /// Options of [`verify_stream`].
@@ -31,6 +33,10 @@ pub struct VerifyOptions {
     /// Set (by a signal handler) to stop after the batch in flight: its records are written,
     /// no further record is read, and the summary says `interrupted`.
     pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// Judge only the records of this half of a labeled file ([`crate::record::part_of`]): the
+    /// others are passed over, neither judged nor written (a record that does not parse has no
+    /// half and is written as an error record).
+    pub part: Option<Part>,
 }
 
 impl Default for VerifyOptions {
@@ -42,6 +48,7 @@ impl Default for VerifyOptions {
             batch_records: 32,
             skip: Default::default(),
             stop: None,
+            part: None,
         }
     }
 }
@@ -167,6 +174,7 @@ pub fn verify_stream<R: BufRead, W: Write>(
                 continue;
             }
             match parse_record(text, &location, opts.rubric.as_ref(), opts.short_form) {
+                Ok(task) if opts.part.is_some_and(|p| part_of(&task) != p) => {}
                 Ok(task) => items.push(Item::Task { line: line_no, task }),
                 Err(error) => items.push(Item::Failed { line: line_no, id: salvage_id(text), error }),
             }

@@ -124,6 +124,51 @@ fn a_labeled_file_without_gold_labels_fails_before_the_model_runs() {
 }
 
 #[test]
+fn eval_with_a_part_judges_only_that_half() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("labeled.jsonl");
+    let cities = ["Paris", "Rome", "Madrid", "Berlin", "Vienna", "Lisbon", "Athens", "Dublin"];
+    let body: String = cities
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            format!(
+                "{{\"id\": \"r{i}\", \"query\": \"Where is {c}?\", \"answer\": \"{c} is a capital city in Europe.\", \
+                 \"nuggets\": [{{\"text\": \"{c} is a capital\", \"gold\": \"support\"}}]}}\n"
+            )
+        })
+        .collect();
+    std::fs::write(&input, body).unwrap();
+    let judged = |part: &str| -> Vec<String> {
+        let out_dir = dir.path().join(part);
+        let out = gavel()
+            .args(["eval", "--input", input.to_str().unwrap(), "--part", part, "--out", out_dir.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        let verdicts = std::fs::read_to_string(out_dir.join("verdicts.jsonl")).unwrap();
+        let ids: Vec<String> = verdicts
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_str().unwrap().to_string())
+            .collect();
+        // The report counts what was judged: one verdict per record here.
+        let metrics: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out_dir.join("metrics.json")).unwrap()).unwrap();
+        assert!(metrics.to_string().contains(&format!("\"n\":{}", ids.len())), "{metrics}");
+        ids
+    };
+    let (a, b) = (judged("a"), judged("b"));
+    // Each half judged alone: no record in both, none left out, neither half empty.
+    assert!(!a.is_empty() && !b.is_empty(), "a {a:?}, b {b:?}");
+    assert!(a.iter().all(|id| !b.contains(id)), "a {a:?}, b {b:?}");
+    let mut all: Vec<String> = a.iter().chain(&b).cloned().collect();
+    all.sort();
+    let mut want: Vec<String> = (0..cities.len()).map(|i| format!("r{i}")).collect();
+    want.sort();
+    assert_eq!(all, want);
+}
+
+#[test]
 fn dry_run_prints_the_prompt_without_judging() {
     let out = gavel().args(["verify", "--dry-run", "--input", &fixture("mixed.jsonl")]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

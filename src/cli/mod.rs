@@ -413,7 +413,8 @@ pub struct EvalArgs {
     /// Records judged together.
     #[arg(long, default_value_t = VerifyOptions::default().batch_records)]
     pub batch: usize,
-    /// Report on one half of the file only (`a` or `b`, split by query/article).
+    /// Judge and report one half of the file only (`a` or `b`, split by query/article); the
+    /// other half's records are not judged.
     #[arg(long, value_enum)]
     pub part: Option<PartArg>,
     /// Do not run the model: re-decide from the raw model outputs in this verdicts file
