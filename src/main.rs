@@ -133,7 +133,8 @@ fn run_verify(
     let bar = progress_bar(total, "records");
     interrupt.draws(bar.as_ref());
     if let Some(bar) = &bar {
-        bar.set_position(opts.skip.values().sum::<usize>() as u64);
+        // With a part, the first batch tells how many of the records done are the part's.
+        bar.set_position(if opts.part.is_some() { 0 } else { opts.skip.values().sum::<usize>() as u64 });
         bar.reset_eta();
     }
     let summary = pipeline::verify_stream(judge, input, &mut output, &opts, |s| {

@@ -158,6 +158,19 @@ fn eval_with_a_part_judges_only_that_half() {
         ids
     };
     let (a, b) = (judged("a"), judged("b"));
+    // An output that holds both halves: resuming part a finds all of its records done and
+    // counts only those as skipped.
+    let both = dir.path().join("both");
+    std::fs::create_dir_all(&both).unwrap();
+    let verdicts = |part: &str| std::fs::read_to_string(dir.path().join(part).join("verdicts.jsonl")).unwrap();
+    std::fs::write(both.join("verdicts.jsonl"), verdicts("b") + &verdicts("a")).unwrap();
+    let out = gavel()
+        .args(["eval", "--input", input.to_str().unwrap(), "--part", "a", "--resume", "--out", both.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains(&format!("{} skipped (already done)", a.len())), "{stderr}");
     // Each half judged alone: no record in both, none left out, neither half empty.
     assert!(!a.is_empty() && !b.is_empty(), "a {a:?}, b {b:?}");
     assert!(a.iter().all(|id| !b.contains(id)), "a {a:?}, b {b:?}");
