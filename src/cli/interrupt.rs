@@ -35,7 +35,9 @@ fn tell(message: &str) {
     let write = |lead: &str| {
         let _ = writeln!(std::io::stderr(), "{lead}{message}");
     };
-    match BAR.lock().ok().and_then(|b| b.clone()) {
+    // The lock is let go before writing: the stream's end takes it to clear the bar.
+    let bar = BAR.lock().ok().and_then(|b| b.clone());
+    match bar {
         Some(bar) => bar.suspend(|| write("")),
         None => write("\n"),
     }
