@@ -128,10 +128,9 @@ fn run_verify(
     let output_path = output;
     let (mut output, state) = open_output(output, resume, "records", pipeline::prepare_resume)?;
     opts.skip = state.done;
-    let interrupt = interruptible();
-    opts.stop = Some(interrupt.flag());
     let bar = progress_bar(total, "records");
-    interrupt.draws(bar.as_ref());
+    let interrupt = interruptible(bar.as_ref());
+    opts.stop = Some(interrupt.flag());
     if let Some(bar) = &bar {
         // With a part, the first batch tells how many of the records done are the part's.
         bar.set_position(if opts.part.is_some() { 0 } else { opts.skip.values().sum::<usize>() as u64 });
@@ -613,7 +612,8 @@ fn extract(args: cli::ExtractArgs) -> Result<ExitCode, Error> {
         open_output(args.output.as_deref(), args.resume, "queries", pipeline::prepare_extract_resume)?;
     let extractor = gavel::extract::Extractor::new(load_backend(&args.model)?, prompts, args.config())?;
     let skip = state.kept;
-    let interrupt = interruptible();
+    let bar = progress_bar(total, "queries");
+    let interrupt = interruptible(bar.as_ref());
     let opts = ExtractOptions {
         input_name,
         batch: args.batch,
@@ -622,8 +622,6 @@ fn extract(args: cli::ExtractArgs) -> Result<ExitCode, Error> {
         skip,
         stop: Some(interrupt.flag()),
     };
-    let bar = progress_bar(total, "queries");
-    interrupt.draws(bar.as_ref());
     let s = pipeline::extract_stream(&extractor, input, &mut out, &opts, |s| {
         if let Some(b) = &bar {
             b.set_position((skip + s.queries) as u64);

@@ -168,17 +168,18 @@ pub fn verify_stream<R: BufRead, W: Write>(
             if text.is_empty() {
                 continue;
             }
+            let parsed = parse_record(text, &location, opts.rubric.as_ref(), opts.short_form);
+            // A record of the other half is not this run's: neither judged nor counted as done.
+            let other_half = opts.part.is_some_and(|p| parsed.as_ref().is_ok_and(|t| part_of(t) != p));
             if let Some(n) = skip.get_mut(&record_key(salvage_id(text).as_deref(), line_no)).filter(|n| **n > 0) {
                 *n -= 1;
-                // A record of the other half (an output that holds both) was not this run's to do.
-                let other_half = opts.part.is_some_and(|p| {
-                    parse_record(text, &location, opts.rubric.as_ref(), opts.short_form).is_ok_and(|t| part_of(&t) != p)
-                });
                 summary.skipped += usize::from(!other_half);
                 continue;
             }
-            match parse_record(text, &location, opts.rubric.as_ref(), opts.short_form) {
-                Ok(task) if opts.part.is_some_and(|p| part_of(&task) != p) => {}
+            if other_half {
+                continue;
+            }
+            match parsed {
                 Ok(task) => items.push(Item::Task { line: line_no, task }),
                 Err(error) => items.push(Item::Failed { line: line_no, id: salvage_id(text), error }),
             }

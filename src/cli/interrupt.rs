@@ -55,13 +55,6 @@ impl Interrupt {
     pub fn flag(&self) -> Arc<AtomicBool> {
         self.0.clone()
     }
-
-    /// The stream draws `bar`: the handler writes around it until the stream ends.
-    pub fn draws(&self, bar: Option<&indicatif::ProgressBar>) {
-        if let Ok(mut b) = BAR.lock() {
-            *b = bar.cloned();
-        }
-    }
 }
 
 impl Drop for Interrupt {
@@ -73,7 +66,9 @@ impl Drop for Interrupt {
     }
 }
 
-pub fn interruptible() -> Interrupt {
+/// A stream starts: Ctrl-C stops it after the batch in flight while the returned guard lives;
+/// its messages are written around `bar`, the stream's progress bar, when one is drawn.
+pub fn interruptible(bar: Option<&indicatif::ProgressBar>) -> Interrupt {
     static STOP: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
     let stop = STOP.get_or_init(|| {
         let stop = Arc::new(AtomicBool::new(false));
@@ -81,7 +76,7 @@ pub fn interruptible() -> Interrupt {
         // `try_`: a SIGINT disposition other than the default (ignored) is left as it is.
         let installed = ctrlc::try_set_handler(move || {
             if flag.swap(true, Ordering::SeqCst) || !STREAMING.load(Ordering::SeqCst) {
-                let _ = writeln!(std::io::stderr(), "\ngavel: stopped");
+                tell("gavel: stopped");
                 // `_exit`, not `exit`: exit's destructors would tear down llama.cpp's globals
                 // under the threads still computing.
                 extern "C" {
@@ -98,6 +93,9 @@ pub fn interruptible() -> Interrupt {
         }
         stop
     });
+    if let Ok(mut b) = BAR.lock() {
+        *b = bar.cloned();
+    }
     STREAMING.store(true, Ordering::SeqCst);
     Interrupt(stop.clone())
 }
