@@ -154,7 +154,8 @@ fn eval_with_a_part_judges_only_that_half() {
         // The report counts what was judged: one verdict per record here.
         let metrics: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(out_dir.join("metrics.json")).unwrap()).unwrap();
-        assert!(metrics.to_string().contains(&format!("\"n\":{}", ids.len())), "{metrics}");
+        let n = Some(ids.len() as u64);
+        assert_eq!((metrics["records"].as_u64(), metrics["rubric"]["model2"]["n"].as_u64()), (n, n), "{metrics}");
         ids
     };
     let (a, b) = (judged("a"), judged("b"));
