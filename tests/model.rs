@@ -588,3 +588,36 @@ fn batch_invariant_prefill_reads_the_last_real_token_at_every_length() {
     }
     assert!(padded > 0, "no length padded: the case is not covered");
 }
+
+/// The stop flag (what Ctrl-C sets) ends a stream after the batch in flight, without timing: the
+/// flag is raised from the progress callback after the first batch, so exactly that batch is
+/// written, whole, and the next record is never read.
+#[test]
+fn a_stop_ends_the_stream_after_the_batch_in_flight() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let judge = common::judge(JudgeConfig::default());
+    let input: String = (0..5)
+        .map(|i| format!("{{\"id\": \"r{i}\", \"answer\": \"{PASSAGE}\", \"nuggets\": [\"It is 330 metres tall\"]}}\n"))
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let opts = gavel::pipeline::VerifyOptions { batch_records: 2, stop: Some(stop.clone()), ..Default::default() };
+    let mut out = Vec::new();
+    let mut calls = 0;
+    let summary = gavel::pipeline::verify_stream(&judge, input.as_bytes(), &mut out, &opts, |_| {
+        calls += 1;
+        stop.store(true, Ordering::SeqCst);
+    })
+    .unwrap();
+    let ids: Vec<String> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["r0", "r1"], "the first batch, whole, and nothing after it");
+    assert_eq!((summary.records, summary.interrupted, calls), (2, true, 1), "{summary:?}");
+    // Without the flag the same input runs to its end.
+    let mut all = Vec::new();
+    let whole =
+        gavel::pipeline::verify_stream(&judge, input.as_bytes(), &mut all, &Default::default(), |_| {}).unwrap();
+    assert_eq!((whole.records, whole.interrupted), (5, false));
+}
