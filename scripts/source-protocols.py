@@ -27,12 +27,13 @@ import zlib
 
 import numpy as np
 
-_spec = importlib.util.spec_from_file_location("transfer_select", os.path.join(os.path.dirname(__file__), "transfer-select.py"))
-ts = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(ts)
-f1, logistic, IDX, GRID, bootstrap_f1 = ts.f1, ts.logistic, ts.IDX, ts.GRID, ts.bootstrap_f1
+from transfer_fit import IDX, SIGN, f1, fit  # the fit `gavel calibrate --stack transfer` makes
+
+_spec = importlib.util.spec_from_file_location("bootstrap_f1", os.path.join(os.path.dirname(__file__), "bootstrap-f1.py"))
+bootstrap_f1 = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bootstrap_f1)
 # The length may speak either way (0: unconstrained).
-SIGN = dict(ts.SIGN, log_answer_words=0.0)
+SIGN = dict(SIGN, log_answer_words=0.0)
 SHIPPED = ["overlap", "best_overlap", "soft_overlap", "best_soft_overlap", "numbers_missing", "pmi_low3", "window_pmi_mean"]
 
 
@@ -47,7 +48,6 @@ def main():
     gold = {f: np.array([IDX[r["gold"]] for r in by[f]]) for f in files}
     fold = {f: np.array([zlib.crc32(r["group"].encode()) % 4 for r in by[f]]) for f in files}
     two = {f: not (gold[f] == 1).any() for f in files}
-    sig = lambda v: 1 / (1 + np.exp(-v))
 
     def cols(f, names):
         x = np.array([[float(r[n]) for n in names] for r in by[f]])
@@ -57,45 +57,9 @@ def main():
     def stack(names, partial_names, balanced, train):
         """Fit on `train` (file, mask) pairs; returns predict(file, mask) -> label indices."""
         every = list(dict.fromkeys(names + partial_names))
-        xs = [cols(f, every)[m] for f, m in train]
-        gs = [gold[f][m] for f, m in train]
-        mu, sd = np.nanmean(np.vstack(xs), 0), np.nanstd(np.vstack(xs), 0) + 1e-9
-        z = [np.nan_to_num((x - mu) / sd) for x in xs]
-        si, pi = [every.index(n) for n in names], [every.index(n) for n in partial_names]
-        w = np.concatenate([np.full(len(x), 1.0 / len(x)) for x in xs])
-        b, c = logistic(np.vstack(z)[:, si], np.concatenate([(g == 0).astype(float) for g in gs]), w / w.mean(),
-                        np.array([SIGN.get(n, 1.0) for n in names]))
-        three = [i for i, (f, _) in enumerate(train) if not two[f]]
-        w3 = np.concatenate([np.full(len(z[i]), 1.0 / len(z[i])) for i in three])
-        b2, c2 = logistic(np.vstack([z[i] for i in three])[:, pi],
-                          np.concatenate([(gs[i] <= 1).astype(float) for i in three]), w3 / w3.mean(),
-                          np.array([SIGN.get(n, 1.0) for n in partial_names]))
-        s1, s2 = [sig(zi[:, si] @ b + c) for zi in z], [sig(zi[:, pi] @ b2 + c2) for zi in z]
-        best = (-1.0, 0.0, 0.0)
-        for s in GRID[1:]:
-            for p in GRID:
-                v = np.mean([f1(g, np.where(a >= s, 0, np.where(q >= p, 1, 2)), two[f], balanced)
-                             for (f, _), g, a, q in zip(train, gs, s1, s2)])
-                if v > best[0] + 1e-12:
-                    best = (v, s, p)
-        support_two = best[1]
-        twos = [i for i, (f, _) in enumerate(train) if two[f]]
-        if twos and three:
-            top = (-1.0, support_two)
-            for s in GRID[1:]:
-                v = np.mean([f1(gs[i], np.where(s1[i] >= s, 0, 2), True, balanced) for i in twos])
-                if v > top[0] + 1e-12:
-                    top = (v, s)
-            support_two = top[1]
-
-        def predict(f, m):
-            zt = np.nan_to_num((cols(f, every)[m] - mu) / sd)
-            a, q = sig(zt[:, si] @ b + c), sig(zt[:, pi] @ b2 + c2)
-            if two[f]:
-                return np.where(a >= support_two, 0, 2)
-            return np.where(a >= best[1], 0, np.where(q >= best[2], 1, 2))
-
-        return predict
+        predict = fit([cols(f, every)[m] for f, m in train], [gold[f][m] for f, m in train], [two[f] for f, _ in train],
+                      names, partial_names, balanced, SIGN)
+        return lambda f, m: predict(cols(f, every)[m], two[f])
 
     def lexical(train):
         support, partial = bootstrap_f1.fit_lexical([[r for r, keep in zip(by[f], m) if keep] for f, m in train])

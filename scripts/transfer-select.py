@@ -9,7 +9,8 @@ overlaps counting as one) and head
 fits on part a of two long-form files and scores part a of the third; the lexical judge gets
 the same treatment (two overlap thresholds, grid of 0.05, fitted on the two files). Fits are
 monotone logistic regressions (each file weighing the same) and cuts on P(support) (grid of
-0.05) placed for class-balanced macro-F1, as `gavel calibrate --stack transfer` does. Candidates
+0.05) placed for class-balanced macro-F1, with a support cut of its own for the 2-grade file, as
+`gavel calibrate --stack transfer` does (scripts/transfer_fit.py). Candidates
 are ranked by their worst margin over the lexical judge across the three left-out files, then
 by their mean. Part b is never read.
 
@@ -26,11 +27,12 @@ import sys
 
 import numpy as np
 
+from transfer_fit import IDX, f1, fit  # the fit `gavel calibrate --stack transfer` makes
+
 # The lexical judge and its threshold fit are bootstrap-f1.py's.
 _spec = importlib.util.spec_from_file_location("bootstrap_f1", os.path.join(os.path.dirname(__file__), "bootstrap-f1.py"))
 bootstrap_f1 = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bootstrap_f1)
-IDX = bootstrap_f1.IDX
 BASE = ["overlap", "best_overlap", "pmi_low3", "window_pmi_mean"]
 # Each extra is one or more features added together.
 EXTRAS = [
@@ -45,44 +47,6 @@ EXTRAS = [
     ["number_conflict"],
     ["negation_mismatch"],
 ]
-SIGN = {
-    "numbers_missing": -1.0,
-    "log_answer_words": -1.0,
-    "names_missing": -1.0,
-    "number_conflict": -1.0,
-    "negation_mismatch": -1.0,
-}
-GRID = np.arange(0, 21) * 0.05
-
-
-def f1(g, p, two, balanced):
-    if two:
-        g, p = np.where(g == 1, 2, g), np.where(p == 1, 2, p)
-    w = np.ones(len(g))
-    if balanced:
-        for c in range(3):
-            if (g == c).any():
-                w[g == c] = 1.0 / (g == c).sum()
-    fs = []
-    for c in range(3):
-        if not (g == c).any() and not (p == c).any():
-            continue
-        tp, fp, fn = w[(g == c) & (p == c)].sum(), w[(g != c) & (p == c)].sum(), w[(g == c) & (p != c)].sum()
-        fs.append(2 * tp / (2 * tp + fp + fn) if tp > 0 else 0.0)
-    return float(np.mean(fs)) if fs else 0.0
-
-
-def logistic(x, y, w, signs, l2=1e-3, steps=1500, lr=0.5):
-    b, c = np.zeros(x.shape[1]), 0.0
-    for _ in range(steps):
-        p = 1 / (1 + np.exp(-(x @ b + c)))
-        g = (p - y) * w
-        b -= lr * (x.T @ g / w.sum() + l2 * b)
-        c -= lr * g.sum() / w.sum()
-        b = np.where(signs * b < 0, 0.0, b)
-    return b, c
-
-
 _CANDIDATE = None
 
 
@@ -115,29 +79,9 @@ def main():
         return f1(gold[test][part_a[test]], pred[part_a[test]], two[test], False)
 
     def transfer(names, two_scores, train, test):
-        signs = np.array([SIGN.get(n, 1.0) for n in names])
-        xs = [cols(f, names) for f in train]
-        mu, sd = np.nanmean(np.vstack(xs), 0), np.nanstd(np.vstack(xs), 0) + 1e-9
-        z = [np.nan_to_num((x - mu) / sd) for x in xs]
-        w = np.concatenate([np.full(len(x), 1.0 / len(x)) for x in xs])
-        b, c = logistic(np.vstack(z), np.concatenate([(gold[f] == 0).astype(float) for f in train]), w / w.mean(), signs)
-        b2, c2 = b, c
-        three = [i for i, f in enumerate(train) if not two[f]]
-        if two_scores and three:
-            w3 = np.concatenate([np.full(len(z[i]), 1.0 / len(z[i])) for i in three])
-            y3 = np.concatenate([(gold[train[i]] <= 1).astype(float) for i in three])
-            b2, c2 = logistic(np.vstack([z[i] for i in three]), y3, w3 / w3.mean(), signs)
-        sig = lambda v: 1 / (1 + np.exp(-v))
-        s1 = [sig(zi @ b + c) for zi in z]
-        s2 = [sig(zi @ b2 + c2) for zi in z]
-        best = (-1.0, 0.0, 0.0)
-        for s in GRID[1:]:
-            for p in GRID if two_scores else GRID[GRID <= s]:
-                v = np.mean([f1(gold[f], np.where(a >= s, 0, np.where(q >= p, 1, 2)), two[f], True) for f, a, q in zip(train, s1, s2)])
-                if v > best[0] + 1e-12:
-                    best = (v, s, p)
-        zt = np.nan_to_num((cols(test, names) - mu) / sd)
-        pred = np.where(sig(zt @ b + c) >= best[1], 0, np.where(sig(zt @ b2 + c2) >= best[2], 1, 2))
+        predict = fit([cols(f, names) for f in train], [gold[f] for f in train], [two[f] for f in train], names,
+                      names if two_scores else None)
+        pred = predict(cols(test, names), two[test])
         return f1(gold[test][part_a[test]], pred[part_a[test]], two[test], False)
 
     lex = {t: lexical([f for f in files if f != t], t) for t in files}
