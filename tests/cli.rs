@@ -7,6 +7,22 @@ fn gavel() -> Command {
     Command::new(env!("CARGO_BIN_EXE_gavel"))
 }
 
+/// gavel with SIGINT at its default disposition, whatever this test process inherited: tests run
+/// from a script's background job (`make test &`) inherit SIGINT ignored, and gavel keeps an
+/// ignored SIGINT ignored, so an interrupt test would see a run that never stops.
+fn gavel_with_sigint_default() -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut c = gavel();
+    // SAFETY: between fork and exec only `signal`, which is async-signal-safe, is called.
+    unsafe {
+        c.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    c
+}
+
 fn fixture(name: &str) -> String {
     format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
 }
@@ -284,7 +300,7 @@ fn an_interrupt_writes_the_batch_in_flight_and_says_how_to_resume() {
     };
 
     // One interrupt: the batch in flight is finished and written, then the run stops.
-    let mut child = gavel().args(args).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = gavel_with_sigint_default().args(args).stderr(Stdio::piped()).spawn().unwrap();
     wait_for_lines(&mut child, 4);
     signal(&child);
     let out = child.wait_with_output().unwrap();
@@ -299,7 +315,7 @@ fn an_interrupt_writes_the_batch_in_flight_and_says_how_to_resume() {
     // records: seconds of work, against 100 ms between the signals).
     let (i, o) = (input.to_str().unwrap(), output.to_str().unwrap());
     let args20 = ["verify", "--batch", "20", "--input", i, "--output", o, "--resume"];
-    let mut child = gavel().args(args20).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = gavel_with_sigint_default().args(args20).stderr(Stdio::piped()).spawn().unwrap();
     wait_for_lines(&mut child, first.len() + 1);
     signal(&child);
     std::thread::sleep(std::time::Duration::from_millis(100));
