@@ -9,8 +9,9 @@ overlaps counting as one) and head
 fits on part a of two long-form files and scores part a of the third; the lexical judge gets
 the same treatment (two overlap thresholds, grid of 0.05, fitted on the two files). Fits are
 monotone logistic regressions (each file weighing the same) and cuts on P(support) (grid of
-0.05) placed for class-balanced macro-F1, with a support cut of its own for the 2-grade file, as
-`gavel calibrate --stack transfer` does (scripts/transfer_fit.py). Candidates
+0.05) placed for class-balanced macro-F1 (scripts/transfer_fit.py, a simplified copy of
+`gavel calibrate --stack transfer`; its 2-grade support cut never acts here: the 2-grade file is
+scored only when it is left out of the fit). Candidates
 are ranked by their worst margin over the lexical judge across the three left-out files, then
 by their mean. Part b is never read.
 

@@ -1,8 +1,10 @@
-"""The transfer stack's fit, as `gavel calibrate --stack transfer` makes it, for the scripts that
-measure it (transfer-select.py, source-protocols.py): monotone logistic scores (each fitting
-file weighing the same), a support score and an at-least-partial score, cuts on a 0.05 grid
-placed for class-balanced (or plain) macro-F1 averaged over the fitting files, and a support cut
-of its own for 2-grade files when 3-grade files are fitted too. Needs numpy.
+"""A simplified copy of the transfer stack's fit (`gavel calibrate --stack transfer`), for the
+scripts that measure it (transfer-select.py, source-protocols.py): monotone logistic scores
+(each fitting file weighing the same), a support score and an at-least-partial score, cuts on a
+0.05 grid placed for class-balanced (or plain) macro-F1 averaged over the fitting files, and a
+support cut of its own for 2-grade files when 3-grade files are fitted too. Simpler than gavel's:
+the L2 penalty is fixed at 0.001 (gavel chooses among three) and the cut grid is plain. Needs
+numpy.
 """
 import numpy as np
 
