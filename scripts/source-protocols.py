@@ -20,18 +20,13 @@ same way) is the yardstick. Part b is never read.
 F.csv is `gavel calibrate ... --features-out F.csv`. Needs numpy.
 """
 import csv
-import importlib.util
-import os
 import sys
 import zlib
 
 import numpy as np
 
-from transfer_fit import IDX, SIGN, f1, fit  # the fit `gavel calibrate --stack transfer` makes
+from transfer_fit import IDX, SIGN, bootstrap_f1, f1, fit  # the transfer fit, a simplified copy of gavel's
 
-_spec = importlib.util.spec_from_file_location("bootstrap_f1", os.path.join(os.path.dirname(__file__), "bootstrap-f1.py"))
-bootstrap_f1 = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bootstrap_f1)
 # The length may speak either way (0: unconstrained).
 SIGN = dict(SIGN, log_answer_words=0.0)
 SHIPPED = ["overlap", "best_overlap", "soft_overlap", "best_soft_overlap", "numbers_missing", "pmi_low3", "window_pmi_mean"]

@@ -20,7 +20,6 @@ by their mean. Part b is never read.
 Needs numpy.
 """
 import csv
-import importlib.util
 import itertools
 import multiprocessing
 import os
@@ -28,12 +27,8 @@ import sys
 
 import numpy as np
 
-from transfer_fit import IDX, f1, fit  # the fit `gavel calibrate --stack transfer` makes
+from transfer_fit import IDX, bootstrap_f1, f1, fit  # the transfer fit, a simplified copy of gavel's
 
-# The lexical judge and its threshold fit are bootstrap-f1.py's.
-_spec = importlib.util.spec_from_file_location("bootstrap_f1", os.path.join(os.path.dirname(__file__), "bootstrap-f1.py"))
-bootstrap_f1 = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bootstrap_f1)
 BASE = ["overlap", "best_overlap", "pmi_low3", "window_pmi_mean"]
 # Each extra is one or more features added together.
 EXTRAS = [

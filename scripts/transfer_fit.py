@@ -6,9 +6,17 @@ support cut of its own for 2-grade files when 3-grade files are fitted too. Simp
 the L2 penalty is fixed at 0.001 (gavel chooses among three) and the cut grid is plain. Needs
 numpy.
 """
+import importlib.util
+import os
+
 import numpy as np
 
-IDX = {"support": 0, "partial_support": 1, "not_support": 2}
+# The lexical judge, its threshold fit and the label indices are bootstrap-f1.py's (a hyphenated
+# file name, so loaded by path); the scripts that use this fit get it from here.
+_spec = importlib.util.spec_from_file_location("bootstrap_f1", os.path.join(os.path.dirname(__file__), "bootstrap-f1.py"))
+bootstrap_f1 = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bootstrap_f1)
+IDX = bootstrap_f1.IDX
 # Features that speak against support; the rest speak for it (0: either way).
 SIGN = {
     "numbers_missing": -1.0,

@@ -235,6 +235,22 @@ fn sixty_records(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathB
     (dir.join("in.jsonl"), dir.join("out.jsonl"))
 }
 
+/// Wait until `output` holds `n` lines while `child` runs; a run that ends first fails the test,
+/// and one that writes nothing for 300 s is killed before the test fails, so it does not outlive
+/// the test.
+fn wait_for_lines(child: &mut std::process::Child, output: &std::path::Path, n: usize) {
+    let start = std::time::Instant::now();
+    while std::fs::read_to_string(output).map(|s| s.lines().count()).unwrap_or(0) < n {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before the interrupt");
+        if start.elapsed() > std::time::Duration::from_secs(300) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("no {n} records written in 300 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn a_killed_run_resumes_with_every_record_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -285,19 +301,6 @@ fn an_interrupt_writes_the_batch_in_flight_and_says_how_to_resume() {
         let ok = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
         assert!(ok.success());
     };
-    let wait_for_lines = |child: &mut std::process::Child, n: usize| {
-        let start = std::time::Instant::now();
-        while std::fs::read_to_string(&output).map(|s| s.lines().count()).unwrap_or(0) < n {
-            assert!(child.try_wait().unwrap().is_none(), "the run ended before the interrupt");
-            if start.elapsed() > std::time::Duration::from_secs(300) {
-                // Stop the run before failing, so that it does not outlive the test.
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("no {n} records written in 300 s");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    };
     let lines = || -> Vec<serde_json::Value> {
         let body = std::fs::read_to_string(&output).unwrap();
         assert!(body.is_empty() || body.ends_with('\n'), "a torn last line:\n{body}");
@@ -306,7 +309,7 @@ fn an_interrupt_writes_the_batch_in_flight_and_says_how_to_resume() {
 
     // One interrupt: the batch in flight is finished and written, then the run stops.
     let mut child = gavel_with_sigint_default().args(args).stderr(Stdio::piped()).spawn().unwrap();
-    wait_for_lines(&mut child, 4);
+    wait_for_lines(&mut child, &output, 4);
     signal(&child);
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -321,7 +324,7 @@ fn an_interrupt_writes_the_batch_in_flight_and_says_how_to_resume() {
     let (i, o) = (input.to_str().unwrap(), output.to_str().unwrap());
     let args20 = ["verify", "--batch", "20", "--input", i, "--output", o, "--resume"];
     let mut child = gavel_with_sigint_default().args(args20).stderr(Stdio::piped()).spawn().unwrap();
-    wait_for_lines(&mut child, first.len() + 1);
+    wait_for_lines(&mut child, &output, first.len() + 1);
     signal(&child);
     std::thread::sleep(std::time::Duration::from_millis(100));
     signal(&child);
@@ -354,16 +357,7 @@ fn a_run_started_with_sigint_ignored_keeps_it_ignored() {
         output.display()
     );
     let mut child = Command::new("sh").args(["-c", &script]).stderr(Stdio::piped()).spawn().unwrap();
-    let start = std::time::Instant::now();
-    while std::fs::read_to_string(&output).map(|s| s.lines().count()).unwrap_or(0) < 2 {
-        assert!(child.try_wait().unwrap().is_none(), "the run ended before the interrupt");
-        if start.elapsed() > std::time::Duration::from_secs(300) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("no 2 records written in 300 s");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_for_lines(&mut child, &output, 2);
     assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
     let at_kill = std::fs::read_to_string(&output).unwrap().lines().count();
     let out = child.wait_with_output().unwrap();
