@@ -3,7 +3,7 @@
 `gavel calibrate --features-out F.csv` writes. 0.5 is chance; below 0.5 the feature signals
 support the other way round (e.g. names missing).
 
-  scripts/signal-auc.py F.csv
+  scripts/signal-auc.py F.csv [--part a|b]   (only that half of each file)
 
 Standard library only.
 """
@@ -27,9 +27,11 @@ def auc(pos, neg):
 
 
 def main():
-    if len(sys.argv) != 2:
+    if len(sys.argv) not in (2, 4) or (len(sys.argv) == 4 and sys.argv[2] != "--part"):
         sys.exit(__doc__)
     rows = list(csv.DictReader(open(sys.argv[1])))
+    if len(sys.argv) == 4:
+        rows = [r for r in rows if r["part"] == sys.argv[3]]
     files = sorted({r["file"] for r in rows})
     names = [c for c in rows[0] if c not in META]
     print("feature".ljust(20) + "".join(f[:16].ljust(18) for f in files))

@@ -12,7 +12,8 @@ Variants: the shipped recipe (`gavel calibrate --stack transfer`: monotone suppo
 at-least-partial scores, cuts on a 0.05 grid of P placed for class-balanced macro-F1, a 2-grade
 support cut of its own on 2-grade files); its cuts placed for each file's own macro-F1 (label
 shares counted) instead; the judged text's length (log words, either direction) in the partial
-score or in both; negation mismatch added. The lexical judge (two overlap thresholds, fitted the
+score or in both; negation mismatch added; with the columns of scripts/idf-overlap.py in the
+CSV, the soft overlaps weighted by word rarity in place of the plain ones. The lexical judge (two overlap thresholds, fitted the
 same way) is the yardstick. Part b is never read.
 
   scripts/source-protocols.py F.csv FACTCHECK REALSUMM WICE   (names as in the CSV's file column)
@@ -83,6 +84,13 @@ def main():
         ("length in both scores", lambda tr: stack(length, length, True, tr)),
         ("+ negation mismatch", lambda tr: stack(SHIPPED + ["negation_mismatch"], SHIPPED + ["negation_mismatch"], True, tr)),
     ]
+    if "idf_soft" in rows[0]:  # columns added by scripts/idf-overlap.py
+        rare_whole = [n if n != "soft_overlap" else "idf_soft" for n in SHIPPED]
+        rare = [n if n != "best_soft_overlap" else "idf_soft_best" for n in rare_whole]
+        variants += [
+            ("rarity-weighted soft overlap", lambda tr: stack(rare_whole, rare_whole, True, tr)),
+            ("rarity-weighted, both windows", lambda tr: stack(rare, rare, True, tr)),
+        ]
     print(f"{'part a':32s} same source: {' '.join(files)}  mean   | new source (left out): same files  mean")
     for name, make in variants:
         same, new = measure(make)
