@@ -569,11 +569,16 @@ fn open_output(
     Ok(match output {
         Some(p) if resume => {
             let state = scan(p)?;
-            if state.kept > 0 || state.dropped_bytes > 0 {
+            if state.kept > 0 || state.dropped_bytes > 0 || state.retried > 0 {
                 eprintln!(
-                    "gavel: resuming {}: {} {what} already done{}",
+                    "gavel: resuming {}: {} {what} already done{}{}",
                     p.display(),
                     state.kept,
+                    if state.retried > 0 {
+                        format!(", {} error records taken out to try again", state.retried)
+                    } else {
+                        String::new()
+                    },
                     if state.dropped_bytes > 0 { ", an incomplete last line removed" } else { "" }
                 );
             }

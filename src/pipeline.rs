@@ -593,14 +593,25 @@ pub struct ResumeState {
     pub kept: usize,
     /// Bytes of an incomplete last line that were cut off (to be redone).
     pub dropped_bytes: u64,
+    /// Error records taken out of the file, to be judged again (a failure may have been
+    /// passing: a remote server down, a full disk); their new lines are appended.
+    pub retried: usize,
 }
 
 /// Scan `path` for complete output records and cut off an incomplete last line (a run killed
-/// mid-write), so that appending continues cleanly. A missing file is an empty state. A complete
-/// line in the middle that is not an output record is an error naming it: cutting there would
-/// lose every record after it.
+/// mid-write), so that appending continues cleanly. Error records are taken out of the file (it
+/// is rewritten whole, then renamed over the old one) and not counted as done, so the resumed
+/// run judges them again. A missing file is an empty state. A complete line in the middle that
+/// is not an output record is an error naming it: cutting there would lose every record after it.
 pub fn prepare_resume(path: &std::path::Path) -> Result<ResumeState> {
-    scan_resume(path, output_key)
+    scan_resume(path, |line| {
+        #[derive(serde::Deserialize)]
+        struct Failed {
+            error: Option<serde::de::IgnoredAny>,
+        }
+        let failed = serde_json::from_slice::<Failed>(line).is_ok_and(|f| f.error.is_some());
+        output_key(line).map(|k| (k, failed))
+    })
 }
 
 /// [`prepare_resume`] for `gavel extract`'s output, whose lines are in input order, one per
@@ -608,11 +619,12 @@ pub fn prepare_resume(path: &std::path::Path) -> Result<ResumeState> {
 /// nor `id`): every complete JSON object counts, and `kept` is how many input lines are done.
 pub fn prepare_extract_resume(path: &std::path::Path) -> Result<ResumeState> {
     scan_resume(path, |line| {
-        serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(line).ok().map(|_| String::new())
+        serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(line).ok().map(|_| (String::new(), false))
     })
 }
 
-fn scan_resume(path: &std::path::Path, output_key: impl Fn(&[u8]) -> Option<String>) -> Result<ResumeState> {
+/// `output_key` gives a complete line's key and whether it is an error record to redo.
+fn scan_resume(path: &std::path::Path, output_key: impl Fn(&[u8]) -> Option<(String, bool)>) -> Result<ResumeState> {
     let data = match std::fs::read(path) {
         Ok(d) => d,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ResumeState::default()),
@@ -621,6 +633,8 @@ fn scan_resume(path: &std::path::Path, output_key: impl Fn(&[u8]) -> Option<Stri
     let mut state = ResumeState::default();
     let mut good_end = 0usize;
     let mut start = 0usize;
+    // Byte ranges of the error records to take out.
+    let mut failed = Vec::new();
     while start < data.len() {
         let Some(nl) = data[start..].iter().position(|&b| b == b'\n') else {
             break;
@@ -640,10 +654,34 @@ fn scan_resume(path: &std::path::Path, output_key: impl Fn(&[u8]) -> Option<Stri
                     .into(),
             });
         };
-        *state.done.entry(key).or_default() += 1;
-        state.kept += 1;
+        let (key, is_error) = key;
+        if is_error {
+            failed.push(start..start + nl + 1);
+        } else {
+            *state.done.entry(key).or_default() += 1;
+            state.kept += 1;
+        }
         start += nl + 1;
         good_end = start;
+    }
+    if !failed.is_empty() {
+        state.retried = failed.len();
+        state.dropped_bytes = (data.len() - good_end) as u64;
+        let mut kept = Vec::with_capacity(good_end);
+        let mut at = 0;
+        for r in failed {
+            kept.extend_from_slice(&data[at..r.start]);
+            at = r.end;
+        }
+        kept.extend_from_slice(&data[at..good_end]);
+        // Written beside the file and renamed over it: an interruption leaves the old file whole.
+        let tmp = path.with_file_name(format!(
+            ".{}.resume-tmp",
+            path.file_name().map_or_else(|| "output".into(), |n| n.to_string_lossy())
+        ));
+        std::fs::write(&tmp, &kept).map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+        return Ok(state);
     }
     if good_end < data.len() {
         state.dropped_bytes = (data.len() - good_end) as u64;
@@ -681,6 +719,28 @@ mod tests {
         // Duplicate ids are counted, not merged.
         std::fs::write(&p, "{\"line\":1,\"id\":\"x\"}\n{\"line\":2,\"id\":\"x\"}\n").unwrap();
         assert_eq!(prepare_resume(&p).unwrap().done.get("id:x"), Some(&2));
+    }
+
+    #[test]
+    fn resume_takes_error_records_out_to_judge_them_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("out.jsonl");
+        let ok1 = "{\"line\":1,\"id\":\"a\",\"scores\":{}}\n";
+        let bad2 = "{\"line\":2,\"id\":\"b\",\"error\":{\"kind\":\"remote\",\"message\":\"down\"}}\n";
+        let ok3 = "{\"line\":3,\"scores\":{}}\n";
+        let bad4 = "{\"line\":4,\"error\":{\"kind\":\"parse\",\"message\":\"x\"}}\n";
+        std::fs::write(&p, format!("{ok1}{bad2}{ok3}{bad4}{{\"line\":5,\"sc")).unwrap();
+        let s = prepare_resume(&p).unwrap();
+        assert_eq!((s.kept, s.retried), (2, 2));
+        assert!(s.done.contains_key("id:a") && s.done.contains_key("line:3"));
+        assert!(!s.done.contains_key("id:b") && !s.done.contains_key("line:4"));
+        assert_eq!(s.dropped_bytes, "{\"line\":5,\"sc".len() as u64);
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), format!("{ok1}{ok3}"));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file is left");
+        // Extract's output keeps its error lines: its resume counts lines in input order.
+        std::fs::write(&p, format!("{ok1}{bad2}")).unwrap();
+        let s = prepare_extract_resume(&p).unwrap();
+        assert_eq!((s.kept, s.retried), (2, 0));
     }
 
     #[test]

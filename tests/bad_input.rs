@@ -128,6 +128,38 @@ fn resume_with_duplicate_ids_redoes_exactly_the_records_not_done() {
 }
 
 #[test]
+fn resume_judges_the_error_records_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = p(dir.path(), "in.jsonl");
+    let out = p(dir.path(), "out.jsonl");
+    // Line 2 is broken; the run writes its error record and exits 1.
+    let broken = format!(
+        "{}\n{{\"id\":\"b\",\"answer\":\"Lyon\"}}\n{}\n",
+        deterministic("a", "Paris"),
+        deterministic("c", "Nice")
+    );
+    std::fs::write(&input, &broken).unwrap();
+    let o = gavel().args(["verify", "--input", &input, "--output", &out]).output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o).1);
+    assert!(std::fs::read_to_string(&out).unwrap().lines().nth(1).unwrap().contains("\"error\""));
+    // Resumed as it is, the record fails again and the exit code still says so (it said 0).
+    let o = gavel().args(["verify", "--input", &input, "--output", &out, "--resume"]).output().unwrap();
+    let err = text(&o).1;
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("2 records already done, 1 error records taken out to try again"), "{err}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap().matches("\"error\"").count(), 1);
+    // Fixed, the resumed run judges it and the file holds each record once, without errors.
+    std::fs::write(&input, broken.replace("{\"id\":\"b\",\"answer\":\"Lyon\"}", &deterministic("b", "Lyon"))).unwrap();
+    let o = gavel().args(["verify", "--input", &input, "--output", &out, "--resume"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    let done = std::fs::read_to_string(&out).unwrap();
+    let ids: Vec<String> =
+        done.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].to_string()).collect();
+    assert_eq!(ids, ["\"a\"", "\"c\"", "\"b\""], "{done}");
+    assert!(!done.contains("\"error\""), "{done}");
+}
+
+#[test]
 fn a_nul_byte_in_real_text_is_judged_not_failed() {
     let dir = tempfile::tempdir().unwrap();
     let input = p(dir.path(), "in.jsonl");
