@@ -104,9 +104,24 @@ struct RawRecord {
     query: Option<String>,
     answer: Option<String>,
     nuggets: Option<Vec<RawNugget>>,
-    gold_answers: Option<Vec<String>>,
+    gold_answers: Option<Vec<serde_json::Value>>,
     gold: Option<String>,
     passages: Option<Vec<String>>,
+}
+
+/// A gold answer given as a JSON string, number or boolean, as the text a person writes: an
+/// integral number without a fraction (`8.0` and `8` -> "8", `1e3` -> "1000"), other numbers
+/// as JSON writes them. `None` for arrays, objects and null.
+pub fn scalar_text(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Bool(b) => Some(b.to_string()),
+        serde_json::Value::Number(n) => Some(match n.as_f64() {
+            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
+            _ => n.to_string(),
+        }),
+        _ => None,
+    }
 }
 
 /// A record's raw fields, or the error with the path of the field it is in (`answer`,
@@ -148,7 +163,16 @@ pub fn parse_record(line: &str, location: &str, rubric: Option<&Rubric>, policy:
         None if !passages.is_empty() => passages.join("\n\n"),
         None => return Err(Error::field(location, "answer", "is missing (give `answer` or `passages`)")),
     };
-    let gold_answers = raw.gold_answers.unwrap_or_default();
+    let gold_answers = raw
+        .gold_answers
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            scalar_text(a)
+                .ok_or_else(|| Error::field(location, format!("gold_answers[{i}]"), "must be a string or a number"))
+        })
+        .collect::<Result<Vec<String>>>()?;
     let gold_answers: Vec<String> = gold_answers.into_iter().filter(|a| !a.trim().is_empty()).collect();
     let nuggets = match (rubric, raw.nuggets) {
         (Some(r), _) => r.nuggets.clone(),
@@ -380,6 +404,18 @@ mod tests {
         assert_eq!(t.nuggets.len(), 2);
         assert_eq!(t.nuggets[0].gold, Some(Label::Support));
         assert!(!t.is_short_form());
+    }
+
+    #[test]
+    fn number_gold_answers_read_as_text() {
+        let t =
+            parse_record(r#"{"answer":"8","gold_answers":[8.0,-2,0.25,true," "]}"#, "in.jsonl:1", None, ShortForm::Em)
+                .unwrap();
+        assert_eq!(t.gold_answers, vec!["8", "-2", "0.25", "true"]);
+        let e = parse_record(r#"{"answer":"8","gold_answers":["a",null]}"#, "in.jsonl:4", None, ShortForm::Em)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("in.jsonl:4") && e.contains("gold_answers[1]"), "{e}");
     }
 
     #[test]

@@ -25,7 +25,7 @@ use serde_json::{Map, Value};
 use crate::error::{Error, Result};
 use crate::judge::Judgement;
 use crate::pipeline::output_record;
-use crate::record::{parse_record, salvage_id, OutputRecord, ShortForm, Task};
+use crate::record::{parse_record, salvage_id, scalar_text, OutputRecord, ShortForm, Task};
 use crate::rubric::Rubric;
 
 use super::text;
@@ -310,20 +310,15 @@ fn label_record(label: Value, location: &str, rules: &LabelRules) -> Result<Map<
         Value::Array(items) => scalars(&items).map(gold).ok_or_else(|| {
             Error::field(location, "gold_answers", "an array label must hold strings or numbers (gold answers)")
         }),
-        other @ (Value::Number(_) | Value::Bool(_)) => Ok(gold(vec![Value::String(other.to_string())])),
+        other @ (Value::Number(_) | Value::Bool(_)) => {
+            Ok(gold(vec![Value::String(scalar_text(&other).unwrap_or_default())]))
+        }
     }
 }
 
 /// Gold answers from a JSON array of strings, numbers or booleans (`[0, 1]`, `["2015", 2014]`).
 fn scalars(items: &[Value]) -> Option<Vec<Value>> {
-    items
-        .iter()
-        .map(|v| match v {
-            Value::String(s) => Some(Value::String(s.clone())),
-            Value::Number(_) | Value::Bool(_) => Some(Value::String(v.to_string())),
-            _ => None,
-        })
-        .collect()
+    items.iter().map(|v| scalar_text(v).map(Value::String)).collect()
 }
 
 fn default_label(location: &str, rules: &LabelRules) -> Result<Map<String, Value>> {
@@ -573,6 +568,19 @@ mod tests {
         assert_eq!(t.gold_answers, vec!["y"]);
         let t = one(r#"{"query":["x"],"labels":[["y","z"]]}"#, &rules()).unwrap();
         assert_eq!(t.gold_answers, vec!["y", "z"]);
+    }
+
+    #[test]
+    fn number_labels_are_written_as_people_write_them() {
+        // A float column of a trainer's dataset sends 8.0: the answer "8" must match it.
+        for (label, want) in [("8.0", vec!["8"]), ("8", vec!["8"]), ("[8.0, 1e3, 0.5]", vec!["8", "1000", "0.5"])] {
+            let t = one(&format!(r#"{{"query":["x"],"labels":[{label}]}}"#), &rules()).unwrap();
+            assert_eq!(t.gold_answers, want, "{label}");
+        }
+        let t = one(r#"{"query":["x"],"labels":[{"gold_answers":[8.0,"eight"]}]}"#, &rules()).unwrap();
+        assert_eq!(t.gold_answers, vec!["8", "eight"]);
+        let e = one(r#"{"query":["x"],"labels":[{"gold_answers":[[8]]}]}"#, &rules()).unwrap_err().to_string();
+        assert!(e.contains("gold_answers[0]") && e.contains("string or a number"), "{e}");
     }
 
     #[test]
