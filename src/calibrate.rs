@@ -184,6 +184,21 @@ impl Calibrator {
         self.stack.as_ref().is_some_and(|s| s.head.is_some())
     }
 
+    /// The features its stacks read that come from the nugget's likelihood (and its PMI
+    /// baseline), which a backend without prompt log-probabilities, or `--no-likelihood`, does
+    /// not give: a stack then reads them as their mean.
+    pub fn likelihood_features(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = [&self.stack, &self.short_stack]
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s.names.iter().map(String::as_str))
+            .filter(|n| n.starts_with("nugget_lp") || n.starts_with("pmi_") || n.starts_with("window_"))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
     /// The calibrated distribution of one model verdict: the stack when present, else
     /// contextual calibration with thresholds.
     /// `grades` is the grading decisions are made on (a stack may have cuts for each).

@@ -212,6 +212,27 @@ fn dry_run_prints_the_prompt_without_judging() {
 }
 
 #[test]
+fn a_run_without_the_likelihood_reads_says_the_calibration_misses_them() {
+    let longform = format!("{}/examples/longform.jsonl", env!("CARGO_MANIFEST_DIR"));
+    let run = |extra: &[&str]| {
+        let o = gavel().args(["verify", "--input", &longform]).args(extra).output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stderr).to_string()
+    };
+    // The shipped calibration reads pmi_low3 and window_pmi_mean.
+    let err = run(&["--no-likelihood"]);
+    assert!(
+        err.contains("warning: the calibration reads the nugget's likelihood (")
+            && err.contains("pmi_low3")
+            && err.contains("window_pmi_mean")
+            && err.contains("--no-likelihood skips them"),
+        "{err}"
+    );
+    assert!(!run(&[]).contains("warning"), "a run that reads them is not warned");
+    assert!(!run(&["--no-likelihood", "--calibration", "none"]).contains("warning"));
+}
+
+#[test]
 fn missing_model_file_is_a_clear_error() {
     let out = gavel()
         .args(["verify", "--model", "/nonexistent/model.gguf", "--input", &fixture("mixed.jsonl")])

@@ -246,6 +246,19 @@ fn a_server_that_stays_down_gives_error_records_not_a_crash() {
 }
 
 #[test]
+fn the_cli_says_a_remote_backend_misses_the_calibrations_likelihood_reads() {
+    let longform = format!("{}/examples/longform.jsonl", env!("CARGO_MANIFEST_DIR"));
+    let o = Command::new(env!("CARGO_BIN_EXE_gavel"))
+        .args(["verify", "--backend", "openai", "--base-url", server(), "--input", &longform])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("this backend returns no prompt log-probabilities") && err.contains("pmi_low3"), "{err}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 3);
+}
+
+#[test]
 fn reward_server_over_the_remote_backend() {
     let judge = Arc::new(Judge::new(remote(|_| {}), PromptSet::builtin(), JudgeConfig::default()));
     let server = Server::bind(judge, ServeConfig::default().with_addr("127.0.0.1:0")).expect("bind");

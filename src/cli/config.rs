@@ -154,6 +154,21 @@ pub fn build_judge(j: &JudgeSpec<'_>, m: &ModelArgs) -> Result<Judge, Error> {
         );
     }
     if let Some(c) = &calibrator {
+        let missing = c.likelihood_features();
+        let why = if !judge.backend().reads_spans() {
+            Some("this backend returns no prompt log-probabilities")
+        } else if j.score.no_likelihood && j.mode == JudgeMode::Scored {
+            Some("--no-likelihood skips them")
+        } else {
+            None
+        };
+        if let (Some(why), false) = (why, missing.is_empty()) {
+            eprintln!(
+                "gavel: warning: the calibration reads the nugget's likelihood ({}), but {why}: they are read as their \
+                 mean, so calibrated probabilities and labels differ from a run that reads them (docs/remote.md)",
+                missing.join(", ")
+            );
+        }
         if c.prompts != judge.prompts().version() {
             tracing::warn!(
                 "calibration was fitted with templates {} but these are {}",
