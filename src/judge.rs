@@ -17,6 +17,11 @@ use crate::record::Task;
 use crate::rubric::{Check, CheckOutcome, Label};
 use crate::stack::FeatureInput;
 
+/// The fewest answer tokens a block may hold: an answer that would need smaller blocks (a
+/// context nearly filled by the rest of the prompt, or `--block-tokens` below it) fails as
+/// `too_long` instead.
+pub const MIN_BLOCK_TOKENS: usize = 32;
+
 /// Settings of the judge.
 #[derive(Debug, Clone)]
 pub struct JudgeConfig {
@@ -433,7 +438,7 @@ impl Judge {
         if answer_tokens <= limit {
             return Ok(None);
         }
-        if limit < 32 {
+        if limit < MIN_BLOCK_TOKENS {
             return Err(Error::TooLong { tokens, n_ctx });
         }
         let count = |t: &str| self.backend.count_tokens(t).unwrap_or(t.len());

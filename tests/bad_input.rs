@@ -128,6 +128,26 @@ fn resume_with_duplicate_ids_redoes_exactly_the_records_not_done() {
 }
 
 #[test]
+fn degenerate_counts_are_refused_before_anything_runs() {
+    for args in [
+        &["verify", "--batch", "0"][..],
+        &["verify", "--threads", "0"],
+        &["verify", "--seqs", "0"],
+        &["verify", "--block-tokens", "31"],
+        &["eval", "--batch", "0"],
+        &["render", "--line", "0"],
+        &["bench", "--records", "0", "--input", "x.jsonl"],
+        &["serve", "--timeout", "0"],
+        &["serve", "--queue", "0"],
+    ] {
+        let o = gavel().args(args).output().unwrap();
+        let err = text(&o).1;
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(&format!("for '{}", args[1])), "{args:?}: {err}");
+    }
+}
+
+#[test]
 fn resume_judges_the_error_records_again() {
     let dir = tempfile::tempdir().unwrap();
     let input = p(dir.path(), "in.jsonl");

@@ -100,13 +100,13 @@ pub struct ModelArgs {
     #[arg(long)]
     pub n_ctx: Option<u32>,
     /// Decode threads [default: number of cores].
-    #[arg(long)]
+    #[arg(long, value_parser = positive)]
     pub threads: Option<usize>,
     /// Most prompt tokens packed into one decode.
-    #[arg(long, default_value_t = EmbeddedConfig::new("").wave_tokens)]
+    #[arg(long, default_value_t = EmbeddedConfig::new("").wave_tokens, value_parser = positive)]
     pub wave_tokens: usize,
     /// Most prompts (sequences) in one decode.
-    #[arg(long, default_value_t = EmbeddedConfig::new("").n_seq_max)]
+    #[arg(long, default_value_t = EmbeddedConfig::new("").n_seq_max, value_parser = clap::value_parser!(u32).range(1..))]
     pub seqs: u32,
     /// Make every raw output bit-identical whatever else shares its decode (RL rewards and cache
     /// entries independent of the batch), at about 60% fewer verdicts/s; without it a verdict's
@@ -131,7 +131,7 @@ pub struct ModelArgs {
     #[arg(long, default_value = "OPENAI_API_KEY", help_heading = REMOTE)]
     pub openai_key_env: String,
     /// Requests in flight at once.
-    #[arg(long, default_value_t = RemoteConfig::new("").in_flight, help_heading = REMOTE)]
+    #[arg(long, default_value_t = RemoteConfig::new("").in_flight, help_heading = REMOTE, value_parser = positive)]
     pub in_flight: usize,
     /// Per-request timeout in seconds.
     #[arg(long, default_value_t = RemoteConfig::new("").timeout.as_secs(), help_heading = REMOTE)]
@@ -164,7 +164,7 @@ pub struct ScoreArgs {
     pub no_blocks: bool,
     /// Cut every answer longer than this many tokens into blocks, even one that fits the
     /// context [default: as large as the context allows].
-    #[arg(long)]
+    #[arg(long, value_parser = block_tokens)]
     pub block_tokens: Option<usize>,
     /// Tokens of a block's end repeated at the start of the next, so a statement across a cut
     /// is whole in one block.
@@ -326,10 +326,10 @@ pub struct ExtractArgs {
     #[arg(long, default_value_t = ExtractConfig::default().dedup_threshold)]
     pub dedup: f64,
     /// Token budget of one generated list (a list cut by it keeps its complete items).
-    #[arg(long, default_value_t = ExtractConfig::default().max_tokens)]
+    #[arg(long, default_value_t = ExtractConfig::default().max_tokens, value_parser = positive)]
     pub max_tokens: usize,
     /// Queries processed together (their windows are generated in parallel).
-    #[arg(long, default_value_t = ExtractOptions::default().batch)]
+    #[arg(long, default_value_t = ExtractOptions::default().batch, value_parser = positive)]
     pub batch: usize,
     /// Folder of template files overriding the built-in ones (same names as `prompts/`).
     #[arg(long)]
@@ -362,7 +362,7 @@ pub struct VerifyArgs {
     #[arg(long, short = 'o')]
     pub output: Option<PathBuf>,
     /// Records judged together; their prompts share decode calls.
-    #[arg(long, default_value_t = VerifyOptions::default().batch_records)]
+    #[arg(long, default_value_t = VerifyOptions::default().batch_records, value_parser = positive)]
     pub batch: usize,
     /// Print the prompts of the first record instead of running the model.
     #[arg(long)]
@@ -381,7 +381,7 @@ pub struct RenderArgs {
     #[arg(long, short = 'i')]
     pub input: PathBuf,
     /// 1-based line to render.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = positive)]
     pub line: usize,
     /// Judge mode whose prompts to print.
     #[arg(long, value_enum, default_value_t = ModeArg::Scored)]
@@ -411,7 +411,7 @@ pub struct EvalArgs {
     #[arg(long)]
     pub no_cache: bool,
     /// Records judged together.
-    #[arg(long, default_value_t = VerifyOptions::default().batch_records)]
+    #[arg(long, default_value_t = VerifyOptions::default().batch_records, value_parser = positive)]
     pub batch: usize,
     /// Judge and report one half of the file only (`a` or `b`, split by query/article); the
     /// other half's records are not judged.
@@ -513,7 +513,7 @@ pub struct CalibrateArgs {
     #[arg(long, short = 'o')]
     pub output: Option<PathBuf>,
     /// Records judged together.
-    #[arg(long, default_value_t = VerifyOptions::default().batch_records)]
+    #[arg(long, default_value_t = VerifyOptions::default().batch_records, value_parser = positive)]
     pub batch: usize,
     /// Use only one half of the file (`a` or `b`, split by query/article); fit on one half and
     /// score the other with `gavel eval --part`.
@@ -552,10 +552,10 @@ pub struct BenchArgs {
     #[arg(long, short = 'i')]
     pub input: PathBuf,
     /// Records from the start of the file.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, value_parser = positive)]
     pub records: usize,
     /// Records per judge call.
-    #[arg(long, default_value_t = VerifyOptions::default().batch_records)]
+    #[arg(long, default_value_t = VerifyOptions::default().batch_records, value_parser = positive)]
     pub batch: usize,
     /// Length of the raw prefill measured for comparison, in tokens. It is measured up to five
     /// times across the run (before the first batch, between batches, after the last) and the
@@ -573,19 +573,19 @@ pub struct ServeArgs {
     pub addr: String,
     /// Requests that may wait for the model (an OpenRLHF burst is rollout_batch x n_samples
     /// requests); one more is answered 503 with Retry-After.
-    #[arg(long, default_value_t = ServeConfig::default().queue)]
+    #[arg(long, default_value_t = ServeConfig::default().queue, value_parser = positive)]
     pub queue: usize,
     /// Records judged together per model call, taken from all waiting requests.
-    #[arg(long, default_value_t = ServeConfig::default().batch_records)]
+    #[arg(long, default_value_t = ServeConfig::default().batch_records, value_parser = positive)]
     pub batch: usize,
     /// Largest request body in MiB (413 above).
     #[arg(long, default_value_t = ServeConfig::default().max_body_bytes >> 20)]
     pub max_body_mb: usize,
     /// Most records (queries) in one request (413 above).
-    #[arg(long, default_value_t = ServeConfig::default().max_request_records)]
+    #[arg(long, default_value_t = ServeConfig::default().max_request_records, value_parser = positive)]
     pub max_request_records: usize,
     /// Seconds a request may wait for its verdicts (504 after).
-    #[arg(long, default_value_t = ServeConfig::default().timeout.as_secs())]
+    #[arg(long, default_value_t = ServeConfig::default().timeout.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
     /// Open connections served at once; more wait in the listen backlog until one closes.
     #[arg(long, default_value_t = ServeConfig::default().max_connections)]
@@ -606,6 +606,26 @@ pub struct ServeArgs {
     pub rubrics: Option<PathBuf>,
     #[command(flatten)]
     pub run: RunArgs,
+}
+
+/// A count that must be at least 1 (a batch, threads, a line number).
+fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// `--block-tokens`: a block must hold a few sentences' worth of tokens.
+fn block_tokens(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n < gavel::judge::MIN_BLOCK_TOKENS => {
+            Err(format!("must be at least {} (a block holds a few sentences)", gavel::judge::MIN_BLOCK_TOKENS))
+        }
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 #[cfg(test)]
