@@ -108,6 +108,8 @@ fn verify(args: cli::VerifyArgs) -> Result<ExitCode, Error> {
     let summary = run_verify(&judge, input, total, args.output.as_deref(), args.resume, opts)?;
     Ok(if summary.interrupted {
         ExitCode::from(INTERRUPTED)
+    } else if summary.output_closed {
+        say_output_closed("records")
     } else if summary.errors > 0 {
         ExitCode::from(1)
     } else {
@@ -649,5 +651,15 @@ fn extract(args: cli::ExtractArgs) -> Result<ExitCode, Error> {
         say_interrupted(args.output.as_deref());
         return Ok(ExitCode::from(INTERRUPTED));
     }
+    if s.output_closed {
+        return Ok(say_output_closed("queries"));
+    }
     Ok(if s.errors > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// The output closed under the run (`gavel verify | head`): say so, and exit as a process
+/// killed by SIGPIPE does (128 + 13), so that `set -o pipefail` sees the run did not finish.
+fn say_output_closed(what: &str) -> ExitCode {
+    eprintln!("gavel: the output was closed (broken pipe): the run stopped, and the {what} after the last batch written were not done");
+    ExitCode::from(141)
 }

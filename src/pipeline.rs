@@ -72,6 +72,9 @@ pub struct Summary {
     /// its input ended or its output closed, as a pipeline's other process died of the same
     /// signal).
     pub interrupted: bool,
+    /// The output was closed under the run (a broken pipe: `gavel verify | head`): it ended
+    /// there, and the records after the last whole batch written were not judged.
+    pub output_closed: bool,
     /// Wall time.
     #[serde(with = "crate::backend::secs")]
     pub elapsed: Duration,
@@ -128,7 +131,7 @@ pub fn output_record(line: usize, task: &Task, result: Result<crate::judge::Judg
 
 /// Verify every record of `input`, writing one JSON line per record to `output`.
 /// `progress` is called after each batch with (records done, verdicts done).
-/// A broken pipe on the output ends the run early without error.
+/// A broken pipe on the output ends the run early, without an error ([`Summary::output_closed`]).
 pub fn verify_stream<R: BufRead, W: Write>(
     judge: &Judge,
     mut input: R,
@@ -222,6 +225,7 @@ pub fn verify_stream<R: BufRead, W: Write>(
         let written = output.write_all(&out).and_then(|_| output.flush());
         if let Err(e) = written {
             if e.kind() == std::io::ErrorKind::BrokenPipe {
+                summary.output_closed = true;
                 break;
             }
             return Err(Error::io("output", e));
@@ -276,6 +280,8 @@ pub struct ExtractSummary {
     pub errors: usize,
     /// A stop was asked ([`ExtractOptions::stop`]), as [`Summary::interrupted`].
     pub interrupted: bool,
+    /// The output was closed under the run, as [`Summary::output_closed`].
+    pub output_closed: bool,
     /// Wall time.
     #[serde(with = "crate::backend::secs")]
     pub elapsed: Duration,
@@ -287,7 +293,7 @@ type ExtractInput = (serde_json::Map<String, serde_json::Value>, ExtractTask);
 /// Extract a rubric for every query line of `input`, writing one JSON line per line to `output`
 /// (or the input record with `nuggets` attached), flushed per batch; malformed lines become
 /// error records. `progress` is called after each batch. A broken pipe on the output ends the
-/// run early without error.
+/// run early, without an error ([`ExtractSummary::output_closed`]).
 pub fn extract_stream<R: BufRead, W: Write>(
     extractor: &Extractor,
     input: R,
@@ -391,6 +397,7 @@ pub fn extract_stream<R: BufRead, W: Write>(
         }
         if let Err(e) = output.write_all(&out).and_then(|_| output.flush()) {
             if e.kind() == std::io::ErrorKind::BrokenPipe {
+                summary.output_closed = true;
                 break;
             }
             return Err(Error::io("output", e));

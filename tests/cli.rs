@@ -233,6 +233,29 @@ fn a_run_without_the_likelihood_reads_says_the_calibration_misses_them() {
 }
 
 #[test]
+fn a_closed_output_stops_the_run_and_says_so() {
+    // 30 records, one per batch: the pipe closes long before the last is judged.
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let longform = std::fs::read_to_string(format!("{}/examples/longform.jsonl", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    std::fs::write(&input, longform.repeat(10)).unwrap();
+    let mut child = gavel()
+        .args(["verify", "--input", input.to_str().unwrap(), "--batch", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read one line, then close the pipe, as `| head -1` does.
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut first).unwrap();
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(first.contains("\"line\":1"), "{first}");
+    assert_eq!(o.status.code(), Some(141), "{err}");
+    assert!(err.contains("the output was closed (broken pipe)"), "{err}");
+}
+
+#[test]
 fn missing_model_file_is_a_clear_error() {
     let out = gavel()
         .args(["verify", "--model", "/nonexistent/model.gguf", "--input", &fixture("mixed.jsonl")])

@@ -29,7 +29,8 @@ Examples:
 
 Exit codes: 0 all records verified; 1 some records failed (error records were written);
 2 the run could not start (bad flags, model, rubric or template); 130 stopped by Ctrl-C (the
-first finishes and writes the batch in flight; --resume continues).";
+first finishes and writes the batch in flight; --resume continues); 141 the output was closed
+under the run (`gavel verify | head`).";
 
 /// Rubric-based verifier for search-augmented LLM answers, with an embedded llama.cpp judge.
 #[derive(Parser)]
