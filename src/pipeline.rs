@@ -307,7 +307,8 @@ pub fn extract_stream<R: BufRead, W: Write>(
     let start = Instant::now();
     let mut summary = ExtractSummary::default();
     // (line, record or error)
-    let mut pending: Vec<(usize, Result<ExtractInput>)> = Vec::new();
+    // Per line: the input read, or the id it names (if any) and why it failed.
+    let mut pending: Vec<(usize, std::result::Result<ExtractInput, (Option<String>, Error)>)> = Vec::new();
     let mut lines = input.lines().enumerate();
     let mut skip = opts.skip;
     loop {
@@ -322,7 +323,10 @@ pub fn extract_stream<R: BufRead, W: Write>(
                 if !line.trim().is_empty() && skip > 0 {
                     skip -= 1;
                 } else if !line.trim().is_empty() {
-                    pending.push((i + 1, parse_extract_record(&line, &format!("{}:{}", opts.input_name, i + 1))));
+                    let parsed = parse_extract_record(&line, &format!("{}:{}", opts.input_name, i + 1));
+                    // A line that fails keeps its id, if it has one, for its error record.
+                    let parsed = parsed.map_err(|e| (salvage_id(&line), e));
+                    pending.push((i + 1, parsed));
                 }
             }
             None => eof = true,
@@ -345,9 +349,9 @@ pub fn extract_stream<R: BufRead, W: Write>(
             summary.queries += 1;
             let (mut record, task) = match rec {
                 Ok(r) => r,
-                Err(e) => {
+                Err((id, e)) => {
                     summary.errors += 1;
-                    let v = serde_json::json!({"line": line, "error": {"kind": e.kind(), "message": e.to_string()}});
+                    let v = serde_json::json!({"line": line, "id": id, "error": {"kind": e.kind(), "message": e.to_string()}});
                     writeln!(out, "{v}").map_err(|e| Error::io("output", e))?;
                     continue;
                 }

@@ -98,7 +98,7 @@ fn extract_then_verify_as_a_pipeline() {
 
 #[test]
 fn bad_extract_records_become_error_records() {
-    let input = "{\"query\": \"ok?\"}\nnot json\n{\"query\": \"q\", \"passages\": [1]}\n";
+    let input = "{\"query\": \"ok?\"}\nnot json\n{\"id\": \"p\", \"query\": \"q\", \"passages\": [1]}\n";
     let mut child = Command::new(env!("CARGO_BIN_EXE_gavel"))
         .args(["extract", "--max-nuggets", "2"])
         .stdin(Stdio::piped())
@@ -115,6 +115,9 @@ fn bad_extract_records_become_error_records() {
     assert!(lines[0]["nuggets"].as_array().is_some_and(|n| !n.is_empty()));
     assert!(lines[1]["error"]["message"].as_str().unwrap().contains("stdin:2"));
     assert!(lines[2]["error"]["message"].as_str().unwrap().contains("passages[0]"));
+    // An error record carries the id of its line, as verify's do.
+    assert_eq!((lines[1]["line"].as_u64(), &lines[1]["id"]), (Some(2), &serde_json::Value::Null));
+    assert_eq!((lines[2]["line"].as_u64(), lines[2]["id"].as_str()), (Some(3), Some("p")));
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(stderr.contains("3 queries") && stderr.contains("2 errors"), "{stderr}");
 }
