@@ -290,6 +290,9 @@ pub struct ExtractSummary {
 /// An extraction input line: the record as given, and the task read from it.
 type ExtractInput = (serde_json::Map<String, serde_json::Value>, ExtractTask);
 
+/// An extraction input line read: its input, or the id it names (if any) and why it failed.
+type ExtractLine = std::result::Result<ExtractInput, (Option<String>, Error)>;
+
 /// Extract a rubric for every query line of `input`, writing one JSON line per line to `output`
 /// (or the input record with `nuggets` attached), flushed per batch; malformed lines become
 /// error records. `progress` is called after each batch. A broken pipe on the output ends the
@@ -307,8 +310,7 @@ pub fn extract_stream<R: BufRead, W: Write>(
     let start = Instant::now();
     let mut summary = ExtractSummary::default();
     // (line, record or error)
-    // Per line: the input read, or the id it names (if any) and why it failed.
-    let mut pending: Vec<(usize, std::result::Result<ExtractInput, (Option<String>, Error)>)> = Vec::new();
+    let mut pending: Vec<(usize, ExtractLine)> = Vec::new();
     let mut lines = input.lines().enumerate();
     let mut skip = opts.skip;
     loop {
