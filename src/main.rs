@@ -402,7 +402,7 @@ fn calibrate(args: cli::CalibrateArgs) -> Result<ExitCode, Error> {
     // Fitting from stored outputs runs the model only for the content-free prior: no cache.
     // The labeled files first: one without gold fails before the model loads.
     let part = args.part.map(Into::into);
-    let (mut tasks, mut files, mut unparsed) = (Vec::new(), Vec::new(), 0);
+    let (mut tasks, mut files, mut unparsed, mut golds) = (Vec::new(), Vec::new(), 0, 0);
     for (f, path) in args.input.iter().enumerate() {
         let l = read_labeled(path, part)?;
         let location = labeled::location(path, part);
@@ -411,8 +411,17 @@ fn calibrate(args: cli::CalibrateArgs) -> Result<ExitCode, Error> {
         }
         l.require_gold(&location)?;
         unparsed += l.failures.len();
+        golds += l.gold_count();
         files.extend(std::iter::repeat_n(f, l.tasks.len()));
         tasks.extend(l.tasks);
+    }
+    // Each gold label gives at most one labeled verdict: too few fail before the model runs.
+    if golds < calibrate::MIN_LABELED {
+        return Err(Error::field(
+            "--input",
+            "gold",
+            format!("{golds} gold labels in all; a fit needs at least {} labeled verdicts", calibrate::MIN_LABELED),
+        ));
     }
     let judge = build_judge(&JudgeSpec::raw(&args.score, args.from.is_empty()), &args.model)?;
     let names: Vec<String> =

@@ -126,6 +126,22 @@ fn a_labeled_file_without_gold_labels_fails_before_the_model_runs() {
     assert!(stderr.contains("unlabeled.jsonl") && stderr.contains("`gold`"), "{stderr}");
     assert!(!stderr.contains("calibrate: 2/2"), "the model ran: {stderr}");
 
+    // Too few labels for a fit: refused before the model runs, not after judging them all.
+    let few = dir.path().join("few.jsonl");
+    std::fs::write(
+        &few,
+        "{\"id\": \"f1\", \"answer\": \"Paris is in France.\", \"nuggets\": [{\"text\": \"Paris is in France\", \"gold\": \"support\"}]}\n",
+    )
+    .unwrap();
+    let out = gavel()
+        .args(["calibrate", "--input", few.to_str().unwrap(), "-o", dir.path().join("c.json").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("1 gold labels in all") && stderr.contains("at least 10"), "{stderr}");
+    assert!(!stderr.contains("calibrate: 1/1"), "the model ran: {stderr}");
+
     // Nothing to evaluate (an empty file, or a part that holds no record): said, not reported.
     let empty = dir.path().join("empty.jsonl");
     std::fs::write(&empty, "\n").unwrap();
