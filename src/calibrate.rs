@@ -176,7 +176,7 @@ impl Calibrator {
             Some(_) => "stacked judge WITHOUT model features (ablation)",
             None => "contextual + thresholds",
         };
-        format!("{kind}, fitted on {} ({} verdicts, {:?}-grade)", self.fitted_on, self.n, self.grades)
+        format!("{kind}, fitted on {} ({} verdicts, {})", self.fitted_on, self.n, self.grades)
     }
 
     /// Whether its long-form stack reads the model's hidden states (a head).

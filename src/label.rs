@@ -129,6 +129,15 @@ pub enum Grades {
     Two,
 }
 
+impl std::fmt::Display for Grades {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Grades::Three => "3-grade",
+            Grades::Two => "2-grade",
+        })
+    }
+}
+
 impl Grades {
     /// Map a label into this grading.
     pub fn fold(self, l: Label) -> Label {

@@ -65,11 +65,11 @@ fn run(command: Command) -> Result<ExitCode, Error> {
                     Ok(r) => {
                         let model = r.nuggets.iter().filter(|n| n.needs_model()).count();
                         println!(
-                            "{}: ok, id `{}`, {} nuggets ({} need the model)",
+                            "{}: ok, id `{}`, {} ({model} {} the model)",
                             path.display(),
                             r.id,
-                            r.nuggets.len(),
-                            model
+                            counted(r.nuggets.len(), "nugget", "nuggets"),
+                            if model == 1 { "needs" } else { "need" }
                         );
                     }
                     Err(e) => {
@@ -128,7 +128,7 @@ fn run_verify(
     mut opts: VerifyOptions,
 ) -> Result<pipeline::Summary, Error> {
     let output_path = output;
-    let (mut output, state) = open_output(output, resume, "records", pipeline::prepare_resume)?;
+    let (mut output, state) = open_output(output, resume, ("record", "records"), pipeline::prepare_resume)?;
     opts.skip = state.done;
     let bar = progress_bar(total, "records");
     let interrupt = interruptible(bar.as_ref());
@@ -220,7 +220,12 @@ fn bench(args: cli::BenchArgs) -> Result<ExitCode, Error> {
         .collect::<Result<_, _>>()?;
     let judge = build_judge(&JudgeSpec::new(&args.run.score, &args.run.decide, args.run.cache.cache), &args.run.model)?;
     let info = judge.backend().info();
-    eprintln!("gavel bench: {} records of {name}, model {}, {} threads", tasks.len(), info.model, info.n_threads);
+    eprintln!(
+        "gavel bench: {} of {name}, model {}, {}",
+        counted(tasks.len(), "record", "records"),
+        info.model,
+        counted(info.n_threads, "thread", "threads")
+    );
     let r = pipeline::bench(&judge, &tasks, args.batch, args.prefill_tokens)?;
     println!("records            {}", r.records);
     println!("model verdicts     {}", r.verdicts);
@@ -363,10 +368,13 @@ fn eval(args: cli::EvalArgs) -> Result<ExitCode, Error> {
             let info = judge.backend().info();
             setup = vec![
                 ("model".into(), info.model.clone()),
-                ("backend".into(), format!("{}, {} threads, context {}", info.kind, info.n_threads, info.n_ctx)),
+                (
+                    "backend".into(),
+                    format!("{}, {}, context {}", info.kind, counted(info.n_threads, "thread", "threads"), info.n_ctx),
+                ),
                 (
                     "mode".into(),
-                    format!("{:?}, templates {}", JudgeMode::from(args.decide.mode), judge.prompts().version()),
+                    format!("{}, templates {}", JudgeMode::from(args.decide.mode), judge.prompts().version()),
                 ),
                 ("calibration".into(), judge.calibrator().map(|c| c.describe()).unwrap_or_else(|| "none".into())),
             ];
@@ -555,7 +563,7 @@ fn calibrate(args: cli::CalibrateArgs) -> Result<ExitCode, Error> {
         (false, false) => "decides every verdict",
     };
     println!(
-        "label votes alone ({votes_apply}), in sample on {} ({} verdicts, {:?}-grade): macro-F1 raw {:.3}, \
+        "label votes alone ({votes_apply}), in sample on {} ({} verdicts, {}): macro-F1 raw {:.3}, \
          contextual {:.3}, with thresholds {:.3}",
         c.fitted_on, c.n, fit.grades, f1[0], f1[1], f1[2]
     );
@@ -574,7 +582,7 @@ fn past_the_folds(asked: usize, used: usize, all: Option<usize>) -> bool {
 fn open_output(
     output: Option<&Path>,
     resume: bool,
-    what: &str,
+    what: (&str, &str),
     scan: impl Fn(&Path) -> gavel::Result<pipeline::ResumeState>,
 ) -> Result<(Box<dyn Write>, pipeline::ResumeState), Error> {
     Ok(match output {
@@ -582,11 +590,11 @@ fn open_output(
             let state = scan(p)?;
             if state.kept > 0 || state.dropped_bytes > 0 || state.retried > 0 {
                 eprintln!(
-                    "gavel: resuming {}: {} {what} already done{}{}",
+                    "gavel: resuming {}: {} already done{}{}",
                     p.display(),
-                    state.kept,
+                    counted(state.kept, what.0, what.1),
                     if state.retried > 0 {
-                        format!(", {} error records taken out to try again", state.retried)
+                        format!(", {} taken out to try again", counted(state.retried, "error record", "error records"))
                     } else {
                         String::new()
                     },
@@ -625,7 +633,7 @@ fn extract(args: cli::ExtractArgs) -> Result<ExitCode, Error> {
     let (input, input_name, total) = open_input(args.input.as_deref())?;
     refuse_overwrite(args.input.as_deref(), args.output.as_deref(), "--output")?;
     let (mut out, state) =
-        open_output(args.output.as_deref(), args.resume, "queries", pipeline::prepare_extract_resume)?;
+        open_output(args.output.as_deref(), args.resume, ("query", "queries"), pipeline::prepare_extract_resume)?;
     let extractor = gavel::extract::Extractor::new(load_backend(&args.model)?, prompts, args.config())?;
     let skip = state.kept;
     let bar = progress_bar(total, "queries");
@@ -650,10 +658,10 @@ fn extract(args: cli::ExtractArgs) -> Result<ExitCode, Error> {
     }
     let secs = s.elapsed.as_secs_f64();
     eprintln!(
-        "gavel extract: {} queries, {} nuggets, {} errors, {secs:.1} s ({:.2} s/query)",
-        s.queries,
-        s.nuggets,
-        s.errors,
+        "gavel extract: {}, {}, {}, {secs:.1} s ({:.2} s/query)",
+        counted(s.queries, "query", "queries"),
+        counted(s.nuggets, "nugget", "nuggets"),
+        counted(s.errors, "error", "errors"),
         secs / s.queries.max(1) as f64
     );
     if s.interrupted {
@@ -671,4 +679,9 @@ fn extract(args: cli::ExtractArgs) -> Result<ExitCode, Error> {
 fn say_output_closed(what: &str) -> ExitCode {
     eprintln!("gavel: the output was closed (broken pipe): the run stopped, and the {what} after the last batch written were not done");
     ExitCode::from(141)
+}
+
+/// `n` and its noun: "1 query", "3 queries".
+fn counted(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }

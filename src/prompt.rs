@@ -49,6 +49,15 @@ pub enum JudgeMode {
     Reasoned,
 }
 
+impl std::fmt::Display for JudgeMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            JudgeMode::Scored => "scored",
+            JudgeMode::Reasoned => "reasoned",
+        })
+    }
+}
+
 impl JudgeMode {
     fn stem(self) -> &'static str {
         match self {

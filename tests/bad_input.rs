@@ -166,7 +166,7 @@ fn resume_judges_the_error_records_again() {
     let o = gavel().args(["verify", "--input", &input, "--output", &out, "--resume"]).output().unwrap();
     let err = text(&o).1;
     assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.contains("2 records already done, 1 error records taken out to try again"), "{err}");
+    assert!(err.contains("2 records already done, 1 error record taken out to try again"), "{err}");
     assert_eq!(std::fs::read_to_string(&out).unwrap().matches("\"error\"").count(), 1);
     // Fixed, the resumed run judges it and the file holds each record once, without errors.
     std::fs::write(&input, broken.replace("{\"id\":\"b\",\"answer\":\"Lyon\"}", &deterministic("b", "Lyon"))).unwrap();

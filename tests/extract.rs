@@ -152,7 +152,7 @@ fn a_killed_extraction_resumes_to_the_uninterrupted_output() {
     std::fs::write(&out, format!("{}\n{}", lines[0], &lines[1][..lines[1].len() / 2])).unwrap();
     let resumed = run(&out, true);
     let stderr = String::from_utf8_lossy(&resumed.stderr);
-    assert!(stderr.contains("1 queries already done, an incomplete last line removed"), "{stderr}");
+    assert!(stderr.contains("1 query already done, an incomplete last line removed"), "{stderr}");
     assert_eq!(std::fs::read_to_string(&out).unwrap(), whole);
     // Nothing left to do: a second resume writes nothing more.
     run(&out, true);
