@@ -312,14 +312,34 @@ struct RawRubric {
 
 impl RawRubric {
     fn json(text: &str, location: &str) -> Result<RawRubric> {
-        serde_json::from_str(text).map_err(|e| Error::Parse {
-            location: format!("{location}:{}:{}", e.line(), e.column()),
-            reason: e.to_string(),
+        let mut de = serde_json::Deserializer::from_str(text);
+        let read = serde_path_to_error::deserialize(&mut de)
+            .map_err(|e| (e.path().to_string(), e.into_inner()))
+            .and_then(|r| de.end().map(|()| r).map_err(|e| (String::new(), e)));
+        read.map_err(|(path, e)| {
+            // The position goes into the location, with the field's path; serde_json's message
+            // ends with it too ("at line 1 column 20").
+            let msg = e.to_string();
+            let reason = msg.rsplit_once(" at line ").map_or(msg.as_str(), |(m, _)| m).to_string();
+            let path = if path.is_empty() || path == "." { String::new() } else { format!(", {path}") };
+            Error::Parse { location: format!("{location}:{}:{}{path}", e.line(), e.column()), reason }
         })
     }
 
     fn toml(text: &str, location: &str) -> Result<RawRubric> {
-        toml::from_str(text).map_err(|e| Error::Parse { location: location.to_string(), reason: e.to_string() })
+        // A nugget is read whole, so TOML's own position of an error in one is that of the first
+        // `[[nuggets]]`, whichever nugget is wrong: the path (`nuggets[2]`) names it instead.
+        serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if path.starts_with("nuggets[") {
+                // TOML's position would point at the first `[[nuggets]]`: the path says which.
+                return Error::Parse { location: format!("{location}, {path}"), reason: inner.message().to_string() };
+            }
+            let location =
+                if path.is_empty() || path == "." { location.to_string() } else { format!("{location}, {path}") };
+            Error::Parse { location, reason: inner.to_string() }
+        })
     }
 
     /// The rubric, named `default_id` when the text names none.
@@ -550,6 +570,18 @@ mod tests {
         let e = serde_json::from_str::<RawNugget>("5").unwrap_err().to_string();
         assert!(e.contains("string or an object"), "{e}");
         assert!(serde_json::from_str::<RawNugget>(r#"{"text":"x","id":7,"assignment":"support"}"#).is_ok());
+    }
+
+    #[test]
+    fn a_wrong_field_in_a_rubric_file_names_its_nugget() {
+        let toml = "id = \"x\"\n\n[[nuggets]]\ntext = \"a\"\n\n[[nuggets]]\ntext = \"b\"\ntolerance = \"wide\"\n";
+        let e = Rubric::from_toml(toml, "r.toml").unwrap_err().to_string();
+        assert!(e.contains("r.toml, nuggets[1]: nugget field `tolerance`"), "{e}");
+        // TOML's own position would be the first [[nuggets]], which is not the wrong one.
+        assert!(!e.contains("line 3"), "{e}");
+        let e = Rubric::from_json(r#"{"nuggets":["a",{"text":"b","value":"q"}]}"#, "r.json").unwrap_err().to_string();
+        assert!(e.contains("r.json:1:") && e.contains(", nuggets[1]: nugget field `value`"), "{e}");
+        assert!(!e.contains(" at line "), "the position is said once: {e}");
     }
 
     #[test]
