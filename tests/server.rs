@@ -339,6 +339,10 @@ fn malformed_bodies_get_400_naming_the_field() {
     let r = request(s.addr, "GET", "/nope", None, None);
     assert_eq!(r.status, 404);
     assert!(r.json()["error"]["message"].as_str().unwrap().contains("/get_reward"));
+    // A known route asked with the wrong method: a JSON error too (it was an empty body).
+    let r = request(s.addr, "GET", "/get_reward", None, None);
+    assert_eq!(r.status, 405);
+    assert_eq!(r.json()["error"]["message"], "GET /get_reward: this route takes POST", "{}", r.body);
     // The server is still healthy, and its open /health names the model file, not its path.
     let h = request(s.addr, "GET", "/health", None, None).json();
     assert_eq!(h["status"], "ok");

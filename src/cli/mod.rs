@@ -64,7 +64,7 @@ pub enum Command {
     Extract(ExtractArgs),
     /// Fetch (once) and print the path of the embedded default model.
     FetchModel,
-    /// Serve rewards over HTTP for RL trainers (OpenRLHF, verl, TRL); see docs/serve.md.
+    /// Serve rewards over HTTP for RL trainers (OpenRLHF, verl, TRL, slime); see docs/serve.md.
     Serve(ServeArgs),
     /// Validate rubric files and print a summary of each.
     Check {

@@ -416,6 +416,7 @@ fn router(app: Arc<App>) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics_text))
         .fallback(not_found)
+        .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(app.max_body_bytes))
         .layer(middleware::from_fn_with_state(Arc::clone(&app), front))
         .with_state(app)
@@ -757,6 +758,18 @@ async fn health(State(app): State<Arc<App>>) -> Response {
 
 async fn metrics_text(State(app): State<Arc<App>>) -> Response {
     (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render()).into_response()
+}
+
+/// A known route asked with the wrong method (`GET /get_reward`): a JSON error, as every other.
+async fn wrong_method(req: Request) -> Response {
+    let path = req.uri().path();
+    let method = if matches!(path, "/health" | "/metrics") { "GET" } else { "POST" };
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} {path}: this route takes {method}", req.method()),
+    )
+    .into_response()
 }
 
 async fn not_found(req: Request) -> Response {
