@@ -140,6 +140,23 @@ fn read_record(line: &str) -> std::result::Result<RawRecord, (Option<String>, se
 pub fn parse_record(line: &str, location: &str, rubric: Option<&Rubric>, policy: ShortForm) -> Result<Task> {
     // A file saved with a byte-order mark carries it on its first line.
     let line = line.strip_prefix('\u{feff}').unwrap_or(line);
+    let what = match line.trim_start().chars().next() {
+        Some('{') | None => None,
+        Some('[') => Some("an array"),
+        Some('"') => Some("a string"),
+        Some('t' | 'f') => Some("a boolean"),
+        Some('n') => Some("null"),
+        Some(c) if c == '-' || c.is_ascii_digit() => Some("a number"),
+        Some(_) => Some("not JSON"),
+    };
+    if let Some(what) = what {
+        return Err(Error::Parse {
+            location: location.to_string(),
+            reason: format!(
+                "a record must be a JSON object ({{\"answer\": ..., ...}}), one per line; this line is {what}"
+            ),
+        });
+    }
     let raw = read_record(line).map_err(|(field, e)| {
         // serde_json's message ends with the position in the line ("at line 1 column 20"): the
         // column and the field are named in the location instead.
@@ -163,6 +180,7 @@ pub fn parse_record(line: &str, location: &str, rubric: Option<&Rubric>, policy:
         None if !passages.is_empty() => passages.join("\n\n"),
         None => return Err(Error::field(location, "answer", "is missing (give `answer` or `passages`)")),
     };
+    let gave_gold_answers = raw.gold_answers.is_some();
     let gold_answers = raw
         .gold_answers
         .unwrap_or_default()
@@ -183,6 +201,9 @@ pub fn parse_record(line: &str, location: &str, rubric: Option<&Rubric>, policy:
             .collect::<Result<Vec<_>>>()?,
         (None, Some(_)) if gold_answers.is_empty() => return Err(Error::field(location, "nuggets", "is empty")),
         (None, _) if !gold_answers.is_empty() => vec![short_form_nugget(&gold_answers, policy)],
+        (None, None) if gave_gold_answers => {
+            return Err(Error::field(location, "gold_answers", "is empty (give at least one gold answer)"))
+        }
         (None, _) => {
             return Err(Error::field(
                 location,
