@@ -60,7 +60,26 @@ fn run(command: Command) -> Result<ExitCode, Error> {
         }
         Command::Check { rubrics } => {
             let mut bad = false;
+            // A folder stands for its rubric files, as `serve --rubrics` reads it.
+            let mut files = Vec::new();
             for path in rubrics {
+                if path.is_dir() {
+                    let mut inside: Vec<PathBuf> = std::fs::read_dir(&path)
+                        .map_err(|e| Error::io(&path, e))?
+                        .filter_map(|e| e.ok().map(|e| e.path()))
+                        .filter(|p| p.extension().is_some_and(|x| x == "json" || x == "toml"))
+                        .collect();
+                    if inside.is_empty() {
+                        eprintln!("gavel: {}: no .json or .toml rubric file in this folder", path.display());
+                        bad = true;
+                    }
+                    inside.sort();
+                    files.extend(inside);
+                } else {
+                    files.push(path);
+                }
+            }
+            for path in files {
                 match Rubric::load(&path) {
                     Ok(r) => {
                         let model = r.nuggets.iter().filter(|n| n.needs_model()).count();
@@ -218,6 +237,9 @@ fn bench(args: cli::BenchArgs) -> Result<ExitCode, Error> {
         .take(args.records)
         .map(|(i, l)| parse_record(l, &format!("{name}:{}", i + 1), rubric.as_ref(), short_form))
         .collect::<Result<_, _>>()?;
+    if tasks.is_empty() {
+        return Err(Error::field(name, "records", "none to benchmark (the file has no record)"));
+    }
     let judge = build_judge(&JudgeSpec::new(&args.run.score, &args.run.decide, args.run.cache.cache), &args.run.model)?;
     let info = judge.backend().info();
     eprintln!(

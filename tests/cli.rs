@@ -91,6 +91,15 @@ fn bad_rubric_fails_fast_naming_the_file_and_field() {
 
     let out = gavel().args(["check", rubric.to_str().unwrap()]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
+
+    // A folder is checked file by file: the good one passes, the bad one is named.
+    std::fs::write(dir.path().join("good.toml"), "[[nuggets]]\ntext = \"a\"\n").unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "not a rubric").unwrap();
+    let out = gavel().args(["check", dir.path().to_str().unwrap()]).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stdout.contains("good.toml: ok, id `good`, 1 nugget (1 needs the model)"), "{stdout}");
+    assert!(stderr.contains("r.json") && !stderr.contains("notes.txt"), "{stderr}");
 }
 
 #[test]

@@ -68,7 +68,7 @@ pub enum Command {
     Serve(ServeArgs),
     /// Validate rubric files and print a summary of each.
     Check {
-        /// Rubric files (.json or .toml).
+        /// Rubric files (.json or .toml), or folders of them.
         #[arg(required = true)]
         rubrics: Vec<PathBuf>,
     },
