@@ -16,6 +16,24 @@ def plain(value):
     return value
 
 
+def answer_text(value):
+    """A gold answer as the text a person writes it: a string as it is; an integral float below
+    1e15 in magnitude without its fraction (`8.0` and `1e3` -> "8" and "1000", so a float
+    column's `8.0` matches the answer `8`), other floats as Python's shortest repr (`0.5` ->
+    "0.5"; NaN and infinities as `str()`); ints as they are; booleans as JSON ("true"). numpy
+    scalars are read as the Python values they hold."""
+    value = plain(value)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < 1e15:
+            return str(int(value))
+        return repr(value)
+    return str(value)
+
+
 def is_empty(label):
     label = plain(label)
     return label is None or (isinstance(label, str) and not label.strip())
@@ -24,8 +42,10 @@ def is_empty(label):
 def label_value(label, question=None):
     """A gavel label (JSON-able) from a ground truth: a string (a gold answer, or JSON text of a
     list or object), a number, a list of gold answers, or a dict of gavel label fields. `None`
-    stays `None` (the server then applies its --rubric, or refuses). `question`, when given,
-    is added as the label's `query` unless the label has one."""
+    stays `None` (the server then applies its --rubric, or refuses). Numbers and booleans that
+    become gold answers (bare, in a list, or in a dict's `gold_answers` list) are written by
+    `answer_text`; strings are never changed. `question`, when given, is added as the label's
+    `query` unless the label has one."""
     gt = plain(label)
     if isinstance(gt, str):
         t = gt.strip()
@@ -38,12 +58,13 @@ def label_value(label, question=None):
         return None
     if isinstance(gt, dict):
         out = {k: plain(v) for k, v in gt.items()}
+        if isinstance(out.get("gold_answers"), list):
+            golds = [plain(a) for a in out["gold_answers"]]
+            out["gold_answers"] = [answer_text(a) if isinstance(a, (int, float)) else a for a in golds]
     elif isinstance(gt, (list, tuple)):
-        out = {"gold_answers": [str(plain(a)) for a in gt if plain(a) is not None]}
-    elif isinstance(gt, bool):
-        out = {"gold_answers": [json.dumps(gt)]}
+        out = {"gold_answers": [answer_text(a) for a in gt if plain(a) is not None]}
     else:
-        out = {"gold_answers": [str(gt)]}
+        out = {"gold_answers": [answer_text(gt)]}
     if question and "query" not in out:
         out["query"] = question
     return out

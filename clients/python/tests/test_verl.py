@@ -11,6 +11,7 @@ import pytest
 from conftest import REPO, fixture, post
 from gavel_rl import GavelError
 from gavel_rl import verl as gv
+from gavel_rl.labels import label_value
 
 CALLS = fixture("verl-v0.7.0-reward-loop-calls.json")["calls"]
 
@@ -135,3 +136,37 @@ def test_long_form_reward_is_the_servers(gavel_env, server):
     assert r["score"] == direct["rewards"][0]
     assert r["acc"] == r["score"]
     assert r["soft_reward"] == direct["extra_logs"]["soft_reward"][0]
+
+
+def test_number_labels_are_written_as_a_person_writes_them():
+    # A float column's 8.0 must match the answer "8" by exact match: gold "8", not "8.0".
+    assert label_value(8.0) == {"gold_answers": ["8"]}
+    assert label_value(1e3) == {"gold_answers": ["1000"]}
+    assert label_value(-3.0) == {"gold_answers": ["-3"]}
+    assert label_value(0.5) == {"gold_answers": ["0.5"]}
+    assert label_value(3.14) == {"gold_answers": ["3.14"]}
+    assert label_value(999999999999999.0) == {"gold_answers": ["999999999999999"]}
+    assert label_value(1e15) == {"gold_answers": [repr(1e15)]}  # from 1e15 on: Python's repr
+    assert label_value(1889) == {"gold_answers": ["1889"]}
+    assert label_value(True) == {"gold_answers": ["true"]}
+    assert label_value(float("nan")) == {"gold_answers": ["nan"]}
+    assert label_value(float("inf")) == {"gold_answers": ["inf"]}
+    assert label_value([8.0, 0.5, "eight", None]) == {"gold_answers": ["8", "0.5", "eight"]}
+    assert label_value("[8.0, 2]") == {"gold_answers": ["8", "2"]}
+    # A dict label's gold answers are sent as text, not numbers; other fields are untouched.
+    assert label_value({"gold_answers": [8, 8.0, "8.0"], "id": 7}, "q") == {
+        "gold_answers": ["8", "8", "8.0"], "id": 7, "query": "q"}
+    assert label_value('{"gold_answers": [2.0]}') == {"gold_answers": ["2"]}
+    # Strings are never changed.
+    assert label_value("8.0") == {"gold_answers": ["8.0"]}
+    assert label_value(["8.0"]) == {"gold_answers": ["8.0"]}
+
+
+def test_numpy_labels_are_written_as_a_person_writes_them():
+    np = pytest.importorskip("numpy")
+    assert label_value(np.float64(8.0)) == {"gold_answers": ["8"]}
+    assert label_value(np.float64(0.25)) == {"gold_answers": ["0.25"]}
+    assert label_value(np.array([8.0, 2.5])) == {"gold_answers": ["8", "2.5"]}
+    assert label_value([np.float64(8.0), np.int64(3)]) == {"gold_answers": ["8", "3"]}
+    assert label_value({"gold_answers": np.array([8.0])}) == {"gold_answers": ["8"]}
+    assert label_value({"gold_answers": [np.float64(8.0)]}) == {"gold_answers": ["8"]}
