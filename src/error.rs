@@ -108,6 +108,13 @@ pub enum Error {
     },
 }
 
+/// serde_json's message without the position it ends with ("... at line 1 column 20"), for
+/// messages that name the position in their location instead.
+pub fn json_reason(e: &serde_json::Error) -> String {
+    let msg = e.to_string();
+    msg.rsplit_once(" at line ").map_or(msg.as_str(), |(m, _)| m).to_string()
+}
+
 impl Error {
     /// Shorthand for [`Error::InvalidField`].
     pub fn field(location: impl Into<String>, field: impl Into<String>, reason: impl Into<String>) -> Self {

@@ -421,8 +421,10 @@ pub fn extract_stream<R: BufRead, W: Write>(
 
 /// One extraction input line: the record as given, and the task read from it.
 fn parse_extract_record(line: &str, location: &str) -> Result<ExtractInput> {
-    let v: serde_json::Value = serde_json::from_str(line)
-        .map_err(|e| Error::Parse { location: format!("{location}, column {}", e.column()), reason: e.to_string() })?;
+    let v: serde_json::Value = serde_json::from_str(line).map_err(|e| Error::Parse {
+        location: format!("{location}, column {}", e.column()),
+        reason: crate::error::json_reason(&e),
+    })?;
     let serde_json::Value::Object(map) = v else {
         return Err(Error::Parse { location: location.into(), reason: "a record must be a JSON object".into() });
     };

@@ -158,10 +158,8 @@ pub fn parse_record(line: &str, location: &str, rubric: Option<&Rubric>, policy:
         });
     }
     let raw = read_record(line).map_err(|(field, e)| {
-        // serde_json's message ends with the position in the line ("at line 1 column 20"): the
-        // column and the field are named in the location instead.
-        let msg = e.to_string();
-        let reason = msg.rsplit_once(" at line ").map_or(msg.as_str(), |(m, _)| m).to_string();
+        // The column and the field are named in the location.
+        let reason = crate::error::json_reason(&e);
         let field = field.map(|f| format!(", field `{f}`")).unwrap_or_default();
         Error::Parse { location: format!("{location}, column {}{field}", e.column()), reason }
     })?;

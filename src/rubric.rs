@@ -317,10 +317,8 @@ impl RawRubric {
             .map_err(|e| (e.path().to_string(), e.into_inner()))
             .and_then(|r| de.end().map(|()| r).map_err(|e| (String::new(), e)));
         read.map_err(|(path, e)| {
-            // The position goes into the location, with the field's path; serde_json's message
-            // ends with it too ("at line 1 column 20").
-            let msg = e.to_string();
-            let reason = msg.rsplit_once(" at line ").map_or(msg.as_str(), |(m, _)| m).to_string();
+            // The position goes into the location, with the field's path.
+            let reason = crate::error::json_reason(&e);
             let path = if path.is_empty() || path == "." { String::new() } else { format!(", {path}") };
             Error::Parse { location: format!("{location}:{}:{}{path}", e.line(), e.column()), reason }
         })

@@ -97,7 +97,7 @@ fn parse_body(body: &[u8]) -> std::result::Result<Map<String, Value>, Refused> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => Ok(m),
         Ok(other) => Err(bad(format!("the body must be a JSON object, not {}", json_type(&other)))),
-        Err(e) => Err(bad(format!("the body is not valid JSON: {e} (line {}, column {})", e.line(), e.column()))),
+        Err(e) => Err(bad(format!("the body is not valid JSON: {e}"))),
     }
 }
 
