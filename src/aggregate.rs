@@ -272,7 +272,7 @@ pub fn aggregate(nuggets: &[Nugget], verdicts: &[Verdict]) -> Scores {
     debug_assert_eq!(nuggets.len(), verdicts.len());
     let (mut all, mut strict_all, mut n_all) = (0.0, 0.0, 0usize);
     let (mut vital, mut strict_vital, mut n_vital) = (0.0, 0.0, 0usize);
-    let (mut weighted, mut soft, mut positive) = (0.0, 0.0, 0.0);
+    let (mut weighted, mut soft, mut positive, mut magnitude) = (0.0, 0.0, 0.0, 0.0);
     for (n, v) in nuggets.iter().zip(verdicts) {
         let value = v.label.value();
         let strict = if v.label == Label::Support { 1.0 } else { 0.0 };
@@ -281,6 +281,7 @@ pub fn aggregate(nuggets: &[Nugget], verdicts: &[Verdict]) -> Scores {
         if n.weight > 0.0 {
             positive += n.weight;
         }
+        magnitude += n.weight.abs();
         if n.is_pitfall() {
             continue;
         }
@@ -293,7 +294,17 @@ pub fn aggregate(nuggets: &[Nugget], verdicts: &[Verdict]) -> Scores {
             n_vital += 1;
         }
     }
-    let reward = |x: f64| if positive > 0.0 { x / positive } else { 0.0 };
+    // A rubric of pitfalls only has no positive weight to divide by: its hits are counted
+    // against the pitfalls' total weight, so a hit costs (-1 when all hit) where it gave 0.
+    let reward = |x: f64| {
+        if positive > 0.0 {
+            x / positive
+        } else if magnitude > 0.0 {
+            x / magnitude
+        } else {
+            0.0
+        }
+    };
     Scores {
         all_score: ratio(all, n_all).unwrap_or(0.0),
         vital_score: ratio(vital, n_vital),
@@ -363,6 +374,19 @@ mod tests {
         assert!((s.weighted_reward - 1.0 / 3.0).abs() < 1e-12);
         assert_eq!(s.all_score, 1.5 / 2.0);
         assert_eq!(s.vital_score, Some(1.0));
+    }
+
+    #[test]
+    fn a_rubric_of_pitfalls_only_costs_its_hits() {
+        let nuggets = vec![nugget(Vital).with_weight(-1.0), nugget(Vital).with_weight(-3.0)];
+        // Both avoided: 0; the heavier hit: -3/4; both hit: -1 (it was 0 whatever was hit).
+        let s = aggregate(&nuggets, &[v(Label::NotSupport), v(Label::NotSupport)]);
+        assert_eq!(s.weighted_reward, 0.0);
+        let s = aggregate(&nuggets, &[v(Label::NotSupport), v(Label::Support)]);
+        assert!((s.weighted_reward - -0.75).abs() < 1e-12);
+        let s = aggregate(&nuggets, &[v(Label::Support), v(Label::Support)]);
+        assert!((s.weighted_reward - -1.0).abs() < 1e-12);
+        assert_eq!(aggregate(&[], &[]).weighted_reward, 0.0);
     }
 
     #[test]
