@@ -185,6 +185,14 @@ fn run_verify(
     if summary.interrupted {
         say_interrupted(output_path);
     }
+    if summary.unmatched > 0 {
+        eprintln!(
+            "gavel: warning: {} in {} matched no record of this input (by id, else line): was it written \
+             from another input?",
+            counted(summary.unmatched, "record", "records"),
+            output_path.map_or_else(|| "the output".into(), |p| p.display().to_string())
+        );
+    }
     Ok(summary)
 }
 

@@ -68,6 +68,9 @@ pub struct Summary {
     pub truncated: usize,
     /// Records skipped because the output already had them (`--resume`).
     pub skipped: usize,
+    /// Records of the output resumed into that no input record matched (`--resume` onto the
+    /// output of another input), counted when the input ends.
+    pub unmatched: usize,
     /// A stop was asked ([`VerifyOptions::stop`]): the run ended after a whole batch (or when
     /// its input ended or its output closed, as a pipeline's other process died of the same
     /// signal).
@@ -236,6 +239,9 @@ pub fn verify_stream<R: BufRead, W: Write>(
     // Also when the input ended or the output closed after the stop was asked: Ctrl-C reaches
     // every process of a pipeline, so the one feeding gavel may have died of it.
     summary.interrupted = stop_asked(&opts.stop);
+    if eof && !summary.output_closed {
+        summary.unmatched = skip.values().sum();
+    }
     summary.elapsed = start.elapsed();
     Ok(summary)
 }

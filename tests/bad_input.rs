@@ -177,6 +177,13 @@ fn resume_judges_the_error_records_again() {
         done.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].to_string()).collect();
     assert_eq!(ids, ["\"a\"", "\"c\"", "\"b\""], "{done}");
     assert!(!done.contains("\"error\""), "{done}");
+    // Resumed with another input, the records it does not hold are pointed out.
+    let other = p(dir.path(), "other.jsonl");
+    std::fs::write(&other, format!("{}\n{}\n", deterministic("a", "Paris"), deterministic("z", "Rome"))).unwrap();
+    let o = gavel().args(["verify", "--input", &other, "--output", &out, "--resume"]).output().unwrap();
+    let err = text(&o).1;
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("warning: 2 records in") && err.contains("matched no record of this input"), "{err}");
 }
 
 #[test]
