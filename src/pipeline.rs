@@ -654,14 +654,14 @@ fn scan_resume(path: &std::path::Path, output_key: impl Fn(&[u8]) -> Option<(Str
     let mut state = ResumeState::default();
     let mut good_end = 0usize;
     let mut start = 0usize;
-    // Byte ranges of the error records to take out.
-    let mut failed = Vec::new();
+    // Complete records: key, whether an error record, byte range.
+    let mut records = Vec::new();
     while start < data.len() {
         let Some(nl) = data[start..].iter().position(|&b| b == b'\n') else {
             break;
         };
         let line = &data[start..start + nl];
-        let Some(key) = output_key(line) else {
+        let Some((key, is_error)) = output_key(line) else {
             if line.iter().all(u8::is_ascii_whitespace) {
                 start += nl + 1;
                 good_end = start;
@@ -675,15 +675,25 @@ fn scan_resume(path: &std::path::Path, output_key: impl Fn(&[u8]) -> Option<(Str
                     .into(),
             });
         };
-        let (key, is_error) = key;
-        if is_error {
-            failed.push(start..start + nl + 1);
-        } else {
-            *state.done.entry(key).or_default() += 1;
-            state.kept += 1;
-        }
+        records.push((key, is_error, start..start + nl + 1));
         start += nl + 1;
         good_end = start;
+    }
+    // An error record is judged again only when no other record has its key: with a key twice
+    // (two records of one id), skipping goes by count in input order, so taking one out could
+    // redo the wrong one.
+    let mut keys: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (key, _, _) in &records {
+        *keys.entry(key.as_str()).or_default() += 1;
+    }
+    let mut failed = Vec::new();
+    for (key, is_error, range) in &records {
+        if *is_error && keys[key.as_str()] == 1 {
+            failed.push(range.clone());
+        } else {
+            *state.done.entry(key.clone()).or_default() += 1;
+            state.kept += 1;
+        }
     }
     if !failed.is_empty() {
         state.retried = failed.len();
@@ -695,13 +705,7 @@ fn scan_resume(path: &std::path::Path, output_key: impl Fn(&[u8]) -> Option<(Str
             at = r.end;
         }
         kept.extend_from_slice(&data[at..good_end]);
-        // Written beside the file and renamed over it: an interruption leaves the old file whole.
-        let tmp = path.with_file_name(format!(
-            ".{}.resume-tmp",
-            path.file_name().map_or_else(|| "output".into(), |n| n.to_string_lossy())
-        ));
-        std::fs::write(&tmp, &kept).map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+        replace_file(path, &kept)?;
         return Ok(state);
     }
     if good_end < data.len() {
@@ -710,6 +714,32 @@ fn scan_resume(path: &std::path::Path, output_key: impl Fn(&[u8]) -> Option<(Str
         f.set_len(good_end as u64).map_err(|e| Error::io(path, e))?;
     }
     Ok(state)
+}
+
+/// Replace the contents of `path` (through a symbolic link, the file it points to) with `data`:
+/// written to a new file beside it with the same permissions, flushed to disk, then renamed over
+/// it, so an interruption leaves the old file whole.
+fn replace_file(path: &std::path::Path, data: &[u8]) -> Result<()> {
+    use std::io::Write as _;
+    let path = std::fs::canonicalize(path).map_err(|e| Error::io(path, e))?;
+    let tmp = path.with_file_name(format!(
+        ".{}.resume-tmp",
+        path.file_name().map_or_else(|| "output".into(), |n| n.to_string_lossy())
+    ));
+    let perms = std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?.permissions();
+    // One left by a run killed here would stop this one.
+    let _ = std::fs::remove_file(&tmp);
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        f.set_permissions(perms)?;
+        f.write_all(data)?;
+        f.sync_all()
+    })();
+    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, &path)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(&tmp, e));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -758,6 +788,24 @@ mod tests {
         assert_eq!(s.dropped_bytes, "{\"line\":5,\"sc".len() as u64);
         assert_eq!(std::fs::read_to_string(&p).unwrap(), format!("{ok1}{ok3}"));
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file is left");
+        // An error record whose key another record shares stays done: skipping goes by count
+        // in input order, so taking it out could redo the wrong record of the two.
+        std::fs::write(&p, format!("{bad2}{{\"line\":7,\"id\":\"b\",\"scores\":{{}}}}\n{bad4}")).unwrap();
+        let s = prepare_resume(&p).unwrap();
+        assert_eq!((s.kept, s.retried, s.done.get("id:b")), (2, 1, Some(&2)));
+        // Through a symbolic link the file it points to is rewritten, with its permissions.
+        use std::os::unix::fs::PermissionsExt;
+        let real = dir.path().join("real.jsonl");
+        std::fs::write(&real, format!("{ok1}{bad4}")).unwrap();
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let link = dir.path().join("link.jsonl");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        assert_eq!(prepare_resume(&link).unwrap().retried, 1);
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert_eq!(std::fs::read_to_string(&real).unwrap(), ok1);
+        assert_eq!(std::fs::metadata(&real).unwrap().permissions().mode() & 0o777, 0o600);
+        std::fs::remove_file(&link).unwrap();
+        std::fs::remove_file(&real).unwrap();
         // Extract's output keeps its error lines: its resume counts lines in input order.
         std::fs::write(&p, format!("{ok1}{bad2}")).unwrap();
         let s = prepare_extract_resume(&p).unwrap();

@@ -109,6 +109,19 @@ struct RawRecord {
     passages: Option<Vec<String>>,
 }
 
+/// What kind of JSON value `v` is, for messages ("an array", "null").
+pub fn json_type(v: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 /// A gold answer given as a JSON string, number or boolean, as the text a person writes: an
 /// integral number without a fraction (`8.0` and `8` -> "8", `1e3` -> "1000"), other numbers
 /// as JSON writes them. `None` for arrays, objects and null.
@@ -140,21 +153,16 @@ fn read_record(line: &str) -> std::result::Result<RawRecord, (Option<String>, se
 pub fn parse_record(line: &str, location: &str, rubric: Option<&Rubric>, policy: ShortForm) -> Result<Task> {
     // A file saved with a byte-order mark carries it on its first line.
     let line = line.strip_prefix('\u{feff}').unwrap_or(line);
-    let what = match line.trim_start().chars().next() {
-        Some('{') | None => None,
-        Some('[') => Some("an array"),
-        Some('"') => Some("a string"),
-        Some('t' | 'f') => Some("a boolean"),
-        Some('n') => Some("null"),
-        Some(c) if c == '-' || c.is_ascii_digit() => Some("a number"),
-        Some(_) => Some("not JSON"),
-    };
-    if let Some(what) = what {
+    // A line that does not start an object: named for what it is (serde would say "expected
+    // struct RawRecord", or "expected ident" of plain text).
+    if !line.trim_start().starts_with('{') {
+        let what = match serde_json::from_str::<serde_json::Value>(line) {
+            Ok(v) => format!("this line is {}", json_type(&v)),
+            Err(e) => format!("this line is not JSON ({}, column {})", crate::error::json_reason(&e), e.column()),
+        };
         return Err(Error::Parse {
             location: location.to_string(),
-            reason: format!(
-                "a record must be a JSON object ({{\"answer\": ..., ...}}), one per line; this line is {what}"
-            ),
+            reason: format!("a record must be a JSON object ({{\"answer\": ..., ...}}), one per line; {what}"),
         });
     }
     let raw = read_record(line).map_err(|(field, e)| {

@@ -495,7 +495,8 @@ macro_rules! corpus {
 
 corpus! {
     corpus_malformed_json: *br#"{"answer": "Paris", "nuggets": ["#, ["EOF"], false;
-    corpus_not_an_object: *b"[1, 2, 3]", ["must be a JSON object", "an array"], false;
+    corpus_not_an_object: *b"[1, 2, 3]", ["must be a JSON object", "this line is an array"], false;
+    corpus_plain_text: *b"the answer is Paris", ["must be a JSON object", "this line is not JSON"], false;
     corpus_empty_gold_answers: serde_json::json!({"answer": "Paris", "gold_answers": []}).to_string().into_bytes(), ["field `gold_answers`", "is empty"], false;
     corpus_number_where_a_string_belongs: serde_json::json!({"answer": 5, "nuggets": exact(1)}).to_string().into_bytes(), ["column 11", "field `answer`", "expected a string"], false;
     corpus_missing_nuggets: serde_json::json!({"answer": "Paris"}).to_string().into_bytes(), ["nuggets"], false;

@@ -25,7 +25,7 @@ use serde_json::{Map, Value};
 use crate::error::{Error, Result};
 use crate::judge::Judgement;
 use crate::pipeline::output_record;
-use crate::record::{parse_record, salvage_id, scalar_text, OutputRecord, ShortForm, Task};
+use crate::record::{json_type, parse_record, salvage_id, scalar_text, OutputRecord, ShortForm, Task};
 use crate::rubric::Rubric;
 
 use super::text;
@@ -98,17 +98,6 @@ fn parse_body(body: &[u8]) -> std::result::Result<Map<String, Value>, Refused> {
         Ok(Value::Object(m)) => Ok(m),
         Ok(other) => Err(bad(format!("the body must be a JSON object, not {}", json_type(&other)))),
         Err(e) => Err(bad(format!("the body is not valid JSON: {e}"))),
-    }
-}
-
-fn json_type(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 
