@@ -186,12 +186,13 @@ impl Calibrator {
 
     /// The features its stacks read that come from the nugget's likelihood (and its PMI
     /// baseline), which a backend without prompt log-probabilities, or `--no-likelihood`, does
-    /// not give: a stack then reads them as their mean.
+    /// not give: a stack then reads them as their mean. A feature that was constant in the fit
+    /// (a calibration fitted without them) is not read, and not listed.
     pub fn likelihood_features(&self) -> Vec<&str> {
         let mut names: Vec<&str> = [&self.stack, &self.short_stack]
             .into_iter()
             .flatten()
-            .flat_map(|s| s.names.iter().map(String::as_str))
+            .flat_map(|s| s.names.iter().zip(&s.std).filter(|(_, &sd)| sd > 1e-6).map(|(n, _)| n.as_str()))
             .filter(|n| n.starts_with("nugget_lp") || n.starts_with("pmi_") || n.starts_with("window_"))
             .collect();
         names.sort_unstable();
@@ -587,6 +588,20 @@ pub fn features_csv_header() -> String {
 mod tests {
     use super::*;
     use Label::{NotSupport as N, Support as S};
+
+    #[test]
+    fn the_likelihood_features_listed_are_those_the_fit_read() {
+        let mut c = Calibrator::shipped().expect("shipped calibration");
+        let names = c.likelihood_features();
+        assert!(names.contains(&"pmi_low3") && names.contains(&"window_pmi_mean"), "{names:?}");
+        assert!(!names.contains(&"overlap"));
+        // Fitted where the reads were missing, a feature is constant and left out.
+        for s in [c.stack.as_mut().unwrap(), c.short_stack.as_mut().unwrap()] {
+            let i = s.names.iter().position(|n| n == "pmi_low3").unwrap();
+            s.std[i] = 1e-6;
+        }
+        assert!(!c.likelihood_features().contains(&"pmi_low3"));
+    }
 
     /// What the judge and `eval --from` write: an ordinal stack's verdict takes the cuts' label
     /// even where its distribution peaks on a neighbour (a shallow slope over a partial band).

@@ -255,6 +255,8 @@ fn a_run_without_the_likelihood_reads_says_the_calibration_misses_them() {
     );
     assert!(!run(&[]).contains("warning"), "a run that reads them is not warned");
     assert!(!run(&["--no-likelihood", "--calibration", "none"]).contains("warning"));
+    // Reasoned mode: the calibration decides nothing, so nothing to warn of.
+    assert!(!run(&["--no-likelihood", "--mode", "reasoned"]).contains("warning"));
 }
 
 #[test]

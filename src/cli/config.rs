@@ -155,9 +155,12 @@ pub fn build_judge(j: &JudgeSpec<'_>, m: &ModelArgs) -> Result<Judge, Error> {
     }
     if let Some(c) = &calibrator {
         let missing = c.likelihood_features();
-        let why = if !judge.backend().reads_spans() {
+        // The calibration decides scored-mode verdicts only.
+        let why = if j.mode != JudgeMode::Scored {
+            None
+        } else if !judge.backend().reads_spans() {
             Some("this backend returns no prompt log-probabilities")
-        } else if j.score.no_likelihood && j.mode == JudgeMode::Scored {
+        } else if j.score.no_likelihood {
             Some("--no-likelihood skips them")
         } else {
             None
