@@ -58,10 +58,11 @@ def main():
         if not content:
             out.writerow([row[c] for c in src.fieldnames] + [0, 0])
             continue
-        if r["id"] not in texts:
+        key = (row["file"], r["id"])
+        if key not in texts:
             sents = [{w[:5] for w in words(s)} for s in re.split(r"(?<=[.!?])\s+", r["answer"])]
-            texts[r["id"]] = ({w[:5] for w in words(r["answer"])}, sents)
-        keys, sents = texts[r["id"]]
+            texts[key] = ({w[:5] for w in words(r["answer"])}, sents)
+        keys, sents = texts[key]
         weights = [rarity.setdefault(w, max(0.5, 7.0 - zipf_frequency(w, "en"))) for w in content]
         windows = [set().union(*sents[i:i + n]) for n in (1, 2) for i in range(len(sents) - n + 1)]
         best = max((weighted(content, weights, k) for k in windows), default=0.0)

@@ -28,7 +28,12 @@ impl Labeled {
             .iter()
             .map(|(_, t)| {
                 if t.is_short_form() {
-                    usize::from(t.gold.is_some())
+                    // The record's label stands for each of its criteria.
+                    if t.gold.is_some() {
+                        t.nuggets.len()
+                    } else {
+                        0
+                    }
                 } else {
                     t.nuggets.iter().filter(|n| n.gold.is_some()).count()
                 }

@@ -64,24 +64,31 @@ fn run(command: Command) -> Result<ExitCode, Error> {
             let mut files = Vec::new();
             for path in rubrics {
                 if path.is_dir() {
-                    let mut inside: Vec<PathBuf> = std::fs::read_dir(&path)
-                        .map_err(|e| Error::io(&path, e))?
-                        .filter_map(|e| e.ok().map(|e| e.path()))
-                        .filter(|p| p.extension().is_some_and(|x| x == "json" || x == "toml"))
-                        .collect();
+                    let inside = gavel::rubric::rubric_files(&path)?;
                     if inside.is_empty() {
                         eprintln!("gavel: {}: no .json or .toml rubric file in this folder", path.display());
                         bad = true;
                     }
-                    inside.sort();
                     files.extend(inside);
                 } else {
                     files.push(path);
                 }
             }
+            // Two rubrics of one id: `serve --rubrics` refuses such a folder.
+            let mut ids: std::collections::HashMap<String, PathBuf> = std::collections::HashMap::new();
             for path in files {
                 match Rubric::load(&path) {
+                    Ok(r) if ids.contains_key(&r.id) => {
+                        eprintln!(
+                            "gavel: {}: id `{}` is also the id of {}",
+                            path.display(),
+                            r.id,
+                            ids[&r.id].display()
+                        );
+                        bad = true;
+                    }
                     Ok(r) => {
+                        ids.insert(r.id.clone(), path.clone());
                         let model = r.nuggets.iter().filter(|n| n.needs_model()).count();
                         println!(
                             "{}: ok, id `{}`, {} ({model} {} the model)",
@@ -170,14 +177,14 @@ fn run_verify(
     }
     let usage = judge.backend().usage();
     eprintln!(
-        "gavel: {} records, {} verdicts ({} by the model) in {:.1}s: {:.2} verdicts/s, {:.0} prompt tokens/s; {} errors{}{}{}",
-        summary.records,
-        summary.verdicts,
+        "gavel: {}, {} ({} by the model) in {:.1}s: {:.2} verdicts/s, {:.0} prompt tokens/s; {}{}{}{}",
+        counted(summary.records, "record", "records"),
+        counted(summary.verdicts, "verdict", "verdicts"),
         summary.model_verdicts,
         summary.elapsed.as_secs_f64(),
         summary.verdicts_per_sec(),
         usage.prompt_tokens as f64 / summary.elapsed.as_secs_f64().max(1e-9),
-        summary.errors,
+        counted(summary.errors, "error", "errors"),
         if summary.truncated > 0 { format!(", {} truncated", summary.truncated) } else { String::new() },
         if summary.skipped > 0 { format!(", {} skipped (already done)", summary.skipped) } else { String::new() },
         if judge.calibrator().is_some() { ", calibrated" } else { "" },
@@ -458,7 +465,11 @@ fn calibrate(args: cli::CalibrateArgs) -> Result<ExitCode, Error> {
         return Err(Error::field(
             "--input",
             "gold",
-            format!("{golds} gold labels in all; a fit needs at least {} labeled verdicts", calibrate::MIN_LABELED),
+            format!(
+                "{} in all; a fit needs at least {} labeled verdicts",
+                counted(golds, "gold label", "gold labels"),
+                calibrate::MIN_LABELED
+            ),
         ));
     }
     let judge = build_judge(&JudgeSpec::raw(&args.score, args.from.is_empty()), &args.model)?;

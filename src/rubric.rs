@@ -347,6 +347,17 @@ impl RawRubric {
     }
 }
 
+/// The rubric files of a folder (`.json` and `.toml`), sorted by name.
+pub fn rubric_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("json" | "toml")))
+        .collect();
+    paths.sort();
+    Ok(paths)
+}
+
 impl Rubric {
     /// Load a rubric from a `.json` or `.toml` file.
     pub fn load(path: impl AsRef<Path>) -> Result<Rubric> {

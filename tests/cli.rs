@@ -100,6 +100,12 @@ fn bad_rubric_fails_fast_naming_the_file_and_field() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stdout.contains("good.toml: ok, id `good`, 1 nugget (1 needs the model)"), "{stdout}");
     assert!(stderr.contains("r.json") && !stderr.contains("notes.txt"), "{stderr}");
+    // Two rubrics of one id, which serve --rubrics refuses, are refused here too.
+    std::fs::write(dir.path().join("r.json"), r#"{"id": "good", "nuggets": ["b"]}"#).unwrap();
+    let out = gavel().args(["check", dir.path().to_str().unwrap()]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("id `good` is also the id of"), "{stderr}");
 }
 
 #[test]
@@ -148,7 +154,7 @@ fn a_labeled_file_without_gold_labels_fails_before_the_model_runs() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("1 gold labels in all") && stderr.contains("at least 10"), "{stderr}");
+    assert!(stderr.contains("1 gold label in all") && stderr.contains("at least 10"), "{stderr}");
     assert!(!stderr.contains("calibrate: 1/1"), "the model ran: {stderr}");
 
     // Nothing to evaluate (an empty file, or a part that holds no record): said, not reported.
@@ -261,11 +267,12 @@ fn a_run_without_the_likelihood_reads_says_the_calibration_misses_them() {
 
 #[test]
 fn a_closed_output_stops_the_run_and_says_so() {
-    // 30 records, one per batch: the pipe closes long before the last is judged.
+    // 90 records, one per batch (more than a pipe's buffer holds): the pipe closes long
+    // before the last is judged.
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");
     let longform = std::fs::read_to_string(format!("{}/examples/longform.jsonl", env!("CARGO_MANIFEST_DIR"))).unwrap();
-    std::fs::write(&input, longform.repeat(10)).unwrap();
+    std::fs::write(&input, longform.repeat(30)).unwrap();
     let mut child = gavel()
         .args(["verify", "--input", input.to_str().unwrap(), "--batch", "1"])
         .stdout(Stdio::piped())

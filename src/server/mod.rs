@@ -189,12 +189,7 @@ impl ServeConfig {
 
 /// Load every `.json` and `.toml` rubric in `dir`, in file-name order; ids must be unique.
 pub fn load_rubrics(dir: &Path) -> Result<Vec<Rubric>> {
-    let mut paths: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| Error::io(dir, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("json" | "toml")))
-        .collect();
-    paths.sort();
+    let paths = crate::rubric::rubric_files(dir)?;
     let mut seen = BTreeMap::new();
     let mut out = Vec::with_capacity(paths.len());
     for p in paths {
