@@ -46,6 +46,12 @@ fn main() -> ExitCode {
 }
 
 fn run(command: Command) -> Result<ExitCode, Error> {
+    if matches!(
+        command,
+        Command::Render(_) | Command::Bench(_) | Command::Eval(_) | Command::Check { .. } | Command::FetchModel
+    ) {
+        die_on_closed_stdout();
+    }
     match command {
         Command::Verify(args) => verify(args),
         Command::Render(args) => render(args),
@@ -725,4 +731,24 @@ fn say_output_closed(what: &str) -> ExitCode {
 /// `n` and its noun: "1 query", "3 queries".
 fn counted(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// Commands that print their result last end as Unix tools do when the reader of their stdout
+/// closes it early (`gavel check rubrics/ | head -1`): killed by SIGPIPE, exit 141, where Rust
+/// ignores the signal and a failed print panics (exit 101). verify and extract handle a closed
+/// output themselves and say what was not done; calibrate prints before it writes its file, and
+/// serve has sockets: they keep it ignored.
+fn die_on_closed_stdout() {
+    #[cfg(target_os = "linux")]
+    {
+        extern "C" {
+            fn signal(signum: std::os::raw::c_int, handler: usize) -> usize;
+        }
+        const SIGPIPE: std::os::raw::c_int = 13;
+        const SIG_DFL: usize = 0;
+        // SAFETY: restoring a signal's default disposition, before any thread is started.
+        unsafe {
+            signal(SIGPIPE, SIG_DFL);
+        }
+    }
 }

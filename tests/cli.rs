@@ -290,6 +290,22 @@ fn a_closed_output_stops_the_run_and_says_so() {
 }
 
 #[test]
+fn a_report_whose_reader_went_away_ends_as_unix_tools_do() {
+    use std::os::unix::process::ExitStatusExt;
+    // 1,000 rubrics print more than a pipe holds, so the reader is gone before the last line.
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..1000 {
+        std::fs::write(dir.path().join(format!("r{i:04}.json")), format!(r#"{{"id": "r{i}", "nuggets": ["a"]}}"#))
+            .unwrap();
+    }
+    let mut child = gavel().args(["check", dir.path().to_str().unwrap()]).stdout(Stdio::piped()).spawn().unwrap();
+    drop(child.stdout.take());
+    let status = child.wait().unwrap();
+    // Killed by SIGPIPE (Rust's default is to ignore it and panic on the failed print: 101).
+    assert_eq!(status.signal(), Some(13), "{status:?}");
+}
+
+#[test]
 fn missing_model_file_is_a_clear_error() {
     let out = gavel()
         .args(["verify", "--model", "/nonexistent/model.gguf", "--input", &fixture("mixed.jsonl")])
