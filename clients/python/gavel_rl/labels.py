@@ -5,7 +5,13 @@ import json
 
 
 def plain(value):
-    """numpy arrays and scalars (verl stores ground truths in numpy) as plain Python values."""
+    """numpy arrays and scalars (verl stores ground truths in numpy) as plain Python values; a
+    float32 or float16 as it prints (0.1, not the 0.10000000149011612 it widens to)."""
+    dtype = getattr(value, "dtype", None)
+    if dtype is not None and getattr(dtype, "kind", "") == "f" and dtype.itemsize < 8:
+        if getattr(value, "ndim", 0) == 0:
+            return float(str(value))
+        return [plain(x) for x in value]
     if hasattr(value, "tolist"):
         return value.tolist()
     if hasattr(value, "item") and not isinstance(value, (str, bytes)):
@@ -21,7 +27,7 @@ def answer_text(value):
     1e15 in magnitude without its fraction (`8.0` and `1e3` -> "8" and "1000", so a float
     column's `8.0` matches the answer `8`), other floats as Python's shortest repr (`0.5` ->
     "0.5"; NaN and infinities as `str()`); ints as they are; booleans as JSON ("true"). numpy
-    scalars are read as the Python values they hold."""
+    scalars are read as the Python values they hold (see `plain`)."""
     value = plain(value)
     if isinstance(value, str):
         return value
@@ -59,8 +65,8 @@ def label_value(label, question=None):
     if isinstance(gt, dict):
         out = {k: plain(v) for k, v in gt.items()}
         if isinstance(out.get("gold_answers"), list):
-            golds = [plain(a) for a in out["gold_answers"]]
-            out["gold_answers"] = [answer_text(a) if isinstance(a, (int, float)) else a for a in golds]
+            golds = [a for a in out["gold_answers"] if plain(a) is not None]
+            out["gold_answers"] = [answer_text(a) if isinstance(plain(a), (int, float)) else plain(a) for a in golds]
     elif isinstance(gt, (list, tuple)):
         out = {"gold_answers": [answer_text(a) for a in gt if plain(a) is not None]}
     else:

@@ -170,3 +170,8 @@ def test_numpy_labels_are_written_as_a_person_writes_them():
     assert label_value([np.float64(8.0), np.int64(3)]) == {"gold_answers": ["8", "3"]}
     assert label_value({"gold_answers": np.array([8.0])}) == {"gold_answers": ["8"]}
     assert label_value({"gold_answers": [np.float64(8.0)]}) == {"gold_answers": ["8"]}
+    # A float32 column: as it prints, not as it widens to a Python float.
+    assert label_value(np.float32(0.1)) == {"gold_answers": ["0.1"]}
+    assert label_value(np.array([0.1, 8.0], dtype=np.float32)) == {"gold_answers": ["0.1", "8"]}
+    # None among a label's gold answers is dropped, as in a plain list.
+    assert label_value({"gold_answers": [None, 8.0]}) == {"gold_answers": ["8"]}
