@@ -24,6 +24,15 @@ use gavel::record::{parse_record, read_outputs, ShortForm};
 use gavel::rubric::Rubric;
 use gavel::{model_store, Error};
 
+/// `println!` that ignores a closed stdout: calibrate prints its ranking before it writes its
+/// file, and a reader that goes away (`gavel calibrate ... | head`) must not lose the fit.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = match cli.verbose {
@@ -527,7 +536,7 @@ fn calibrate(args: cli::CalibrateArgs) -> Result<ExitCode, Error> {
     };
     let (c, fit) = calibrate::fit(&collected.verdicts, &opts)?;
     if let Some(sel) = &fit.selection {
-        println!(
+        say!(
             "long-form stack chosen by held-out macro-F1 (mean over files, each on its own grading): {}-fold \
              cross-validation by query{}",
             sel.parts,
@@ -535,7 +544,7 @@ fn calibrate(args: cli::CalibrateArgs) -> Result<ExitCode, Error> {
         );
         for (k, c) in sel.candidates.iter().take(8).enumerate() {
             let source = c.by_source.map_or(String::new(), |s| format!("  left-out file {s:.3}"));
-            println!(
+            say!(
                 "  {} {:<16} l2 {:<6} {:<11} {:.3}  (folds {:.3}{source})",
                 if k == 0 { "*" } else { " " },
                 format!("{:?}", c.set),
@@ -547,7 +556,7 @@ fn calibrate(args: cli::CalibrateArgs) -> Result<ExitCode, Error> {
         }
     }
     if !fit.curve.is_empty() {
-        println!(
+        say!(
             "learning curve of the long-form stack (fitted on N labeled verdicts drawn by query from 3 of 4 folds, \
              scored on the 4th; mean macro-F1 over files, every fold x 3 draws):"
         );
@@ -556,51 +565,49 @@ fn calibrate(args: cli::CalibrateArgs) -> Result<ExitCode, Error> {
             fit.curve.iter().partition(|p| !past_the_folds(p.labels, p.used, all));
         for p in shown {
             let asked = if p.labels == usize::MAX { "all".to_string() } else { p.labels.to_string() };
-            println!(
+            say!(
                 "  {asked:>5} labels (used {:>5}): {:.3}  [{:.3} .. {:.3}], {} fits",
-                p.used, p.mean, p.min, p.max, p.fits
+                p.used,
+                p.mean,
+                p.min,
+                p.max,
+                p.fits
             );
         }
         if !beyond.is_empty() {
             let sizes: Vec<String> = beyond.iter().map(|p| p.labels.to_string()).collect();
-            println!("  ({} labels: more than the training folds hold, as \"all\")", sizes.join(", "));
+            say!("  ({} labels: more than the training folds hold, as \"all\")", sizes.join(", "));
         }
     }
     if let Some(why) = &fit.head_skipped {
-        println!("hidden-state head not tried: {why}");
+        say!("hidden-state head not tried: {why}");
     }
     if !fit.head.is_empty() {
-        println!(
+        say!(
             "hidden-state head (logistic read-out of a layer's state), chosen by held-out AUC of supported vs \
              unsupported over {} folds by query:",
             calibrate::CV_FOLDS
         );
         for (k, h) in fit.head.iter().enumerate() {
-            println!(
-                "  {} read {:<11} l2 {:<6} AUC {:.3}",
-                if k == 0 { "*" } else { " " },
-                h.pool.as_str(),
-                h.l2,
-                h.auc
-            );
+            say!("  {} read {:<11} l2 {:<6} AUC {:.3}", if k == 0 { "*" } else { " " }, h.pool.as_str(), h.l2, h.auc);
         }
     }
     if !fit.head_curve.is_empty() {
-        println!("learning curve of the head alone (held-out AUC; every fold x 3 draws of whole queries):");
+        say!("learning curve of the head alone (held-out AUC; every fold x 3 draws of whole queries):");
         let all = fit.head_curve.iter().find(|p| p.0 == usize::MAX).map(|p| p.1);
         for (asked, used, auc) in &fit.head_curve {
             if past_the_folds(*asked, *used, all) {
                 continue;
             }
             let asked = if *asked == usize::MAX { "all".to_string() } else { asked.to_string() };
-            println!("  {asked:>5} labels (used {used:>5}): AUC {auc:.3}");
+            say!("  {asked:>5} labels (used {used:>5}): AUC {auc:.3}");
         }
     }
     let out = args.output.clone().unwrap_or_else(|| Calibrator::path_for(&c.model));
     c.save(&out)?;
     let (cf, bias, f1) = (c.content_free, c.bias, c.fit_macro_f1);
-    println!("content-free distribution  support {:.3}  partial {:.3}  not {:.3}", cf[0], cf[1], cf[2]);
-    println!("log-biases                 support {:+.2}  partial {:+.2}  not {:+.2}", bias[0], bias[1], bias[2]);
+    say!("content-free distribution  support {:.3}  partial {:.3}  not {:.3}", cf[0], cf[1], cf[2]);
+    say!("log-biases                 support {:+.2}  partial {:+.2}  not {:+.2}", bias[0], bias[1], bias[2]);
     // The label-vote calibration decides only where no stack applies; say where, so its
     // in-sample scores are not read as the stack's.
     let votes_apply = match (c.stack.is_some(), c.short_stack.is_some()) {
@@ -609,12 +616,17 @@ fn calibrate(args: cli::CalibrateArgs) -> Result<ExitCode, Error> {
         (false, true) => "decides long-form verdicts, which have no stack in this fit",
         (false, false) => "decides every verdict",
     };
-    println!(
+    say!(
         "label votes alone ({votes_apply}), in sample on {} ({} verdicts, {}): macro-F1 raw {:.3}, \
          contextual {:.3}, with thresholds {:.3}",
-        c.fitted_on, c.n, fit.grades, f1[0], f1[1], f1[2]
+        c.fitted_on,
+        c.n,
+        fit.grades,
+        f1[0],
+        f1[1],
+        f1[2]
     );
-    println!("saved {}  (score a different file to measure it)", out.display());
+    say!("saved {}  (score a different file to measure it)", out.display());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -736,8 +748,8 @@ fn counted(n: usize, one: &str, many: &str) -> String {
 /// Commands that print their result last end as Unix tools do when the reader of their stdout
 /// closes it early (`gavel check rubrics/ | head -1`): killed by SIGPIPE, exit 141, where Rust
 /// ignores the signal and a failed print panics (exit 101). verify and extract handle a closed
-/// output themselves and say what was not done; calibrate prints before it writes its file, and
-/// serve has sockets: they keep it ignored.
+/// output themselves and say what was not done; calibrate prints before it writes its file, so
+/// it goes on without its stdout (`say!`); serve has sockets: they keep it ignored.
 fn die_on_closed_stdout() {
     #[cfg(target_os = "linux")]
     {

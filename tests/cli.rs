@@ -550,6 +550,18 @@ fn calibrate_fits_long_and_short_form_stacks_from_several_files() {
         .unwrap();
     let md = String::from_utf8_lossy(&o.stdout);
     assert!(md.contains("EM, then contains, then model (hybrid)") && md.contains("short.jsonl"), "{md}");
+    // A reader of the ranking that goes away (`| head`) does not cost the fit: it is saved.
+    let mut child = gavel()
+        .args(["calibrate", "--input", &p("long.jsonl"), "--from", &p("long.out.jsonl")])
+        .args(["--input", &p("short.jsonl"), "--from", &p("short.out.jsonl"), "-o", &p("cal2.json")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::fs::read_to_string(p("cal2.json")).unwrap().contains("\"short_stack\""));
     // One --from per --input, or a clear error.
     let o = gavel()
         .args(["calibrate", "--input", &p("long.jsonl"), "--input", &p("short.jsonl"), "--from", &p("long.out.jsonl")])
