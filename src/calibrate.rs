@@ -186,18 +186,26 @@ impl Calibrator {
 
     /// The features its stacks read that come from the nugget's likelihood (and its PMI
     /// baseline), which a backend without prompt log-probabilities, or `--no-likelihood`, does
-    /// not give: a stack then reads them as their mean. A feature that was constant in the fit
-    /// (a calibration fitted without them) is not read, and not listed.
-    pub fn likelihood_features(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = [&self.stack, &self.short_stack]
+    /// not give: a stack then reads them as their mean. Per stack that reads any: "long-form"
+    /// or "short-form", and the names. A feature that was constant in the fit (a calibration
+    /// fitted without them) is not read, and not listed.
+    pub fn likelihood_features(&self) -> Vec<(&'static str, Vec<&str>)> {
+        [("long-form", &self.stack), ("short-form", &self.short_stack)]
             .into_iter()
-            .flatten()
-            .flat_map(|s| s.names.iter().zip(&s.std).filter(|(_, &sd)| sd > 1e-6).map(|(n, _)| n.as_str()))
-            .filter(|n| n.starts_with("nugget_lp") || n.starts_with("pmi_") || n.starts_with("window_"))
-            .collect();
-        names.sort_unstable();
-        names.dedup();
-        names
+            .filter_map(|(kind, s)| {
+                let names: Vec<&str> = s
+                    .as_ref()?
+                    .names
+                    .iter()
+                    .zip(&s.as_ref()?.std)
+                    .filter(|(n, &sd)| {
+                        sd > 1e-6 && (n.starts_with("nugget_lp") || n.starts_with("pmi_") || n.starts_with("window_"))
+                    })
+                    .map(|(n, _)| n.as_str())
+                    .collect();
+                (!names.is_empty()).then_some((kind, names))
+            })
+            .collect()
     }
 
     /// The calibrated distribution of one model verdict: the stack when present, else
@@ -592,15 +600,17 @@ mod tests {
     #[test]
     fn the_likelihood_features_listed_are_those_the_fit_read() {
         let mut c = Calibrator::shipped().expect("shipped calibration");
-        let names = c.likelihood_features();
-        assert!(names.contains(&"pmi_low3") && names.contains(&"window_pmi_mean"), "{names:?}");
-        assert!(!names.contains(&"overlap"));
+        let reads = c.likelihood_features();
+        assert_eq!(reads[0], ("long-form", vec!["pmi_low3", "window_pmi_mean"]), "{reads:?}");
+        assert_eq!(reads[1].0, "short-form");
+        assert!(reads[1].1.contains(&"nugget_lp_mean") && !reads[1].1.contains(&"overlap"), "{reads:?}");
         // Fitted where the reads were missing, a feature is constant and left out.
         for s in [c.stack.as_mut().unwrap(), c.short_stack.as_mut().unwrap()] {
             let i = s.names.iter().position(|n| n == "pmi_low3").unwrap();
             s.std[i] = 1e-6;
         }
-        assert!(!c.likelihood_features().contains(&"pmi_low3"));
+        assert_eq!(c.likelihood_features()[0], ("long-form", vec!["window_pmi_mean"]));
+        assert!(!c.likelihood_features()[1].1.contains(&"pmi_low3"));
     }
 
     /// What the judge and `eval --from` write: an ordinal stack's verdict takes the cuts' label

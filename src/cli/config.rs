@@ -166,10 +166,12 @@ pub fn build_judge(j: &JudgeSpec<'_>, m: &ModelArgs) -> Result<Judge, Error> {
             None
         };
         if let (Some(why), false) = (why, missing.is_empty()) {
+            let reads: Vec<String> =
+                missing.iter().map(|(kind, names)| format!("{kind}: {}", names.join(", "))).collect();
             eprintln!(
                 "gavel: warning: the calibration reads the nugget's likelihood ({}), but {why}: they are read as their \
                  mean, so calibrated probabilities and labels differ from a run that reads them (docs/remote.md)",
-                missing.join(", ")
+                reads.join("; ")
             );
         }
         if c.prompts != judge.prompts().version() {
