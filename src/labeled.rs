@@ -29,11 +29,7 @@ impl Labeled {
             .map(|(_, t)| {
                 if t.is_short_form() {
                     // The record's label stands for each of its criteria.
-                    if t.gold.is_some() {
-                        t.nuggets.len()
-                    } else {
-                        0
-                    }
+                    t.gold.map_or(0, |_| t.nuggets.len())
                 } else {
                     t.nuggets.iter().filter(|n| n.gold.is_some()).count()
                 }

@@ -620,19 +620,12 @@ pub struct ResumeState {
 }
 
 /// Scan `path` for complete output records and cut off an incomplete last line (a run killed
-/// mid-write), so that appending continues cleanly. Error records are taken out of the file (it
-/// is rewritten whole, then renamed over the old one) and not counted as done, so the resumed
-/// run judges them again. A missing file is an empty state. A complete line in the middle that
+/// mid-write), so that appending continues cleanly. Error records whose key no other record
+/// shares are taken out of the file (see [`replace_file`]) and not counted as done, so the
+/// resumed run judges them again. A missing file is an empty state. A complete line in the middle that
 /// is not an output record is an error naming it: cutting there would lose every record after it.
 pub fn prepare_resume(path: &std::path::Path) -> Result<ResumeState> {
-    scan_resume(path, |line| {
-        #[derive(serde::Deserialize)]
-        struct Failed {
-            error: Option<serde::de::IgnoredAny>,
-        }
-        let failed = serde_json::from_slice::<Failed>(line).is_ok_and(|f| f.error.is_some());
-        output_key(line).map(|k| (k, failed))
-    })
+    scan_resume(path, output_key)
 }
 
 /// [`prepare_resume`] for `gavel extract`'s output, whose lines are in input order, one per

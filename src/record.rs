@@ -317,15 +317,17 @@ pub fn record_key(id: Option<&str>, line: usize) -> String {
     }
 }
 
-/// The key of one output line (see [`record_key`]), when it is an output record.
-pub fn output_key(line: &[u8]) -> Option<String> {
+/// The key of one output line (see [`record_key`]), and whether it is an error record, when
+/// it is an output record.
+pub fn output_key(line: &[u8]) -> Option<(String, bool)> {
     #[derive(Deserialize)]
     struct Key {
         line: usize,
         id: Option<String>,
+        error: Option<serde::de::IgnoredAny>,
     }
     let k: Key = serde_json::from_slice(line).ok()?;
-    Some(record_key(k.id.as_deref(), k.line))
+    Some((record_key(k.id.as_deref(), k.line), k.error.is_some()))
 }
 
 /// Read an output file (written by verify or eval) into a map from [`record_key`] to record;

@@ -330,13 +330,10 @@ impl RawRubric {
         serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
-            if path.starts_with("nuggets[") {
-                // TOML's position would point at the first `[[nuggets]]`: the path says which.
-                return Error::Parse { location: format!("{location}, {path}"), reason: inner.message().to_string() };
-            }
+            let reason = if path.starts_with("nuggets[") { inner.message().to_string() } else { inner.to_string() };
             let location =
                 if path.is_empty() || path == "." { location.to_string() } else { format!("{location}, {path}") };
-            Error::Parse { location, reason: inner.to_string() }
+            Error::Parse { location, reason }
         })
     }
 

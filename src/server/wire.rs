@@ -25,7 +25,7 @@ use serde_json::{Map, Value};
 use crate::error::{Error, Result};
 use crate::judge::Judgement;
 use crate::pipeline::output_record;
-use crate::record::{json_type, parse_record, salvage_id, scalar_text, OutputRecord, ShortForm, Task};
+use crate::record::{json_type, parse_record, salvage_id, OutputRecord, ShortForm, Task};
 use crate::rubric::Rubric;
 
 use super::text;
@@ -299,15 +299,14 @@ fn label_record(label: Value, location: &str, rules: &LabelRules) -> Result<Map<
         Value::Array(items) => scalars(&items).map(gold).ok_or_else(|| {
             Error::field(location, "gold_answers", "an array label must hold strings or numbers (gold answers)")
         }),
-        other @ (Value::Number(_) | Value::Bool(_)) => {
-            Ok(gold(vec![Value::String(scalar_text(&other).unwrap_or_default())]))
-        }
+        // Numbers become text where the record is read (`record::scalar_text`).
+        other @ (Value::Number(_) | Value::Bool(_)) => Ok(gold(vec![other])),
     }
 }
 
 /// Gold answers from a JSON array of strings, numbers or booleans (`[0, 1]`, `["2015", 2014]`).
 fn scalars(items: &[Value]) -> Option<Vec<Value>> {
-    items.iter().map(|v| scalar_text(v).map(Value::String)).collect()
+    items.iter().all(|v| matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_))).then(|| items.to_vec())
 }
 
 fn default_label(location: &str, rules: &LabelRules) -> Result<Map<String, Value>> {
