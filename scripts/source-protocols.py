@@ -12,9 +12,10 @@ Variants: the shipped recipe (`gavel calibrate --stack transfer`: monotone suppo
 at-least-partial scores, cuts on a 0.05 grid of P placed for class-balanced macro-F1, a 2-grade
 support cut of its own on 2-grade files); its cuts placed for each file's own macro-F1 (label
 shares counted) instead; the judged text's length (log words, either direction) in the partial
-score or in both; negation mismatch added; with the columns of scripts/idf-overlap.py in the
-CSV, the soft overlaps weighted by word rarity in place of the plain ones. The lexical judge (two overlap thresholds, fitted the
-same way) is the yardstick. Part b is never read.
+score or in both; negation mismatch added; the 3-grade cuts placed on the 3-grade files alone;
+the cuts placed for the worst fitting file; with the columns of scripts/idf-overlap.py in the
+CSV, the soft overlaps weighted by word rarity in place of the plain ones. The lexical judge
+(two overlap thresholds, fitted the same way) is the yardstick. Part b is never read.
 
   scripts/source-protocols.py F.csv FACTCHECK REALSUMM WICE   (names as in the CSV's file column)
 
@@ -50,11 +51,11 @@ def main():
         x[~np.isfinite(x)] = np.nan
         return x
 
-    def stack(names, partial_names, balanced, train):
+    def stack(names, partial_names, balanced, train, **variant):
         """Fit on `train` (file, mask) pairs; returns predict(file, mask) -> label indices."""
         every = list(dict.fromkeys(names + partial_names))
         predict = fit([cols(f, every)[m] for f, m in train], [gold[f][m] for f, m in train], [two[f] for f, _ in train],
-                      names, partial_names, balanced, SIGN)
+                      names, partial_names, balanced, SIGN, **variant)
         return lambda f, m: predict(cols(f, every)[m], two[f])
 
     def lexical(train):
@@ -83,6 +84,8 @@ def main():
         ("length in partial, own shares", lambda tr: stack(SHIPPED, length, False, tr)),
         ("length in both scores", lambda tr: stack(length, length, True, tr)),
         ("+ negation mismatch", lambda tr: stack(SHIPPED + ["negation_mismatch"], SHIPPED + ["negation_mismatch"], True, tr)),
+        ("3-grade cuts on 3-grade files", lambda tr: stack(SHIPPED, SHIPPED, True, tr, only_three=True)),
+        ("cuts for the worst file", lambda tr: stack(SHIPPED, SHIPPED, True, tr, worst=True)),
     ]
     if "idf_soft" in rows[0]:  # columns added by scripts/idf-overlap.py
         rare_whole = [n if n != "soft_overlap" else "idf_soft" for n in SHIPPED]

@@ -65,11 +65,14 @@ def sig(v):
     return 1 / (1 + np.exp(-v))
 
 
-def fit(xs, golds, twos, names, partial_names=None, balanced=True, signs=None):
+def fit(xs, golds, twos, names, partial_names=None, balanced=True, signs=None, only_three=False, worst=False):
     """Fit on the files given as feature matrices `xs` (columns `names`, then any of
     `partial_names` not in `names`), gold indices `golds` and 2-grade flags `twos`. Without
     `partial_names` the partial cut is a second cut on the support score. Returns
-    predict(x, two) -> label indices for a matrix with the same columns."""
+    predict(x, two) -> label indices for a matrix with the same columns; predict.scores(x) gives
+    the two scores the cuts are placed on. Variants: `only_three` places the 3-grade cuts on the
+    3-grade files alone when the 2-grade files get a support cut of their own; `worst` places the
+    cuts for the worst fitting file instead of the mean."""
     signs = signs or SIGN
     every = list(dict.fromkeys(names + (partial_names or [])))
     mu, sd = np.nanmean(np.vstack(xs), 0), np.nanstd(np.vstack(xs), 0) + 1e-9
@@ -90,8 +93,9 @@ def fit(xs, golds, twos, names, partial_names=None, balanced=True, signs=None):
     best = (-1.0, 0.0, 0.0)
     for s in GRID[1:]:
         for p in GRID if partial_names else GRID[GRID <= s]:
-            v = np.mean([f1(g, np.where(a >= s, 0, np.where(q >= p, 1, 2)), t, balanced)
-                         for g, t, a, q in zip(golds, twos, s1, s2)])
+            v = (np.min if worst else np.mean)([f1(g, np.where(a >= s, 0, np.where(q >= p, 1, 2)), t, balanced)
+                                                for g, t, a, q in zip(golds, twos, s1, s2)
+                                                if not (only_three and t and three)])
             if v > best[0] + 1e-12:
                 best = (v, s, p)
     support_two = best[1]
@@ -104,11 +108,15 @@ def fit(xs, golds, twos, names, partial_names=None, balanced=True, signs=None):
                 top = (v, s)
         support_two = top[1]
 
-    def predict(x, two):
+    def scores(x):
         zt = np.nan_to_num((x - mu) / sd)
-        a, q = sig(zt[:, si] @ b + c), sig(zt[:, pi] @ b2 + c2)
+        return sig(zt[:, si] @ b + c), sig(zt[:, pi] @ b2 + c2)
+
+    def predict(x, two):
+        a, q = scores(x)
         if two:
             return np.where(a >= support_two, 0, 2)
         return np.where(a >= best[1], 0, np.where(q >= best[2], 1, 2))
 
+    predict.scores = scores  # (support score, at-least-partial score) of a matrix, before the cuts
     return predict
