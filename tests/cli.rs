@@ -242,6 +242,26 @@ fn dry_run_prints_the_prompt_without_judging() {
     assert!(stdout.contains("<|im_start|>assistant"), "{stdout}");
 }
 
+/// `render` lists only the flags that change a prompt; the engine's knobs are still accepted, so
+/// a script can pass one set of flags to `verify` and `render`.
+#[test]
+fn render_lists_only_the_flags_that_change_a_prompt() {
+    let help = gavel().args(["render", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for shown in ["--input", "--line", "--model", "--prompts", "--base-url"] {
+        assert!(help.contains(shown), "{shown} missing from: {help}");
+    }
+    for hidden in
+        ["--threads", "--seqs", "--wave-tokens", "--batch-invariant", "--hidden", "--in-flight", "--top-logprobs"]
+    {
+        assert!(!help.contains(hidden), "{hidden} listed in: {help}");
+    }
+    let out =
+        gavel().args(["render", "--input", &fixture("mixed.jsonl"), "--threads", "2", "--seqs", "8"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("===== nugget 0 suffix ====="));
+}
+
 #[test]
 fn a_run_without_the_likelihood_reads_says_the_calibration_misses_them() {
     let longform = format!("{}/examples/longform.jsonl", env!("CARGO_MANIFEST_DIR"));

@@ -49,6 +49,17 @@ pub enum Command {
     #[command(after_help = AFTER_HELP)]
     Verify(VerifyArgs),
     /// Print the exact prompts the model would see for a record (no model run).
+    // The engine's knobs change no prompt: accepted (scripts share flags between commands) but
+    // not listed.
+    #[command(
+        mut_arg("threads", |a| a.hide(true)),
+        mut_arg("wave_tokens", |a| a.hide(true)),
+        mut_arg("seqs", |a| a.hide(true)),
+        mut_arg("batch_invariant", |a| a.hide(true)),
+        mut_arg("hidden", |a| a.hide(true)),
+        mut_arg("in_flight", |a| a.hide(true)),
+        mut_arg("top_logprobs", |a| a.hide(true))
+    )]
     Render(RenderArgs),
     /// Measure scored-mode throughput against raw prefill speed on the same backend.
     Bench(BenchArgs),
