@@ -124,16 +124,49 @@ pub fn json_type(v: &serde_json::Value) -> &'static str {
 
 /// A gold answer given as a JSON string, number or boolean, as the text a person writes: an
 /// integral number without a fraction (`8.0` and `8` -> "8", `1e3` -> "1000"), other numbers
-/// as JSON writes them. `None` for arrays, objects and null.
+/// as Python prints them ([`python_float`]: `0.5`, `1e-05`), so that a label sent as a number
+/// and one the Python client turned into text are the same text. `None` for arrays, objects and
+/// null.
 pub fn scalar_text(v: &serde_json::Value) -> Option<String> {
     match v {
         serde_json::Value::String(s) => Some(s.clone()),
         serde_json::Value::Bool(b) => Some(b.to_string()),
         serde_json::Value::Number(n) => Some(match n.as_f64() {
             Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
+            Some(f) if n.is_f64() => python_float(f),
             _ => n.to_string(),
         }),
         _ => None,
+    }
+}
+
+/// A finite float as Python's `repr` writes it: the shortest digits that read back to it, in
+/// plain notation while the decimal point falls within 16 digits of them and the number is at
+/// least 1e-4 ("0.0001", "1000000000000000.0"), else in scientific notation with a signed
+/// exponent of at least two digits ("1e-05", "1.5e+300").
+fn python_float(f: f64) -> String {
+    // Rust's `{:e}` writes the shortest round-trip digits: "-1.5e300", "1e-5".
+    let sci = format!("{f:e}");
+    let (mantissa, exp) = sci.split_once('e').expect("`{:e}` writes an exponent");
+    let exp: i32 = exp.parse().expect("`{:e}` writes an integral exponent");
+    let (sign, mantissa) = mantissa.strip_prefix('-').map_or(("", mantissa), |m| ("-", m));
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    // The number is 0.DIGITS x 10^point.
+    let point = exp + 1;
+    if !(-4 < point && point <= 16) {
+        let tail = &digits[1..];
+        let dot = if tail.is_empty() { "" } else { "." };
+        let esign = if exp < 0 { '-' } else { '+' };
+        return format!("{sign}{}{dot}{tail}e{esign}{:02}", &digits[..1], exp.unsigned_abs());
+    }
+    let n = digits.len() as i32;
+    if point <= 0 {
+        format!("{sign}0.{}{digits}", "0".repeat(point.unsigned_abs() as usize))
+    } else if point >= n {
+        format!("{sign}{digits}{}.0", "0".repeat((point - n) as usize))
+    } else {
+        let (int, frac) = digits.split_at(point as usize);
+        format!("{sign}{int}.{frac}")
     }
 }
 
@@ -445,6 +478,36 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("in.jsonl:4") && e.contains("gold_answers[1]"), "{e}");
+    }
+
+    /// Each pair: a float and Python's `repr` of it (checked with CPython 3).
+    #[test]
+    fn floats_are_written_as_python_writes_them() {
+        let cases = [
+            (0.5, "0.5"),
+            (0.1, "0.1"),
+            (-2.25, "-2.25"),
+            (0.0001, "0.0001"),
+            (0.00012, "0.00012"),
+            (1e-5, "1e-05"),
+            (-1.5e-7, "-1.5e-07"),
+            (123.456, "123.456"),
+            (1e15, "1000000000000000.0"),
+            (1.5e15, "1500000000000000.0"),
+            (1234567890123456.7, "1234567890123456.8"),
+            (1e16, "1e+16"),
+            (2e20, "2e+20"),
+            (1.5e300, "1.5e+300"),
+            (5e-324, "5e-324"),
+        ];
+        for (f, want) in cases {
+            assert_eq!(python_float(f), want, "{f:e}");
+        }
+        let text = |json: &str| scalar_text(&serde_json::from_str(json).unwrap()).unwrap();
+        assert_eq!(text("8.0"), "8");
+        assert_eq!(text("1e-5"), "1e-05");
+        assert_eq!(text("1e16"), "1e+16");
+        assert_eq!(text("123456789012345678"), "123456789012345678");
     }
 
     #[test]

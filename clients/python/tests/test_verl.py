@@ -162,6 +162,26 @@ def test_number_labels_are_written_as_a_person_writes_them():
     assert label_value(["8.0"]) == {"gold_answers": ["8.0"]}
 
 
+def test_number_labels_are_the_text_gavel_writes_for_them():
+    # A label sent as a number is made text by gavel; one the client made text must be the same
+    # text, or the same label would score differently by the way it came. Exact match decides
+    # each record without the model: the client's text as the answer, the number as the gold.
+    import json
+    import subprocess
+
+    from conftest import _binary
+
+    numbers = [8.0, 0.5, 0.1, -2.25, 1e-4, 1e-5, -1.5e-7, 1e15, 1234567890123456.7, 1e16, 2e20, 1.5e300, 7, 10**18]
+    records = "".join(json.dumps({"id": str(i), "answer": label_value(n)["gold_answers"][0], "gold_answers": [n]}) + "\n"
+                      for i, n in enumerate(numbers))
+    out = subprocess.run([_binary(), "verify", "--short-form", "em"], input=records, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    got = {r["id"]: (r["correct"], r["verdicts"][0]["nugget"]) for r in map(json.loads, out.stdout.splitlines())}
+    for i, n in enumerate(numbers):
+        assert got[str(i)] == (True, label_value(n)["gold_answers"][0]), (n, got[str(i)])
+
+
 def test_numpy_labels_are_written_as_a_person_writes_them():
     np = pytest.importorskip("numpy")
     assert label_value(np.float64(8.0)) == {"gold_answers": ["8"]}
