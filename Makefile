@@ -13,8 +13,8 @@ demo: prereqs
 test: prereqs model llama-server
 	@./scripts/install-prereqs.sh chromium
 	GAVEL_LLAMA_SERVER="$${GAVEL_LLAMA_SERVER:-$$(./scripts/build-llama-server.sh)}" $(CARGO) test --release
-	@# Timing-based server tests, alone so that no other test's server shares the CPU.
-	$(CARGO) test --release --test server -- --ignored
+	@# Timing-based server tests, alone and one at a time, so that no other test's server shares the CPU.
+	$(CARGO) test --release --test server -- --ignored --test-threads=1
 	@# The Python reward clients (clients/python) against the gavel binary just built.
 	@python3 -m pytest --version >/dev/null 2>&1 || python3 -m pip install --quiet pytest \
 		|| python3 -m pip install --quiet --break-system-packages pytest

@@ -519,6 +519,41 @@ fn a_request_that_cannot_be_judged_in_time_gets_504_at_once_and_costs_no_model_t
     assert!(metric(s.addr, "gavel_request_timeouts_total") >= 1.0);
 }
 
+/// One request that took longer than the timeout (a long answer) must not make the server
+/// refuse every later one: the engine estimates a call from the text it reads, not from its
+/// count of records. Timing-based, run alone as the test above.
+#[test]
+#[ignore = "timing-based: make test runs it alone"]
+fn a_slow_request_does_not_make_the_server_refuse_the_next_ones() {
+    let one = |answer: String| {
+        json!({"records": [{"query": "Where is the tower?", "answer": answer,
+            "nuggets": ["The Eiffel Tower is in Paris", "It was completed in 1889"]}]})
+    };
+    // How long one short record takes here, warm.
+    let probe = start(ServeConfig::default());
+    assert_eq!(post(probe.addr, "/v1/verify", &one(format!("{PASSAGE} (probe 0)"))).status, 200);
+    let t0 = Instant::now();
+    assert_eq!(post(probe.addr, "/v1/verify", &one(format!("{PASSAGE} (probe 1)"))).status, 200);
+    let h = t0.elapsed();
+    drop(probe);
+    let s = start(ServeConfig::default().with_timeout(h * 3));
+    // Forty passages: many times the text of a short record, so many times longer than 3 short calls.
+    let long: String = (0..40).map(|i| format!("{PASSAGE} (part {i}) ")).collect();
+    let records_before = metric(s.addr, "gavel_records_total");
+    let slow = post(s.addr, "/v1/verify", &one(long));
+    assert_eq!(slow.status, 504, "the long record was judged within 3 short calls: {}", slow.body);
+    // Wait until the engine has finished the long call (it goes on after the 504).
+    let deadline = Instant::now() + h * 400;
+    while metric(s.addr, "gavel_records_total") - records_before < 1.0 && Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(metric(s.addr, "gavel_records_total") - records_before, 1.0, "the long call never ended");
+    for i in 0..3 {
+        let r = post(s.addr, "/v1/verify", &one(format!("{PASSAGE} (after {i})")));
+        assert_eq!(r.status, 200, "request {i} after the slow one: {}", r.body);
+    }
+}
+
 #[test]
 fn patterns_that_would_blow_up_are_refused_quickly_not_compiled() {
     let s = start(ServeConfig::default());

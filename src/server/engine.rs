@@ -4,7 +4,10 @@
 //!
 //! A request whose client has gone, or whose deadline would pass before the call that takes it
 //! ends (estimated from the last call, see [`estimate`]), is not judged: past capacity, model
-//! time goes to requests someone still waits for, and the late ones learn at once.
+//! time goes to requests someone still waits for, and the late ones learn at once. The estimate
+//! scales with the text to read, not the number of records, and halves each time it turns
+//! requests away without a call: one slow record (a 100,000-character answer) must not make
+//! every later request look hopeless, and only a call can measure the engine again.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
@@ -105,7 +108,7 @@ fn run(judge: &Judge, rx: Receiver<Job>, batch_records: usize, metrics: &Metrics
     };
     // A request that would push the batch past the cap waits for the next call, first in line.
     let mut held: Option<Job> = None;
-    // The last model call's time and records: what the next call is estimated from.
+    // The last model call's time and work: what the next call is estimated from.
     let mut last = (Duration::ZERO, 1usize);
     loop {
         let first = match held.take() {
@@ -136,31 +139,53 @@ fn run(judge: &Judge, rx: Receiver<Job>, batch_records: usize, metrics: &Metrics
         // A client that gave up (timeout, closed connection) costs no model time, and neither
         // does one whose deadline passes before this call would end.
         jobs.retain(|j| !j.reply.is_closed());
-        let records: usize = jobs.iter().map(|j| j.tasks.len()).sum();
-        let ends = Instant::now() + estimate(last, records);
+        let ends = Instant::now() + estimate(last, jobs.iter().map(Job::work).sum());
         let (jobs, late): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| j.deadline >= ends);
+        if !late.is_empty() {
+            // Turning requests away measures nothing: without a call the estimate would stay
+            // what one slow call made it, and refuse every request after it. Halved at each
+            // refusal, it soon lets a call through, which measures the engine as it is now.
+            last.0 /= 2;
+        }
         for j in late {
             let _ = j.reply.send(Reply::Expired);
         }
         if jobs.is_empty() {
             continue;
         }
-        let records: usize = jobs.iter().map(|j| j.tasks.len()).sum();
+        let work: usize = jobs.iter().map(Job::work).sum();
         let start = Instant::now();
         judge_jobs(judge, jobs, metrics);
-        last = (start.elapsed(), records.max(1));
+        last = (start.elapsed(), work.max(1));
     }
 }
 
-/// How long a call over `records` records will take, from the last call: never more than the
-/// last call took (a batch costs less than its records one by one, so scaling a small call up
+impl Job {
+    /// What judging the job costs, roughly: the bytes of text the model reads. Each judged text
+    /// is read once, and each nugget once per block of it (a long text is judged in blocks of
+    /// about 8 KB).
+    fn work(&self) -> usize {
+        self.tasks
+            .iter()
+            .map(|t| {
+                let text = t.answer.len() + t.passages.iter().map(String::len).sum::<usize>();
+                let blocks = 1 + text / 8192 + t.passages.len();
+                text + blocks * t.nuggets.iter().map(|n| n.text.len() + 16).sum::<usize>()
+            })
+            .sum::<usize>()
+            .max(1)
+    }
+}
+
+/// How long a call over `work` ([`Job::work`]) will take, from the last call: never more than
+/// the last call took (a batch costs less than its parts one by one, so scaling a small call up
 /// would overestimate and refuse requests that would have made it), less in proportion when
-/// this call has fewer records.
-fn estimate((took, records_then): (Duration, usize), records: usize) -> Duration {
-    if records >= records_then {
+/// this call has less to read.
+fn estimate((took, work_then): (Duration, usize), work: usize) -> Duration {
+    if work >= work_then {
         took
     } else {
-        took.mul_f64(records as f64 / records_then as f64)
+        took.mul_f64(work as f64 / work_then.max(1) as f64)
     }
 }
 
@@ -236,5 +261,21 @@ mod tests {
         assert_eq!(estimate((s(30), 64), 64), s(30));
         assert_eq!(estimate((s(30), 64), 16), Duration::from_millis(7500));
         assert_eq!(estimate((Duration::ZERO, 1), 10), Duration::ZERO);
+    }
+
+    /// A 100,000-character answer that took minutes says little about a one-line one.
+    #[test]
+    fn the_work_of_a_job_follows_its_text() {
+        let (reply, _rx) = oneshot::channel();
+        let task = |answer: String| {
+            let nuggets = vec![crate::rubric::Nugget::new("Canberra is the capital of Australia.")];
+            Task::new(Some("q".into()), answer, nuggets)
+        };
+        let short = Job { tasks: vec![task("Canberra.".into())], reply, deadline: Instant::now() };
+        let (reply, _rx) = oneshot::channel();
+        let long = Job { tasks: vec![task("word ".repeat(20_000))], reply, deadline: Instant::now() };
+        assert!(long.work() > 1000 * short.work(), "{} vs {}", long.work(), short.work());
+        let took = Duration::from_secs(235);
+        assert!(estimate((took, long.work()), short.work()) < Duration::from_millis(250));
     }
 }
