@@ -423,6 +423,14 @@ fn api_key_guards_everything_but_health() {
     let r = request(s.addr, "POST", "/get_reward", Some(body), Some("s3cret"));
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["rewards"], json!([1.0]));
+    // The scheme is case-insensitive.
+    let lower = agent()
+        .post(&format!("http://{}/get_reward", s.addr))
+        .set("Authorization", "bearer s3cret")
+        .set("Content-Type", "application/json")
+        .send_string(body)
+        .unwrap();
+    assert_eq!(lower.status(), 200);
 }
 
 #[test]

@@ -636,8 +636,9 @@ fn precheck(app: &App, req: &Request) -> Option<ApiError> {
                 .headers()
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .map(str::trim);
+                // The scheme is case-insensitive (RFC 9110): "bearer KEY" as well.
+                .and_then(|v| v.split_once(' ').filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer")))
+                .map(|(_, key)| key.trim());
             if !given.is_some_and(|g| same_secret(g.as_bytes(), key.as_bytes())) {
                 return Some(ApiError::new(
                     StatusCode::UNAUTHORIZED,

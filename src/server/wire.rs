@@ -94,11 +94,50 @@ fn bad(msg: impl Into<String>) -> Refused {
 }
 
 fn parse_body(body: &[u8]) -> std::result::Result<Map<String, Value>, Refused> {
-    match serde_json::from_slice::<Value>(body) {
+    // A byte-order mark, as some clients (.NET, PowerShell) send.
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+    let parsed = serde_json::from_slice::<Value>(body).or_else(|e| {
+        // Python's json.dumps writes a float label that is NaN or infinite as a bare `NaN` or
+        // `Infinity`, which JSON lacks: read them as the text gavel-rl sends for the same label.
+        python_constants(body).map_or(Err(e), |fixed| serde_json::from_slice::<Value>(&fixed))
+    });
+    match parsed {
         Ok(Value::Object(m)) => Ok(m),
         Ok(other) => Err(bad(format!("the body must be a JSON object, not {}", json_type(&other)))),
         Err(e) => Err(bad(format!("the body is not valid JSON: {e}"))),
     }
+}
+
+/// `body` with each bare `NaN`, `Infinity` and `-Infinity` outside strings (Python's
+/// json.dumps writes them for such floats) replaced by the string Python prints for it
+/// (`"nan"`, `"inf"`, `"-inf"`); `None` when there is none.
+fn python_constants(body: &[u8]) -> Option<Vec<u8>> {
+    const CONSTANTS: [(&[u8], &[u8]); 3] =
+        [(b"-Infinity", b"\"-inf\""), (b"Infinity", b"\"inf\""), (b"NaN", b"\"nan\"")];
+    let mut out = Vec::with_capacity(body.len() + 8);
+    let (mut in_string, mut escaped, mut changed) = (false, false, false);
+    let mut i = 0;
+    while i < body.len() {
+        let b = body[i];
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else if let Some((from, to)) = CONSTANTS.iter().find(|(from, _)| body[i..].starts_with(from)) {
+            out.extend_from_slice(to);
+            i += from.len();
+            changed = true;
+            continue;
+        }
+        out.push(b);
+        i += 1;
+    }
+    changed.then_some(out)
 }
 
 fn strings(body: &mut Map<String, Value>, field: &str) -> std::result::Result<Option<Vec<String>>, Refused> {
@@ -569,6 +608,23 @@ mod tests {
         assert_eq!(t.gold_answers, vec!["8", "eight"]);
         let e = one(r#"{"query":["x"],"labels":[{"gold_answers":[[8]]}]}"#, &rules()).unwrap_err().to_string();
         assert!(e.contains("gold_answers[0]") && e.contains("string or a number"), "{e}");
+    }
+
+    /// Python's json.dumps writes NaN and infinite floats as bare words, and some clients send
+    /// a byte-order mark: the request is read, and each such label is the text gavel-rl sends.
+    #[test]
+    fn python_constants_and_a_byte_order_mark_are_read() {
+        let items =
+            parse_reward_request(br#"{"query":["a","b","c"],"labels":["Canberra",NaN,-Infinity]}"#, &rules(), 10)
+                .unwrap();
+        let golds: Vec<Vec<String>> = items.into_iter().map(|i| i.unwrap().gold_answers).collect();
+        assert_eq!(golds, vec![vec!["Canberra"], vec!["nan"], vec!["-inf"]]);
+        // Inside strings the words are text, escaped quotes included.
+        let fixed = python_constants(br#"{"q":"NaN \"Infinity\"","l":[Infinity]}"#).unwrap();
+        assert_eq!(fixed, br#"{"q":"NaN \"Infinity\"","l":["inf"]}"#.to_vec());
+        assert!(python_constants(br#"{"q":"NaN"}"#).is_none());
+        let t = one("\u{feff}{\"query\":[\"x\"],\"labels\":[\"y\"]}", &rules()).unwrap();
+        assert_eq!(t.gold_answers, vec!["y"]);
     }
 
     #[test]
