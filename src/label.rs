@@ -60,16 +60,46 @@ impl Label {
     }
 
     /// Parse a label, accepting the wire names and common synonyms used by datasets
-    /// (`correct`/`incorrect`, `present`/`absent`, `partial`).
+    /// (`correct`/`incorrect`, `right`/`wrong`, `present`/`absent`, `partial`, `refuted`).
     pub fn parse(s: &str) -> Option<Label> {
         match s.trim().to_ascii_lowercase().replace([' ', '-'], "_").as_str() {
-            "support" | "supported" | "correct" | "present" | "yes" | "true" => Some(Label::Support),
-            "partial_support" | "partial" | "partially_supported" | "partly" => Some(Label::PartialSupport),
-            "not_support" | "not_supported" | "incorrect" | "absent" | "no" | "false" | "refute" | "irrelevant" => {
-                Some(Label::NotSupport)
+            "support" | "supported" | "supports" | "correct" | "right" | "present" | "yes" | "true" => {
+                Some(Label::Support)
             }
+            "partial_support" | "partial" | "partially_supported" | "partially" | "partly" => {
+                Some(Label::PartialSupport)
+            }
+            "not_support" | "not_supported" | "unsupported" | "incorrect" | "wrong" | "absent" | "no" | "false"
+            | "refute" | "refuted" | "refutes" | "irrelevant" => Some(Label::NotSupport),
             _ => None,
         }
+    }
+}
+
+/// A gold label as a record or a nugget gives it: a string for [`Label::parse`], or a boolean
+/// (`true` is support). A number is refused: 0/1/2 mean different labels in different datasets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GoldText(pub String);
+
+impl<'de> Deserialize<'de> for GoldText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = GoldText;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "a label: support, partial_support or not_support (or correct/incorrect, true/false); \
+                     a number is not read, as datasets number their labels differently",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<GoldText, E> {
+                Ok(GoldText(v.to_string()))
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<GoldText, E> {
+                Ok(GoldText(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 

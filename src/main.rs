@@ -467,9 +467,20 @@ fn calibrate(args: cli::CalibrateArgs) -> Result<ExitCode, Error> {
         let l = read_labeled(path, part)?;
         let location = labeled::location(path, part);
         if l.tasks.is_empty() {
-            return Err(Error::field(location, "records", "no labeled record"));
+            let why = match l.failures.first() {
+                Some((_, e)) => format!(
+                    "no labeled record: {} did not parse, the first: {e}",
+                    counted(l.failures.len(), "record", "records")
+                ),
+                None => "no labeled record".into(),
+            };
+            return Err(Error::field(location, "records", why));
         }
         l.require_gold(&location)?;
+        // The messages name the file and line.
+        for (_, e) in l.failures.iter().take(5) {
+            eprintln!("gavel: calibrate: did not parse: {e}");
+        }
         unparsed += l.failures.len();
         golds += l.gold_count();
         files.extend(std::iter::repeat_n(f, l.tasks.len()));

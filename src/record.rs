@@ -105,7 +105,7 @@ struct RawRecord {
     answer: Option<String>,
     nuggets: Option<Vec<RawNugget>>,
     gold_answers: Option<Vec<serde_json::Value>>,
-    gold: Option<String>,
+    gold: Option<crate::label::GoldText>,
     passages: Option<Vec<String>>,
 }
 
@@ -253,7 +253,7 @@ pub fn parse_record(line: &str, location: &str, rubric: Option<&Rubric>, policy:
     };
     let gold = match raw.gold {
         None => None,
-        Some(g) => {
+        Some(crate::label::GoldText(g)) => {
             Some(Label::parse(&g).ok_or_else(|| Error::field(location, "gold", format!("`{g}` is not a label")))?)
         }
     };
@@ -521,6 +521,9 @@ mod tests {
         .unwrap();
         assert_eq!(t.id.as_deref(), Some("7"));
         assert_eq!(t.gold, Some(Label::Support));
+        let b = parse_record(r#"{"answer":"x","gold_answers":["y"],"gold":false}"#, "in.jsonl:3", None, ShortForm::Em)
+            .unwrap();
+        assert_eq!(b.gold, Some(Label::NotSupport));
         assert_eq!(t.nuggets.len(), 1);
         assert!(matches!(t.nuggets[0].check, Check::Contains { fallback_llm: true, .. }));
         assert_eq!(t.nuggets[0].text, "Wilhelm Röntgen\" or \"Röntgen");

@@ -204,7 +204,7 @@ pub struct RawNuggetFields {
     pattern: Option<String>,
     value: Option<f64>,
     tolerance: Option<f64>,
-    gold: Option<String>,
+    gold: Option<crate::label::GoldText>,
 }
 
 impl RawNugget {
@@ -280,7 +280,9 @@ impl RawNugget {
         };
         let gold = match raw.gold {
             None => None,
-            Some(g) => Some(Label::parse(&g).ok_or_else(|| err("gold", format!("`{g}` is not a verdict label")))?),
+            Some(crate::label::GoldText(g)) => {
+                Some(Label::parse(&g).ok_or_else(|| err("gold", format!("`{g}` is not a verdict label")))?)
+            }
         };
         Ok(Nugget { text, importance, weight, check, gold })
     }
@@ -596,7 +598,21 @@ mod tests {
         assert_eq!(Label::parse("partial_support"), Some(Label::PartialSupport));
         assert_eq!(Label::parse("Not Support"), Some(Label::NotSupport));
         assert_eq!(Label::parse("refute"), Some(Label::NotSupport));
+        for (text, want) in [
+            ("Refuted", Label::NotSupport),
+            ("unsupported", Label::NotSupport),
+            ("wrong", Label::NotSupport),
+            ("right", Label::Support),
+            ("partially", Label::PartialSupport),
+        ] {
+            assert_eq!(Label::parse(text), Some(want), "{text}");
+        }
         assert_eq!(Label::parse("?"), None);
+        // Booleans are labels; numbers are refused with a reason.
+        let n = parse(r#"{"text":"x","gold":true}"#).unwrap();
+        assert_eq!(n.gold, Some(Label::Support));
+        let e = Rubric::from_json(r#"{"nuggets":[{"text":"x","gold":0}]}"#, "r.json").unwrap_err().to_string();
+        assert!(e.contains("nuggets[0]") && e.contains("`gold`") && e.contains("a number is not read"), "{e}");
     }
 
     #[test]

@@ -157,6 +157,25 @@ fn a_labeled_file_without_gold_labels_fails_before_the_model_runs() {
     assert!(stderr.contains("1 gold label in all") && stderr.contains("at least 10"), "{stderr}");
     assert!(!stderr.contains("calibrate: 1/1"), "the model ran: {stderr}");
 
+    // Gold labels as numbers: no record parses, and the error says why, before the model runs.
+    let numbers = dir.path().join("numbers.jsonl");
+    std::fs::write(
+        &numbers,
+        "{\"answer\": \"Paris is in France.\", \"nuggets\": [{\"text\": \"Paris is in France\", \"gold\": 1}]}\n"
+            .repeat(3),
+    )
+    .unwrap();
+    let out = gavel()
+        .args(["calibrate", "--input", numbers.to_str().unwrap(), "-o", dir.path().join("c.json").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("3 records did not parse") && stderr.contains("numbers.jsonl:1") && stderr.contains("a number"),
+        "{stderr}"
+    );
+
     // Nothing to evaluate (an empty file, or a part that holds no record): said, not reported.
     let empty = dir.path().join("empty.jsonl");
     std::fs::write(&empty, "\n").unwrap();
