@@ -199,10 +199,16 @@ pub fn parse_record(line: &str, location: &str, rubric: Option<&Rubric>, policy:
         });
     }
     let raw = read_record(line).map_err(|(field, e)| {
-        // The column and the field are named in the location.
         let reason = crate::error::json_reason(&e);
-        let field = field.map(|f| format!(", field `{f}`")).unwrap_or_default();
-        Error::Parse { location: format!("{location}, column {}{field}", e.column()), reason }
+        let location = format!("{location}, column {}", e.column());
+        match field {
+            // Well-formed JSON with a field of the wrong type or name.
+            Some(field) if e.classify() == serde_json::error::Category::Data => {
+                Error::InvalidField { location, field, reason }
+            }
+            Some(field) => Error::Parse { location: format!("{location}, field `{field}`"), reason },
+            None => Error::Parse { location, reason },
+        }
     })?;
     let id = raw.id.map(|v| match v {
         serde_json::Value::String(s) => s,
@@ -508,6 +514,19 @@ mod tests {
         assert_eq!(text("1e-5"), "1e-05");
         assert_eq!(text("1e16"), "1e+16");
         assert_eq!(text("123456789012345678"), "123456789012345678");
+    }
+
+    /// Well-formed JSON with a wrong field is that field's error; broken JSON is a parse error.
+    #[test]
+    fn a_wrong_field_is_a_field_error_and_broken_json_a_parse_error() {
+        let kind = |line: &str| parse_record(line, "in.jsonl:1", None, ShortForm::Em).unwrap_err().kind();
+        assert_eq!(kind(r#"{"answer":3,"gold_answers":["x"]}"#), "invalid_field");
+        assert_eq!(kind(r#"{"answer":"x","nuggets":[{"txt":"y"}]}"#), "invalid_field");
+        assert_eq!(kind(r#"{"answer":"x","nuggets":[{"text":"y","weight":"heavy"}]}"#), "invalid_field");
+        assert_eq!(kind(r#"{"answer":"x","nuggets":["#), "parse");
+        assert_eq!(kind(r#"{"answer":"x" "nuggets":[]}"#), "parse");
+        let e = parse_record(r#"{"answer":3}"#, "in.jsonl:1", None, ShortForm::Em).unwrap_err().to_string();
+        assert!(e.starts_with("in.jsonl:1, column 11: field `answer`: invalid type"), "{e}");
     }
 
     #[test]

@@ -321,8 +321,15 @@ impl RawRubric {
         read.map_err(|(path, e)| {
             // The position goes into the location, with the field's path.
             let reason = crate::error::json_reason(&e);
-            let path = if path.is_empty() || path == "." { String::new() } else { format!(", {path}") };
-            Error::Parse { location: format!("{location}:{}:{}{path}", e.line(), e.column()), reason }
+            let location = format!("{location}:{}:{}", e.line(), e.column());
+            match path.as_str() {
+                "" | "." => Error::Parse { location, reason },
+                // Well-formed JSON with a field of the wrong type or name.
+                _ if e.classify() == serde_json::error::Category::Data => {
+                    Error::InvalidField { location, field: path, reason }
+                }
+                _ => Error::Parse { location: format!("{location}, {path}"), reason },
+            }
         })
     }
 
@@ -333,9 +340,13 @@ impl RawRubric {
             let path = e.path().to_string();
             let inner = e.into_inner();
             let reason = if path.starts_with("nuggets[") { inner.message().to_string() } else { inner.to_string() };
-            let location =
-                if path.is_empty() || path == "." { location.to_string() } else { format!("{location}, {path}") };
-            Error::Parse { location, reason }
+            // TOML's reader has no syntax errors inside a field: an error with a path is the
+            // field's.
+            if path.is_empty() || path == "." {
+                Error::Parse { location: location.to_string(), reason }
+            } else {
+                Error::InvalidField { location: location.to_string(), field: path, reason }
+            }
         })
     }
 
@@ -583,13 +594,21 @@ mod tests {
     #[test]
     fn a_wrong_field_in_a_rubric_file_names_its_nugget() {
         let toml = "id = \"x\"\n\n[[nuggets]]\ntext = \"a\"\n\n[[nuggets]]\ntext = \"b\"\ntolerance = \"wide\"\n";
-        let e = Rubric::from_toml(toml, "r.toml").unwrap_err().to_string();
-        assert!(e.contains("r.toml, nuggets[1]: nugget field `tolerance`"), "{e}");
+        let e = Rubric::from_toml(toml, "r.toml").unwrap_err();
+        // A wrong field of well-formed text is a field error, not a parse error.
+        assert_eq!(e.kind(), "invalid_field");
+        let e = e.to_string();
+        assert!(e.contains("r.toml: field `nuggets[1]`: nugget field `tolerance`"), "{e}");
         // TOML's own position would be the first [[nuggets]], which is not the wrong one.
         assert!(!e.contains("line 3"), "{e}");
-        let e = Rubric::from_json(r#"{"nuggets":["a",{"text":"b","value":"q"}]}"#, "r.json").unwrap_err().to_string();
-        assert!(e.contains("r.json:1:") && e.contains(", nuggets[1]: nugget field `value`"), "{e}");
+        let e = Rubric::from_json(r#"{"nuggets":["a",{"text":"b","value":"q"}]}"#, "r.json").unwrap_err();
+        assert_eq!(e.kind(), "invalid_field");
+        let e = e.to_string();
+        assert!(e.contains("r.json:1:") && e.contains(": field `nuggets[1]`: nugget field `value`"), "{e}");
         assert!(!e.contains(" at line "), "the position is said once: {e}");
+        // Broken JSON is a parse error.
+        let e = Rubric::from_json(r#"{"nuggets":["a",{"text":"b" "value":1}]}"#, "r.json").unwrap_err();
+        assert_eq!(e.kind(), "parse", "{e}");
     }
 
     #[test]

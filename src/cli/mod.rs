@@ -64,7 +64,8 @@ pub enum Command {
     /// Measure scored-mode throughput against raw prefill speed on the same backend.
     Bench(BenchArgs),
     /// Run the verifier over a labeled file and report agreement with the gold labels
-    /// (Markdown on stdout; report.md, report.html, metrics.json and verdicts.jsonl in --out).
+    /// (Markdown on stdout; report.md, report.html, metrics.json and, unless --from,
+    /// verdicts.jsonl in --out).
     Eval(EvalArgs),
     /// Fit a calibration for the current model on labeled files: a stacked judge over the
     /// model's reads and lexical signals, chosen on held-out queries (docs/teach.md); verify,
@@ -413,7 +414,7 @@ pub struct EvalArgs {
     /// model judges every short-form answer, so EM, model and hybrid can be compared.
     #[arg(long, short = 'i')]
     pub input: PathBuf,
-    /// Folder for verdicts.jsonl, report.md, report.html and metrics.json.
+    /// Folder for verdicts.jsonl (not with --from), report.md, report.html and metrics.json.
     #[arg(long, short = 'o')]
     pub out: PathBuf,
     /// Continue a killed run: keep the verdicts already in --out.
