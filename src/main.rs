@@ -546,7 +546,18 @@ fn calibrate(args: cli::CalibrateArgs) -> Result<ExitCode, Error> {
         },
     };
     let (c, fit) = calibrate::fit(&collected.verdicts, &opts)?;
-    if let Some(sel) = &fit.selection {
+    if let Some(sel) = fit.selection.as_ref().filter(|s| s.parts == 0 && !s.by_source) {
+        // Every labeled verdict in one fold by query and one file: nothing is held out.
+        let first = sel.candidates.first().map_or(String::new(), |c| {
+            format!(" ({:?}, {})", c.set, if c.ordinal { "ordinal" } else { "multinomial" })
+        });
+        say!(
+            "long-form stack NOT chosen on held-out data: the labeled verdicts come from too few queries to hold \
+             any out (all in one of {} folds by query), so the first candidate{first} was fitted without a \
+             held-out score; label more queries for a choice and a measured fit (docs/teach.md)",
+            calibrate::CV_FOLDS
+        );
+    } else if let Some(sel) = &fit.selection {
         say!(
             "long-form stack chosen by held-out macro-F1 (mean over files, each on its own grading): {}-fold \
              cross-validation by query{}",
@@ -576,6 +587,10 @@ fn calibrate(args: cli::CalibrateArgs) -> Result<ExitCode, Error> {
             fit.curve.iter().partition(|p| !past_the_folds(p.labels, p.used, all));
         for p in shown {
             let asked = if p.labels == usize::MAX { "all".to_string() } else { p.labels.to_string() };
+            if p.fits == 0 {
+                say!("  {asked:>5} labels: not measured, no fold to hold out");
+                continue;
+            }
             say!(
                 "  {asked:>5} labels (used {:>5}): {:.3}  [{:.3} .. {:.3}], {} fits",
                 p.used,

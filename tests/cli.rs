@@ -612,6 +612,52 @@ fn calibrate_fits_long_and_short_form_stacks_from_several_files() {
 
 /// A calibration whose stack holds a hidden-state head makes `verify` read hidden states
 /// without `--hidden`, and writes them into the verdicts.
+/// Labels from too few queries to hold any out: the fit says that it chose nothing on held-out
+/// data, instead of a table of NaN scores.
+#[test]
+fn a_fit_with_nothing_to_hold_out_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    // Twelve answers to one question: one query, so one fold.
+    let input = dir.path().join("one-query.jsonl");
+    let records: String = (0..12)
+        .map(|i| {
+            let (answer, gold) = if i % 2 == 0 {
+                (format!("Canberra is the capital of Australia ({i})."), "support")
+            } else {
+                (format!("Sydney is the largest city of Australia ({i})."), "not_support")
+            };
+            format!(
+                "{{\"id\": \"r{i}\", \"query\": \"What is the capital of Australia?\", \"answer\": \"{answer}\", \
+                 \"nuggets\": [{{\"text\": \"Canberra is the capital of Australia\", \"gold\": \"{gold}\"}}]}}\n"
+            )
+        })
+        .collect();
+    std::fs::write(&input, records).unwrap();
+    let judged = dir.path().join("judged");
+    let out = gavel()
+        .args(["eval", "--input", input.to_str().unwrap(), "--calibration", "none", "--no-cache"])
+        .args(["--out", judged.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = gavel()
+        .args([
+            "calibrate",
+            "--input",
+            input.to_str().unwrap(),
+            "--from",
+            judged.join("verdicts.jsonl").to_str().unwrap(),
+        ])
+        .args(["--learning-curve", "-o", dir.path().join("c.json").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("NOT chosen on held-out data") && stdout.contains("label more queries"), "{stdout}");
+    assert!(stdout.contains("not measured, no fold to hold out"), "{stdout}");
+    assert!(!stdout.contains("NaN") && !stdout.contains("inf"), "{stdout}");
+}
+
 #[test]
 fn a_calibration_with_a_head_turns_the_hidden_reads_on() {
     use gavel::head::{Head, HiddenPool};
