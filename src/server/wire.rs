@@ -96,15 +96,20 @@ fn bad(msg: impl Into<String>) -> Refused {
 fn parse_body(body: &[u8]) -> std::result::Result<Map<String, Value>, Refused> {
     // A byte-order mark, as some clients (.NET, PowerShell) send.
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
-    let parsed = serde_json::from_slice::<Value>(body).or_else(|e| {
+    let parsed = serde_json::from_slice::<Value>(body).map_err(|e| (e, "")).or_else(|(e, _)| {
         // Python's json.dumps writes a float label that is NaN or infinite as a bare `NaN` or
         // `Infinity`, which JSON lacks: read them as the text gavel-rl sends for the same label.
-        python_constants(body).map_or(Err(e), |fixed| serde_json::from_slice::<Value>(&fixed))
+        // Still broken elsewhere: that error, said of the text read (its columns moved).
+        match python_constants(body) {
+            Some(fixed) => serde_json::from_slice::<Value>(&fixed)
+                .map_err(|e| (e, " (with NaN and Infinity read as the strings \"nan\" and \"inf\")")),
+            None => Err((e, "")),
+        }
     });
     match parsed {
         Ok(Value::Object(m)) => Ok(m),
         Ok(other) => Err(bad(format!("the body must be a JSON object, not {}", json_type(&other)))),
-        Err(e) => Err(bad(format!("the body is not valid JSON: {e}"))),
+        Err((e, read_as)) => Err(bad(format!("the body is not valid JSON: {e}{read_as}"))),
     }
 }
 
@@ -623,6 +628,9 @@ mod tests {
         let fixed = python_constants(br#"{"q":"NaN \"Infinity\"","l":[Infinity]}"#).unwrap();
         assert_eq!(fixed, br#"{"q":"NaN \"Infinity\"","l":["inf"]}"#.to_vec());
         assert!(python_constants(br#"{"q":"NaN"}"#).is_none());
+        // A body broken elsewhere: that error, and how the constants were read.
+        let e = parse_body(br#"{"labels":[NaN],"query":["x"],}"#).unwrap_err();
+        assert!(matches!(&e, Refused::BadRequest(m) if m.contains("trailing comma") && m.contains("NaN")), "{e:?}");
         let t = one("\u{feff}{\"query\":[\"x\"],\"labels\":[\"y\"]}", &rules()).unwrap();
         assert_eq!(t.gold_answers, vec!["y"]);
     }
