@@ -5,9 +5,9 @@
 //! A request whose client has gone, or whose deadline would pass before the call that takes it
 //! ends (estimated from the last call, see [`estimate`]), is not judged: past capacity, model
 //! time goes to requests someone still waits for, and the late ones learn at once. The estimate
-//! scales with the text to read, not the number of records, and halves each time it turns
-//! requests away without a call: one slow record (a 100,000-character answer) must not make
-//! every later request look hopeless, and only a call can measure the engine again.
+//! scales with the text to read, not the number of records, and decays while no call runs (see
+//! [`decayed`]): one slow record (a 100,000-character answer) must not make every later request
+//! look hopeless, and only a call can measure the engine again.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
@@ -108,8 +108,10 @@ fn run(judge: &Judge, rx: Receiver<Job>, batch_records: usize, metrics: &Metrics
     };
     // A request that would push the batch past the cap waits for the next call, first in line.
     let mut held: Option<Job> = None;
-    // The last model call's time and work: what the next call is estimated from.
+    // The last model call's time and work, and when it ended: what the next call is estimated
+    // from.
     let mut last = (Duration::ZERO, 1usize);
+    let mut last_end = Instant::now();
     loop {
         let first = match held.take() {
             Some(j) => j,
@@ -139,14 +141,9 @@ fn run(judge: &Judge, rx: Receiver<Job>, batch_records: usize, metrics: &Metrics
         // A client that gave up (timeout, closed connection) costs no model time, and neither
         // does one whose deadline passes before this call would end.
         jobs.retain(|j| !j.reply.is_closed());
-        let ends = Instant::now() + estimate(last, jobs.iter().map(Job::work).sum());
+        let took = decayed(last.0, last_end.elapsed());
+        let ends = Instant::now() + estimate((took, last.1), jobs.iter().map(Job::work).sum());
         let (jobs, late): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| j.deadline >= ends);
-        if !late.is_empty() {
-            // Turning requests away measures nothing: without a call the estimate would stay
-            // what one slow call made it, and refuse every request after it. Halved at each
-            // refusal, it soon lets a call through, which measures the engine as it is now.
-            last.0 /= 2;
-        }
         for j in late {
             let _ = j.reply.send(Reply::Expired);
         }
@@ -157,7 +154,18 @@ fn run(judge: &Judge, rx: Receiver<Job>, batch_records: usize, metrics: &Metrics
         let start = Instant::now();
         judge_jobs(judge, jobs, metrics);
         last = (start.elapsed(), work.max(1));
+        last_end = Instant::now();
     }
+}
+
+/// The last call's time as an estimate `since` it ended: halved for each further span as long
+/// as the call itself took (at least a second). Turning requests away measures nothing, so
+/// without this a call slower than the timeout would make every request of its size look late
+/// for good; decaying with time (not with each refusal, which a backlog makes many of in a
+/// moment), it lets a call through after a while, and that call measures the engine again.
+fn decayed(took: Duration, since: Duration) -> Duration {
+    let half_life = took.max(Duration::from_secs(1));
+    took.mul_f64(0.5f64.powf(since.as_secs_f64() / half_life.as_secs_f64()))
 }
 
 impl Job {
@@ -261,6 +269,17 @@ mod tests {
         assert_eq!(estimate((s(30), 64), 64), s(30));
         assert_eq!(estimate((s(30), 64), 16), Duration::from_millis(7500));
         assert_eq!(estimate((Duration::ZERO, 1), 10), Duration::ZERO);
+    }
+
+    /// A slow call's estimate halves with each span as long as the call, not with each refusal.
+    #[test]
+    fn the_estimate_decays_with_time_since_the_last_call() {
+        let s = Duration::from_secs;
+        assert_eq!(decayed(s(200), Duration::ZERO), s(200));
+        assert!((decayed(s(200), s(200)).as_secs_f64() - 100.0).abs() < 1e-6);
+        assert!((decayed(s(200), s(600)).as_secs_f64() - 25.0).abs() < 1e-6);
+        // A fast call's estimate decays by seconds, not by its own few milliseconds.
+        assert!(decayed(Duration::from_millis(10), Duration::from_millis(100)) > Duration::from_millis(9));
     }
 
     /// A 100,000-character answer that took minutes says little about a one-line one.
