@@ -108,6 +108,14 @@ pub enum Error {
     },
 }
 
+/// Whether serde's error `e` on `text` is a field's (wrong type, unknown name) in well-formed
+/// JSON, an [`Error::InvalidField`]; else the text is not JSON, an [`Error::Parse`]. serde stops
+/// at the first error, so a wrong field early in broken text reads as a field error: the whole
+/// text is checked.
+pub fn is_field_error(text: &str, e: &serde_json::Error) -> bool {
+    e.classify() == serde_json::error::Category::Data && serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
+}
+
 /// serde_json's message without the position it ends with ("... at line 1 column 20"), for
 /// messages that name the position in their location instead.
 pub fn json_reason(e: &serde_json::Error) -> String {

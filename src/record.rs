@@ -203,9 +203,7 @@ pub fn parse_record(line: &str, location: &str, rubric: Option<&Rubric>, policy:
         let location = format!("{location}, column {}", e.column());
         match field {
             // Well-formed JSON with a field of the wrong type or name.
-            Some(field) if e.classify() == serde_json::error::Category::Data => {
-                Error::InvalidField { location, field, reason }
-            }
+            Some(field) if crate::error::is_field_error(line, &e) => Error::InvalidField { location, field, reason },
             Some(field) => Error::Parse { location: format!("{location}, field `{field}`"), reason },
             None => Error::Parse { location, reason },
         }
@@ -525,6 +523,8 @@ mod tests {
         assert_eq!(kind(r#"{"answer":"x","nuggets":[{"text":"y","weight":"heavy"}]}"#), "invalid_field");
         assert_eq!(kind(r#"{"answer":"x","nuggets":["#), "parse");
         assert_eq!(kind(r#"{"answer":"x" "nuggets":[]}"#), "parse");
+        // A wrong field early in broken text: the text is not JSON.
+        assert_eq!(kind(r#"{"answer":3,"gold_answers":["x""#), "parse");
         let e = parse_record(r#"{"answer":3}"#, "in.jsonl:1", None, ShortForm::Em).unwrap_err().to_string();
         assert!(e.starts_with("in.jsonl:1, column 11: field `answer`: invalid type"), "{e}");
     }

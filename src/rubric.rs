@@ -325,9 +325,7 @@ impl RawRubric {
             match path.as_str() {
                 "" | "." => Error::Parse { location, reason },
                 // Well-formed JSON with a field of the wrong type or name.
-                _ if e.classify() == serde_json::error::Category::Data => {
-                    Error::InvalidField { location, field: path, reason }
-                }
+                _ if crate::error::is_field_error(text, &e) => Error::InvalidField { location, field: path, reason },
                 _ => Error::Parse { location: format!("{location}, {path}"), reason },
             }
         })
@@ -606,8 +604,10 @@ mod tests {
         let e = e.to_string();
         assert!(e.contains("r.json:1:") && e.contains(": field `nuggets[1]`: nugget field `value`"), "{e}");
         assert!(!e.contains(" at line "), "the position is said once: {e}");
-        // Broken JSON is a parse error.
+        // Broken JSON is a parse error, also after a wrong field.
         let e = Rubric::from_json(r#"{"nuggets":["a",{"text":"b" "value":1}]}"#, "r.json").unwrap_err();
+        assert_eq!(e.kind(), "parse", "{e}");
+        let e = Rubric::from_json(r#"{"nuggets":[{"text":"a","value":"q"}"#, "r.json").unwrap_err();
         assert_eq!(e.kind(), "parse", "{e}");
     }
 
