@@ -558,22 +558,26 @@ fn calibrate(args: cli::CalibrateArgs) -> Result<ExitCode, Error> {
             calibrate::CV_FOLDS
         );
     } else if let Some(sel) = &fit.selection {
-        say!(
-            "long-form stack chosen by held-out macro-F1 (mean over files, each on its own grading): {}-fold \
-             cross-validation by query{}",
-            sel.parts,
-            if sel.by_source { ", and each input file left out in turn; ranked by their mean" } else { "" }
-        );
+        let how = match (sel.parts, sel.by_source) {
+            (0, _) => "each input file left out in turn (the labels come from too few queries to hold any out by \
+                       query)"
+                .to_string(),
+            (n, true) => format!(
+                "{n}-fold cross-validation by query, and each input file left out in turn; ranked by their mean"
+            ),
+            (n, false) => format!("{n}-fold cross-validation by query"),
+        };
+        say!("long-form stack chosen by held-out macro-F1 (mean over files, each on its own grading): {how}");
         for (k, c) in sel.candidates.iter().take(8).enumerate() {
             let source = c.by_source.map_or(String::new(), |s| format!("  left-out file {s:.3}"));
+            let folds = if c.by_folds.is_finite() { format!("{:.3}", c.by_folds) } else { "n/a".into() };
             say!(
-                "  {} {:<16} l2 {:<6} {:<11} {:.3}  (folds {:.3}{source})",
+                "  {} {:<16} l2 {:<6} {:<11} {:.3}  (folds {folds}{source})",
                 if k == 0 { "*" } else { " " },
                 format!("{:?}", c.set),
                 c.l2,
                 if c.ordinal { "ordinal" } else { "multinomial" },
                 c.score,
-                c.by_folds,
             );
         }
     }

@@ -880,9 +880,11 @@ impl Stack {
                 let (set, x) = (xs[k].0, &xs[k].1);
                 let by_folds = held_out(set, x, l2, ordinal, folds);
                 let by_source_score = by_source.then(|| held_out(set, x, l2, ordinal, files));
-                // Both count: unseen queries of the sources fitted on, and a source no fit has seen.
+                // Both count: unseen queries of the sources fitted on, and a source no fit has seen;
+                // one alone where the other held nothing out (every verdict in one fold).
                 let score = match by_source_score {
-                    Some(s) => (s + by_folds) / 2.0,
+                    Some(s) if by_folds.is_finite() => (s + by_folds) / 2.0,
+                    Some(s) => s,
                     None => by_folds,
                 };
                 Candidate { set, l2, ordinal, score, by_folds, by_source: by_source_score }

@@ -610,10 +610,8 @@ fn calibrate_fits_long_and_short_form_stacks_from_several_files() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("--from"), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
-/// A calibration whose stack holds a hidden-state head makes `verify` read hidden states
-/// without `--hidden`, and writes them into the verdicts.
 /// Labels from too few queries to hold any out: the fit says that it chose nothing on held-out
-/// data, instead of a table of NaN scores.
+/// data, instead of a table of NaN scores; with two files, it chooses by leaving each out.
 #[test]
 fn a_fit_with_nothing_to_hold_out_says_so() {
     let dir = tempfile::tempdir().unwrap();
@@ -656,8 +654,37 @@ fn a_fit_with_nothing_to_hold_out_says_so() {
     assert!(stdout.contains("NOT chosen on held-out data") && stdout.contains("label more queries"), "{stdout}");
     assert!(stdout.contains("not measured, no fold to hold out"), "{stdout}");
     assert!(!stdout.contains("NaN") && !stdout.contains("inf"), "{stdout}");
+
+    // The same twelve answers as two files (the verdicts are found by id): no fold by query, so
+    // the choice is by leaving each file out alone.
+    let text = std::fs::read_to_string(&input).unwrap();
+    let halves = [("a.jsonl", 0), ("b.jsonl", 1)].map(|(name, half)| {
+        let path = dir.path().join(name);
+        let lines: String = text
+            .lines()
+            .enumerate()
+            .filter(|(i, _)| (i % 4 < 2) == (half == 0))
+            .map(|(_, l)| format!("{l}\n"))
+            .collect();
+        std::fs::write(&path, lines).unwrap();
+        path
+    });
+    let verdicts = judged.join("verdicts.jsonl");
+    let mut args: Vec<&std::ffi::OsStr> = vec!["calibrate".as_ref()];
+    for half in &halves {
+        args.extend(["--input".as_ref(), half.as_os_str(), "--from".as_ref(), verdicts.as_os_str()]);
+    }
+    let c = dir.path().join("c2.json");
+    args.extend(["-o".as_ref(), c.as_os_str()]);
+    let out = gavel().args(args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("each input file left out in turn (the labels come from too few queries"), "{stdout}");
+    assert!(stdout.contains("folds n/a  left-out file") && !stdout.contains("NaN"), "{stdout}");
 }
 
+/// A calibration whose stack holds a hidden-state head makes `verify` read hidden states
+/// without `--hidden`, and writes them into the verdicts.
 #[test]
 fn a_calibration_with_a_head_turns_the_hidden_reads_on() {
     use gavel::head::{Head, HiddenPool};
