@@ -122,7 +122,37 @@ pub fn json_type(v: &serde_json::Value) -> &'static str {
     }
 }
 
-/// A gold answer given as a JSON string, number or boolean, as the text a person writes: an
+/// The shortest digits of `f` (> 0) at decimal exponent `exp`, with a tie broken as Python's
+/// repr breaks it: where `f` lies exactly halfway between two shortest digit strings that both
+/// read back to it, Rust's `{:e}` takes the upper one and Python the even one
+/// (847472097840887.25 is "847472097840887.2" in Python).
+fn half_even(f: f64, digits: String, exp: i32) -> String {
+    let last = digits.as_bytes().last().map_or(0, |d| d - b'0');
+    if last % 2 == 0 {
+        return digits;
+    }
+    // Every digit of the exact value (a double has at most 767 significant ones).
+    let exact = format!("{f:.800e}");
+    let Some((mantissa, exact_exp)) = exact.split_once('e') else { return digits };
+    let exact_digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    if exact_exp.parse::<i32>().ok() != Some(exp) || exact_digits.len() <= digits.len() {
+        return digits;
+    }
+    let (kept, rest) = exact_digits.split_at(digits.len());
+    let tie = rest.starts_with('5') && rest[1..].bytes().all(|b| b == b'0');
+    // The tie was rounded up: the digits are the kept ones plus one in the last place, and the
+    // even one of the two is the kept one, if it reads back to `f`.
+    if tie && kept.as_bytes().last().is_some_and(|&d| d + 1 == *digits.as_bytes().last().unwrap()) {
+        let down =
+            if kept.len() == 1 { format!("{kept}e{exp}") } else { format!("{}.{}e{exp}", &kept[..1], &kept[1..]) };
+        if down.parse::<f64>().ok() == Some(f) {
+            return kept.to_string();
+        }
+    }
+    digits
+}
+
+/// A gold answer given as a JSON string/// A gold answer given as a JSON string, number or boolean, as the text a person writes: an
 /// integral number without a fraction (`8.0` and `8` -> "8", `1e3` -> "1000"), other numbers
 /// as Python prints them ([`python_float`]: `0.5`, `1e-05`), so that a label sent as a number
 /// and one the Python client turned into text are the same text. `None` for arrays, objects and
@@ -150,7 +180,7 @@ fn python_float(f: f64) -> String {
     let (mantissa, exp) = sci.split_once('e').expect("`{:e}` writes an exponent");
     let exp: i32 = exp.parse().expect("`{:e}` writes an integral exponent");
     let (sign, mantissa) = mantissa.strip_prefix('-').map_or(("", mantissa), |m| ("-", m));
-    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let digits = half_even(f.abs(), mantissa.chars().filter(char::is_ascii_digit).collect(), exp);
     // The number is 0.DIGITS x 10^point.
     let point = exp + 1;
     if !(-4 < point && point <= 16) {
@@ -503,6 +533,11 @@ mod tests {
             (2e20, "2e+20"),
             (1.5e300, "1.5e+300"),
             (5e-324, "5e-324"),
+            // Exactly halfway between two shortest strings: the even one, as Python.
+            (847472097840887.25, "847472097840887.2"),
+            (937917.4360351562, "937917.4360351562"),
+            (93518834674695.125, "93518834674695.12"),
+            (0.5000000000000001, "0.5000000000000001"),
         ];
         for (f, want) in cases {
             assert_eq!(python_float(f), want, "{f:e}");
