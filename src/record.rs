@@ -128,7 +128,7 @@ pub fn json_type(v: &serde_json::Value) -> &'static str {
 /// (847472097840887.25 is "847472097840887.2" in Python).
 fn half_even(f: f64, digits: String, exp: i32) -> String {
     let last = digits.as_bytes().last().map_or(0, |d| d - b'0');
-    if last % 2 == 0 {
+    if last.is_multiple_of(2) {
         return digits;
     }
     // Every digit of the exact value (a double has at most 767 significant ones).
@@ -534,9 +534,9 @@ mod tests {
             (1.5e300, "1.5e+300"),
             (5e-324, "5e-324"),
             // Exactly halfway between two shortest strings: the even one, as Python.
-            (847472097840887.25, "847472097840887.2"),
+            (847472097840887.0 + 0.25, "847472097840887.2"),
             (937917.4360351562, "937917.4360351562"),
-            (93518834674695.125, "93518834674695.12"),
+            (93518834674695.0 + 0.125, "93518834674695.12"),
             (0.5000000000000001, "0.5000000000000001"),
         ];
         for (f, want) in cases {
