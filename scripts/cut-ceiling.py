@@ -8,12 +8,11 @@ scores and for the lexical judge's overlap. Part b is never read.
 
 F.csv is `gavel calibrate ... --features-out F.csv`. Needs numpy.
 """
-import csv
 import sys
 
 import numpy as np
 
-from transfer_fit import IDX, SIGN, bootstrap_f1, f1, fit
+from transfer_fit import SIGN, bootstrap_f1, f1, fit, load_part_a
 
 SHIPPED = ["overlap", "best_overlap", "soft_overlap", "best_soft_overlap", "numbers_missing", "pmi_low3", "window_pmi_mean"]
 GRID = np.arange(0, 101) * 0.01  # finer than the fit's 0.05 grid: a ceiling
@@ -22,18 +21,8 @@ GRID = np.arange(0, 101) * 0.01  # finer than the fit's 0.05 grid: a ceiling
 def main():
     if len(sys.argv) < 5:
         sys.exit(__doc__)
-    rows = [r for r in csv.DictReader(open(sys.argv[1])) if r["part"] == "a"]
     files = sys.argv[2:5]
-    by = {f: [r for r in rows if r["file"] == f] for f in files}
-    if not all(by.values()):
-        sys.exit(f"no part-a rows for one of {files}")
-    gold = {f: np.array([IDX[r["gold"]] for r in by[f]]) for f in files}
-    two = {f: not (gold[f] == 1).any() for f in files}
-
-    def cols(f, names):
-        x = np.array([[float(r[n]) for n in names] for r in by[f]])
-        x[~np.isfinite(x)] = np.nan
-        return x
+    by, gold, two, cols = load_part_a(sys.argv[1], files)
 
     def ceiling(t, a, q):
         if two[t]:

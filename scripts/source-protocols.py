@@ -21,13 +21,12 @@ CSV, the soft overlaps weighted by word rarity in place of the plain ones. The l
 
 F.csv is `gavel calibrate ... --features-out F.csv`. Needs numpy.
 """
-import csv
 import sys
 import zlib
 
 import numpy as np
 
-from transfer_fit import IDX, SIGN, bootstrap_f1, f1, fit  # the transfer fit, a simplified copy of gavel's
+from transfer_fit import SIGN, bootstrap_f1, f1, fit, load_part_a  # the transfer fit, a simplified copy of gavel's
 
 # The length may speak either way (0: unconstrained).
 SIGN = dict(SIGN, log_answer_words=0.0)
@@ -37,19 +36,9 @@ SHIPPED = ["overlap", "best_overlap", "soft_overlap", "best_soft_overlap", "numb
 def main():
     if len(sys.argv) < 5:
         sys.exit(__doc__)
-    rows = [r for r in csv.DictReader(open(sys.argv[1])) if r["part"] == "a"]
     files = sys.argv[2:5]
-    by = {f: [r for r in rows if r["file"] == f] for f in files}
-    if not all(by.values()):
-        sys.exit(f"no part-a rows for one of {files}")
-    gold = {f: np.array([IDX[r["gold"]] for r in by[f]]) for f in files}
+    by, gold, two, cols = load_part_a(sys.argv[1], files)
     fold = {f: np.array([zlib.crc32(r["group"].encode()) % 4 for r in by[f]]) for f in files}
-    two = {f: not (gold[f] == 1).any() for f in files}
-
-    def cols(f, names):
-        x = np.array([[float(r[n]) for n in names] for r in by[f]])
-        x[~np.isfinite(x)] = np.nan
-        return x
 
     def stack(names, partial_names, balanced, train, **variant):
         """Fit on `train` (file, mask) pairs; returns predict(file, mask) -> label indices."""
@@ -87,7 +76,7 @@ def main():
         ("3-grade cuts on 3-grade files", lambda tr: stack(SHIPPED, SHIPPED, True, tr, only_three=True)),
         ("cuts for the worst file", lambda tr: stack(SHIPPED, SHIPPED, True, tr, worst=True)),
     ]
-    if "idf_soft" in rows[0]:  # columns added by scripts/idf-overlap.py
+    if "idf_soft" in by[files[0]][0]:  # columns added by scripts/idf-overlap.py
         rare_whole = [n if n != "soft_overlap" else "idf_soft" for n in SHIPPED]
         rare = [n if n != "best_soft_overlap" else "idf_soft_best" for n in rare_whole]
         variants += [

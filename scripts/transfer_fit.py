@@ -6,8 +6,10 @@ support cut of its own for 2-grade files when 3-grade files are fitted too. Simp
 the L2 penalty is fixed at 0.001 (gavel chooses among three) and the cut grid is plain. Needs
 numpy.
 """
+import csv
 import importlib.util
 import os
+import sys
 
 import numpy as np
 
@@ -120,3 +122,22 @@ def fit(xs, golds, twos, names, partial_names=None, balanced=True, signs=None, o
 
     predict.scores = scores  # (support score, at-least-partial score) of a matrix, before the cuts
     return predict
+
+
+def load_part_a(path, files):
+    """Part a of each of `files` (names as in the CSV's file column) from a features CSV
+    (`gavel calibrate --features-out`): (rows by file, gold indices by file, 2-grade flag by
+    file, cols(file, names) -> feature matrix with NaN for what is not finite)."""
+    rows = [r for r in csv.DictReader(open(path)) if r["part"] == "a"]
+    by = {f: [r for r in rows if r["file"] == f] for f in files}
+    if not all(by.values()):
+        sys.exit(f"no part-a rows for one of {files}")
+    gold = {f: np.array([IDX[r["gold"]] for r in by[f]]) for f in files}
+    two = {f: not (gold[f] == 1).any() for f in files}
+
+    def cols(f, names):
+        x = np.array([[float(r[n]) for n in names] for r in by[f]])
+        x[~np.isfinite(x)] = np.nan
+        return x
+
+    return by, gold, two, cols

@@ -81,6 +81,15 @@ impl Label {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GoldText(pub String);
 
+impl GoldText {
+    /// The label, or why the text is none.
+    pub fn label(&self) -> Result<Label, String> {
+        Label::parse(&self.0).ok_or_else(|| {
+            format!("`{}` is not a label (support, partial_support, not_support, or correct/incorrect)", self.0)
+        })
+    }
+}
+
 impl<'de> Deserialize<'de> for GoldText {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;

@@ -285,12 +285,7 @@ pub fn parse_record(line: &str, location: &str, rubric: Option<&Rubric>, policy:
             ))
         }
     };
-    let gold = match raw.gold {
-        None => None,
-        Some(crate::label::GoldText(g)) => {
-            Some(Label::parse(&g).ok_or_else(|| Error::field(location, "gold", format!("`{g}` is not a label")))?)
-        }
-    };
+    let gold = raw.gold.map(|g| g.label().map_err(|why| Error::field(location, "gold", why))).transpose()?;
     let query = raw.query.filter(|q| !q.trim().is_empty()).or_else(|| rubric.and_then(|r| r.query.clone()));
     Ok(Task { id, source: raw.source, query, answer, nuggets, gold_answers, gold, passages })
 }

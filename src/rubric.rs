@@ -278,12 +278,7 @@ impl RawNugget {
                 return Err(err("kind", format!("`{other}` is not one of llm, exact_match, contains, regex, numeric")))
             }
         };
-        let gold = match raw.gold {
-            None => None,
-            Some(crate::label::GoldText(g)) => {
-                Some(Label::parse(&g).ok_or_else(|| err("gold", format!("`{g}` is not a verdict label")))?)
-            }
-        };
+        let gold = raw.gold.map(|g| g.label().map_err(|why| err("gold", why))).transpose()?;
         Ok(Nugget { text, importance, weight, check, gold })
     }
 }
