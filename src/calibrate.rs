@@ -193,11 +193,11 @@ impl Calibrator {
         [("long-form", &self.stack), ("short-form", &self.short_stack)]
             .into_iter()
             .filter_map(|(kind, s)| {
+                let s = s.as_ref()?;
                 let names: Vec<&str> = s
-                    .as_ref()?
                     .names
                     .iter()
-                    .zip(&s.as_ref()?.std)
+                    .zip(&s.std)
                     .filter(|(n, &sd)| {
                         sd > 1e-6 && (n.starts_with("nugget_lp") || n.starts_with("pmi_") || n.starts_with("window_"))
                     })

@@ -781,16 +781,8 @@ fn counted(n: usize, one: &str, many: &str) -> String {
 /// output themselves and say what was not done; calibrate prints before it writes its file, so
 /// it goes on without its stdout (`say!`); serve has sockets: they keep it ignored.
 fn die_on_closed_stdout() {
-    #[cfg(target_os = "linux")]
-    {
-        extern "C" {
-            fn signal(signum: std::os::raw::c_int, handler: usize) -> usize;
-        }
-        const SIGPIPE: std::os::raw::c_int = 13;
-        const SIG_DFL: usize = 0;
-        // SAFETY: restoring a signal's default disposition, before any thread is started.
-        unsafe {
-            signal(SIGPIPE, SIG_DFL);
-        }
+    // SAFETY: restoring a signal's default disposition, before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

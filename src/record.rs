@@ -122,37 +122,7 @@ pub fn json_type(v: &serde_json::Value) -> &'static str {
     }
 }
 
-/// The shortest digits of `f` (> 0) at decimal exponent `exp`, with a tie broken as Python's
-/// repr breaks it: where `f` lies exactly halfway between two shortest digit strings that both
-/// read back to it, Rust's `{:e}` takes the upper one and Python the even one
-/// (847472097840887.25 is "847472097840887.2" in Python).
-fn half_even(f: f64, digits: String, exp: i32) -> String {
-    let last = digits.as_bytes().last().map_or(0, |d| d - b'0');
-    if last.is_multiple_of(2) {
-        return digits;
-    }
-    // Every digit of the exact value (a double has at most 767 significant ones).
-    let exact = format!("{f:.800e}");
-    let Some((mantissa, exact_exp)) = exact.split_once('e') else { return digits };
-    let exact_digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
-    if exact_exp.parse::<i32>().ok() != Some(exp) || exact_digits.len() <= digits.len() {
-        return digits;
-    }
-    let (kept, rest) = exact_digits.split_at(digits.len());
-    let tie = rest.starts_with('5') && rest[1..].bytes().all(|b| b == b'0');
-    // The tie was rounded up: the digits are the kept ones plus one in the last place, and the
-    // even one of the two is the kept one, if it reads back to `f`.
-    if tie && kept.as_bytes().last().is_some_and(|&d| d + 1 == *digits.as_bytes().last().unwrap()) {
-        let down =
-            if kept.len() == 1 { format!("{kept}e{exp}") } else { format!("{}.{}e{exp}", &kept[..1], &kept[1..]) };
-        if down.parse::<f64>().ok() == Some(f) {
-            return kept.to_string();
-        }
-    }
-    digits
-}
-
-/// A gold answer given as a JSON string/// A gold answer given as a JSON string, number or boolean, as the text a person writes: an
+/// A gold answer given as a JSON string, number or boolean, as the text a person writes: an
 /// integral number without a fraction (`8.0` and `8` -> "8", `1e3` -> "1000"), other numbers
 /// as Python prints them ([`python_float`]: `0.5`, `1e-05`), so that a label sent as a number
 /// and one the Python client turned into text are the same text. `None` for arrays, objects and
@@ -175,12 +145,18 @@ pub fn scalar_text(v: &serde_json::Value) -> Option<String> {
 /// least 1e-4 ("0.0001", "1000000000000000.0"), else in scientific notation with a signed
 /// exponent of at least two digits ("1e-05", "1.5e+300").
 fn python_float(f: f64) -> String {
-    // Rust's `{:e}` writes the shortest round-trip digits: "-1.5e300", "1e-5".
-    let sci = format!("{f:e}");
+    // Rust's `{:e}` writes the shortest round-trip digits ("-1.5e300", "1e-5"), but where `f`
+    // lies exactly halfway between two such strings it takes the upper one and Python the even
+    // one (847472097840887.25 is "847472097840887.2"). `{:.Ne}` rounds the exact value half to
+    // even: at the shortest length, its digits are Python's whenever they read back to `f`.
+    let shortest = format!("{f:e}");
+    let digits = shortest.split_once('e').map_or(0, |(m, _)| m.bytes().filter(u8::is_ascii_digit).count());
+    let even = format!("{f:.*e}", digits.saturating_sub(1));
+    let sci = if even.parse::<f64>().ok() == Some(f) { even } else { shortest };
     let (mantissa, exp) = sci.split_once('e').expect("`{:e}` writes an exponent");
     let exp: i32 = exp.parse().expect("`{:e}` writes an integral exponent");
     let (sign, mantissa) = mantissa.strip_prefix('-').map_or(("", mantissa), |m| ("-", m));
-    let digits = half_even(f.abs(), mantissa.chars().filter(char::is_ascii_digit).collect(), exp);
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
     // The number is 0.DIGITS x 10^point.
     let point = exp + 1;
     if !(-4 < point && point <= 16) {

@@ -79,11 +79,8 @@ pub fn interruptible(bar: Option<&indicatif::ProgressBar>) -> Interrupt {
                 tell("gavel: stopped");
                 // `_exit`, not `exit`: exit's destructors would tear down llama.cpp's globals
                 // under the threads still computing.
-                extern "C" {
-                    fn _exit(status: std::os::raw::c_int) -> !;
-                }
                 // SAFETY: `_exit` ends the process at once; nothing runs after it.
-                unsafe { _exit(std::os::raw::c_int::from(INTERRUPTED)) }
+                unsafe { libc::_exit(libc::c_int::from(INTERRUPTED)) }
             }
             tell("gavel: stopping after the batch in flight (its records are written); again to stop now");
         });

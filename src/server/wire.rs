@@ -96,15 +96,13 @@ fn bad(msg: impl Into<String>) -> Refused {
 fn parse_body(body: &[u8]) -> std::result::Result<Map<String, Value>, Refused> {
     // A byte-order mark, as some clients (.NET, PowerShell) send.
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
-    let parsed = serde_json::from_slice::<Value>(body).map_err(|e| (e, "")).or_else(|(e, _)| {
-        // Python's json.dumps writes a float label that is NaN or infinite as a bare `NaN` or
-        // `Infinity`, which JSON lacks: read them as the text gavel-rl sends for the same label.
-        // Still broken elsewhere: that error, said of the text read (its columns moved).
-        match python_constants(body) {
-            Some(fixed) => serde_json::from_slice::<Value>(&fixed)
-                .map_err(|e| (e, " (with NaN and Infinity read as the strings \"nan\" and \"inf\")")),
-            None => Err((e, "")),
-        }
+    // Python's json.dumps writes a float label that is NaN or infinite as a bare `NaN` or
+    // `Infinity`, which JSON lacks: read them as the text gavel-rl sends for the same label. Still
+    // broken elsewhere: that error, said of the text read (its columns moved).
+    let parsed = serde_json::from_slice::<Value>(body).or_else(|e| match python_constants(body) {
+        Some(fixed) => serde_json::from_slice::<Value>(&fixed)
+            .map_err(|e| (e, " (with NaN and Infinity read as the strings \"nan\" and \"inf\")")),
+        None => Err((e, "")),
     });
     match parsed {
         Ok(Value::Object(m)) => Ok(m),

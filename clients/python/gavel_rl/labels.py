@@ -65,8 +65,8 @@ def label_value(label, question=None):
     if isinstance(gt, dict):
         out = {k: plain(v) for k, v in gt.items()}
         if isinstance(out.get("gold_answers"), list):
-            golds = [a for a in out["gold_answers"] if plain(a) is not None]
-            out["gold_answers"] = [answer_text(a) if isinstance(plain(a), (int, float)) else plain(a) for a in golds]
+            golds = [plain(a) for a in out["gold_answers"]]
+            out["gold_answers"] = [answer_text(a) if isinstance(a, (int, float)) else a for a in golds if a is not None]
     elif isinstance(gt, (list, tuple)):
         out = {"gold_answers": [answer_text(a) for a in gt if plain(a) is not None]}
     else:
