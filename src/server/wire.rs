@@ -96,13 +96,14 @@ fn bad(msg: impl Into<String>) -> Refused {
 fn parse_body(body: &[u8]) -> std::result::Result<Map<String, Value>, Refused> {
     // A byte-order mark, as some clients (.NET, PowerShell) send.
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
-    // Python's json.dumps writes a float label that is NaN or infinite as a bare `NaN` or
-    // `Infinity`, which JSON lacks: read them as the text gavel-rl sends for the same label. Still
-    // broken elsewhere: that error, said of the text read (its columns moved).
-    let parsed = serde_json::from_slice::<Value>(body).or_else(|e| match python_constants(body) {
-        Some(fixed) => serde_json::from_slice::<Value>(&fixed)
-            .map_err(|e| (e, " (with NaN and Infinity read as the strings \"nan\" and \"inf\")")),
-        None => Err((e, "")),
+    // What Python's json.dumps writes and JSON readers refuse: a float label that is NaN or
+    // infinite as a bare `NaN` or `Infinity`, read as the text gavel-rl sends for the same label;
+    // a lone UTF-16 surrogate (`\ud800`, from text decoded with `surrogateescape`), read as U+FFFD
+    // so that one broken completion does not fail the request. Still broken elsewhere: that
+    // error, said of the text read (its columns moved).
+    let parsed = serde_json::from_slice::<Value>(body).or_else(|e| match python_json(body) {
+        Some((fixed, read_as)) => serde_json::from_slice::<Value>(&fixed).map_err(|e| (e, read_as)),
+        None => Err((e, String::new())),
     });
     match parsed {
         Ok(Value::Object(m)) => Ok(m),
@@ -111,22 +112,41 @@ fn parse_body(body: &[u8]) -> std::result::Result<Map<String, Value>, Refused> {
     }
 }
 
-/// `body` with each bare `NaN`, `Infinity` and `-Infinity` outside strings (Python's
-/// json.dumps writes them for such floats) replaced by the string Python prints for it
-/// (`"nan"`, `"inf"`, `"-inf"`); `None` when there is none.
-fn python_constants(body: &[u8]) -> Option<Vec<u8>> {
+/// `body` with what Python's json.dumps writes outside JSON made JSON: each bare `NaN`,
+/// `Infinity` and `-Infinity` outside strings replaced by the string Python prints for it
+/// (`"nan"`, `"inf"`, `"-inf"`), and each unpaired surrogate escape inside a string by `\ufffd`.
+/// With it, how it was read (for an error message); `None` when there is nothing to change.
+fn python_json(body: &[u8]) -> Option<(Vec<u8>, String)> {
     const CONSTANTS: [(&[u8], &[u8]); 3] =
         [(b"-Infinity", b"\"-inf\""), (b"Infinity", b"\"inf\""), (b"NaN", b"\"nan\"")];
     let mut out = Vec::with_capacity(body.len() + 8);
-    let (mut in_string, mut escaped, mut changed) = (false, false, false);
+    let (mut in_string, mut constants, mut surrogates) = (false, false, false);
     let mut i = 0;
     while i < body.len() {
         let b = body[i];
         if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
+            match b {
+                b'\\' => {
+                    let unit = surrogate_at(body, i);
+                    let paired = match unit {
+                        Some(0xD800..=0xDBFF) => matches!(surrogate_at(body, i + 6), Some(0xDC00..=0xDFFF)),
+                        _ => false,
+                    };
+                    if paired {
+                        out.extend_from_slice(&body[i..i + 12]);
+                        i += 12;
+                    } else if unit.is_some() {
+                        out.extend_from_slice(b"\\ufffd");
+                        i += 6;
+                        surrogates = true;
+                    } else {
+                        // Any other escape: the backslash and the escaped byte, as they are.
+                        out.extend_from_slice(&body[i..(i + 2).min(body.len())]);
+                        i += 2;
+                    }
+                    continue;
+                }
+                b'"' => in_string = false,
                 _ => {}
             }
         } else if b == b'"' {
@@ -134,13 +154,29 @@ fn python_constants(body: &[u8]) -> Option<Vec<u8>> {
         } else if let Some((from, to)) = CONSTANTS.iter().find(|(from, _)| body[i..].starts_with(from)) {
             out.extend_from_slice(to);
             i += from.len();
-            changed = true;
+            constants = true;
             continue;
         }
         out.push(b);
         i += 1;
     }
-    changed.then_some(out)
+    let read_as = match (constants, surrogates) {
+        (false, false) => return None,
+        (true, false) => " (with NaN and Infinity read as the strings \"nan\" and \"inf\")",
+        (false, true) => " (with lone surrogates read as U+FFFD)",
+        (true, true) => " (with NaN and Infinity read as the strings \"nan\" and \"inf\", lone surrogates as U+FFFD)",
+    };
+    Some((out, read_as.to_string()))
+}
+
+/// The UTF-16 surrogate that a `\uXXXX` escape at `i` writes, if it writes one.
+fn surrogate_at(body: &[u8], i: usize) -> Option<u32> {
+    let esc = body.get(i..i + 6)?;
+    if &esc[..2] != b"\\u" {
+        return None;
+    }
+    let unit = u32::from_str_radix(std::str::from_utf8(&esc[2..]).ok()?, 16).ok()?;
+    (0xD800..=0xDFFF).contains(&unit).then_some(unit)
 }
 
 fn strings(body: &mut Map<String, Value>, field: &str) -> std::result::Result<Option<Vec<String>>, Refused> {
@@ -623,14 +659,28 @@ mod tests {
         let golds: Vec<Vec<String>> = items.into_iter().map(|i| i.unwrap().gold_answers).collect();
         assert_eq!(golds, vec![vec!["Canberra"], vec!["nan"], vec!["-inf"]]);
         // Inside strings the words are text, escaped quotes included.
-        let fixed = python_constants(br#"{"q":"NaN \"Infinity\"","l":[Infinity]}"#).unwrap();
+        let (fixed, _) = python_json(br#"{"q":"NaN \"Infinity\"","l":[Infinity]}"#).unwrap();
         assert_eq!(fixed, br#"{"q":"NaN \"Infinity\"","l":["inf"]}"#.to_vec());
-        assert!(python_constants(br#"{"q":"NaN"}"#).is_none());
+        assert!(python_json(br#"{"q":"NaN"}"#).is_none());
         // A body broken elsewhere: that error, and how the constants were read.
         let e = parse_body(br#"{"labels":[NaN],"query":["x"],}"#).unwrap_err();
         assert!(matches!(&e, Refused::BadRequest(m) if m.contains("trailing comma") && m.contains("NaN")), "{e:?}");
         let t = one("\u{feff}{\"query\":[\"x\"],\"labels\":[\"y\"]}", &rules()).unwrap();
         assert_eq!(t.gold_answers, vec!["y"]);
+    }
+
+    /// Python writes a string holding a lone surrogate (text decoded with `surrogateescape`) as
+    /// `\udcXX`, which no JSON reader takes: the item is judged with U+FFFD in its place, a pair
+    /// that makes one character is kept, and the other items are judged as sent.
+    #[test]
+    fn lone_surrogates_are_read_as_replacement_characters() {
+        let body = br#"{"query":["ok \ud83d\ude00","broken \udcff tail","a\ud800","\\ud800 is text"],"labels":["x","x","x",NaN]}"#;
+        assert!(serde_json::from_slice::<Value>(body).is_err());
+        let items = parse_reward_request(body, &rules(), 10).unwrap();
+        let answers: Vec<String> = items.into_iter().map(|i| i.unwrap().answer).collect();
+        assert_eq!(answers, vec!["ok \u{1F600}", "broken \u{FFFD} tail", "a\u{FFFD}", "\\ud800 is text"]);
+        let e = parse_body(br#"{"query":["\udcff"],}"#).unwrap_err();
+        assert!(matches!(&e, Refused::BadRequest(m) if m.contains("trailing comma") && m.contains("U+FFFD")), "{e:?}");
     }
 
     #[test]
