@@ -1,4 +1,5 @@
-"""verl custom reward function file: `custom_reward_function.path=clients/gavel_verl.py`.
+"""verl custom reward function file: `reward.custom_reward_function.path=clients/gavel_verl.py`
+(verl >= 0.8; `custom_reward_function.path=` in 0.7 and older).
 
 It re-exports `gavel_rl.verl` (clients/python), usable without installing the package; see
 that module or docs/serve.md for the names to pick per verl version.

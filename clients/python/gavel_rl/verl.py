@@ -1,12 +1,14 @@
 """verl reward functions backed by `gavel serve`.
 
-verl >= 0.7 (reward loop, the default; managers naive, dapo, rate_limited, remote)::
+verl >= 0.8 (managers naive, dapo, gdpo, rate_limited, remote; the keys live under ``reward.``,
+and v0.9+ silently ignores the old top-level ones)::
 
-    custom_reward_function.path=clients/gavel_verl.py
-    custom_reward_function.name=compute_score_async   # naive, dapo, rate_limited (awaited)
-    custom_reward_function.name=compute_score         # remote (runs sync functions in workers)
+    reward.custom_reward_function.path=clients/gavel_verl.py
+    reward.custom_reward_function.name=compute_score_async   # naive, dapo, gdpo, rate_limited (awaited)
+    reward.custom_reward_function.name=compute_score         # reward.reward_manager.name=remote
 
-verl < 0.7, or ``reward_model.use_reward_loop=False``::
+verl 0.7: the same names under ``custom_reward_function.`` (no ``reward.``). verl < 0.7, or 0.7
+with ``reward_model.use_reward_loop=False``::
 
     custom_reward_function.name=compute_score_batch reward_manager.name=batch   # one call per batch
     custom_reward_function.name=compute_score_scalar reward_manager.name=prime  # prime wants floats
@@ -21,7 +23,9 @@ reward for long-form; DAPO's group filter reads `acc` by default), gavel's other
 
 An item the server could not judge (a bad label, a server that stays down past the deadline):
 `GAVEL_ON_ERROR=raise` (the default) raises, which stops the step with the reason;
-`GAVEL_ON_ERROR=<number>` gives that score with `gavel_error` 1. Never a silent 0.0.
+`GAVEL_ON_ERROR=<number>` gives that score with `gavel_error` 1. Never a silent 0.0 from gavel;
+verl's rate_limited manager turns any exception into 0.0 itself, so set `GAVEL_ON_ERROR=0` there
+to keep gavel's keys and the `gavel_error` count.
 
 `data_source`: rows whose data_source matches `GAVEL_DATA_SOURCES` (comma-separated shell
 patterns, default `*`) go to gavel; the others to verl's own `default_compute_score`.
@@ -35,7 +39,7 @@ from . import client
 from .labels import label_value
 
 # Seconds a reward call may take, retries included: verl's rate_limited manager gives up after
-# reward_model.timeout (300 s by default); stay inside it.
+# reward.timeout (reward_model.timeout in 0.7; 300 s by default); stay inside it.
 DEFAULT_TIMEOUT = 280.0
 
 EXTRA_KEYS = ("soft_reward", "all_score", "strict_all_score", "model_verdicts")

@@ -4,6 +4,7 @@ import asyncio
 import importlib.util
 import sys
 import time
+import re
 import types
 
 import pytest
@@ -197,3 +198,31 @@ def test_numpy_labels_are_written_as_a_person_writes_them():
     assert label_value(np.array([0.1, 8.0], dtype=np.float32)) == {"gold_answers": ["0.1", "8"]}
     # None among a label's gold answers is dropped, as in a plain list.
     assert label_value({"gold_answers": [None, 8.0]}) == {"gold_answers": ["8"]}
+
+
+def test_the_documented_settings_for_current_verl_are_keys_it_reads():
+    """docs/serve.md's rows for verl >= 0.8 name only keys verl reads there (v0.9 silently ignores
+    the old top-level ones, so a wrong row means gavel is never called) and managers it has."""
+    keys = fixture("verl-v0.9.1-config-keys.json")
+    rows = [
+        line
+        for line in (REPO / "docs" / "serve.md").read_text().splitlines()
+        if line.startswith("| v0.8.0 and later")
+    ]
+    assert len(rows) >= 3, rows
+    seen = set()
+    for row in rows:
+        manager_cell, settings = row.split("|")[2], row.split("|")[3]
+        for manager in re.findall(r"`([a-z_]+)`", manager_cell):
+            assert manager in keys["managers"], (manager, row)
+        for key, value in re.findall(r"\+?([a-zA-Z_][\w.]*)=([\w./]+)", settings):
+            if key.startswith("GAVEL_"):
+                continue
+            assert key in keys["reads"], (key, row)
+            assert key not in keys["ignored"], (key, row)
+            seen.add(key)
+            if key == "reward.custom_reward_function.name":
+                assert callable(getattr(gv, value)), value
+            if key == "reward.reward_manager.name":
+                assert value in keys["managers"], value
+    assert {"reward.custom_reward_function.path", "reward.custom_reward_function.name"} <= seen, seen
