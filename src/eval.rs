@@ -2,7 +2,7 @@
 //! no-model baselines (majority class, lexical overlap), per source, with calibration and
 //! bootstrap intervals; and re-deciding stored verdicts under another calibration.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use serde::Serialize;
 
@@ -11,7 +11,7 @@ use crate::calibrate::Calibrator;
 use crate::label::{Grades, Label, LabelProbs};
 use crate::lexical::{lexical_overlap, LexicalThresholds};
 use crate::metrics::{agreement, bootstrap, calibration, majority, sample_level, Agreement, Calibration, Intervals};
-use crate::record::{group_of, record_key, OutputRecord, Task};
+use crate::record::{group_of, output_mismatch, Outputs, Task};
 use crate::rubric::{Check, CheckOutcome};
 use crate::stack::FeatureInput;
 
@@ -273,12 +273,12 @@ pub fn build_report(input: &EvalInput) -> EvalReport {
 }
 
 /// Join labeled tasks with their output records (as written by `gavel verify`, found by
-/// [`record_key`]) into report input. Missing and failed records are counted as failures,
+/// [`Outputs::get`]) into report input. Missing and failed records are counted as failures,
 /// never dropped.
 pub fn collect(
     name: &str,
     tasks: &[(usize, Task)],
-    outputs: &HashMap<String, OutputRecord>,
+    outputs: &Outputs,
     parse_failures: Vec<(usize, String)>,
 ) -> EvalInput {
     let mut input = EvalInput {
@@ -288,12 +288,16 @@ pub fn collect(
         ..Default::default()
     };
     for (line, task) in tasks {
-        let Some(out) = outputs.get(&record_key(task.id.as_deref(), *line)) else {
+        let Some(out) = outputs.get(task.id.as_deref(), *line) else {
             input.failures.push((*line, "no output record".into()));
             continue;
         };
         if let Some(err) = &out.error {
             input.failures.push((*line, err.message.clone()));
+            continue;
+        }
+        if let Some(why) = output_mismatch(task, out) {
+            input.failures.push((*line, why));
             continue;
         }
         let source = task.source.clone().unwrap_or_else(|| name.to_string());
@@ -336,15 +340,14 @@ pub fn collect(
 /// Re-decide the model verdicts of output records from their raw model outputs (`raw`), under
 /// `calibrator` (or uncalibrated when `None`), without running the model. Deterministic
 /// verdicts are left as they are.
-pub fn rescore_outputs(
-    tasks: &[(usize, Task)],
-    outputs: &mut HashMap<String, OutputRecord>,
-    calibrator: Option<&Calibrator>,
-) {
+pub fn rescore_outputs(tasks: &[(usize, Task)], outputs: &mut Outputs, calibrator: Option<&Calibrator>) {
     // Decisions are made on the file's grading: 3-grade when any gold is partial support.
     let grades = Grades::of_golds(tasks.iter().flat_map(|(_, t)| t.nuggets.iter().filter_map(|n| n.gold)));
     for (line, task) in tasks {
-        let Some(out) = outputs.get_mut(&record_key(task.id.as_deref(), *line)) else { continue };
+        let Some(out) = outputs.get_mut(task.id.as_deref(), *line) else { continue };
+        if output_mismatch(task, out).is_some() {
+            continue;
+        }
         for (i, v) in out.verdicts.iter_mut().enumerate().take(task.nuggets.len()) {
             let Some(raw) = v.verdict.raw.as_ref() else { continue };
             let (probs, label) = match calibrator {

@@ -2,13 +2,13 @@
 //! dropped), their halves, the labeled verdicts that a judge run or an earlier verdicts file
 //! gives for fitting a calibration, and the model's label prior on content-free answers.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 
 use crate::calibrate::{LabeledVerdict, CONTENT_FREE_ANSWERS};
 use crate::error::{Error, Result};
 use crate::judge::Judge;
-use crate::record::{parse_record, part_of, record_key, OutputRecord, Part, ShortForm, Task};
+use crate::record::{output_mismatch, parse_record, part_of, Outputs, Part, ShortForm, Task};
 use crate::rubric::Nugget;
 
 /// The records of a labeled file.
@@ -138,15 +138,19 @@ pub fn judge_labeled(
 
 /// The labeled verdicts of records already judged: their raw reads in `outputs[file]`, verdicts
 /// files written by an earlier `eval` or `verify` of the same labeled files. No model run.
-pub fn from_outputs(tasks: &[(usize, Task)], files: &[usize], outputs: &[HashMap<String, OutputRecord>]) -> Collected {
+pub fn from_outputs(tasks: &[(usize, Task)], files: &[usize], outputs: &[Outputs]) -> Collected {
     let mut out = Collected::default();
     for ((line, task), &file) in tasks.iter().zip(files) {
-        let Some(record) = outputs.get(file).and_then(|o| o.get(&record_key(task.id.as_deref(), *line))) else {
+        let Some(record) = outputs.get(file).and_then(|o| o.get(task.id.as_deref(), *line)) else {
             out.failed.push((file, *line, "no output record".into()));
             continue;
         };
         if let Some(e) = &record.error {
             out.failed.push((file, *line, e.message.clone()));
+            continue;
+        }
+        if let Some(why) = output_mismatch(task, record) {
+            out.failed.push((file, *line, why));
             continue;
         }
         for (i, v) in record.verdicts.iter().enumerate().take(task.nuggets.len()) {

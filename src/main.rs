@@ -12,7 +12,7 @@ use std::sync::Arc;
 use clap::Parser;
 use cli::config::{build_judge, load_backend, load_rubric, prompt_set, JudgeSpec};
 use cli::interrupt::{interruptible, say_interrupted, INTERRUPTED};
-use cli::io::{open_input, progress_bar, refuse_overwrite};
+use cli::io::{check_output_folder, open_input, progress_bar, refuse_overwrite};
 use cli::{Cli, Command, ScoreArgs};
 use gavel::cache::{model_fingerprint, model_key};
 use gavel::calibrate::{self, Calibrator, FitOptions};
@@ -458,6 +458,16 @@ fn calibrate(args: cli::CalibrateArgs) -> Result<ExitCode, Error> {
             "--from",
             format!("{} --from for {} --input: give one per input, in order", args.from.len(), args.input.len()),
         ));
+    }
+    // What it writes must not be what it reads, and must have a folder to go to: said now, not
+    // after the whole fit.
+    for (out, flag) in [(args.output.as_deref(), "-o"), (args.features_out.as_deref(), "--features-out")] {
+        for read in args.input.iter().chain(&args.from) {
+            refuse_overwrite(Some(read), out, flag)?;
+        }
+        if let Some(out) = out {
+            check_output_folder(out, flag)?;
+        }
     }
     // Fitting from stored outputs runs the model only for the content-free prior: no cache.
     // The labeled files first: one without gold fails before the model loads.

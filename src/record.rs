@@ -370,9 +370,99 @@ pub fn output_key(line: &[u8]) -> Option<(String, bool)> {
 
 /// Read an output file (written by verify or eval) into a map from [`record_key`] to record;
 /// lines that do not parse are skipped (their records then count as missing).
-pub fn read_outputs(path: &std::path::Path) -> Result<std::collections::HashMap<String, OutputRecord>> {
+pub fn read_outputs(path: &std::path::Path) -> Result<Outputs> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    Ok(text.lines().filter_map(|line| serde_json::from_str::<OutputRecord>(line).ok()).map(|r| (r.key(), r)).collect())
+    Ok(Outputs::new(text.lines().filter_map(|line| serde_json::from_str::<OutputRecord>(line).ok()).collect()))
+}
+
+/// The records of an output file, found by the id and line of the input record they judged
+/// (see [`Outputs::get`]).
+#[derive(Debug, Default)]
+pub struct Outputs {
+    by_key: std::collections::HashMap<String, OutputRecord>,
+}
+
+impl Outputs {
+    /// Index `records`: by id where the id is unique in the file, else by line (records that
+    /// share an id, or have none), so that two records of one id are never given one output.
+    pub fn new(records: Vec<OutputRecord>) -> Self {
+        let mut count: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        for r in &records {
+            if let Some(id) = &r.id {
+                *count.entry(id.clone()).or_default() += 1;
+            }
+        }
+        let by_key = records
+            .into_iter()
+            .map(|r| {
+                let unique = r.id.as_ref().is_some_and(|id| count[id] == 1);
+                let key = if unique { r.key() } else { record_key(None, r.line) };
+                (key, r)
+            })
+            .collect();
+        Outputs { by_key }
+    }
+
+    fn key(&self, id: Option<&str>, line: usize) -> Option<String> {
+        let by_id = id.map(|id| record_key(Some(id), line)).filter(|k| self.by_key.contains_key(k));
+        by_id.or_else(|| {
+            let k = record_key(None, line);
+            self.by_key.get(&k).filter(|r| r.id.as_deref() == id).map(|_| k)
+        })
+    }
+
+    /// The output of the input record with this id at this line: by its id when that is unique
+    /// in the output file, else the output written for that line with the same id.
+    pub fn get(&self, id: Option<&str>, line: usize) -> Option<&OutputRecord> {
+        self.by_key.get(&self.key(id, line)?)
+    }
+
+    /// As [`Outputs::get`], to change it.
+    pub fn get_mut(&mut self, id: Option<&str>, line: usize) -> Option<&mut OutputRecord> {
+        let k = self.key(id, line)?;
+        self.by_key.get_mut(&k)
+    }
+
+    /// How many records it holds.
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+}
+
+/// Why `out` is not the output of `task`, when it is not: a long-form record's verdicts must be
+/// of its nuggets, in order (a verdicts file of other records, or of an edited file, would
+/// otherwise be scored against the wrong gold labels).
+pub fn output_mismatch(task: &Task, out: &OutputRecord) -> Option<String> {
+    if task.is_short_form() || out.error.is_some() {
+        return None;
+    }
+    if out.verdicts.len() != task.nuggets.len() {
+        return Some(format!(
+            "the output (line {}) has {} verdicts for the record's {} nuggets: the verdicts are of another file",
+            out.line,
+            out.verdicts.len(),
+            task.nuggets.len()
+        ));
+    }
+    let (i, (n, v)) = task.nuggets.iter().zip(&out.verdicts).enumerate().find(|(_, (n, v))| n.text != v.nugget)?;
+    Some(format!(
+        "nugget {i}: the output (line {}) judged {:?}, not the record's {:?}: the verdicts are of another file",
+        out.line,
+        clip(&v.nugget),
+        clip(&n.text)
+    ))
+}
+
+fn clip(s: &str) -> String {
+    match s.char_indices().nth(60) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_string(),
+    }
 }
 
 /// Best-effort id of a line that failed to parse, so error records can still be matched.
@@ -456,6 +546,44 @@ impl std::str::FromStr for ShortForm {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn output(line: usize, id: Option<&str>, nuggets: &[&str]) -> OutputRecord {
+        let verdicts: Vec<serde_json::Value> = nuggets
+            .iter()
+            .map(|n| serde_json::json!({"nugget": n, "importance": "vital", "weight": 1.0, "label": "support", "score": 1.0, "by": "llm"}))
+            .collect();
+        serde_json::from_value(serde_json::json!({"line": line, "id": id, "verdicts": verdicts})).unwrap()
+    }
+
+    /// Two records of one id each get their own output (the one written for their line); the
+    /// last of them was given to both.
+    #[test]
+    fn outputs_of_records_that_share_an_id_are_found_by_line() {
+        let o = Outputs::new(vec![
+            output(1, Some("q"), &["A"]),
+            output(2, Some("q"), &["B"]),
+            output(3, Some("u"), &["C"]),
+            output(4, None, &["D"]),
+        ]);
+        let first = |id: Option<&str>, line| o.get(id, line).map(|r| r.verdicts[0].nugget.clone());
+        assert_eq!(first(Some("q"), 1).as_deref(), Some("A"));
+        assert_eq!(first(Some("q"), 2).as_deref(), Some("B"));
+        assert_eq!(first(Some("q"), 3), None, "line 3 is another id's output");
+        assert_eq!(first(Some("u"), 9).as_deref(), Some("C"), "a unique id is found on any line");
+        assert_eq!(first(None, 4).as_deref(), Some("D"));
+        assert_eq!(first(None, 3), None);
+    }
+
+    #[test]
+    fn outputs_of_other_nuggets_are_named_a_mismatch() {
+        let task =
+            parse_record(r#"{"answer":"x","nuggets":["A","B"]}"#, "in.jsonl:1", None, ShortForm::Hybrid).unwrap();
+        assert_eq!(output_mismatch(&task, &output(1, None, &["A", "B"])), None);
+        let why = output_mismatch(&task, &output(1, None, &["B", "A"])).unwrap();
+        assert!(why.contains("nugget 0") && why.contains("\"B\""), "{why}");
+        let why = output_mismatch(&task, &output(1, None, &["A"])).unwrap();
+        assert!(why.contains("1 verdicts for the record's 2 nuggets"), "{why}");
+    }
 
     #[test]
     fn long_form_record() {

@@ -771,3 +771,64 @@ fn bench_samples_raw_prefill_across_the_run_and_splits_the_token_budget() {
     assert!(report["verdicts"].as_u64().unwrap() > 0 && report["nugget_tokens"].as_u64().unwrap() > 0);
     assert!(stdout.contains("median of 5 samples"), "{stdout}");
 }
+
+/// `--input` naming a pipe (`<(...)`, /dev/stdin, a FIFO) is read once, as it comes: counting
+/// its lines first drained it, and the run judged 0 records and exited 0.
+#[test]
+fn an_input_path_that_is_a_pipe_is_judged() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("out.jsonl");
+    let mut child = gavel()
+        .args(["verify", "--input", "/dev/stdin", "--output", out_path.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let record =
+        r#"{"answer": "Paris is the capital of France.", "nuggets": [{"kind": "contains", "answers": ["Paris"]}]}"#;
+    child.stdin.take().unwrap().write_all(format!("{record}\n{record}\n").as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let written = std::fs::read_to_string(&out_path).unwrap();
+    assert_eq!(written.lines().count(), 2, "{written}");
+}
+
+/// An output that is the input under another name (a hard link) is refused before anything
+/// is written; it was truncated, and the run judged 0 records.
+#[test]
+fn an_output_hard_linked_to_the_input_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let body = "{\"answer\": \"a\", \"nuggets\": [\"a\"]}\n";
+    std::fs::write(&input, body).unwrap();
+    let link = dir.path().join("out.jsonl");
+    std::fs::hard_link(&input, &link).unwrap();
+    let out = gavel()
+        .args(["verify", "--input", input.to_str().unwrap(), "--output", link.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--output") && stderr.contains("is the input"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&input).unwrap(), body);
+}
+
+/// `calibrate` refuses to write its fit or its features over a file it reads, and a missing
+/// output folder, before it judges anything; it overwrote its labeled input.
+#[test]
+fn calibrate_refuses_outputs_over_its_inputs_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let labeled = dir.path().join("labeled.jsonl");
+    std::fs::copy(fixture("report/labeled.jsonl"), &labeled).unwrap();
+    let before = std::fs::read_to_string(&labeled).unwrap();
+    let l = labeled.to_str().unwrap();
+    let nowhere = dir.path().join("missing/cal.json");
+    for (flag, path) in [("-o", l), ("--features-out", l), ("-o", nowhere.to_str().unwrap())] {
+        let out = gavel().args(["calibrate", "--input", l, flag, path]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {path}: {stderr}");
+        assert!(stderr.contains(flag), "{stderr}");
+        assert!(!stderr.contains("records"), "nothing judged first: {stderr}");
+    }
+    assert_eq!(std::fs::read_to_string(&labeled).unwrap(), before);
+}

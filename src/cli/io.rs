@@ -16,12 +16,21 @@ pub fn open_input(path: Option<&Path>) -> Result<Input, Error> {
         Some(p) if p.as_os_str() == "-" => Ok((Box::new(BufReader::new(std::io::stdin())), "stdin".into(), None)),
         Some(p) => {
             let f = File::open(p).map_err(|e| Error::io(p, e))?;
-            let lines = BufReader::new(File::open(p).map_err(|e| Error::io(p, e))?)
-                .lines()
-                .map_while(Result::ok)
-                .filter(|l| !l.trim().is_empty())
-                .count() as u64;
-            Ok((Box::new(BufReader::new(f)), p.display().to_string(), Some(lines)))
+            // Count the lines (for the progress bar) only in a regular file: a pipe
+            // (`--input <(...)`, /dev/stdin, a FIFO) can be read once, and counting would drain it.
+            let regular = f.metadata().map(|m| m.is_file()).unwrap_or(false);
+            let lines = if regular {
+                Some(
+                    BufReader::new(File::open(p).map_err(|e| Error::io(p, e))?)
+                        .lines()
+                        .map_while(Result::ok)
+                        .filter(|l| !l.trim().is_empty())
+                        .count() as u64,
+                )
+            } else {
+                None
+            };
+            Ok((Box::new(BufReader::new(f)), p.display().to_string(), lines))
         }
     }
 }
@@ -40,11 +49,13 @@ pub fn progress_bar(total: Option<u64>, unit: &str) -> Option<indicatif::Progres
     })
 }
 
-/// Writing `output` must not destroy `input`: refuse when they are the same file.
+/// Writing `output` must not destroy `input`: refuse when they are the same file (the same
+/// path, a link to it, or a hard link: the same device and inode).
 pub fn refuse_overwrite(input: Option<&Path>, output: Option<&Path>, flag: &str) -> Result<(), Error> {
+    use std::os::unix::fs::MetadataExt;
     let (Some(i), Some(o)) = (input, output) else { return Ok(()) };
-    let same = match (std::fs::canonicalize(i), std::fs::canonicalize(o)) {
-        (Ok(a), Ok(b)) => a == b,
+    let same = match (std::fs::metadata(i), std::fs::metadata(o)) {
+        (Ok(a), Ok(b)) => a.is_file() && a.dev() == b.dev() && a.ino() == b.ino(),
         _ => false,
     };
     if same {
@@ -52,6 +63,23 @@ pub fn refuse_overwrite(input: Option<&Path>, output: Option<&Path>, flag: &str)
             "command line",
             flag,
             format!("{} is the input; writing it would destroy it", o.display()),
+        ));
+    }
+    Ok(())
+}
+
+/// The folder `output` goes into exists (an empty parent is the working folder): a file written
+/// at the end of a long run is checked before the run.
+pub fn check_output_folder(output: &Path, flag: &str) -> Result<(), Error> {
+    let parent = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if output.is_dir() {
+        return Err(Error::field("command line", flag, format!("{} is a folder, not a file", output.display())));
+    }
+    if !parent.is_dir() {
+        return Err(Error::field(
+            "command line",
+            flag,
+            format!("{}: the folder {} does not exist", output.display(), parent.display()),
         ));
     }
     Ok(())
