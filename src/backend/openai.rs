@@ -451,10 +451,19 @@ pub fn first_token_alternatives(v: &Value) -> Option<Vec<(Option<i64>, String, f
 }
 
 /// Label distribution from the alternatives. A label token missing from the top-k gets the
-/// smallest listed log-probability (an upper bound on its true value).
-fn label_score_from(alts: &[(Option<i64>, String, f64)], labels: &[Vec<LabelToken>]) -> LabelScore {
+/// smallest listed log-probability (an upper bound on its true value). An error when no label
+/// token is listed at all (every label would get the same bound: a uniform verdict that says
+/// nothing) or a log-probability is not one (above 0, or NaN).
+fn label_score_from(
+    alts: &[(Option<i64>, String, f64)],
+    labels: &[Vec<LabelToken>],
+) -> std::result::Result<LabelScore, String> {
+    if let Some(bad) = alts.iter().find(|a| a.2.is_nan() || a.2 > 1e-6) {
+        return Err(format!("the reply's log-probability of {:?} is {}, not a log-probability", bad.1, bad.2));
+    }
     let floor = alts.iter().map(|a| a.2).fold(f64::INFINITY, f64::min);
     let floor = if floor.is_finite() { floor } else { -50.0 };
+    let mut listed = false;
     let logprobs: Vec<f64> = labels
         .iter()
         .map(|forms| {
@@ -466,14 +475,25 @@ fn label_score_from(alts: &[(Option<i64>, String, f64)], labels: &[Vec<LabelToke
                             (Some(a), Some(b)) => *a == b,
                             _ => *tok == l.piece,
                         })
-                        .map(|a| a.2)
+                        .map(|a| {
+                            listed = true;
+                            a.2
+                        })
                         .unwrap_or(floor)
                 })
                 .collect();
             log_sum_exp(&lps)
         })
         .collect();
-    LabelScore::from_logprobs(logprobs)
+    if !listed {
+        let shown: Vec<&str> = alts.iter().take(5).map(|a| a.1.as_str()).collect();
+        return Err(format!(
+            "none of the label tokens is among the reply's {} most likely first tokens ({shown:?}): the model does \
+             not answer in the template's words (check the chat template and --prompts), or raise --top-logprobs",
+            alts.len()
+        ));
+    }
+    Ok(LabelScore::from_logprobs(logprobs))
 }
 
 impl Backend for RemoteBackend {
@@ -529,7 +549,7 @@ impl Backend for RemoteBackend {
             let alts = first_token_alternatives(&v).ok_or_else(|| {
                 remote(COMPLETIONS, None, format!("reply has no log-probabilities: {}", clip(&v.to_string())))
             })?;
-            Ok(label_score_from(&alts, &labels))
+            label_score_from(&alts, &labels).map_err(|why| remote(COMPLETIONS, None, why))
         })
     }
 
@@ -598,7 +618,7 @@ mod tests {
         ];
         let alts =
             vec![(Some(1), "yes".to_string(), -0.5), (Some(2), "no".to_string(), -1.5), (Some(9), "x".into(), -4.0)];
-        let s = label_score_from(&alts, &labels);
+        let s = label_score_from(&alts, &labels).unwrap();
         assert!((s.probs.iter().sum::<f64>() - 1.0).abs() < 1e-9);
         assert_eq!(s.logprobs[0], -0.5);
         // Missing "partly" gets the smallest listed logprob.
@@ -606,7 +626,14 @@ mod tests {
         assert!(s.probs[0] > s.probs[2] && s.probs[2] > s.probs[1]);
         // Without ids, tokens match by text.
         let by_text = vec![vec![LabelToken { id: None, piece: "no".into() }]];
-        assert_eq!(label_score_from(&alts, &by_text).logprobs[0], -1.5);
+        assert_eq!(label_score_from(&alts, &by_text).unwrap().logprobs[0], -1.5);
+        // No label listed: an error, not a uniform verdict; nor a log-probability above 0.
+        let none = vec![(Some(7), "foo".to_string(), -0.1), (Some(8), "bar".to_string(), -2.0)];
+        let e = label_score_from(&none, &labels).unwrap_err();
+        assert!(e.contains("none of the label tokens") && e.contains("foo"), "{e}");
+        assert!(label_score_from(&[], &labels).is_err());
+        let e = label_score_from(&[(Some(1), "yes".to_string(), 5.0)], &labels).unwrap_err();
+        assert!(e.contains("not a log-probability"), "{e}");
     }
 
     #[test]

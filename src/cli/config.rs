@@ -45,7 +45,16 @@ pub fn load_backend(m: &ModelArgs) -> Result<Arc<dyn Backend>, Error> {
         cfg.in_flight = m.in_flight.max(1);
         cfg.timeout = std::time::Duration::from_secs(m.request_timeout.max(1));
         cfg.retries = m.retries;
-        cfg.top_logprobs = m.top_logprobs.max(1);
+        if m.top_logprobs < 3 {
+            // With fewer alternatives than labels, every label not listed gets the listed one's
+            // log-probability: the three tie, and every verdict is a uniform guess.
+            return Err(Error::field(
+                "--backend openai",
+                "--top-logprobs",
+                format!("{} is too few: ask for at least 3 (one per label; 20 is the default)", m.top_logprobs),
+            ));
+        }
+        cfg.top_logprobs = m.top_logprobs;
         cfg.n_ctx = m.n_ctx.map(|n| n as usize);
         cfg.model_file = m.model.clone();
         cfg.chat_template = match &m.chat_template {
