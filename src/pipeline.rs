@@ -319,6 +319,8 @@ pub fn extract_stream<R: BufRead, W: Write>(
     let mut pending: Vec<(usize, ExtractLine)> = Vec::new();
     let mut lines = input.lines().enumerate();
     let mut skip = opts.skip;
+    // Rubric ids written in this run, with their line.
+    let mut written_ids: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     loop {
         // Lines read but not yet extracted are not written: `--resume` reads them again.
         if stop_asked(&opts.stop) {
@@ -383,6 +385,19 @@ pub fn extract_stream<R: BufRead, W: Write>(
                         .collect();
                     let written = opts.rubric_dir.as_ref().map(|d| {
                         let name = id.clone().unwrap_or_else(|| format!("line-{line}"));
+                        // Rubrics are found by id: a second query of one id would replace the
+                        // first's file. It is that line's error, and the first file stays.
+                        if let Some(first) = written_ids.get(&name) {
+                            return Err(Error::field(
+                                format!("{}:{line}", opts.input_name),
+                                "id",
+                                format!(
+                                    "the rubric id {name:?} is also line {first}'s, whose rubric file it would \
+                                     replace: give each query its own id"
+                                ),
+                            ));
+                        }
+                        written_ids.insert(name.clone(), line);
                         let file = d.join(format!("{}.json", file_stem(&name)));
                         let rubric = serde_json::json!({"id": name, "query": task.query, "nuggets": plain});
                         let text = serde_json::to_string_pretty(&rubric).unwrap_or_default();
@@ -465,7 +480,9 @@ fn parse_extract_record(line: &str, location: &str) -> Result<ExtractInput> {
 fn file_stem(id: &str) -> String {
     let clean: String =
         id.chars().map(|c| if c.is_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' }).collect();
-    if clean.len() <= 120 && !clean.starts_with('.') {
+    // An id written as it is keeps its name; one with characters replaced gets a hash of the
+    // id too, so that `a/b` and `a_b` are two files.
+    if clean == id && clean.len() <= 120 && !clean.starts_with('.') {
         return clean;
     }
     use sha2::Digest;
@@ -808,7 +825,9 @@ mod tests {
     #[test]
     fn rubric_file_names_stay_short_distinct_and_safe() {
         assert_eq!(file_stem("q-12_a.b"), "q-12_a.b");
-        assert_eq!(file_stem("a/b c"), "a_b_c");
+        assert!(file_stem("a/b c").starts_with("a_b_c-"), "{}", file_stem("a/b c"));
+        assert_ne!(file_stem("a/b"), file_stem("a_b"), "a replaced character is not another id");
+        assert_eq!(file_stem("a_b"), "a_b");
         let long_a = "x".repeat(300);
         let long_b = format!("{}y", "x".repeat(299));
         let (a, b) = (file_stem(&long_a), file_stem(&long_b));

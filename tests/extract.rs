@@ -162,3 +162,39 @@ fn a_killed_extraction_resumes_to_the_uninterrupted_output() {
     assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--resume"));
 }
+
+/// Two queries of one id would write one rubric file (the second replacing the first, exit 0):
+/// the second is its line's error and the first file stays. Ids that differ only in characters
+/// a file name cannot hold (`a/b`, `a_b`) are two files.
+#[test]
+fn rubric_files_never_replace_one_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = concat!(
+        "{\"id\": \"same\", \"query\": \"Who designed the Eiffel Tower?\"}\n",
+        "{\"id\": \"same\", \"query\": \"What is the boiling point of water?\"}\n",
+        "{\"id\": \"a/b\", \"query\": \"Who wrote Hamlet?\"}\n",
+        "{\"id\": \"a_b\", \"query\": \"Where is Lima?\"}\n",
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gavel"))
+        .args(["extract", "--max-nuggets", "2", "--rubric-dir", dir.path().to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 4);
+    let errors: Vec<bool> = lines.iter().map(|l| !l["error"].is_null()).collect();
+    assert_eq!(errors, vec![false, true, false, false]);
+    let msg = lines[1]["error"]["message"].as_str().unwrap();
+    assert!(msg.contains(":2") && msg.contains("line 1") && msg.contains("\"same\""), "{msg}");
+    let files = std::fs::read_dir(dir.path()).unwrap().count();
+    assert_eq!(files, 3, "same, a/b and a_b each have a file");
+    let same: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("same.json")).unwrap()).unwrap();
+    assert_eq!(same["query"], "Who designed the Eiffel Tower?");
+}
