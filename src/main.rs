@@ -12,7 +12,7 @@ use std::sync::Arc;
 use clap::Parser;
 use cli::config::{build_judge, load_backend, load_rubric, prompt_set, JudgeSpec};
 use cli::interrupt::{interruptible, say_interrupted, INTERRUPTED};
-use cli::io::{check_output_folder, open_input, progress_bar, refuse_overwrite};
+use cli::io::{check_output_folder, numbered_lines, open_input, progress_bar, refuse_overwrite};
 use cli::{Cli, Command, ScoreArgs};
 use gavel::cache::{model_fingerprint, model_key};
 use gavel::calibrate::{self, Calibrator, FitOptions};
@@ -235,12 +235,19 @@ fn print_prompts(judge: &Judge, task: &gavel::Task) -> Result<(), Error> {
 
 fn render(args: cli::RenderArgs) -> Result<ExitCode, Error> {
     let rubric = load_rubric(&args.records)?;
-    let text = std::fs::read_to_string(&args.input).map_err(|e| Error::io(&args.input, e))?;
-    let line = text.lines().nth(args.line.saturating_sub(1)).ok_or_else(|| {
-        Error::field(args.input.display().to_string(), "--line", format!("the file has fewer than {} lines", args.line))
-    })?;
+    let lines = numbered_lines(&args.input)?;
+    let line = match lines.into_iter().find(|(n, _)| *n == args.line) {
+        Some((_, text)) => text?,
+        None => {
+            return Err(Error::field(
+                args.input.display().to_string(),
+                "--line",
+                format!("line {} is blank or past the end of the file", args.line),
+            ))
+        }
+    };
     let location = format!("{}:{}", args.input.display(), args.line);
-    let task = parse_record(line, &location, rubric.as_ref(), args.records.short_form.into())?;
+    let task = parse_record(&line, &location, rubric.as_ref(), args.records.short_form.into())?;
     let score = ScoreArgs {
         no_likelihood: false,
         truncate: false,
@@ -257,18 +264,28 @@ fn render(args: cli::RenderArgs) -> Result<ExitCode, Error> {
 
 fn bench(args: cli::BenchArgs) -> Result<ExitCode, Error> {
     let rubric = load_rubric(&args.run.records)?;
-    let text = std::fs::read_to_string(&args.input).map_err(|e| Error::io(&args.input, e))?;
     let name = args.input.display().to_string();
     let short_form: ShortForm = args.run.records.short_form.into();
-    let tasks: Vec<gavel::Task> = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .take(args.records)
-        .map(|(i, l)| parse_record(l, &format!("{name}:{}", i + 1), rubric.as_ref(), short_form))
-        .collect::<Result<_, _>>()?;
+    // A bad record is left out and said, as verify would make it an error record.
+    let (mut tasks, mut bad) = (Vec::new(), Vec::new());
+    for (n, text) in numbered_lines(&args.input)?.into_iter().take(args.records) {
+        match text.and_then(|l| parse_record(&l, &format!("{name}:{n}"), rubric.as_ref(), short_form)) {
+            Ok(t) => tasks.push(t),
+            Err(e) => bad.push(e),
+        }
+    }
+    for e in bad.iter().take(5) {
+        eprintln!("gavel bench: left out: {e}");
+    }
     if tasks.is_empty() {
-        return Err(Error::field(name, "records", "none to benchmark (the file has no record)"));
+        let why = match bad.first() {
+            Some(e) => format!("none to benchmark: no record parsed, the first: {e}"),
+            None => "none to benchmark (the file has no record)".into(),
+        };
+        return Err(Error::field(name, "records", why));
+    }
+    if !bad.is_empty() {
+        eprintln!("gavel bench: {} left out; benchmarking the others", counted(bad.len(), "record", "records"));
     }
     let judge = build_judge(&JudgeSpec::new(&args.run.score, &args.run.decide, args.run.cache.cache), &args.run.model)?;
     let info = judge.backend().info();

@@ -309,6 +309,21 @@ struct RawRubric {
 
 impl RawRubric {
     fn json(text: &str, location: &str) -> Result<RawRubric> {
+        // serde would read an array as the fields in order, and name its own types otherwise.
+        let not_object = match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(serde_json::Value::Array(_)) => Some("an array"),
+            Ok(serde_json::Value::String(_)) => Some("a string"),
+            Ok(serde_json::Value::Number(_)) => Some("a number"),
+            Ok(serde_json::Value::Bool(_)) => Some("a boolean"),
+            Ok(serde_json::Value::Null) => Some("null"),
+            _ => None,
+        };
+        if let Some(what) = not_object {
+            return Err(Error::Parse {
+                location: location.to_string(),
+                reason: format!("a rubric is a JSON object with `nuggets` (and `id`, `query`), not {what}"),
+            });
+        }
         let mut de = serde_json::Deserializer::from_str(text);
         let read = serde_path_to_error::deserialize(&mut de)
             .map_err(|e| (e.path().to_string(), e.into_inner()))
@@ -604,6 +619,14 @@ mod tests {
         assert_eq!(e.kind(), "parse", "{e}");
         let e = Rubric::from_json(r#"{"nuggets":[{"text":"a","value":"q"}"#, "r.json").unwrap_err();
         assert_eq!(e.kind(), "parse", "{e}");
+        // Not an object: refused with what it is (an array was read as the fields in order).
+        for (text, what) in
+            [(r#"["id","desc","q",["a nugget"]]"#, "an array"), ("42", "a number"), (r#""x""#, "a string")]
+        {
+            let e = Rubric::from_json(text, "r.json").unwrap_err().to_string();
+            assert!(e.contains("r.json") && e.contains("JSON object") && e.contains(what), "{e}");
+            assert!(!e.contains("RawRubric"), "{e}");
+        }
     }
 
     #[test]

@@ -832,3 +832,29 @@ fn calibrate_refuses_outputs_over_its_inputs_before_any_work() {
     }
     assert_eq!(std::fs::read_to_string(&labeled).unwrap(), before);
 }
+
+/// A line that is not UTF-8 is that line's error in `render` and `bench`, named by its line;
+/// the others are read (the whole file failed, "stream did not contain valid UTF-8", and bench
+/// stopped at the first bad record).
+#[test]
+fn render_and_bench_read_around_a_bad_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("enc.jsonl");
+    let mut body = br#"{"answer":"Paris is in France.","nuggets":["Paris is in France"]}"#.to_vec();
+    body.extend_from_slice(b"\n{\"answer\":\"bad \xff byte\",\"nuggets\":[\"x\"]}\n");
+    body.extend_from_slice(br#"{"answer":"Lima is in Peru.","nuggets":["Lima is in Peru"]}"#);
+    std::fs::write(&input, body).unwrap();
+    let i = input.to_str().unwrap();
+    let ok = gavel().args(["render", "--input", i, "--line", "3"]).output().unwrap();
+    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("Lima is in Peru"));
+    let bad = gavel().args(["render", "--input", i, "--line", "2"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("enc.jsonl:2") && stderr.contains("UTF-8"), "{stderr}");
+    let bench = gavel().args(["bench", "--input", i, "--records", "3", "--prefill-tokens", "64"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&bench.stderr);
+    assert_eq!(bench.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("left out: ") && stderr.contains("enc.jsonl:2"), "{stderr}");
+    assert!(String::from_utf8_lossy(&bench.stdout).contains("records            2"));
+}

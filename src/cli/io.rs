@@ -84,3 +84,28 @@ pub fn check_output_folder(output: &Path, flag: &str) -> Result<(), Error> {
     }
     Ok(())
 }
+
+/// The non-blank lines of a file (`-`: stdin), numbered from 1, each its text or why it has
+/// none (not UTF-8), so that one bad line is that line's error, named, not the file's.
+pub fn numbered_lines(path: &Path) -> Result<Vec<(usize, Result<String, Error>)>, Error> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    if path.as_os_str() == "-" {
+        std::io::stdin().read_to_end(&mut bytes).map_err(|e| Error::io("stdin", e))?;
+    } else {
+        File::open(path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(|e| Error::io(path, e))?;
+    }
+    let name = if path.as_os_str() == "-" { "stdin".to_string() } else { path.display().to_string() };
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+    Ok(bytes
+        .split(|&b| b == b'\n')
+        .enumerate()
+        .map(|(i, l)| {
+            let text = std::str::from_utf8(l.strip_suffix(b"\r").unwrap_or(l)).map(str::to_string).map_err(|e| {
+                Error::Parse { location: format!("{name}:{}", i + 1), reason: format!("not UTF-8 text ({e})") }
+            });
+            (i + 1, text)
+        })
+        .filter(|(_, t)| t.as_ref().map_or(true, |t| !t.trim().is_empty()))
+        .collect())
+}
