@@ -85,9 +85,12 @@ pub fn check_output_folder(output: &Path, flag: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// A line's number (from 1) and its text, or why it has none.
+pub type NumberedLine = (usize, Result<String, Error>);
+
 /// The non-blank lines of a file (`-`: stdin), numbered from 1, each its text or why it has
 /// none (not UTF-8), so that one bad line is that line's error, named, not the file's.
-pub fn numbered_lines(path: &Path) -> Result<Vec<(usize, Result<String, Error>)>, Error> {
+pub fn numbered_lines(path: &Path) -> Result<Vec<NumberedLine>, Error> {
     use std::io::Read;
     let mut bytes = Vec::new();
     if path.as_os_str() == "-" {
