@@ -71,6 +71,8 @@ pub struct EvalInput {
     pub short: Vec<ShortItem>,
     /// Failed records: (line, message).
     pub failures: Vec<(usize, String)>,
+    /// Verdicts judged that have no gold label to score them against (left out of the metrics).
+    pub unlabeled: usize,
     /// Lexical thresholds (fixed or fitted elsewhere).
     pub lexical: LexicalThresholds,
 }
@@ -159,10 +161,17 @@ pub struct EvalReport {
     pub records: usize,
     /// Failed records (line, message); counted, never dropped.
     pub failures: Vec<(usize, String)>,
+    /// Verdicts without a gold label, left out of the metrics (said, not dropped silently).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub unlabeled: usize,
     /// Long-form results.
     pub rubric: Option<RubricReport>,
     /// Short-form results.
     pub short: Option<ShortReport>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 fn pairs_of(items: &[NuggetItem], f: impl Fn(&NuggetItem) -> Label) -> Vec<(Label, Label)> {
@@ -267,6 +276,7 @@ pub fn build_report(input: &EvalInput) -> EvalReport {
         setup: input.setup.clone(),
         records: input.records,
         failures: input.failures.clone(),
+        unlabeled: input.unlabeled,
         rubric,
         short,
     }
@@ -305,6 +315,7 @@ pub fn collect(
         let raw_probs = |v: &Verdict| v.raw.as_ref().map(|r| r.probs.to_array());
         if task.is_short_form() {
             let (Some(gold), Some(v)) = (task.gold, out.verdicts.first()) else {
+                input.unlabeled += usize::from(task.gold.is_none() && !out.verdicts.is_empty());
                 continue;
             };
             let em = Check::ExactMatch { answers: task.gold_answers.clone(), fallback_llm: false };
@@ -321,7 +332,10 @@ pub fn collect(
             continue;
         }
         for (n, v) in task.nuggets.iter().zip(&out.verdicts) {
-            let Some(gold) = n.gold else { continue };
+            let Some(gold) = n.gold else {
+                input.unlabeled += 1;
+                continue;
+            };
             input.nuggets.push(NuggetItem {
                 source: source.clone(),
                 gold,
@@ -370,6 +384,27 @@ pub fn rescore_outputs(tasks: &[(usize, Task)], outputs: &mut Outputs, calibrato
 mod tests {
     use super::*;
     use Label::{NotSupport as N, PartialSupport as P, Support as S};
+
+    /// Verdicts without gold are left out of the metrics and counted in the report.
+    #[test]
+    fn verdicts_without_gold_are_counted_not_dropped_silently() {
+        let task = crate::record::parse_record(
+            r#"{"answer":"x","nuggets":[{"text":"a","gold":"support"},{"text":"b"},{"text":"c","gold":null}]}"#,
+            "l.jsonl:1",
+            None,
+            crate::record::ShortForm::Hybrid,
+        )
+        .unwrap();
+        let verdicts: Vec<serde_json::Value> = ["a", "b", "c"]
+            .iter()
+            .map(|n| serde_json::json!({"nugget": n, "importance": "vital", "weight": 1.0, "label": "support", "score": 1.0, "by": "llm"}))
+            .collect();
+        let out: crate::record::OutputRecord = serde_json::from_value(serde_json::json!({"line": 1, "verdicts": verdicts})).unwrap();
+        let input = collect("l.jsonl", &[(1, task)], &Outputs::new(vec![out]), Vec::new());
+        assert_eq!((input.nuggets.len(), input.unlabeled), (1, 2));
+        let md = crate::report::to_markdown(&build_report(&input));
+        assert!(md.contains("2 verdicts without a gold label (not scored)"), "{md}");
+    }
 
     #[test]
     fn two_grade_reports_fold_the_partial_mass_before_choosing() {

@@ -103,7 +103,7 @@ pub fn to_markdown(r: &EvalReport) -> String {
     for (k, v) in &r.setup {
         let _ = writeln!(out, "- {k}: {v}");
     }
-    let _ = writeln!(out, "- records: {}, failed: {}\n", r.records, r.failures.len());
+    let _ = writeln!(out, "- records: {}, failed: {}{}\n", r.records, r.failures.len(), unlabeled(r));
     if let Some(rb) = &r.rubric {
         let native = match rb.grades {
             Grades::Three => "3-grade",
@@ -363,7 +363,7 @@ pub fn to_html(r: &EvalReport) -> String {
     for (k, v) in &r.setup {
         let _ = write!(out, "<li>{}: {}</li>", esc(k), esc(v));
     }
-    let _ = write!(out, "<li>records: {}, failed: {}</li></ul>", r.records, r.failures.len());
+    let _ = write!(out, "<li>records: {}, failed: {}{}</li></ul>", r.records, r.failures.len(), esc(&unlabeled(r)));
     if let Some(rb) = &r.rubric {
         let native = if rb.grades == Grades::Three { "3-grade" } else { "2-grade" };
         let _ = write!(out, "<h2>Rubric level: {} nuggets (gold is {native})</h2>", rb.model3.n);
@@ -455,4 +455,13 @@ pub fn to_html(r: &EvalReport) -> String {
          </script></body></html>\n",
     );
     out
+}
+
+/// ", N verdicts without a gold label (not scored)" when there are any.
+fn unlabeled(r: &EvalReport) -> String {
+    match r.unlabeled {
+        0 => String::new(),
+        1 => ", 1 verdict without a gold label (not scored)".into(),
+        n => format!(", {n} verdicts without a gold label (not scored)"),
+    }
 }

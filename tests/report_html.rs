@@ -43,6 +43,7 @@ fn sample_report() -> String {
         nuggets,
         short,
         failures: vec![(7, "line 7: bad <json>".into())],
+        unlabeled: 2,
         lexical: LexicalThresholds::default(),
     };
     gavel::report::to_html(&build_report(&input))
