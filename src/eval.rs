@@ -399,7 +399,8 @@ mod tests {
             .iter()
             .map(|n| serde_json::json!({"nugget": n, "importance": "vital", "weight": 1.0, "label": "support", "score": 1.0, "by": "llm"}))
             .collect();
-        let out: crate::record::OutputRecord = serde_json::from_value(serde_json::json!({"line": 1, "verdicts": verdicts})).unwrap();
+        let out: crate::record::OutputRecord =
+            serde_json::from_value(serde_json::json!({"line": 1, "verdicts": verdicts})).unwrap();
         let input = collect("l.jsonl", &[(1, task)], &Outputs::new(vec![out]), Vec::new());
         assert_eq!((input.nuggets.len(), input.unlabeled), (1, 2));
         let md = crate::report::to_markdown(&build_report(&input));

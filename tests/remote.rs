@@ -243,6 +243,11 @@ fn a_server_that_stays_down_gives_error_records_not_a_crash() {
     let results = judge.judge(&tasks()[..1]);
     let err = results[0].as_ref().expect_err("a dead server must give an error record").to_string();
     assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(!err.contains("tried once"), "the first failure is retried: {err}");
+    // The next records do not wait out the whole backoff again, each: one try, and it says so.
+    let results = judge.judge(&tasks()[..1]);
+    let err = results[0].as_ref().expect_err("still down").to_string();
+    assert!(err.contains("tried once"), "{err}");
 }
 
 #[test]

@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -107,6 +107,10 @@ pub struct RemoteBackend {
     next_url: AtomicUsize,
     /// Completion requests sent to each base URL.
     sent: Vec<AtomicUsize>,
+    /// Per base URL: its last request found nothing answering (after every retry). The next
+    /// request there is tried once, not retried: a server that died mid-run costs one failed
+    /// connection per request, not the whole backoff (about 3 s) each.
+    down: Vec<AtomicBool>,
     labels: Mutex<LabelCache>,
     usage: Mutex<Usage>,
 }
@@ -139,6 +143,7 @@ impl RemoteBackend {
             tokenizes: false,
             next_url: AtomicUsize::new(0),
             sent: cfg.base_urls.iter().map(|_| AtomicUsize::new(0)).collect(),
+            down: cfg.base_urls.iter().map(|_| AtomicBool::new(false)).collect(),
             labels: Mutex::new(HashMap::new()),
             usage: Mutex::new(Usage::default()),
             agent,
@@ -193,9 +198,15 @@ impl RemoteBackend {
 
     /// GET (body `None`) or POST JSON, with retries and backoff.
     fn request_at(&self, url: &str, body: Option<&Value>) -> Result<Value> {
+        self.request_tries(url, body, self.cfg.retries).0
+    }
+
+    /// As [`RemoteBackend::request_at`] with `retries`; with whether nothing answered at all
+    /// (every attempt a connection or transport failure).
+    fn request_tries(&self, url: &str, body: Option<&Value>, retries: u32) -> (Result<Value>, bool) {
         let mut delay = Duration::from_millis(200);
         let mut last: (Option<u16>, String) = (None, String::new());
-        for attempt in 0..=self.cfg.retries {
+        for attempt in 0..=retries {
             if attempt > 0 {
                 std::thread::sleep(delay);
                 delay = (delay * 2).min(Duration::from_secs(10));
@@ -213,9 +224,13 @@ impl RemoteBackend {
             };
             match res {
                 Ok(r) => {
-                    let text = r.into_string().map_err(|e| remote(url, None, format!("reading reply: {e}")))?;
-                    return serde_json::from_str(&text)
-                        .map_err(|e| remote(url, None, format!("reply is not JSON ({e}): {}", clip(&text))));
+                    let read = r.into_string().map_err(|e| remote(url, None, format!("reading reply: {e}"))).and_then(
+                        |text| {
+                            serde_json::from_str(&text)
+                                .map_err(|e| remote(url, None, format!("reply is not JSON ({e}): {}", clip(&text))))
+                        },
+                    );
+                    return (read, false);
                 }
                 Err(ureq::Error::Status(code, r)) => {
                     let text = r.into_string().unwrap_or_default();
@@ -224,10 +239,15 @@ impl RemoteBackend {
                         break;
                     }
                 }
-                Err(ureq::Error::Transport(t)) => last = (None, t.to_string()),
+                Err(ureq::Error::Transport(t)) => {
+                    // ureq starts its text with the URL, which the error names already.
+                    let text = t.to_string();
+                    last = (None, text.strip_prefix(&format!("{url}: ")).map(str::to_string).unwrap_or(text))
+                }
             }
         }
-        Err(remote(url, last.0, last.1))
+        let nothing_answered = last.0.is_none();
+        (Err(remote(url, last.0, last.1)), nothing_answered)
     }
 
     fn post(&self, path: &str, body: &Value) -> Result<Value> {
@@ -236,17 +256,38 @@ impl RemoteBackend {
             c.fetch_add(1, Ordering::Relaxed);
         }
         let base = self.cfg.base_urls[i].trim_end_matches('/');
-        self.request_at(&format!("{base}{path}"), Some(body))
+        self.request_watching(i, &format!("{base}{path}"), body)
+    }
+
+    /// POST to `url`, a path of base URL `i`, retried unless that server answered nothing the
+    /// last time (see `down`).
+    fn request_watching(&self, i: usize, url: &str, body: &Value) -> Result<Value> {
+        let was_down = self.down.get(i).is_some_and(|d| d.load(Ordering::Relaxed));
+        // Down: nothing answered (transport errors only). Any reply, even an error status or
+        // broken JSON, means the server is there.
+        let (res, down_now) = self.request_tries(url, Some(body), if was_down { 0 } else { self.cfg.retries });
+        if let Some(d) = self.down.get(i) {
+            d.store(down_now, Ordering::Relaxed);
+        }
+        res.map_err(|e| match e {
+            Error::Remote { url, status: None, reason } if was_down && down_now => Error::Remote {
+                url,
+                status: None,
+                reason: format!("{reason} (tried once: the server did not answer the request before either)"),
+            },
+            other => other,
+        })
     }
 
     fn tokenize_at(&self, url: usize, text: &str, add_special: bool) -> Result<Vec<(i64, Option<String>)>> {
-        let root = root_of(&self.cfg.base_urls[url % self.cfg.base_urls.len()]).to_string();
+        let i = url % self.cfg.base_urls.len();
+        let root = root_of(&self.cfg.base_urls[i]).to_string();
         // Field names of llama-server and vLLM side by side; each ignores the other's.
         let body = json!({
             "content": text, "prompt": text, "model": self.model_name,
             "add_special": add_special, "add_special_tokens": add_special, "with_pieces": true,
         });
-        let v = self.request_at(&format!("{root}/tokenize"), Some(&body))?;
+        let v = self.request_watching(i, &format!("{root}/tokenize"), &body)?;
         let toks = v
             .get("tokens")
             .and_then(Value::as_array)
