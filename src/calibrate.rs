@@ -124,7 +124,8 @@ impl Calibrator {
     /// Load from a file, checked (see [`Calibrator::validate`]).
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let c: Calibrator = serde_json::from_str(&text)
+        // A byte-order mark, as an editor may write: read as records and rubrics are.
+        let c: Calibrator = serde_json::from_str(text.strip_prefix('\u{feff}').unwrap_or(&text))
             .map_err(|e| Error::Parse { location: path.display().to_string(), reason: e.to_string() })?;
         c.validate(&path.display().to_string())?;
         Ok(c)
@@ -706,6 +707,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.json");
         c.save(&path).unwrap();
+        assert_eq!(Calibrator::load(&path).unwrap(), c);
+        // With a byte-order mark, as an editor may save it.
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, format!("\u{feff}{text}")).unwrap();
         assert_eq!(Calibrator::load(&path).unwrap(), c);
     }
 

@@ -373,6 +373,13 @@ fn serve(args: cli::ServeArgs) -> Result<ExitCode, Error> {
 }
 
 fn eval(args: cli::EvalArgs) -> Result<ExitCode, Error> {
+    if args.out.exists() && !args.out.is_dir() {
+        return Err(Error::field(
+            "command line",
+            "--out",
+            format!("{} is a file; --out names the folder the reports go into", args.out.display()),
+        ));
+    }
     std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
     for name in ["verdicts.jsonl", "report.md", "report.html", "metrics.json"] {
         refuse_overwrite(Some(&args.input), Some(&args.out.join(name)), "--out")?;
