@@ -235,8 +235,7 @@ fn print_prompts(judge: &Judge, task: &gavel::Task) -> Result<(), Error> {
 
 fn render(args: cli::RenderArgs) -> Result<ExitCode, Error> {
     let rubric = load_rubric(&args.records)?;
-    let lines = numbered_lines(&args.input)?;
-    let line = match lines.into_iter().find(|(n, _)| *n == args.line) {
+    let line = match numbered_lines(&args.input)?.find(|(n, _)| *n >= args.line).filter(|(n, _)| *n == args.line) {
         Some((_, text)) => text?,
         None => {
             return Err(Error::field(
@@ -268,7 +267,10 @@ fn bench(args: cli::BenchArgs) -> Result<ExitCode, Error> {
     let short_form: ShortForm = args.run.records.short_form.into();
     // A bad record is left out and said, as verify would make it an error record.
     let (mut tasks, mut bad) = (Vec::new(), Vec::new());
-    for (n, text) in numbered_lines(&args.input)?.into_iter().take(args.records) {
+    for (n, text) in numbered_lines(&args.input)? {
+        if tasks.len() >= args.records {
+            break;
+        }
         match text.and_then(|l| parse_record(&l, &format!("{name}:{n}"), rubric.as_ref(), short_form)) {
             Ok(t) => tasks.push(t),
             Err(e) => bad.push(e),
@@ -489,8 +491,16 @@ fn calibrate(args: cli::CalibrateArgs) -> Result<ExitCode, Error> {
         for read in args.input.iter().chain(&args.from) {
             refuse_overwrite(Some(read), out, flag)?;
         }
-        if let Some(out) = out {
-            check_output_folder(out, flag)?;
+    }
+    if let Some(features) = args.features_out.as_deref() {
+        // The fit creates its own folder; the features file is written as it is named.
+        check_output_folder(features, "--features-out")?;
+        let same = args
+            .output
+            .as_deref()
+            .is_some_and(|o| o == features || refuse_overwrite(Some(o), Some(features), "--features-out").is_err());
+        if same {
+            return Err(Error::field("command line", "--features-out", "is the -o file: give them two names"));
         }
     }
     // Fitting from stored outputs runs the model only for the content-free prior: no cache.

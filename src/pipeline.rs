@@ -320,7 +320,7 @@ pub fn extract_stream<R: BufRead, W: Write>(
     let mut lines = input.lines().enumerate();
     let mut skip = opts.skip;
     // Rubric ids written in this run, with their line.
-    let mut written_ids: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut written_ids: std::collections::HashMap<String, (usize, String)> = std::collections::HashMap::new();
     loop {
         // Lines read but not yet extracted are not written: `--resume` reads them again.
         if stop_asked(&opts.stop) {
@@ -387,17 +387,22 @@ pub fn extract_stream<R: BufRead, W: Write>(
                         let name = id.clone().unwrap_or_else(|| format!("line-{line}"));
                         // Rubrics are found by id: a second query of one id would replace the
                         // first's file. It is that line's error, and the first file stays.
-                        if let Some(first) = written_ids.get(&name) {
+                        if let Some((first, query)) = written_ids.get(&name) {
+                            // The same query again (records of one question): its rubric is
+                            // written already.
+                            if *query == task.query {
+                                return Ok(());
+                            }
                             return Err(Error::field(
                                 format!("{}:{line}", opts.input_name),
                                 "id",
                                 format!(
-                                    "the rubric id {name:?} is also line {first}'s, whose rubric file it would \
-                                     replace: give each query its own id"
+                                    "the rubric id {name:?} is also line {first}'s, another query, whose rubric \
+                                     file it would replace: give each query its own id"
                                 ),
                             ));
                         }
-                        written_ids.insert(name.clone(), line);
+                        written_ids.insert(name.clone(), (line, task.query.clone()));
                         let file = d.join(format!("{}.json", file_stem(&name)));
                         let rubric = serde_json::json!({"id": name, "query": task.query, "nuggets": plain});
                         let text = serde_json::to_string_pretty(&rubric).unwrap_or_default();

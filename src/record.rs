@@ -379,59 +379,68 @@ pub fn read_outputs(path: &std::path::Path) -> Result<Outputs> {
 /// (see [`Outputs::get`]).
 #[derive(Debug, Default)]
 pub struct Outputs {
-    by_key: std::collections::HashMap<String, OutputRecord>,
+    records: Vec<OutputRecord>,
+    by_line: std::collections::HashMap<usize, usize>,
+    /// Ids that only one output record has.
+    by_id: std::collections::HashMap<String, usize>,
 }
 
 impl Outputs {
-    /// Index `records`: by id where the id is unique in the file, else by line (records that
-    /// share an id, or have none), so that two records of one id are never given one output.
+    /// Index `records` by their line, and by id where only one of them has it.
     pub fn new(records: Vec<OutputRecord>) -> Self {
-        let mut count: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        let mut count: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
         for r in &records {
             if let Some(id) = &r.id {
-                *count.entry(id.clone()).or_default() += 1;
+                *count.entry(id).or_default() += 1;
             }
         }
-        let by_key = records
-            .into_iter()
-            .map(|r| {
-                let unique = r.id.as_ref().is_some_and(|id| count[id] == 1);
-                let key = if unique { r.key() } else { record_key(None, r.line) };
-                (key, r)
-            })
+        let by_id = records
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.id.as_ref().filter(|id| count[id.as_str()] == 1).map(|id| (id.clone(), i)))
             .collect();
-        Outputs { by_key }
+        let by_line = records.iter().enumerate().map(|(i, r)| (r.line, i)).collect();
+        Outputs { records, by_line, by_id }
     }
 
-    fn key(&self, id: Option<&str>, line: usize) -> Option<String> {
-        let by_id = id.map(|id| record_key(Some(id), line)).filter(|k| self.by_key.contains_key(k));
-        by_id.or_else(|| {
-            let k = record_key(None, line);
-            self.by_key.get(&k).filter(|r| r.id.as_deref() == id).map(|_| k)
-        })
+    fn index(&self, id: Option<&str>, line: usize, id_unique: bool) -> Option<usize> {
+        let at_line = self.by_line.get(&line).copied().filter(|&i| self.records[i].id.as_deref() == id);
+        at_line.or_else(|| id.filter(|_| id_unique).and_then(|id| self.by_id.get(id).copied()))
     }
 
-    /// The output of the input record with this id at this line: by its id when that is unique
-    /// in the output file, else the output written for that line with the same id.
-    pub fn get(&self, id: Option<&str>, line: usize) -> Option<&OutputRecord> {
-        self.by_key.get(&self.key(id, line)?)
+    /// The output of the input record with this id at this line: the output written for that
+    /// line with the same id; else, when the id is unique in the input (`id_unique`) and in the
+    /// output, the output of that id (an output of the same records in another order). Records
+    /// that share an id are never given one another's output.
+    pub fn get(&self, id: Option<&str>, line: usize, id_unique: bool) -> Option<&OutputRecord> {
+        self.index(id, line, id_unique).map(|i| &self.records[i])
     }
 
     /// As [`Outputs::get`], to change it.
-    pub fn get_mut(&mut self, id: Option<&str>, line: usize) -> Option<&mut OutputRecord> {
-        let k = self.key(id, line)?;
-        self.by_key.get_mut(&k)
+    pub fn get_mut(&mut self, id: Option<&str>, line: usize, id_unique: bool) -> Option<&mut OutputRecord> {
+        self.index(id, line, id_unique).map(|i| &mut self.records[i])
     }
 
     /// How many records it holds.
     pub fn len(&self) -> usize {
-        self.by_key.len()
+        self.records.len()
     }
 
     /// Whether it holds none.
     pub fn is_empty(&self) -> bool {
-        self.by_key.is_empty()
+        self.records.is_empty()
     }
+}
+
+/// The ids that only one of `tasks` has (see [`Outputs::get`]).
+pub fn unique_ids<'a>(tasks: impl IntoIterator<Item = &'a Task>) -> std::collections::HashSet<&'a str> {
+    let mut count: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for t in tasks {
+        if let Some(id) = t.id.as_deref() {
+            *count.entry(id).or_default() += 1;
+        }
+    }
+    count.into_iter().filter(|&(_, n)| n == 1).map(|(id, _)| id).collect()
 }
 
 /// Why `out` is not the output of `task`, when it is not: a long-form record's verdicts must be
@@ -565,13 +574,18 @@ mod tests {
             output(3, Some("u"), &["C"]),
             output(4, None, &["D"]),
         ]);
-        let first = |id: Option<&str>, line| o.get(id, line).map(|r| r.verdicts[0].nugget.clone());
-        assert_eq!(first(Some("q"), 1).as_deref(), Some("A"));
-        assert_eq!(first(Some("q"), 2).as_deref(), Some("B"));
-        assert_eq!(first(Some("q"), 3), None, "line 3 is another id's output");
-        assert_eq!(first(Some("u"), 9).as_deref(), Some("C"), "a unique id is found on any line");
-        assert_eq!(first(None, 4).as_deref(), Some("D"));
-        assert_eq!(first(None, 3), None);
+        let first = |id: Option<&str>, line, unique| o.get(id, line, unique).map(|r| r.verdicts[0].nugget.clone());
+        assert_eq!(first(Some("q"), 1, false).as_deref(), Some("A"));
+        assert_eq!(first(Some("q"), 2, false).as_deref(), Some("B"));
+        assert_eq!(first(Some("q"), 3, false), None, "line 3 is another id's output");
+        assert_eq!(first(Some("u"), 9, true).as_deref(), Some("C"), "an id unique on both sides is found on any line");
+        assert_eq!(first(None, 4, true).as_deref(), Some("D"));
+        assert_eq!(first(None, 3, true), None);
+        // An id two input records share, of which the output holds one (an interrupted run):
+        // the other record has no output, not that one.
+        let part = Outputs::new(vec![output(1, Some("q"), &["A"])]);
+        assert!(part.get(Some("q"), 1, false).is_some());
+        assert!(part.get(Some("q"), 2, false).is_none());
     }
 
     #[test]

@@ -813,8 +813,9 @@ fn an_output_hard_linked_to_the_input_is_refused() {
     assert_eq!(std::fs::read_to_string(&input).unwrap(), body);
 }
 
-/// `calibrate` refuses to write its fit or its features over a file it reads, and a missing
-/// output folder, before it judges anything; it overwrote its labeled input.
+/// `calibrate` refuses to write its fit or its features over a file it reads, and features
+/// into a missing folder (the fit makes its own), before it judges anything; it overwrote its
+/// labeled input.
 #[test]
 fn calibrate_refuses_outputs_over_its_inputs_before_any_work() {
     let dir = tempfile::tempdir().unwrap();
@@ -822,8 +823,8 @@ fn calibrate_refuses_outputs_over_its_inputs_before_any_work() {
     std::fs::copy(fixture("report/labeled.jsonl"), &labeled).unwrap();
     let before = std::fs::read_to_string(&labeled).unwrap();
     let l = labeled.to_str().unwrap();
-    let nowhere = dir.path().join("missing/cal.json");
-    for (flag, path) in [("-o", l), ("--features-out", l), ("-o", nowhere.to_str().unwrap())] {
+    let nowhere = dir.path().join("missing/features.csv");
+    for (flag, path) in [("-o", l), ("--features-out", l), ("--features-out", nowhere.to_str().unwrap())] {
         let out = gavel().args(["calibrate", "--input", l, flag, path]).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{flag} {path}: {stderr}");

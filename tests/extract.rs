@@ -164,7 +164,7 @@ fn a_killed_extraction_resumes_to_the_uninterrupted_output() {
 }
 
 /// Two queries of one id would write one rubric file (the second replacing the first, exit 0):
-/// the second is its line's error and the first file stays. Ids that differ only in characters
+/// the second is its line's error and the first file stays; the same query again is fine. Ids that differ only in characters
 /// a file name cannot hold (`a/b`, `a_b`) are two files.
 #[test]
 fn rubric_files_never_replace_one_another() {
@@ -174,6 +174,7 @@ fn rubric_files_never_replace_one_another() {
         "{\"id\": \"same\", \"query\": \"What is the boiling point of water?\"}\n",
         "{\"id\": \"a/b\", \"query\": \"Who wrote Hamlet?\"}\n",
         "{\"id\": \"a_b\", \"query\": \"Where is Lima?\"}\n",
+        "{\"id\": \"same\", \"query\": \"Who designed the Eiffel Tower?\"}\n",
     );
     let mut child = Command::new(env!("CARGO_BIN_EXE_gavel"))
         .args(["extract", "--max-nuggets", "2", "--rubric-dir", dir.path().to_str().unwrap()])
@@ -187,9 +188,10 @@ fn rubric_files_never_replace_one_another() {
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
     let lines: Vec<serde_json::Value> =
         String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(lines.len(), 4);
+    assert_eq!(lines.len(), 5);
     let errors: Vec<bool> = lines.iter().map(|l| !l["error"].is_null()).collect();
-    assert_eq!(errors, vec![false, true, false, false]);
+    // The same id with the same query (records of one question) is not an error.
+    assert_eq!(errors, vec![false, true, false, false, false]);
     let msg = lines[1]["error"]["message"].as_str().unwrap();
     assert!(msg.contains(":2") && msg.contains("line 1") && msg.contains("\"same\""), "{msg}");
     let files = std::fs::read_dir(dir.path()).unwrap().count();

@@ -19,9 +19,9 @@ fn reports_match_their_snapshots() {
     let mut outputs = read_outputs(&fixtures.join("verdicts.jsonl")).unwrap();
     assert_eq!(outputs.len(), 15, "every fixture line reads back as an output record");
     // Re-deciding uncalibrated from the raw reads changes nothing the run did not write.
-    let before = format!("{:?}", outputs.get(Some("factcheck-dev-0"), 1).map(|o| &o.verdicts));
+    let before = format!("{:?}", outputs.get(Some("factcheck-dev-0"), 1, true).map(|o| &o.verdicts));
     rescore_outputs(&labeled.tasks, &mut outputs, None);
-    assert_eq!(before, format!("{:?}", outputs.get(Some("factcheck-dev-0"), 1).map(|o| &o.verdicts)));
+    assert_eq!(before, format!("{:?}", outputs.get(Some("factcheck-dev-0"), 1, true).map(|o| &o.verdicts)));
     let mut input = collect("labeled.jsonl", &labeled.tasks, &outputs, labeled.failures);
     input.setup =
         vec![("model".into(), "SmolLM2-135M-Instruct.Q4_1.gguf".into()), ("calibration".into(), "none".into())];

@@ -107,9 +107,10 @@ pub struct RemoteBackend {
     next_url: AtomicUsize,
     /// Completion requests sent to each base URL.
     sent: Vec<AtomicUsize>,
-    /// Per base URL: its last request found nothing answering (after every retry). The next
-    /// request there is tried once, not retried: a server that died mid-run costs one failed
-    /// connection per request, not the whole backoff (about 3 s) each.
+    /// Per base URL: its last request reached no server (connections refused after every
+    /// retry). The next request there gives up after one such attempt (one that reaches the
+    /// server is retried as usual): a server that died mid-run costs one failed connection per
+    /// request, not the whole backoff (about 3 s) each.
     down: Vec<AtomicBool>,
     labels: Mutex<LabelCache>,
     usage: Mutex<Usage>,
@@ -198,15 +199,17 @@ impl RemoteBackend {
 
     /// GET (body `None`) or POST JSON, with retries and backoff.
     fn request_at(&self, url: &str, body: Option<&Value>) -> Result<Value> {
-        self.request_tries(url, body, self.cfg.retries).0
+        self.request_tries(url, body, false).0
     }
 
-    /// As [`RemoteBackend::request_at`] with `retries`; with whether nothing answered at all
-    /// (every attempt a connection or transport failure).
-    fn request_tries(&self, url: &str, body: Option<&Value>, retries: u32) -> (Result<Value>, bool) {
+    /// As [`RemoteBackend::request_at`]; with whether no attempt reached a server (each one's
+    /// connection refused, or its host not found: not a timeout, which a slow server gives too).
+    /// `once_if_unreachable`: give up after a first attempt that reaches nothing.
+    fn request_tries(&self, url: &str, body: Option<&Value>, once_if_unreachable: bool) -> (Result<Value>, bool) {
         let mut delay = Duration::from_millis(200);
         let mut last: (Option<u16>, String) = (None, String::new());
-        for attempt in 0..=retries {
+        let mut unreachable = true;
+        for attempt in 0..=self.cfg.retries {
             if attempt > 0 {
                 std::thread::sleep(delay);
                 delay = (delay * 2).min(Duration::from_secs(10));
@@ -233,6 +236,7 @@ impl RemoteBackend {
                     return (read, false);
                 }
                 Err(ureq::Error::Status(code, r)) => {
+                    unreachable = false;
                     let text = r.into_string().unwrap_or_default();
                     last = (Some(code), clip(&text));
                     if code != 429 && code < 500 {
@@ -240,14 +244,17 @@ impl RemoteBackend {
                     }
                 }
                 Err(ureq::Error::Transport(t)) => {
+                    unreachable &= matches!(t.kind(), ureq::ErrorKind::ConnectionFailed | ureq::ErrorKind::Dns);
                     // ureq starts its text with the URL, which the error names already.
                     let text = t.to_string();
-                    last = (None, text.strip_prefix(&format!("{url}: ")).map(str::to_string).unwrap_or(text))
+                    last = (None, text.strip_prefix(&format!("{url}: ")).map(str::to_string).unwrap_or(text));
+                    if once_if_unreachable && unreachable {
+                        break;
+                    }
                 }
             }
         }
-        let nothing_answered = last.0.is_none();
-        (Err(remote(url, last.0, last.1)), nothing_answered)
+        (Err(remote(url, last.0, last.1)), unreachable)
     }
 
     fn post(&self, path: &str, body: &Value) -> Result<Value> {
@@ -259,13 +266,13 @@ impl RemoteBackend {
         self.request_watching(i, &format!("{base}{path}"), body)
     }
 
-    /// POST to `url`, a path of base URL `i`, retried unless that server answered nothing the
-    /// last time (see `down`).
+    /// POST to `url`, a path of base URL `i`, retried unless that server could not be reached
+    /// the last time (see `down`).
     fn request_watching(&self, i: usize, url: &str, body: &Value) -> Result<Value> {
         let was_down = self.down.get(i).is_some_and(|d| d.load(Ordering::Relaxed));
-        // Down: nothing answered (transport errors only). Any reply, even an error status or
-        // broken JSON, means the server is there.
-        let (res, down_now) = self.request_tries(url, Some(body), if was_down { 0 } else { self.cfg.retries });
+        // Down: no attempt reached a server. Any reply, even an error status or broken JSON,
+        // or a timeout (a slow server), means it is there.
+        let (res, down_now) = self.request_tries(url, Some(body), was_down);
         if let Some(d) = self.down.get(i) {
             d.store(down_now, Ordering::Relaxed);
         }

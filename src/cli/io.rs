@@ -89,26 +89,34 @@ pub fn check_output_folder(output: &Path, flag: &str) -> Result<(), Error> {
 pub type NumberedLine = (usize, Result<String, Error>);
 
 /// The non-blank lines of a file (`-`: stdin), numbered from 1, each its text or why it has
-/// none (not UTF-8), so that one bad line is that line's error, named, not the file's.
-pub fn numbered_lines(path: &Path) -> Result<Vec<NumberedLine>, Error> {
-    use std::io::Read;
-    let mut bytes = Vec::new();
-    if path.as_os_str() == "-" {
-        std::io::stdin().read_to_end(&mut bytes).map_err(|e| Error::io("stdin", e))?;
+/// none (not UTF-8, unreadable), so that one bad line is that line's error, named, not the
+/// file's. Read as they are asked for: `find` and `take` stop reading early.
+pub fn numbered_lines(path: &Path) -> Result<Box<dyn Iterator<Item = NumberedLine>>, Error> {
+    let (reader, name): (Box<dyn BufRead>, String) = if path.as_os_str() == "-" {
+        (Box::new(BufReader::new(std::io::stdin())), "stdin".into())
     } else {
-        File::open(path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(|e| Error::io(path, e))?;
-    }
-    let name = if path.as_os_str() == "-" { "stdin".to_string() } else { path.display().to_string() };
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
-    Ok(bytes
-        .split(|&b| b == b'\n')
-        .enumerate()
-        .map(|(i, l)| {
-            let text = std::str::from_utf8(l.strip_suffix(b"\r").unwrap_or(l)).map(str::to_string).map_err(|e| {
-                Error::Parse { location: format!("{name}:{}", i + 1), reason: format!("not UTF-8 text ({e})") }
-            });
-            (i + 1, text)
-        })
-        .filter(|(_, t)| t.as_ref().map_or(true, |t| !t.trim().is_empty()))
-        .collect())
+        (Box::new(BufReader::new(File::open(path).map_err(|e| Error::io(path, e))?)), path.display().to_string())
+    };
+    Ok(Box::new(
+        reader
+            .split(b'\n')
+            .enumerate()
+            .map(move |(i, l)| {
+                let location = format!("{name}:{}", i + 1);
+                let text = l.map_err(|e| Error::io(&location, e)).and_then(|mut l| {
+                    if i == 0 && l.starts_with(b"\xEF\xBB\xBF") {
+                        l.drain(..3);
+                    }
+                    if l.last() == Some(&b'\r') {
+                        l.pop();
+                    }
+                    String::from_utf8(l).map_err(|e| Error::Parse {
+                        location: location.clone(),
+                        reason: format!("not UTF-8 text ({})", e.utf8_error()),
+                    })
+                });
+                (i + 1, text)
+            })
+            .filter(|(_, t)| t.as_ref().map_or(true, |t| !t.trim().is_empty())),
+    ))
 }

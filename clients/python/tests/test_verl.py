@@ -2,9 +2,9 @@
 
 import asyncio
 import importlib.util
+import re
 import sys
 import time
-import re
 import types
 
 import pytest
