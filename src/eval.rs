@@ -11,7 +11,7 @@ use crate::calibrate::Calibrator;
 use crate::label::{Grades, Label, LabelProbs};
 use crate::lexical::{lexical_overlap, LexicalThresholds};
 use crate::metrics::{agreement, bootstrap, calibration, majority, sample_level, Agreement, Calibration, Intervals};
-use crate::record::{group_of, output_mismatch, unique_ids, Outputs, Task};
+use crate::record::{group_of, output_mismatch, Outputs, Task, UniqueIds};
 use crate::rubric::{Check, CheckOutcome};
 use crate::stack::FeatureInput;
 
@@ -297,10 +297,9 @@ pub fn collect(
         failures: parse_failures,
         ..Default::default()
     };
-    let unique = unique_ids(tasks.iter().map(|(_, t)| t));
+    let unique = UniqueIds::of(tasks.iter().map(|(_, t)| t));
     for (line, task) in tasks {
-        let Some(out) = outputs.get(task.id.as_deref(), *line, unique.contains(task.id.as_deref().unwrap_or_default()))
-        else {
+        let Some(out) = outputs.get(task.id.as_deref(), *line, unique.has(task)) else {
             input.failures.push((*line, "no output record".into()));
             continue;
         };
@@ -359,11 +358,9 @@ pub fn collect(
 pub fn rescore_outputs(tasks: &[(usize, Task)], outputs: &mut Outputs, calibrator: Option<&Calibrator>) {
     // Decisions are made on the file's grading: 3-grade when any gold is partial support.
     let grades = Grades::of_golds(tasks.iter().flat_map(|(_, t)| t.nuggets.iter().filter_map(|n| n.gold)));
-    let unique = unique_ids(tasks.iter().map(|(_, t)| t));
+    let unique = UniqueIds::of(tasks.iter().map(|(_, t)| t));
     for (line, task) in tasks {
-        let Some(out) =
-            outputs.get_mut(task.id.as_deref(), *line, unique.contains(task.id.as_deref().unwrap_or_default()))
-        else {
+        let Some(out) = outputs.get_mut(task.id.as_deref(), *line, unique.has(task)) else {
             continue;
         };
         if output_mismatch(task, out).is_some() {

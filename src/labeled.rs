@@ -8,7 +8,7 @@ use std::path::Path;
 use crate::calibrate::{LabeledVerdict, CONTENT_FREE_ANSWERS};
 use crate::error::{Error, Result};
 use crate::judge::Judge;
-use crate::record::{output_mismatch, parse_record, part_of, unique_ids, Outputs, Part, ShortForm, Task};
+use crate::record::{output_mismatch, parse_record, part_of, Outputs, Part, ShortForm, Task, UniqueIds};
 use crate::rubric::Nugget;
 
 /// The records of a labeled file.
@@ -141,11 +141,11 @@ pub fn judge_labeled(
 pub fn from_outputs(tasks: &[(usize, Task)], files: &[usize], outputs: &[Outputs]) -> Collected {
     let mut out = Collected::default();
     // Ids are matched within a file: one input file's records against its verdicts file.
-    let unique: Vec<HashSet<&str>> = (0..outputs.len())
-        .map(|f| unique_ids(tasks.iter().zip(files).filter(|&(_, &g)| g == f).map(|((_, t), _)| t)))
+    let unique: Vec<UniqueIds> = (0..outputs.len())
+        .map(|f| UniqueIds::of(tasks.iter().zip(files).filter(|&(_, &g)| g == f).map(|((_, t), _)| t)))
         .collect();
     for ((line, task), &file) in tasks.iter().zip(files) {
-        let id_unique = unique.get(file).is_some_and(|u| u.contains(task.id.as_deref().unwrap_or_default()));
+        let id_unique = unique.get(file).is_some_and(|u| u.has(task));
         let Some(record) = outputs.get(file).and_then(|o| o.get(task.id.as_deref(), *line, id_unique)) else {
             out.failed.push((file, *line, "no output record".into()));
             continue;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use clap::Parser;
 use cli::config::{build_judge, load_backend, load_rubric, prompt_set, JudgeSpec};
 use cli::interrupt::{interruptible, say_interrupted, INTERRUPTED};
-use cli::io::{check_output_folder, numbered_lines, open_input, progress_bar, refuse_overwrite};
+use cli::io::{check_output_folder, numbered_lines, open_input, progress_bar, refuse_overwrite, same_file};
 use cli::{Cli, Command, ScoreArgs};
 use gavel::cache::{model_fingerprint, model_key};
 use gavel::calibrate::{self, Calibrator, FitOptions};
@@ -495,11 +495,7 @@ fn calibrate(args: cli::CalibrateArgs) -> Result<ExitCode, Error> {
     if let Some(features) = args.features_out.as_deref() {
         // The fit creates its own folder; the features file is written as it is named.
         check_output_folder(features, "--features-out")?;
-        let same = args
-            .output
-            .as_deref()
-            .is_some_and(|o| o == features || refuse_overwrite(Some(o), Some(features), "--features-out").is_err());
-        if same {
+        if args.output.as_deref().is_some_and(|o| o == features || same_file(o, features)) {
             return Err(Error::field("command line", "--features-out", "is the -o file: give them two names"));
         }
     }

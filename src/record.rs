@@ -432,15 +432,25 @@ impl Outputs {
     }
 }
 
-/// The ids that only one of `tasks` has (see [`Outputs::get`]).
-pub fn unique_ids<'a>(tasks: impl IntoIterator<Item = &'a Task>) -> std::collections::HashSet<&'a str> {
-    let mut count: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-    for t in tasks {
-        if let Some(id) = t.id.as_deref() {
-            *count.entry(id).or_default() += 1;
+/// The ids that only one of an input's records has (see [`Outputs::get`]).
+pub struct UniqueIds<'a>(std::collections::HashSet<&'a str>);
+
+impl<'a> UniqueIds<'a> {
+    /// Count the ids of `tasks`.
+    pub fn of(tasks: impl IntoIterator<Item = &'a Task>) -> Self {
+        let mut count: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for t in tasks {
+            if let Some(id) = t.id.as_deref() {
+                *count.entry(id).or_default() += 1;
+            }
         }
+        UniqueIds(count.into_iter().filter(|&(_, n)| n == 1).map(|(id, _)| id).collect())
     }
-    count.into_iter().filter(|&(_, n)| n == 1).map(|(id, _)| id).collect()
+
+    /// Whether `task` has an id no other record of the input has.
+    pub fn has(&self, task: &Task) -> bool {
+        task.id.as_deref().is_some_and(|id| self.0.contains(id))
+    }
 }
 
 /// Why `out` is not the output of `task`, when it is not: a long-form record's verdicts must be

@@ -860,3 +860,44 @@ fn render_and_bench_read_around_a_bad_line() {
     assert!(stderr.contains("left out: ") && stderr.contains("enc.jsonl:2"), "{stderr}");
     assert!(String::from_utf8_lossy(&bench.stdout).contains("records            2"));
 }
+
+/// Flags given a value they cannot take are refused at start, naming the flag: `--top-logprobs`
+/// below one per label (every verdict was a uniform guess), `eval --out` naming a file ("File
+/// exists"). And `render --input -` reads stdin.
+#[test]
+fn small_refusals_name_their_flag_and_render_reads_stdin() {
+    let out = gavel()
+        .args(["verify", "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1", "--top-logprobs", "2"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--top-logprobs") && stderr.contains("at least 3"), "{stderr}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("afile");
+    std::fs::write(&file, "").unwrap();
+    let out = gavel()
+        .args(["eval", "--input", &fixture("report/labeled.jsonl"), "--out", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--out") && stderr.contains("is a file"), "{stderr}");
+    let mut child = gavel()
+        .args(["render", "--input", "-", "--line", "1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(br#"{"answer": "Lima is in Peru.", "nuggets": ["Lima is in Peru"]}"#)
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Lima is in Peru"));
+}

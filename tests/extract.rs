@@ -13,6 +13,19 @@ fn fixture() -> String {
     format!("{}/tests/fixtures/extract.jsonl", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Run `gavel` with `args`, `input` on its stdin; its output.
+fn gavel_with_stdin(args: &[&str], input: &[u8]) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gavel"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 fn tasks() -> Vec<ExtractTask> {
     std::fs::read_to_string(fixture())
         .unwrap()
@@ -76,15 +89,7 @@ fn extract_then_verify_as_a_pipeline() {
     let check = Command::new(bin).args(["check", rubric.to_str().unwrap()]).output().unwrap();
     assert_eq!(check.status.code(), Some(0), "{}", String::from_utf8_lossy(&check.stderr));
 
-    let mut verify = Command::new(bin)
-        .arg("verify")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    verify.stdin.take().unwrap().write_all(attached.as_bytes()).unwrap();
-    let out = verify.wait_with_output().unwrap();
+    let out = gavel_with_stdin(&["verify"], attached.as_bytes());
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let lines: Vec<serde_json::Value> =
         String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -99,15 +104,7 @@ fn extract_then_verify_as_a_pipeline() {
 #[test]
 fn bad_extract_records_become_error_records() {
     let input = "{\"query\": \"ok?\"}\nnot json\n{\"id\": \"p\", \"query\": \"q\", \"passages\": [1]}\n";
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gavel"))
-        .args(["extract", "--max-nuggets", "2"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = gavel_with_stdin(&["extract", "--max-nuggets", "2"], input.as_bytes());
     assert_eq!(out.status.code(), Some(1));
     let lines: Vec<serde_json::Value> =
         String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -176,15 +173,10 @@ fn rubric_files_never_replace_one_another() {
         "{\"id\": \"a_b\", \"query\": \"Where is Lima?\"}\n",
         "{\"id\": \"same\", \"query\": \"Who designed the Eiffel Tower?\"}\n",
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gavel"))
-        .args(["extract", "--max-nuggets", "2", "--rubric-dir", dir.path().to_str().unwrap()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = gavel_with_stdin(
+        &["extract", "--max-nuggets", "2", "--rubric-dir", dir.path().to_str().unwrap()],
+        input.as_bytes(),
+    );
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
     let lines: Vec<serde_json::Value> =
         String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();

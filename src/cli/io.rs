@@ -52,13 +52,8 @@ pub fn progress_bar(total: Option<u64>, unit: &str) -> Option<indicatif::Progres
 /// Writing `output` must not destroy `input`: refuse when they are the same file (the same
 /// path, a link to it, or a hard link: the same device and inode).
 pub fn refuse_overwrite(input: Option<&Path>, output: Option<&Path>, flag: &str) -> Result<(), Error> {
-    use std::os::unix::fs::MetadataExt;
     let (Some(i), Some(o)) = (input, output) else { return Ok(()) };
-    let same = match (std::fs::metadata(i), std::fs::metadata(o)) {
-        (Ok(a), Ok(b)) => a.is_file() && a.dev() == b.dev() && a.ino() == b.ino(),
-        _ => false,
-    };
-    if same {
+    if same_file(i, o) {
         return Err(Error::field(
             "command line",
             flag,
@@ -66,6 +61,16 @@ pub fn refuse_overwrite(input: Option<&Path>, output: Option<&Path>, flag: &str)
         ));
     }
     Ok(())
+}
+
+/// Whether two paths name one existing file (the same path, a link to it, or a hard link: the
+/// same device and inode).
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.is_file() && a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 /// The folder `output` goes into exists (an empty parent is the working folder): a file written
@@ -103,13 +108,8 @@ pub fn numbered_lines(path: &Path) -> Result<Box<dyn Iterator<Item = NumberedLin
             .enumerate()
             .map(move |(i, l)| {
                 let location = format!("{name}:{}", i + 1);
-                let text = l.map_err(|e| Error::io(&location, e)).and_then(|mut l| {
-                    if i == 0 && l.starts_with(b"\xEF\xBB\xBF") {
-                        l.drain(..3);
-                    }
-                    if l.last() == Some(&b'\r') {
-                        l.pop();
-                    }
+                // A byte-order mark and a CR are left to `parse_record`, which reads past them.
+                let text = l.map_err(|e| Error::io(&location, e)).and_then(|l| {
                     String::from_utf8(l).map_err(|e| Error::Parse {
                         location: location.clone(),
                         reason: format!("not UTF-8 text ({})", e.utf8_error()),
